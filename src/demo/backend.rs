@@ -1,0 +1,1 @@
+//! `balancer backend`: a small demo HTTP server. (Stub.)

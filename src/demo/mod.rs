@@ -1,0 +1,3 @@
+//! `balancer demo` and `balancer backend`.
+
+pub mod backend;

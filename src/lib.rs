@@ -1,0 +1,40 @@
+//! `balancer`: a TCP (and, later, HTTP) load balancer.
+//!
+//! # Layout
+//!
+//! A connection passes through few places, each once: it is accepted in
+//! [`runtime`] (`runtime/listener.rs`), a backend is picked by [`balance`],
+//! connected to by [`proxy::connect`], its bytes are relayed by
+//! [`proxy::tcp`], and everything is counted in [`backend::stats`].
+//!
+//! - [`cli`]: the command line (clap derive): subcommands and global flags.
+//! - [`error`]: the top-level [`Error`]: how it renders and which exit code
+//!   it maps to (2 for usage and config, 1 for runtime failures).
+//! - [`config`]: pure text-to-model. The native TOML format and the seed's
+//!   INI `setup.cfg` are read into the same raw structs, validated into one
+//!   [`config::Config`], and can be printed back as TOML (`convert`).
+//!   Nothing there binds or spawns, so `check` and `convert` are free.
+//! - [`balance`]: the balancing algorithms behind one [`balance::Balancer`]
+//!   trait, with no I/O: round robin, random, smooth weighted round robin.
+//! - [`backend`]: a backend's address, weight and live state (up, down,
+//!   draining) and its counters; shared by `Arc` so it can outlive a config.
+//! - [`proxy`]: connect to a backend with timeout, retries and
+//!   `source_address`, then relay bytes both ways with half-close and idle
+//!   timeout.
+//! - [`runtime`]: owns lifecycles: binding listeners, accept loops,
+//!   connection caps, signals, drain.
+//! - [`demo`]: `balancer backend` (a small HTTP server) and `balancer demo`
+//!   (five backends plus the balancer, from an embedded config that goes
+//!   through the same validation as any file).
+#![deny(unsafe_code)]
+
+pub mod backend;
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod proxy;
+pub mod runtime;
+
+pub use error::Error;

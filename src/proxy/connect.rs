@@ -1,0 +1,1 @@
+//! Connect to a backend.
