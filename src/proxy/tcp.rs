@@ -151,3 +151,188 @@ async fn idle(activity: &Activity, timeout: Duration) {
         tokio::time::sleep_until(deadline).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected loopback pair: (the side the relay gets, the far end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (near, far) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (near.unwrap(), far.unwrap().0)
+    }
+
+    fn options(idle: Duration) -> RelayOptions {
+        RelayOptions {
+            buffer_size: 4096,
+            idle_timeout: idle,
+        }
+    }
+
+    /// Deterministic pseudo-random bytes (xorshift), so a mismatch is
+    /// reproducible.
+    fn bytes(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn bytes_cross_unchanged_both_ways_and_are_counted() {
+        let (client_side, mut client) = pair().await;
+        let (backend_side, mut backend) = pair().await;
+        let stats = Stats::default();
+        let close = CancellationToken::new();
+        let up = bytes(3 << 20, 1);
+        let down = bytes(2 << 20, 2);
+        let opts = options(Duration::from_secs(60));
+        let relay = relay(client_side, backend_side, &opts, &stats, &close);
+        let client_io = async {
+            let (mut r, mut w) = client.split();
+            let send = async {
+                w.write_all(&up).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let recv = r.read_to_end(&mut got);
+            let ((), n) = tokio::join!(send, recv);
+            n.unwrap();
+            got
+        };
+        let backend_io = async {
+            let (mut r, mut w) = backend.split();
+            let send = async {
+                w.write_all(&down).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let recv = r.read_to_end(&mut got);
+            let ((), n) = tokio::join!(send, recv);
+            n.unwrap();
+            got
+        };
+        let (outcome, at_client, at_backend) = tokio::join!(relay, client_io, backend_io);
+        assert!(matches!(outcome, Outcome::Done), "outcome: {outcome}");
+        assert!(at_backend == up, "client to backend bytes differ");
+        assert!(at_client == down, "backend to client bytes differ");
+        assert_eq!(stats.bytes_in.load(Ordering::Relaxed), up.len() as u64);
+        assert_eq!(stats.bytes_out.load(Ordering::Relaxed), down.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_half_close_is_passed_on_and_the_other_direction_keeps_flowing() {
+        let (client_side, mut client) = pair().await;
+        let (backend_side, mut backend) = pair().await;
+        let stats = Stats::default();
+        let close = CancellationToken::new();
+        let relay = tokio::spawn(async move {
+            relay(
+                client_side,
+                backend_side,
+                &options(Duration::from_secs(60)),
+                &stats,
+                &close,
+            )
+            .await
+        });
+        client.write_all(b"question").await.unwrap();
+        client.shutdown().await.unwrap();
+        // The backend sees the whole question, then end of stream.
+        let mut question = Vec::new();
+        backend.read_to_end(&mut question).await.unwrap();
+        assert_eq!(question, b"question");
+        // The backend answers after the client's half-close.
+        backend.write_all(b"answer").await.unwrap();
+        backend.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"answer");
+        assert!(matches!(relay.await.unwrap(), Outcome::Done));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_bytes_for_idle_timeout_is_closed() {
+        let (client_side, mut client) = pair().await;
+        let (backend_side, mut backend) = pair().await;
+        let stats = Stats::default();
+        let close = CancellationToken::new();
+        let started = Instant::now();
+        let outcome = relay(
+            client_side,
+            backend_side,
+            &options(Duration::from_secs(300)),
+            &stats,
+            &close,
+        )
+        .await;
+        assert!(
+            matches!(outcome, Outcome::IdleTimeout),
+            "outcome: {outcome}"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(300));
+        // Both ends see the close.
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(backend.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_moving_keep_an_idle_timeout_from_firing() {
+        let (client_side, mut client) = pair().await;
+        let (backend_side, mut backend) = pair().await;
+        let stats = Stats::default();
+        let close = CancellationToken::new();
+        let relay = tokio::spawn(async move {
+            relay(
+                client_side,
+                backend_side,
+                &options(Duration::from_secs(10)),
+                &stats,
+                &close,
+            )
+            .await
+        });
+        for _ in 0..5 {
+            // 6 s apart: longer than half the timeout, 30 s in all.
+            tokio::time::advance(Duration::from_secs(6)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            backend.read_exact(&mut one).await.unwrap();
+        }
+        assert!(!relay.is_finished(), "relay ended while bytes were moving");
+        client.shutdown().await.unwrap();
+        backend.shutdown().await.unwrap();
+        assert!(matches!(relay.await.unwrap(), Outcome::Done));
+    }
+
+    #[tokio::test]
+    async fn cancelling_close_ends_an_open_relay() {
+        let (client_side, mut client) = pair().await;
+        let (backend_side, _backend) = pair().await;
+        let stats = Stats::default();
+        let close = CancellationToken::new();
+        let trigger = close.clone();
+        let relay = tokio::spawn(async move {
+            relay(
+                client_side,
+                backend_side,
+                &options(Duration::from_secs(60)),
+                &stats,
+                &close,
+            )
+            .await
+        });
+        trigger.cancel();
+        assert!(matches!(relay.await.unwrap(), Outcome::Closed));
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+}
