@@ -80,7 +80,8 @@ type AnswerBody = Either<Full<Bytes>, FileBody>;
 /// `127.0.0.1:0`), so this cannot fail: accept errors are logged and retried
 /// after a short pause. Once `shutdown` is cancelled the listener is closed
 /// at once (new connects are refused), idle keep-alive connections are
-/// closed, and requests already being answered finish first.
+/// closed, and requests already being answered finish first (including
+/// their `delay`); callers that need a bound wrap this in a timeout.
 pub async fn serve(
     listener: TcpListener,
     options: Arc<BackendOptions>,
@@ -476,5 +477,430 @@ impl Body for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Instant;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpSocket;
+
+    /// Upper bound on any one exchange; a hang fails the test instead.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    const SECRET: &[u8] = b"TOP SECRET: outside the served directory";
+
+    /// A backend serving on 127.0.0.1:0; dropping it cancels `serve`.
+    struct Running {
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    async fn start(options: BackendOptions) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, Arc::new(options), shutdown.clone()));
+        Running {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    fn named(name: &str) -> BackendOptions {
+        BackendOptions {
+            name: name.to_owned(),
+            ..BackendOptions::default()
+        }
+    }
+
+    /// One parsed HTTP/1.1 response, as bytes arrived on the socket.
+    #[derive(Debug)]
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        }
+
+        fn content_length(&self) -> usize {
+            self.header("content-length").unwrap().parse().unwrap()
+        }
+
+        fn text(&self) -> &str {
+            std::str::from_utf8(&self.body).unwrap()
+        }
+    }
+
+    /// Reads a status line, headers and (unless `head_only`) exactly
+    /// `Content-Length` bytes of body.
+    async fn read_reply<R: AsyncBufReadExt + Unpin>(reader: &mut R, head_only: bool) -> Reply {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            let (key, value) = line.split_once(':').unwrap();
+            headers.push((key.trim().to_owned(), value.trim().to_owned()));
+        }
+        let mut reply = Reply {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if !head_only {
+            reply.body = vec![0; reply.content_length()];
+            reader.read_exact(&mut reply.body).await.unwrap();
+        }
+        reply
+    }
+
+    /// Sends one request with `Connection: close` on `stream`, reads the
+    /// reply, and checks that nothing follows it before EOF, so the
+    /// `Content-Length` is exact and HEAD really has no body.
+    async fn exchange_on(stream: TcpStream, method: &str, path: &str) -> Reply {
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let work = async {
+            let mut reader = BufReader::new(stream);
+            reader
+                .get_mut()
+                .write_all(request.as_bytes())
+                .await
+                .unwrap();
+            let reply = read_reply(&mut reader, method == "HEAD").await;
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "bytes after the reply: {rest:?}");
+            reply
+        };
+        tokio::time::timeout(PATIENCE, work).await.unwrap()
+    }
+
+    async fn exchange(addr: SocketAddr, method: &str, path: &str) -> Reply {
+        exchange_on(TcpStream::connect(addr).await.unwrap(), method, path).await
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> Reply {
+        exchange(addr, "GET", path).await
+    }
+
+    /// A served directory `site/` next to a `secret` file it must never
+    /// serve.
+    fn site_with_secret() -> (tempfile::TempDir, PathBuf) {
+        let outer = tempfile::tempdir().unwrap();
+        std::fs::write(outer.path().join("secret"), SECRET).unwrap();
+        let site = outer.path().join("site");
+        std::fs::create_dir_all(site.join("a")).unwrap();
+        std::fs::write(site.join("index.html"), b"<h1>hi</h1>\n").unwrap();
+        (outer, site)
+    }
+
+    fn serving(site: &Path) -> BackendOptions {
+        BackendOptions {
+            dir: Some(site.to_owned()),
+            ..named("b1")
+        }
+    }
+
+    #[tokio::test]
+    async fn health_answers_200_ok() {
+        let backend = start(named("b1")).await;
+        let reply = get(backend.addr, "/health").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "ok\n");
+        assert_eq!(reply.header("x-backend"), Some("b1"));
+    }
+
+    #[tokio::test]
+    async fn a_path_without_a_file_gets_a_text_naming_the_backend_and_the_path() {
+        let backend = start(named("b7")).await;
+        let reply = get(backend.addr, "/index.html?x=1").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "hello from b7: you asked for /index.html\n");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_x_backend_and_an_exact_content_length() {
+        let (_outer, site) = site_with_secret();
+        let open = start(serving(&site)).await;
+        let closed = start(BackendOptions {
+            allow_from: vec!["127.0.0.2/32".parse().unwrap()],
+            ..named("b1")
+        })
+        .await;
+        let replies = [
+            get(open.addr, "/health").await,
+            get(open.addr, "/index.html").await,
+            get(open.addr, "/nothing/here").await,
+            get(open.addr, "/../secret").await,
+            exchange(open.addr, "POST", "/").await,
+            get(closed.addr, "/health").await,
+        ];
+        let statuses: Vec<u16> = replies.iter().map(|reply| reply.status).collect();
+        assert_eq!(statuses, [200, 200, 200, 404, 405, 403]);
+        for reply in &replies {
+            assert_eq!(reply.header("x-backend"), Some("b1"), "{reply:?}");
+            assert_eq!(reply.content_length(), reply.body.len(), "{reply:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_outside_allow_from_gets_403_naming_who_is_allowed() {
+        let backend = start(BackendOptions {
+            allow_from: vec!["127.0.0.2/32".parse().unwrap()],
+            ..named("b1")
+        })
+        .await;
+        let reply = get(backend.addr, "/").await;
+        assert_eq!(reply.status, 403);
+        assert_eq!(
+            reply.text(),
+            "403 forbidden: backend b1 only answers traffic from the balancer (127.0.0.2/32); you are 127.0.0.1\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_bound_to_an_allowed_address_gets_200() {
+        let backend = start(BackendOptions {
+            allow_from: vec!["127.0.0.2/32".parse().unwrap()],
+            ..named("b1")
+        })
+        .await;
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = socket.connect(backend.addr).await.unwrap();
+        let reply = exchange_on(stream, "GET", "/x").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "hello from b1: you asked for /x\n");
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_client_counts_as_its_ipv4_address() {
+        let allow = ["127.0.0.2/32".parse().unwrap()];
+        let mapped = IpAddr::V6(Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped());
+        assert!(is_allowed(&allow, mapped.to_canonical()));
+        assert!(!is_allowed(&allow, IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert!(is_allowed(&[], IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    }
+
+    #[tokio::test]
+    async fn a_file_under_dir_is_served_byte_exact_with_its_content_type() {
+        let (_outer, site) = site_with_secret();
+        // Larger than one chunk and not valid UTF-8, to check streaming.
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(site.join("a").join("blob.PNG"), &data).unwrap();
+        let backend = start(serving(&site)).await;
+
+        let reply = get(backend.addr, "/a/blob.PNG").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("image/png"));
+        assert!(reply.body == data, "served bytes differ from the file");
+
+        let reply = get(backend.addr, "/index.html").await;
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(reply.body, b"<h1>hi</h1>\n");
+    }
+
+    #[tokio::test]
+    async fn traversal_attempts_answer_404_and_never_leak_the_secret() {
+        let (_outer, site) = site_with_secret();
+        let backend = start(serving(&site)).await;
+        for path in [
+            "/../secret",
+            "/a/../../secret",
+            "/%2e%2e/secret",
+            "/%2E%2E/secret",
+            "/.%2e/secret",
+            "/a/%2e%2e/%2e%2e/secret",
+            "/..%2fsecret",
+            "/%2e%2e%2fsecret",
+            "/a%2f..%2f..%2fsecret",
+            "/..%5csecret",
+            "/secret%00",
+            "/./index.html",
+            "/%zz",
+        ] {
+            let reply = get(backend.addr, path).await;
+            assert_eq!(reply.status, 404, "{path}");
+            assert!(
+                !reply.text().contains("TOP SECRET"),
+                "{path} leaked the secret"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlink_inside_dir_pointing_outside_answers_404() {
+        let (outer, site) = site_with_secret();
+        std::os::unix::fs::symlink(outer.path().join("secret"), site.join("link")).unwrap();
+        std::os::unix::fs::symlink(outer.path(), site.join("a").join("up")).unwrap();
+        std::os::unix::fs::symlink(site.join("index.html"), site.join("inside")).unwrap();
+        let backend = start(serving(&site)).await;
+
+        for path in ["/link", "/a/up/secret"] {
+            let reply = get(backend.addr, path).await;
+            assert_eq!(reply.status, 404, "{path}");
+            assert!(
+                !reply.text().contains("TOP SECRET"),
+                "{path} leaked the secret"
+            );
+        }
+        let reply = get(backend.addr, "/inside").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, b"<h1>hi</h1>\n");
+    }
+
+    #[tokio::test]
+    async fn a_directory_under_dir_gets_the_text_answer() {
+        let (_outer, site) = site_with_secret();
+        let backend = start(serving(&site)).await;
+        let reply = get(backend.addr, "/a/").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "hello from b1: you asked for /a/\n");
+    }
+
+    #[tokio::test]
+    async fn head_answers_the_get_headers_without_a_body() {
+        let (_outer, site) = site_with_secret();
+        let backend = start(serving(&site)).await;
+        // `exchange` reads to EOF after the head, so any body would show.
+        let reply = exchange(backend.addr, "HEAD", "/index.html").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.content_length(), b"<h1>hi</h1>\n".len());
+        assert_eq!(reply.header("x-backend"), Some("b1"));
+        let reply = exchange(backend.addr, "HEAD", "/health").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.content_length(), 3);
+    }
+
+    #[tokio::test]
+    async fn post_answers_405_with_an_allow_header() {
+        let backend = start(named("b1")).await;
+        let reply = exchange(backend.addr, "POST", "/health").await;
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    }
+
+    #[tokio::test]
+    async fn two_requests_are_answered_on_one_keep_alive_connection() {
+        let backend = start(named("b1")).await;
+        let work = async {
+            let mut reader = BufReader::new(TcpStream::connect(backend.addr).await.unwrap());
+            for path in ["/one", "/two"] {
+                let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+                reader
+                    .get_mut()
+                    .write_all(request.as_bytes())
+                    .await
+                    .unwrap();
+                let reply = read_reply(&mut reader, false).await;
+                assert_eq!(
+                    reply.text(),
+                    format!("hello from b1: you asked for {path}\n")
+                );
+            }
+        };
+        tokio::time::timeout(PATIENCE, work).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cancelling_shutdown_closes_idle_connections_and_serve_returns() {
+        let mut backend = start(named("b1")).await;
+        let mut reader = BufReader::new(TcpStream::connect(backend.addr).await.unwrap());
+        let request = "GET /health HTTP/1.1\r\nHost: test\r\n\r\n";
+        reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(PATIENCE, read_reply(&mut reader, false))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+
+        backend.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, &mut backend.task)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "the idle connection stays open");
+        assert!(TcpStream::connect(backend.addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn each_answer_waits_at_least_the_delay() {
+        let delay = Duration::from_millis(200);
+        let backend = start(BackendOptions {
+            delay,
+            ..named("b1")
+        })
+        .await;
+        let started = Instant::now();
+        let reply = get(backend.addr, "/health").await;
+        assert_eq!(reply.status, 200);
+        assert!(started.elapsed() >= delay);
+    }
+
+    #[test]
+    fn safe_relative_path_keeps_plain_segments_and_decodes_escapes() {
+        assert_eq!(safe_relative_path("/"), Some(PathBuf::new()));
+        assert_eq!(
+            safe_relative_path("/a//b%20c/"),
+            Some(Path::new("a").join("b c"))
+        );
+        assert_eq!(safe_relative_path("/..."), Some(PathBuf::from("...")));
+    }
+
+    #[test]
+    fn safe_relative_path_rejects_anything_that_could_leave_the_directory() {
+        for path in [
+            "", "*", "/..", "/.", "/a/..", "/%2e%2E", "/a%2fb", "/a%2Fb", "/a\\b", "/a%5cb",
+            "/a%00", "/%", "/%2", "/%g0", "/%ff",
+        ] {
+            assert_eq!(safe_relative_path(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn content_type_is_guessed_from_a_few_extensions() {
+        assert_eq!(content_type(Path::new("x.json")), "application/json");
+        assert_eq!(content_type(Path::new("x.SVG")), "image/svg+xml");
+        assert_eq!(content_type(Path::new("x.css")), "text/css; charset=utf-8");
+        assert_eq!(content_type(Path::new("x")), "application/octet-stream");
+        assert_eq!(content_type(Path::new("x.exe")), "application/octet-stream");
     }
 }
