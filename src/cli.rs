@@ -144,8 +144,11 @@ pub fn init_logging(level: LogLevel, format: LogFormat) {
         LogLevel::Debug => tracing::Level::DEBUG,
         LogLevel::Trace => tracing::Level::TRACE,
     };
+    // Colours only for a person at a terminal, never in files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_max_level(level);
     // A second initialisation (only possible in tests) keeps the first.
     let _ = match format {
