@@ -16,21 +16,24 @@
 //! `p_i(k)` times and `c_i = k*w_i - p_i(k)*W`, so how far it is from its
 //! exact share `k*w_i/W` is `-c_i/W`. Bounds on `c_i` are bounds on that:
 //!
-//! - Exact over every period: after the `W` picks of a full period each
-//!   backend was picked exactly `w_i` times and every `c_i` is 0 again, so
-//!   the sequence repeats with period `W`, and *any* `W` consecutive picks
-//!   give each backend exactly its weight.
 //! - Never ahead: before the subtraction the current weights sum to `W`,
 //!   so the winner's is at least `W/n` and, after it, at least
 //!   `-(n-1)*W/n`; the others only grew. So `c_i >= -(n-1)*W/n > -W`, and
 //!   `p_i(k) <= ceil(k*w_i/W)` for every prefix: no backend ever runs a
 //!   whole pick ahead of its share. (That is what rules out `a a a`.)
+//! - Exact over every period: after `W` picks, `p_i(W) <= w_i` for every
+//!   backend by the bound above, and the `p_i(W)` sum to `W`, the sum of
+//!   the `w_i`; so each is exactly `w_i` and every `c_i` is 0 again. The
+//!   sequence repeats with period `W`, and *any* `W` consecutive picks give
+//!   each backend exactly its weight.
 //! - Never far behind: the others sum to `-c_i`, so
-//!   `c_i <= (n-1)^2*W/n`, and any run of `k` consecutive picks gives each
-//!   backend within `n-1` of `k*w_i/W` (the difference of two `c_i` over
-//!   `W`). The tests check both bounds; a tighter "at most one over the
-//!   ceiling" for every window is false (weights with a 50 among many 1s
-//!   and 2s reach two over).
+//!   `c_i <= (n-1)^2*W/n`. A run of `k` consecutive picks starting
+//!   anywhere gives backend `i` its share `k*w_i/W` plus the difference of
+//!   two `c_i` over `W`, which is within `n-1` of it. A tighter "at most
+//!   one over the ceiling" for every run is false: weights
+//!   `2 49 1 49 1 49 1 2 2 49 3 2 1 50 49 3` have a run two over.
+//!
+//! The tests check each of these as a property over any weights.
 //!
 //! # Skipping
 //!
@@ -45,8 +48,11 @@
 //! A pick reads and writes every current weight, and smoothness depends on
 //! picks being applied one after another, so the vector is one unit of
 //! state. It sits in a std `Mutex` held only for that O(n) loop of
-//! additions and compares (tens of nanoseconds for tens of backends), with
-//! no I/O, allocation or `.await` inside. A pick happens once per new
+//! additions and compares, with no I/O, allocation or `.await` inside.
+//! Measured on a 2-core development machine, a whole pick (lock included)
+//! takes about 20 ns with 4 backends, 40 ns with 16 and 150 ns with 64;
+//! two threads doing nothing but pick still make over 14 million picks a
+//! second between them with 16 backends. A pick happens once per new
 //! connection (or request, in http mode), whose connect alone costs tens of
 //! microseconds, so the lock is free almost every time it is taken. An
 //! atomic per backend would not be enough (two racing picks would both see
@@ -106,8 +112,9 @@ impl Balancer for SmoothWeighted {
                 continue;
             }
             let effective = self.effective_weight(index, backend);
-            // |current| stays below n*W (see the module doc), far inside
-            // i64 for u32 weights; saturating only guards the impossible.
+            // With every backend eligible |current| < n*W (module doc);
+            // skipping freezes some and shifts that range, still far inside
+            // i64 for u32 weights. Saturating keeps any drift from wrapping.
             *weight = weight.saturating_add(effective);
             total = total.saturating_add(effective);
             if best.is_none_or(|(_, largest)| *weight > largest) {
@@ -244,6 +251,29 @@ mod tests {
         }
         let periods = THREADS * PERIODS_PER_THREAD;
         assert_eq!(totals, [3 * periods, periods, 2 * periods, periods]);
+    }
+
+    #[test]
+    fn a_run_of_picks_can_be_two_over_its_ceiling_so_runs_are_bounded_by_n_minus_1() {
+        // Why the run property below allows n - 1 and not "ceiling + 1":
+        // these weights (found by search) have a run of picks, starting
+        // mid-sequence, that gives one backend two more than its ceiling.
+        let weights = [2, 49, 1, 49, 1, 49, 1, 2, 2, 49, 3, 2, 1, 50, 49, 3];
+        let (swrr, set) = balancer(&weights);
+        let total: usize = weights.iter().map(|&w| w as usize).sum();
+        let sequence = picks(&swrr, &set, 2 * total);
+        let mut worst = 0;
+        for start in 0..total {
+            let mut counts = [0usize; 16];
+            for (k, &winner) in (1..).zip(&sequence[start..start + total]) {
+                counts[winner] += 1;
+                for (&count, &w) in counts.iter().zip(&weights) {
+                    let ceiling = (k * w as usize).div_ceil(total);
+                    worst = worst.max(count.saturating_sub(ceiling));
+                }
+            }
+        }
+        assert_eq!(worst, 2);
     }
 
     /// Any 1 to 16 backends with weights 1 to 50, and a number of picks to
