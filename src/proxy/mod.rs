@@ -3,6 +3,8 @@
 //! one client connection after it was admitted.
 
 pub mod connect;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +42,7 @@ pub async fn handle(
     let options = tcp::RelayOptions {
         buffer_size: state.config.buffer_size,
         idle_timeout: state.config.idle_timeout,
+        zero_copy: true,
     };
     let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
     tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
