@@ -150,6 +150,10 @@ pub enum Problem {
     /// An `allow` entry that is neither a CIDR network nor an IP address.
     #[error("{} is not a CIDR network or IP address", Quoted(.0))]
     BadCidr(String),
+    /// `allow = []`: it would read as "no one", but an absent list means
+    /// everyone, so an empty one is refused as ambiguous.
+    #[error("the allow list is empty (leave the key out to let every client in)")]
+    EmptyAllow,
     /// A value that must be an IP address is not.
     #[error("{} is not an IP address", Quoted(.0))]
     BadIp(String),

@@ -25,7 +25,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, ConfigErrors, Context, Feature, Problem};
+use super::error::{ConfigError, Context, Feature, Problem};
 use super::native::{RawBackend, RawConfig, RawListener};
 
 /// The keys `[options]` knows, for the "unknown key" message.
@@ -64,8 +64,10 @@ struct Reader<'a> {
     keys: HashMap<(bool, String), usize>,
 }
 
-/// Parses INI text into raw structs, or every bad line found.
-pub(crate) fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
+/// Parses INI text into raw structs, with every bad line found. A mapping
+/// line with an error is left out of the raw structs, so validation, which
+/// runs anyway to report the other lines' problems, does not add spurious ones.
+pub(crate) fn parse(text: &str, origin: &str) -> (RawConfig, Vec<ConfigError>) {
     let mut reader = Reader {
         origin,
         raw: RawConfig::default(),
@@ -86,10 +88,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors>
         };
         reader.line(line, index + 1, start..start + line.len());
     }
-    match ConfigErrors::from_list(reader.errors) {
-        Some(errors) => Err(errors),
-        None => Ok(reader.raw),
-    }
+    (reader.raw, reader.errors)
 }
 
 impl<'a> Reader<'a> {
@@ -212,6 +211,7 @@ impl<'a> Reader<'a> {
     }
 
     fn mapping(&mut self, entry: &Entry<'_>) {
+        let errors_before = self.errors.len();
         let context = vec![Context::Mapping(entry.key.into())];
         if !self.first_time(entry.key.to_string(), entry, &context) {
             return;
@@ -231,6 +231,9 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
+        }
+        if self.errors.len() > errors_before {
+            return;
         }
         let listen = if entry.key.contains(':') {
             entry.key.to_string()
@@ -399,7 +402,9 @@ algorithm=weighted_round_robin
     #[test]
     fn ini_errors_name_the_line_and_the_problem() {
         for (text, expected) in CASES {
-            let rendered = parse(text, "s.cfg").unwrap_err().to_string();
+            let rendered = parse_config(text, Format::Ini, "s.cfg")
+                .unwrap_err()
+                .to_string();
             assert_eq!(&rendered, expected, "for input:\n{text}");
             assert_readable(&rendered);
         }
@@ -407,11 +412,22 @@ algorithm=weighted_round_robin
 
     #[test]
     fn every_bad_line_is_reported_in_one_pass() {
-        let text = "stray=1\n[options]\nnope\nalgorithm=random\n[extra]\nignored\n\
-                    [mappings]\n1=127.0.0.1:1:w\n";
-        let errors = parse(text, "s.cfg").unwrap_err();
+        let text = "stray=1\n[options]\nnope\nalgorithm=fastest\n[extra]\nignored\n\
+                    [mappings]\n1=127.0.0.1:1:w\nabc=127.0.0.1:1\n2=127.0.0.1:1:0\n";
+        let errors = parse_config(text, Format::Ini, "s.cfg").unwrap_err();
         let lines: Vec<_> = errors.errors().iter().map(|e| e.line).collect();
-        assert_eq!(lines, [Some(1), Some(3), Some(5), Some(8)]);
+        assert_eq!(
+            lines,
+            [
+                Some(1),
+                Some(3),
+                Some(4),
+                Some(5),
+                Some(8),
+                Some(9),
+                Some(10)
+            ]
+        );
     }
 
     #[test]

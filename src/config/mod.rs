@@ -209,11 +209,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text; `origin` is how errors name the file.
 pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config, ConfigErrors> {
-    let raw = match format {
-        Format::Toml => native::parse(text, origin)?,
-        Format::Ini => ini::parse(text, origin)?,
+    let (raw, found) = match format {
+        Format::Toml => (native::parse(text, origin)?, Vec::new()),
+        Format::Ini => ini::parse(text, origin),
     };
-    validate::validate(raw, text, format, origin)
+    validate::validate(raw, found, text, format, origin)
 }
 
 /// The summary `balancer check` prints: listeners, algorithms, backends.

@@ -42,18 +42,22 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Checks `raw` (read from `text` in `format`) and builds the model, or
-/// returns every problem found. `origin` names the file in errors.
+/// returns every problem found, `found` (the reader's own) included.
+/// `origin` names the file in errors.
 pub(crate) fn validate(
     raw: RawConfig,
+    found: Vec<ConfigError>,
     text: &str,
     format: Format,
     origin: &str,
 ) -> Result<Config, ConfigErrors> {
+    // With lines already refused, an empty listener list says nothing new.
+    let refused_lines = !found.is_empty();
     let mut v = Validator {
         text,
         format,
         origin,
-        errors: Vec::new(),
+        errors: found,
         names: HashMap::new(),
         listens: Vec::new(),
         resolved: HashMap::new(),
@@ -64,7 +68,7 @@ pub(crate) fn validate(
         v.report(admin.span(), context, Problem::NotSupported(Feature::Admin));
     }
     let algorithm = v.default_algorithm(raw.algorithm.as_ref());
-    if raw.listeners.is_empty() {
+    if raw.listeners.is_empty() && !refused_lines {
         let problem = match format {
             Format::Toml => Problem::NoListeners,
             Format::Ini => Problem::NoMappings,
@@ -384,6 +388,10 @@ impl Validator<'_> {
         let Some(list) = raw else {
             return Some(Vec::new());
         };
+        if list.get_ref().is_empty() {
+            self.report(list.span(), with_key(scope, "allow"), Problem::EmptyAllow);
+            return None;
+        }
         let mut nets = Some(Vec::new());
         for entry in list.get_ref() {
             match cidr(entry.get_ref()) {
@@ -784,6 +792,11 @@ mod tests {
                  \"10.0.0.0/33\" is not a CIDR network or IP address",
             ),
             (
+                l("allow = []\n"),
+                "b.toml:4: listener \"web\": key \"allow\": \
+                 the allow list is empty (leave the key out to let every client in)",
+            ),
+            (
                 format!("{}[listeners.health_check]\nkind = \"tcp\"\n", l("")),
                 "b.toml:5: listener \"web\": key \"health_check\": \
                  active health checking is not supported yet",
@@ -1034,6 +1047,113 @@ mod tests {
         let errors = parse(text, Format::Toml, "b.toml").unwrap_err();
         let lines: Vec<_> = errors.errors().iter().map(|e| e.line).collect();
         assert_eq!(lines, [Some(2), Some(6), Some(7)]);
+    }
+
+    /// SPEC 2's example without what is not supported yet (`[admin]`,
+    /// `mode = "http"`, `proxy_protocol` other than off, `health_check`).
+    const SPEC_EXAMPLE: &str = r#"
+[global]
+workers = 0                  # worker threads; 0 = one per CPU core
+buffer_size = 16384          # bytes per direction per connection
+drain_timeout = "30s"
+max_connections = 100000
+
+[[listeners]]
+name = "web"                 # unique; default "<listen address>"
+listen = "127.0.0.1:24003"
+mode = "tcp"
+algorithm = "weighted_round_robin"
+connect_timeout = "3s"
+idle_timeout = "5m"
+retries = 3
+source_address = "127.0.0.2"
+proxy_protocol = "off"
+allow = ["127.0.0.0/8"]
+max_connections = 10000
+backends = [
+  { address = "127.0.0.1:8080", weight = 3 },
+  "127.0.0.1:8081",          # a bare string: weight 1
+]
+
+[[listeners]]
+listen = "[::1]:24004"
+backends = ["localhost:8084"]
+"#;
+
+    #[test]
+    fn the_spec_toml_example_parses_to_the_model() {
+        let config = parse(SPEC_EXAMPLE, Format::Toml, "balancer.toml").unwrap();
+        let g = &config.global;
+        assert_eq!(
+            (g.workers, g.buffer_size, g.max_connections),
+            (0, 16384, 100_000)
+        );
+        assert_eq!(g.drain_timeout, Duration::from_secs(30));
+        let web = config.listeners.first().unwrap();
+        assert_eq!(web.name, "web");
+        assert_eq!(web.listen, "127.0.0.1:24003".parse().unwrap());
+        assert_eq!(web.mode, Mode::Tcp);
+        assert_eq!(web.algorithm, Algorithm::WeightedRoundRobin);
+        assert_eq!(web.connect_timeout, Duration::from_secs(3));
+        assert_eq!(web.idle_timeout, Duration::from_secs(300));
+        assert_eq!(web.retries, 3);
+        assert_eq!(web.source_address, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(web.allow, ["127.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(web.max_connections, 10_000);
+        assert_eq!(web.buffer_size, 16384);
+        let backends: Vec<_> = web
+            .backends
+            .iter()
+            .map(|b| (b.address.as_str(), b.resolved, b.weight))
+            .collect();
+        assert_eq!(
+            backends,
+            [
+                ("127.0.0.1:8080", "127.0.0.1:8080".parse().unwrap(), 3),
+                ("127.0.0.1:8081", "127.0.0.1:8081".parse().unwrap(), 1),
+            ]
+        );
+        let second = config.listeners.get(1).unwrap();
+        assert_eq!(
+            second.name, "[::1]:24004",
+            "the name defaults to listen as written"
+        );
+        assert_eq!(second.algorithm, Algorithm::RoundRobin);
+        assert_eq!(second.connect_timeout, defaults::CONNECT_TIMEOUT);
+        assert_eq!(second.retries, defaults::RETRIES);
+        assert!(second.allow.is_empty() && second.source_address.is_none());
+        let backend = second.backends.first().unwrap();
+        assert_eq!(
+            (backend.address.as_str(), backend.weight),
+            ("localhost:8084", 1)
+        );
+        assert_eq!(backend.resolved.port(), 8084);
+    }
+
+    #[test]
+    fn every_unsupported_key_of_the_spec_example_is_refused_by_name() {
+        let text = SPEC_EXAMPLE
+            .replace("mode = \"tcp\"", "mode = \"http\"")
+            .replace("proxy_protocol = \"off\"", "proxy_protocol = \"v1\"")
+            .replace(
+                "[global]",
+                "[admin]\nlisten = \"127.0.0.1:9000\"\n\n[global]",
+            )
+            + "[listeners.health_check]\nkind = \"tcp\"\ninterval = \"2s\"\n";
+        let errors = parse(&text, Format::Toml, "balancer.toml").unwrap_err();
+        let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            rendered,
+            [
+                "balancer.toml:2: key \"admin\": the admin API is not supported yet",
+                "balancer.toml:14: listener \"web\": key \"mode\": \
+                 mode \"http\" is not supported yet",
+                "balancer.toml:20: listener \"web\": key \"proxy_protocol\": \
+                 proxy_protocol \"v1\" is not supported yet",
+                "balancer.toml:31: listener \"[::1]:24004\": key \"health_check\": \
+                 active health checking is not supported yet",
+            ]
+        );
     }
 
     #[test]
