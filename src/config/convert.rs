@@ -151,6 +151,38 @@ mod tests {
     }
 
     #[test]
+    fn the_config_reference_shows_what_convert_prints_for_the_seed() {
+        let seed = "[options]\nbuffer_size=4096\nalgorithm=weighted_round_robin\n[mappings]\n\
+                    24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1\n\
+                    24004=127.0.0.1:8084:1\n";
+        let toml = to_toml(&parse(seed, Format::Ini, "setup.cfg").unwrap());
+        let start = toml.find("[global]").unwrap();
+        let end = toml.find("]\n\n[[listeners]]\nname = \"24004\"").unwrap();
+        let shown: String = toml[start..=end]
+            .lines()
+            .map(|line| {
+                if line.is_empty() {
+                    "\n".to_string()
+                } else {
+                    format!("    {line}\n")
+                }
+            })
+            .collect();
+        let reference = include_str!("../../docs/config.md");
+        assert!(
+            reference.contains(&shown),
+            "docs/config.md should show:\n{shown}"
+        );
+        for (n, line) in reference.lines().enumerate() {
+            assert!(
+                line.chars().count() < 100,
+                "docs/config.md:{}: too long",
+                n + 1
+            );
+        }
+    }
+
+    #[test]
     fn durations_use_the_largest_exact_unit() {
         let cases = [
             (Duration::from_secs(7200), "\"2h\""),
