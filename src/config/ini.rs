@@ -111,8 +111,13 @@ impl<'a> Reader<'a> {
             self.header(name, line);
             return;
         }
-        if self.section == Section::Skipped {
-            return;
+        match self.section {
+            Section::Skipped => return,
+            Section::None => {
+                self.error(line, Vec::new(), Problem::OutsideSection);
+                return;
+            }
+            Section::Options | Section::Mappings => {}
         }
         let Some((key, value)) = trimmed.split_once('=') else {
             self.error(line, Vec::new(), Problem::MissingEquals);
@@ -128,11 +133,10 @@ impl<'a> Reader<'a> {
             self.error(line, Vec::new(), Problem::EmptyKey);
             return;
         }
-        match self.section {
-            Section::None => self.error(line, Vec::new(), Problem::OutsideSection),
-            Section::Options => self.option(&entry),
-            Section::Mappings => self.mapping(&entry),
-            Section::Skipped => {}
+        if self.section == Section::Options {
+            self.option(&entry);
+        } else {
+            self.mapping(&entry);
         }
     }
 
@@ -283,14 +287,14 @@ fn backend(item: &str, span: &Range<usize>) -> Result<RawBackend, Problem> {
         return Err(Problem::EmptyBackendItem);
     }
     let (address, weight) = match item.split_once(']') {
-        Some((host, rest)) if item.starts_with('[') => match rest.get(1..).map(split_weight) {
-            Some((port, Some(weight))) if rest.starts_with(':') => {
-                (format!("{host}]:{port}"), Some(weight))
+        Some((host, rest)) if item.starts_with('[') => {
+            match rest.strip_prefix(':').map(split_weight) {
+                Some((port, Some(weight))) => (format!("{host}]:{port}"), Some(weight)),
+                _ => (item.to_string(), None),
             }
-            _ => (item.to_string(), None),
-        },
+        }
         _ if item.matches(':').count() == 2 => match item.rsplit_once(':') {
-            Some((address, weight)) => (address.to_string(), Some(weight)),
+            Some((address, weight)) => (address.trim_end().to_string(), Some(weight)),
             None => (item.to_string(), None),
         },
         _ => (item.to_string(), None),
@@ -341,6 +345,10 @@ algorithm=weighted_round_robin
     const CASES: &[(&str, &str)] = &[
         (
             "buffer_size=1\n",
+            "s.cfg:1: line is outside any section (expected [options] or [mappings] above it)",
+        ),
+        (
+            "garbage\n",
             "s.cfg:1: line is outside any section (expected [options] or [mappings] above it)",
         ),
         (
