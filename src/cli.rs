@@ -1,1 +1,197 @@
-//! CLI.
+//! The command line (SPEC 1): clap derive definitions of the subcommands
+//! and global flags, and [`execute`], which turns a parsed command line into
+//! the one call it stands for. Clap itself prints `--help`/`--version` and
+//! exits 2 on usage errors.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+use crate::config;
+use crate::demo;
+use crate::error::Error;
+use crate::runtime;
+
+/// The reference of both config formats, printed by `--help-config`. It is
+/// `docs/config.md` itself, so the help and the docs never drift apart.
+pub const CONFIG_REFERENCE: &str = include_str!("../docs/config.md");
+
+/// balancer: a fast TCP load balancer.
+///
+/// Reads the native TOML config (CONFIG ending in .toml) or the seed
+/// project's INI `setup.cfg` (any other name).
+#[derive(Debug, Parser)]
+#[command(
+    name = "balancer",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// What to do; without one, CONFIG is run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Run with this config (same as `balancer run CONFIG`).
+    #[arg(value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the reference of both config formats and exit.
+    #[arg(long)]
+    pub help_config: bool,
+
+    /// How much to log (to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// How logs are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the balancer with CONFIG.
+    Run {
+        /// The config file (.toml: native format; otherwise the seed's INI).
+        #[arg(value_name = "CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate CONFIG and print a summary of what would run (exit 0 or 2).
+    Check {
+        /// The config file to validate.
+        #[arg(value_name = "CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the TOML equivalent of a seed-style INI file.
+    Convert {
+        /// The INI (setup.cfg) file to convert.
+        #[arg(value_name = "CONFIG")]
+        config: PathBuf,
+    },
+    /// Run demo backends and a balancer in front of them, no file needed.
+    Demo,
+    /// Run one demo HTTP backend.
+    Backend(BackendArgs),
+}
+
+/// Arguments of `balancer backend`.
+#[derive(Debug, clap::Args)]
+pub struct BackendArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Name shown in the X-Backend header and the answers (default: the
+    /// listen address).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only answer clients from this network (repeatable); others get 403.
+    #[arg(long = "allow-from", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow_from: Vec<IpNet>,
+    /// Serve files from this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Delay each answer by this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub delay: u64,
+}
+
+/// `--log-level` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Lifecycle events (the default).
+    Info,
+    /// Per-connection events.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A CIDR, or a bare address meaning just that host.
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        format!("\"{text}\" is not a network (CIDR such as 127.0.0.2/32) or an address")
+    })
+}
+
+/// Sets up logging to stderr as the global flags say.
+pub fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Error => tracing::Level::ERROR,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Trace => tracing::Level::TRACE,
+    };
+    // Colours only for a person at a terminal, never in files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_max_level(level);
+    // A second initialisation (only possible in tests) keeps the first.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Does what the command line asks. Output meant for the user (summaries,
+/// TOML, the reference) goes to stdout; logs go to stderr.
+pub fn execute(cli: Cli) -> Result<(), Error> {
+    if cli.help_config {
+        print!("{CONFIG_REFERENCE}");
+        return Ok(());
+    }
+    init_logging(cli.log_level, cli.log_format);
+    match (cli.command, cli.config) {
+        (Some(Command::Run { config }), _) | (None, Some(config)) => {
+            let config = config::load(&config)?;
+            runtime::serve(config)
+        }
+        (Some(Command::Check { config: path }), _) => {
+            let config = config::load(&path)?;
+            print!("{}: ok\n{}", path.display(), config::summary(&config));
+            Ok(())
+        }
+        (Some(Command::Convert { config: path }), _) => {
+            let config = config::load(&path)?;
+            print!("{}", config::to_toml(&config));
+            Ok(())
+        }
+        (Some(Command::Demo), _) => demo::run(),
+        (Some(Command::Backend(args)), _) => demo::run_backend(
+            demo::backend::BackendOptions {
+                name: args.name.unwrap_or_else(|| args.listen.to_string()),
+                allow_from: args.allow_from,
+                dir: args.dir,
+                delay: Duration::from_millis(args.delay),
+            },
+            args.listen,
+        ),
+        (None, None) => Err(Error::Usage(
+            "a CONFIG or a subcommand is needed (see --help)".into(),
+        )),
+    }
+}

@@ -27,6 +27,7 @@
 //!   (five backends plus the balancer, from an embedded config that goes
 //!   through the same validation as any file).
 #![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 
 pub mod backend;
 pub mod balance;

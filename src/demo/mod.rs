@@ -1,3 +1,133 @@
-//! `balancer demo` and `balancer backend`.
+//! `balancer demo` and `balancer backend`: the seed's `runserver.py` and its
+//! rule that backends only answer traffic that came through the balancer.
+//!
+//! The demo's config is embedded (`demo.toml`) and goes through the same
+//! parsing and validation as any file; its backends are [`backend`]
+//! servers on the same runtime as the balancer.
 
 pub mod backend;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config, Format};
+use crate::error::Error;
+use crate::runtime::{self, listener, signals::Signals};
+use backend::BackendOptions;
+
+/// The embedded demo config.
+pub const DEMO_CONFIG: &str = include_str!("demo.toml");
+
+/// The address the demo balancer connects from, and the only client the
+/// demo backends answer.
+const BALANCER_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// The demo backends: name and port.
+const DEMO_BACKENDS: [(&str, u16); 5] = [
+    ("b1", 8080),
+    ("b2", 8081),
+    ("b3", 8082),
+    ("b4", 8083),
+    ("b5", 8084),
+];
+
+/// The validated demo config.
+pub fn config() -> Result<Config, Error> {
+    Ok(config::parse(DEMO_CONFIG, Format::Toml, "demo.toml")?)
+}
+
+/// `balancer demo`: five backends and the balancer in one process, until
+/// Ctrl-C (or SIGTERM).
+pub fn run() -> Result<(), Error> {
+    let config = config()?;
+    let runtime = runtime::build_runtime(config.global.workers)?;
+    runtime.block_on(async move {
+        let signals = Signals::install()?;
+        let mut sockets = Vec::new();
+        for (name, port) in DEMO_BACKENDS {
+            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+            sockets.push((name, listener::bind(addr, &format!("demo backend {name}"))?));
+        }
+        let bound = runtime::bind(&config)?;
+        let stop_backends = CancellationToken::new();
+        let backends = TaskTracker::new();
+        for (name, socket) in sockets {
+            let options = BackendOptions {
+                name: name.to_string(),
+                allow_from: vec![IpNet::from(IpAddr::V4(BALANCER_SOURCE))],
+                dir: None,
+                delay: std::time::Duration::ZERO,
+            };
+            spawn_backend(&backends, socket, options, stop_backends.clone())?;
+        }
+        print_instructions(&bound);
+        runtime::run(config, bound, signals.shutdown()).await;
+        stop_backends.cancel();
+        backends.close();
+        backends.wait().await;
+        Ok(())
+    })
+}
+
+/// `balancer backend`: one demo backend until Ctrl-C (or SIGTERM).
+pub fn run_backend(options: BackendOptions, listen: SocketAddr) -> Result<(), Error> {
+    let runtime = runtime::build_runtime(1)?;
+    runtime.block_on(async move {
+        let signals = Signals::install()?;
+        let socket = listener::bind(listen, &format!("backend {}", options.name))?;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        spawn_backend(&tasks, socket, options, stop.clone())?;
+        signals.shutdown().await;
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+        Ok(())
+    })
+}
+
+/// Serves one bound demo backend on the current runtime, logging its
+/// readiness line (`listening backend=NAME address=ADDR`).
+fn spawn_backend(
+    tasks: &TaskTracker,
+    socket: std::net::TcpListener,
+    options: BackendOptions,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let address = socket
+        .local_addr()
+        .map_err(|e| Error::Runtime(crate::error::io_reason(&e)))?;
+    let socket = tokio::net::TcpListener::from_std(socket)
+        .map_err(|e| Error::bind(address, format!("backend {}", options.name), &e))?;
+    tracing::info!(backend = %options.name, address = %address, "listening");
+    tasks.spawn(backend::serve(socket, Arc::new(options), stop));
+    Ok(())
+}
+
+/// What the demo prints for a newcomer: what runs and what to try.
+fn print_instructions(bound: &runtime::Bound) {
+    let addresses = bound.addresses();
+    let web = addresses
+        .iter()
+        .find(|(name, _)| name == "web")
+        .map_or_else(|| "127.0.0.1:24003".to_string(), |(_, a)| a.to_string());
+    println!(
+        "\
+balancer demo is running:
+  backends  b1..b5 on 127.0.0.1:8080-8084, answering only the balancer (127.0.0.2)
+  listener  web on {web}: weighted round robin 3,1,2,1 over b1..b4
+  listener  api on 127.0.0.1:24004: b5
+
+Try, in another terminal:
+  curl -i http://{web}/                        answered through the balancer (see X-Backend)
+  for i in $(seq 7); do curl -s http://{web}/; done
+                                               seven requests: b1 b3 b2 b1 b4 b3 b1
+  curl -i http://127.0.0.1:8080/               straight at a backend: 403 forbidden
+
+Press Ctrl-C to stop."
+    );
+}

@@ -1,5 +1,58 @@
 //! The data plane of a tcp listener: connect to a backend ([`connect`]),
-//! then relay bytes both ways ([`tcp`]).
+//! then relay bytes both ways ([`tcp`]). [`handle`] is the whole life of
+//! one client connection after it was admitted.
 
 pub mod connect;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tcp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::state::ListenerState;
+
+/// Serves one admitted client: connect to a backend (with retries), relay
+/// until both sides are done, the connection idles out, or `close` is
+/// cancelled (drain timeout). Never fails: outcomes are logged.
+pub async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ListenerState>,
+    close: CancellationToken,
+) {
+    let listener = state.config.name.as_str();
+    let _ = client.set_nodelay(true);
+    let connected = tokio::select! {
+        connected = connect::connect(&state, canonical_ip(peer.ip())) => connected,
+        _ = close.cancelled() => return,
+    };
+    let (backend, guard) = match connected {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(listener, client = %peer, error = %err, "client closed: no backend could be reached");
+            return;
+        }
+    };
+    let address = guard.backend().address.as_str();
+    tracing::debug!(listener, client = %peer, backend = address, "connected");
+    let options = tcp::RelayOptions {
+        buffer_size: state.config.buffer_size,
+        idle_timeout: state.config.idle_timeout,
+        zero_copy: true,
+    };
+    let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
+    tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
+}
+
+/// The client's address as the allow list and hashing see it: an
+/// IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is its IPv4 address.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

@@ -1,1 +1,123 @@
-//! Lifecycles.
+//! Lifecycles: the tokio runtime, binding every listener, the accept loops,
+//! signals and drain. Shutdown order is one readable function, [`run`].
+//!
+//! Binding and running are separate steps ([`bind`], then [`run`]): a bad
+//! address fails before anything serves (exit 1), and tests bind port 0 and
+//! read back the real address.
+
+pub mod drain;
+pub mod listener;
+pub mod signals;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, Listener};
+use crate::error::Error;
+use drain::Drain;
+use listener::{AcceptContext, RejectionLog};
+use signals::Signals;
+use state::ListenerState;
+
+/// Listen sockets bound for a config, not yet served.
+#[derive(Debug)]
+pub struct Bound {
+    listeners: Vec<(Listener, std::net::TcpListener)>,
+}
+
+impl Bound {
+    /// The real address of each listener, by name (port 0 resolved).
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, s)| s.local_addr().ok().map(|a| (l.name.clone(), a)))
+            .collect()
+    }
+}
+
+/// Binds every listener of `config`; fails (exit 1) naming the first
+/// address that cannot be bound.
+pub fn bind(config: &Config) -> Result<Bound, Error> {
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| {
+            Ok((
+                l.clone(),
+                listener::bind(l.listen, &format!("listener {}", l.name))?,
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(Bound { listeners })
+}
+
+/// Builds the multi-threaded runtime with `workers` threads (0: one per
+/// core).
+pub fn build_runtime(workers: usize) -> Result<tokio::runtime::Runtime, Error> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("balancer-worker");
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.build().map_err(|e| {
+        Error::Runtime(format!(
+            "cannot start the runtime: {}",
+            crate::error::io_reason(&e)
+        ))
+    })
+}
+
+/// `balancer run`: binds, serves until SIGTERM/SIGINT, drains, returns.
+pub fn serve(config: Config) -> Result<(), Error> {
+    let runtime = build_runtime(config.global.workers)?;
+    runtime.block_on(async move {
+        let signals = Signals::install()?;
+        let bound = bind(&config)?;
+        run(config, bound, signals.shutdown()).await;
+        Ok(())
+    })
+}
+
+/// Serves `bound` until `shutdown` resolves, then drains: stop accepting,
+/// wait up to `drain_timeout` for open connections, close the rest.
+pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) {
+    let drain = Drain::default();
+    let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
+    for (listener_config, socket) in bound.listeners {
+        let name = listener_config.name.clone();
+        let listen = match socket.local_addr() {
+            Ok(addr) => addr.to_string(),
+            Err(_) => listener_config.listen.to_string(),
+        };
+        let socket = match tokio::net::TcpListener::from_std(socket) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::error!(listener = %name, error = %crate::error::io_reason(&e), "cannot serve listener");
+                continue;
+            }
+        };
+        let slots = Arc::new(Semaphore::new(listener_config.max_connections));
+        let algorithm = listener_config.algorithm;
+        let backends = listener_config.backends.len();
+        let context = AcceptContext {
+            state: Arc::new(ArcSwap::from_pointee(ListenerState::new(listener_config))),
+            stop_accepting: drain.stop_accepting.clone(),
+            close_connections: drain.close_connections.clone(),
+            connections: drain.connections.clone(),
+            global_slots: Arc::clone(&global_slots),
+            listener_slots: slots,
+            rejected: RejectionLog::default(),
+        };
+        tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
+        drain
+            .listeners
+            .spawn(listener::accept_loop(socket, context));
+    }
+    shutdown.await;
+    drain.run(config.global.drain_timeout).await;
+}
