@@ -29,7 +29,7 @@ fn names_of_sequential_connections(balancer: &Balancer, count: usize) -> Vec<Str
     (0..count)
         .map(|i| match backend_name_via(addr) {
             Ok(name) => name,
-            Err(e) => panic!("connection {i} got no backend: {e}\n{}", balancer.output()),
+            Err(e) => panic!("connection {i} got no backend: {e}"),
         })
         .collect()
 }
@@ -50,12 +50,7 @@ fn round_robin_gives_k_backends_exactly_n_over_k_connections_in_config_order() {
         *counts.entry(name).or_default() += 1;
     }
     for name in ["a", "b", "c"] {
-        assert_eq!(
-            counts.get(name),
-            Some(&4),
-            "{names:?}\n{}",
-            balancer.output()
-        );
+        assert_eq!(counts.get(name), Some(&4), "{names:?}");
     }
     let successor = |name: &str| match name {
         "a" => "b",
@@ -66,8 +61,7 @@ fn round_robin_gives_k_backends_exactly_n_over_k_connections_in_config_order() {
         assert_eq!(
             pair[1],
             successor(&pair[0]),
-            "not in config order: {names:?}\n{}",
-            balancer.output()
+            "not in config order: {names:?}"
         );
     }
     balancer.stop();
@@ -92,7 +86,7 @@ fn weighted_round_robin_3_1_2_1_hands_out_a_c_b_a_d_c_a_and_repeats() {
     );
 
     let names = names_of_sequential_connections(&balancer, 14).concat();
-    assert_eq!(names, "acbadcaacbadca", "{}", balancer.output());
+    assert_eq!(names, "acbadcaacbadca");
     balancer.stop();
 }
 
@@ -107,8 +101,7 @@ fn random_reaches_every_backend() {
     for name in ["a", "b"] {
         assert!(
             names.iter().any(|n| n == name),
-            "{name} never picked: {names:?}\n{}",
-            balancer.output()
+            "{name} never picked: {names:?}"
         );
     }
     balancer.stop();
@@ -130,11 +123,7 @@ fn a_refused_backend_is_skipped_and_every_client_is_served() {
     );
 
     let names = names_of_sequential_connections(&balancer, 8);
-    assert!(
-        names.iter().all(|n| n == "a" || n == "b"),
-        "{names:?}\n{}",
-        balancer.output()
-    );
+    assert!(names.iter().all(|n| n == "a" || n == "b"), "{names:?}");
     balancer.stop();
 }
 
@@ -153,18 +142,14 @@ fn with_every_backend_down_the_client_is_closed_and_later_clients_are_served() {
     let addr = balancer.addr("web");
 
     let mut client = connect(addr);
-    assert_closed_without_data(&mut client, PROMPTLY, &balancer);
+    assert_closed_without_data(&mut client, PROMPTLY);
 
     let revived = Backend::named_on(down, "revived")
         .unwrap_or_else(|e| panic!("bind the refused address {down} again: {e}"));
     let served = eventually(DEADLINE, || {
         backend_name_via(addr).is_ok_and(|name| name == "revived")
     });
-    assert!(
-        served,
-        "no client was served after a backend came back\n{}",
-        balancer.output()
-    );
+    assert!(served, "no client was served after a backend came back");
     assert!(revived.accepts() > 0);
     balancer.stop();
 }
@@ -182,28 +167,20 @@ fn over_max_connections_a_new_client_is_closed_at_once_until_a_slot_frees() {
     let mut second = connect(addr);
     for (i, client) in [&mut first, &mut second].into_iter().enumerate() {
         let back = round_trip(client, b"hi");
-        assert_eq!(
-            back.ok(),
-            Some(b"hi".to_vec()),
-            "client {i}\n{}",
-            balancer.output()
-        );
+        assert_eq!(back.ok(), Some(b"hi".to_vec()), "client {i}");
     }
 
     let mut third = connect(addr);
-    assert_closed_without_data(&mut third, PROMPTLY, &balancer);
+    assert_closed_without_data(&mut third, PROMPTLY);
 
     drop(first);
     let served = eventually(DEADLINE, || {
         let mut client = connect(addr);
         round_trip(&mut client, b"again").is_ok_and(|back| back == b"again")
     });
-    assert!(
-        served,
-        "the slot of a closed connection was not given back\n{}",
-        balancer.output()
-    );
+    assert!(served, "the slot of a closed connection was not given back");
     let back = round_trip(&mut second, b"still");
-    assert_eq!(back.ok(), Some(b"still".to_vec()), "{}", balancer.output());
+    assert_eq!(back.ok(), Some(b"still".to_vec()));
+    drop(second);
     balancer.stop();
 }

@@ -289,8 +289,9 @@ fn listener_names(config: &str, format: Format) -> Vec<String> {
     }
 }
 
-/// A running `balancer` process. Killed on drop if still running; when the
-/// test is failing, its captured stderr is printed then.
+/// A running `balancer` process. Killed on drop if still running. When the
+/// test is failing (panicking), the drop prints everything the process
+/// printed, so assertion messages need not repeat it.
 pub struct Balancer {
     child: Child,
     stdout: Arc<Lines>,
@@ -403,9 +404,8 @@ impl Balancer {
         match found {
             Some(listening) => self.listening = listening.into_iter().collect(),
             None => panic!(
-                "the process did not log `listening` for {what} within {DEADLINE:?} (exit: {:?})\n{}",
-                self.try_exit(),
-                self.output()
+                "the process did not log `listening` for {what} within {DEADLINE:?} (exit: {:?})",
+                self.try_exit()
             ),
         }
     }
@@ -414,7 +414,7 @@ impl Balancer {
     /// (an unspecified address such as `0.0.0.0` becomes `127.0.0.1`).
     pub fn addr(&self, name: &str) -> SocketAddr {
         let Some(&addr) = self.listening.get(name) else {
-            panic!("no listener {name:?} is listening\n{}", self.output())
+            panic!("no listener {name:?} is listening")
         };
         if addr.ip().is_unspecified() {
             SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
@@ -453,10 +453,7 @@ impl Balancer {
             self.stderr.wait_closed(PROMPTLY);
             status
         } else {
-            panic!(
-                "the process did not exit within {within:?}\n{}",
-                self.output()
-            )
+            panic!("the process did not exit within {within:?}")
         }
     }
 
@@ -491,11 +488,7 @@ impl Balancer {
     pub fn stop(mut self) {
         self.signal(Signal::TERM);
         let status = self.wait_exit(DEADLINE);
-        assert!(
-            status.success(),
-            "SIGTERM ended the balancer with {status}\n{}",
-            self.output()
-        );
+        assert!(status.success(), "SIGTERM ended the balancer with {status}");
         assert_no_debug_formatting("the balancer's output", &self.output());
     }
 }
@@ -679,16 +672,15 @@ pub fn read_until_closed(
 }
 
 /// Asserts that `stream` is closed within `within` without sending a byte.
-pub fn assert_closed_without_data(stream: &mut TcpStream, within: Duration, balancer: &Balancer) {
+pub fn assert_closed_without_data(stream: &mut TcpStream, within: Duration) {
     match read_until_closed(stream, within) {
         Ok((data, _)) if data.is_empty() => {}
         Ok((data, how)) => panic!(
-            "expected a closed connection, got {} bytes before {how:?}: {:?}\n{}",
+            "expected a closed connection, got {} bytes before {how:?}: {:?}",
             data.len(),
-            String::from_utf8_lossy(&data),
-            balancer.output()
+            String::from_utf8_lossy(&data)
         ),
-        Err(e) => panic!("expected a closed connection: {e}\n{}", balancer.output()),
+        Err(e) => panic!("expected a closed connection: {e}"),
     }
 }
 
