@@ -12,7 +12,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -733,7 +732,7 @@ enum Behaviour {
 /// when dropped.
 pub struct Backend {
     addr: SocketAddr,
-    accepts: Arc<AtomicUsize>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     received: Arc<Mutex<Vec<u8>>>,
     task: JoinHandle<()>,
 }
@@ -772,17 +771,17 @@ impl Backend {
     fn start(addr: SocketAddr, behaviour: Behaviour) -> io::Result<Backend> {
         let listener = runtime().block_on(TcpListener::bind(addr))?;
         let addr = listener.local_addr()?;
-        let accepts = Arc::new(AtomicUsize::new(0));
+        let peers = Arc::new(Mutex::new(Vec::new()));
         let received = Arc::new(Mutex::new(Vec::new()));
         let task = runtime().spawn(serve(
             listener,
             behaviour,
-            Arc::clone(&accepts),
+            Arc::clone(&peers),
             Arc::clone(&received),
         ));
         Ok(Backend {
             addr,
-            accepts,
+            peers,
             received,
             task,
         })
@@ -795,7 +794,12 @@ impl Backend {
 
     /// How many connections it has accepted.
     pub fn accepts(&self) -> usize {
-        self.accepts.load(Ordering::SeqCst)
+        self.peers().len()
+    }
+
+    /// The peer address of every connection it accepted, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// What a `greet_then_half_close` backend has read so far.
@@ -821,15 +825,15 @@ fn any_port() -> SocketAddr {
 async fn serve(
     listener: TcpListener,
     behaviour: Behaviour,
-    accepts: Arc<AtomicUsize>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     received: Arc<Mutex<Vec<u8>>>,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                accepts.fetch_add(1, Ordering::SeqCst);
+                let Ok((stream, peer)) = accepted else { continue };
+                peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
                 connections.spawn(handle(stream, behaviour.clone(), Arc::clone(&received)));
             }
             // Reap finished connections so the set does not grow.

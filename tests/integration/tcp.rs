@@ -174,3 +174,17 @@ fn the_allow_list_lets_in_listed_clients_and_closes_the_rest_at_accept() {
     drop(friend);
     balancer.stop();
 }
+
+#[test]
+fn connections_to_backends_come_from_source_address() {
+    let backend = Backend::echo();
+    let config = one_listener(backend.addr(), "source_address = \"127.0.0.2\"");
+    let balancer = Balancer::start(&config, Format::Toml);
+    let mut client = connect(balancer.addr("web"));
+    let back = round_trip(&mut client, b"from where?");
+    assert_eq!(back.ok(), Some(b"from where?".to_vec()));
+    let sources: Vec<_> = backend.peers().iter().map(SocketAddr::ip).collect();
+    assert_eq!(sources, [Ipv4Addr::new(127, 0, 0, 2)]);
+    drop(client);
+    balancer.stop();
+}
