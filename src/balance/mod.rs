@@ -59,3 +59,164 @@ pub fn build(algorithm: Algorithm, backends: &[Arc<Backend>]) -> Box<dyn Balance
         Algorithm::WeightedRoundRobin => Box::new(SmoothWeighted::new(backends)),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Test helpers shared by every algorithm's tests, and the contract of
+    //! [`Balancer`] checked against every algorithm [`build`] can make.
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+
+    use super::{Balancer, PickContext, build};
+    use crate::backend::{Backend, State};
+    use crate::config::{Algorithm, BackendSpec};
+
+    /// Every algorithm, so contract tests cannot forget a new one.
+    const ALGORITHMS: [Algorithm; 3] = [
+        Algorithm::RoundRobin,
+        Algorithm::Random,
+        Algorithm::WeightedRoundRobin,
+    ];
+
+    /// Backends `127.0.0.1:9001`, `:9002`, ... with these weights, all up.
+    pub(crate) fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
+        weights
+            .iter()
+            .zip(9001u16..)
+            .map(|(&weight, port)| {
+                let resolved = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+                Arc::new(Backend::new(&BackendSpec {
+                    address: resolved.to_string(),
+                    resolved,
+                    weight,
+                }))
+            })
+            .collect()
+    }
+
+    /// `n` backends of weight 1.
+    pub(crate) fn equal_backends(n: usize) -> Vec<Arc<Backend>> {
+        backends(&vec![1; n])
+    }
+
+    /// A context for a first attempt: nothing tried yet.
+    pub(crate) fn fresh() -> PickContext<'static> {
+        PickContext {
+            client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            tried: &[],
+        }
+    }
+
+    /// A context for a retry after `tried` failed.
+    pub(crate) fn retry(tried: &[usize]) -> PickContext<'_> {
+        PickContext { tried, ..fresh() }
+    }
+
+    /// `count` picks on a fresh context, as letters `a`, `b`, ... so
+    /// expected sequences read as in SPEC 4; `-` stands for `None`.
+    pub(crate) fn letters(
+        balancer: &dyn Balancer,
+        backends: &[Arc<Backend>],
+        count: usize,
+    ) -> String {
+        (0..count)
+            .map(|_| match balancer.pick(backends, &fresh()) {
+                Some(i) => char::from(b'a' + u8::try_from(i).expect("tests use < 26 backends")),
+                None => '-',
+            })
+            .collect()
+    }
+
+    /// How many of `count` picks on a fresh context went to each backend.
+    pub(crate) fn tally(
+        balancer: &dyn Balancer,
+        backends: &[Arc<Backend>],
+        count: usize,
+    ) -> Vec<usize> {
+        let mut counts = vec![0; backends.len()];
+        for _ in 0..count {
+            let i = balancer
+                .pick(backends, &fresh())
+                .expect("a backend is eligible");
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn every_algorithm_returns_none_for_an_empty_backend_set() {
+        for algorithm in ALGORITHMS {
+            let balancer = build(algorithm, &[]);
+            assert_eq!(balancer.pick(&[], &fresh()), None, "{algorithm}");
+        }
+    }
+
+    #[test]
+    fn every_algorithm_returns_none_when_every_backend_is_down_or_draining() {
+        let set = backends(&[3, 1, 2]);
+        set[0].set_state(State::Down);
+        set[1].set_state(State::Draining);
+        set[2].set_state(State::Down);
+        for algorithm in ALGORITHMS {
+            let balancer = build(algorithm, &set);
+            for _ in 0..10 {
+                assert_eq!(balancer.pick(&set, &fresh()), None, "{algorithm}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_algorithm_returns_none_when_every_backend_was_tried() {
+        let set = backends(&[3, 1, 2]);
+        for algorithm in ALGORITHMS {
+            let balancer = build(algorithm, &set);
+            assert_eq!(balancer.pick(&set, &retry(&[2, 0, 1])), None, "{algorithm}");
+        }
+    }
+
+    #[test]
+    fn every_algorithm_finds_the_only_eligible_backend_every_time() {
+        let set = backends(&[3, 1, 2, 1]);
+        set[0].set_state(State::Down);
+        set[3].set_state(State::Draining);
+        for algorithm in ALGORITHMS {
+            let balancer = build(algorithm, &set);
+            for _ in 0..50 {
+                assert_eq!(balancer.pick(&set, &retry(&[1])), Some(2), "{algorithm}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_algorithm_walks_through_every_backend_on_retries() {
+        // A retry loop (proxy/connect.rs) passes what it tried so far; it
+        // must reach every backend once and then get `None`.
+        let set = backends(&[3, 1, 2, 1, 5]);
+        for algorithm in ALGORITHMS {
+            let balancer = build(algorithm, &set);
+            let mut tried = Vec::new();
+            while let Some(i) = balancer.pick(&set, &retry(&tried)) {
+                assert!(!tried.contains(&i), "{algorithm} picked {i} twice");
+                tried.push(i);
+            }
+            tried.sort_unstable();
+            assert_eq!(tried, [0, 1, 2, 3, 4], "{algorithm}");
+        }
+    }
+
+    #[test]
+    fn every_algorithm_uses_a_backend_again_once_it_is_back_up() {
+        let set = equal_backends(2);
+        for algorithm in ALGORITHMS {
+            let balancer = build(algorithm, &set);
+            set[1].set_state(State::Down);
+            assert!((0..20).all(|_| balancer.pick(&set, &fresh()) == Some(0)));
+            set[1].set_state(State::Up);
+            assert!(
+                (0..200).any(|_| balancer.pick(&set, &fresh()) == Some(1)),
+                "{algorithm}"
+            );
+        }
+    }
+}

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::state::ListenerState;
+use super::state::ListenerSlot;
 use crate::error::Error;
 use crate::proxy;
 
@@ -61,8 +60,8 @@ impl Rejection {
 
 /// What an accept loop needs besides its socket.
 pub struct AcceptContext {
-    /// The listener's current state, loaded once per connection.
-    pub state: Arc<ArcSwap<ListenerState>>,
+    /// The listener's slot; its state is loaded once per connection.
+    pub slot: Arc<ListenerSlot>,
     /// Cancelled when the listener must stop accepting (drain).
     pub stop_accepting: CancellationToken,
     /// Cancelled when open connections must be closed (drain timeout).
@@ -132,7 +131,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
             Err(e) => {
                 // Most accept errors are transient (a client gone before
                 // accept, fd exhaustion): log, back off, keep serving.
-                let state = ctx.state.load();
+                let state = ctx.slot.state.load();
                 tracing::warn!(listener = %state.config.name, error = %crate::error::io_reason(&e), "accept failed; backing off");
                 tokio::select! {
                     _ = ctx.stop_accepting.cancelled() => break,
@@ -146,7 +145,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
 
 /// Applies the allow list and caps, then spawns the connection's task.
 fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
-    let state = ctx.state.load_full();
+    let state = ctx.slot.state.load_full();
     let name = &state.config.name;
     let allow = &state.config.allow;
     let ip = proxy::canonical_ip(client.ip());

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Listener};
@@ -22,7 +21,7 @@ use crate::error::Error;
 use drain::Drain;
 use listener::{AcceptContext, RejectionLog};
 use signals::Signals;
-use state::ListenerState;
+use state::{ListenerState, Registry};
 
 /// Listen sockets bound for a config, not yet served.
 #[derive(Debug)]
@@ -87,6 +86,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
 /// wait up to `drain_timeout` for open connections, close the rest.
 pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) {
     let drain = Drain::default();
+    let registry = Arc::new(Registry::new());
     let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
     for (listener_config, socket) in bound.listeners {
         let name = listener_config.name.clone();
@@ -105,7 +105,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         let algorithm = listener_config.algorithm;
         let backends = listener_config.backends.len();
         let context = AcceptContext {
-            state: Arc::new(ArcSwap::from_pointee(ListenerState::new(listener_config))),
+            slot: registry.add(ListenerState::new(listener_config)),
             stop_accepting: drain.stop_accepting.clone(),
             close_connections: drain.close_connections.clone(),
             connections: drain.connections.clone(),

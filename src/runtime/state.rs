@@ -1,12 +1,21 @@
-//! The live state of one listener as the data plane reads it: its config,
-//! its backends (shared `Arc<Backend>`s, whose counters and health outlive
-//! any one snapshot) and the balancer built over them.
+//! The live state the data plane reads, and its only writer path.
 //!
-//! Each accept loop holds an `ArcSwap<ListenerState>` and loads it once per
-//! connection, so a later writer (reload, admin changes) can publish a new
-//! state without stopping the loop or touching open connections.
+//! Each listener has a [`ListenerSlot`]: an `ArcSwap<ListenerState>` that its
+//! accept loop loads once per connection. A [`ListenerState`] is immutable
+//! once published: its config, its backends (shared `Arc<Backend>`s, whose
+//! counters and health outlive any one state) and the balancer built over
+//! them. A change (admin API, later reload) builds a new state, reusing the
+//! `Arc<Backend>` of backends that stay, and swaps it in: open connections
+//! keep the state they started with, the next connection sees the new one
+//! on every worker thread.
+//!
+//! The [`Registry`] lists every slot for readers outside the data plane
+//! (admin API, metrics) and serialises writers, so two changes never race
+//! and lose one another.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use crate::backend::Backend;
 use crate::balance::{self, Balancer};
@@ -15,9 +24,10 @@ use crate::config::Listener;
 /// One listener's config, backends and balancer, immutable once published.
 #[derive(Debug)]
 pub struct ListenerState {
-    /// The validated config of this listener.
+    /// The validated config of this listener. Its `backends` list is the
+    /// config as loaded; `backends` below is what is live now.
     pub config: Listener,
-    /// The backends, in config order (the balancer's indexes point here).
+    /// The live backends (the balancer's indexes point here).
     pub backends: Vec<Arc<Backend>>,
     /// The algorithm's state over `backends`.
     pub balancer: Box<dyn Balancer>,
@@ -26,16 +36,97 @@ pub struct ListenerState {
 impl ListenerState {
     /// Builds the state of a listener from its config, with new backends.
     pub fn new(config: Listener) -> ListenerState {
-        let backends: Vec<Arc<Backend>> = config
+        let backends = config
             .backends
             .iter()
             .map(|spec| Arc::new(Backend::new(spec)))
             .collect();
+        ListenerState::with_backends(config, backends)
+    }
+
+    /// Builds a state over existing backends (kept across a change, so their
+    /// counters and health stay), with a fresh balancer over them.
+    pub fn with_backends(config: Listener, backends: Vec<Arc<Backend>>) -> ListenerState {
         let balancer = balance::build(config.algorithm, &backends);
         ListenerState {
             config,
             backends,
             balancer,
         }
+    }
+
+    /// The backend named `address` (as written in the config), if live.
+    pub fn backend(&self, address: &str) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| b.address == address)
+    }
+}
+
+/// A listener's name and its current state.
+#[derive(Debug)]
+pub struct ListenerSlot {
+    /// The listener's unique name.
+    pub name: String,
+    /// The current state; loaded once per connection by the accept loop.
+    pub state: ArcSwap<ListenerState>,
+}
+
+/// Every listener's slot, in config order; the one place changes go through.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// The slots, in config order.
+    listeners: ArcSwap<Vec<Arc<ListenerSlot>>>,
+    /// Held by a writer for the whole read-modify-swap of a change (a std
+    /// mutex: nothing awaits while holding it).
+    writer: Mutex<()>,
+}
+
+impl Registry {
+    /// A registry with no listeners.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds a listener's slot (at start, or when a reload adds one).
+    pub fn add(&self, state: ListenerState) -> Arc<ListenerSlot> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = Arc::new(ListenerSlot {
+            name: state.config.name.clone(),
+            state: ArcSwap::from_pointee(state),
+        });
+        let mut list = Vec::clone(&self.listeners.load());
+        list.push(Arc::clone(&slot));
+        self.listeners.store(Arc::new(list));
+        slot
+    }
+
+    /// Every listener's slot, in config order.
+    pub fn listeners(&self) -> Arc<Vec<Arc<ListenerSlot>>> {
+        self.listeners.load_full()
+    }
+
+    /// The slot of the listener named `name`.
+    pub fn find(&self, name: &str) -> Option<Arc<ListenerSlot>> {
+        self.listeners
+            .load()
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    }
+
+    /// Replaces the state of listener `name` with what `change` builds from
+    /// the current one. Writers are serialised, so `change` always sees the
+    /// latest state. Returns `None` when there is no such listener.
+    pub fn update<T, E>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&ListenerState) -> Result<(ListenerState, T), E>,
+    ) -> Option<Result<T, E>> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.find(name)?;
+        let current = slot.state.load();
+        Some(change(&current).map(|(next, out)| {
+            slot.state.store(Arc::new(next));
+            out
+        }))
     }
 }
