@@ -184,3 +184,31 @@ fn over_max_connections_a_new_client_is_closed_at_once_until_a_slot_frees() {
     drop(second);
     balancer.stop();
 }
+
+#[test]
+fn the_global_max_connections_caps_all_listeners_together() {
+    let backend = Backend::echo();
+    let config = format!(
+        "[global]\nmax_connections = 1\n\n\
+         [[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{0}\"]\n\n\
+         [[listeners]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{0}\"]\n",
+        backend.addr()
+    );
+    let balancer = Balancer::start(&config, Format::Toml);
+
+    let mut first = connect(balancer.addr("web"));
+    let back = round_trip(&mut first, b"one");
+    assert_eq!(back.ok(), Some(b"one".to_vec()));
+
+    let mut over = connect(balancer.addr("api"));
+    assert_closed_without_data(&mut over, PROMPTLY);
+
+    drop(first);
+    let api = balancer.addr("api");
+    let served = eventually(DEADLINE, || {
+        let mut client = connect(api);
+        round_trip(&mut client, b"two").is_ok_and(|back| back == b"two")
+    });
+    assert!(served, "the process-wide slot was not given back");
+    balancer.stop();
+}
