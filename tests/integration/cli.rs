@@ -2,9 +2,12 @@
 //! error with its file:line and what it names, exit codes 0/1/2, and no
 //! Rust debug formatting in any output.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 
-use crate::harness::{Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, run};
+use crate::harness::{
+    Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, debug_formatting_in,
+    eventually, refused_address, run,
+};
 
 /// Writes `text` as `format`'s file name into a fresh directory and runs
 /// `balancer SUBCOMMAND FILE` there, so errors name the file as given.
@@ -164,6 +167,13 @@ fn case(
     }
 }
 
+/// A TOML listener `web` on `listen` over one backend.
+fn web_listening_on(listen: impl std::fmt::Display) -> String {
+    format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"{listen}\"\nbackends = [\"127.0.0.1:8080\"]\n"
+    )
+}
+
 /// A TOML listener whose line 4 is `line4` (lines 1-3: table, name,
 /// listen; line 5: backends).
 fn toml_with_line4(line4: &str) -> String {
@@ -205,7 +215,7 @@ fn assert_config_errors(format: Format, cases: &[Case]) {
                 wrong.push(format!("does not name {name:?}"));
             }
         }
-        if let Some(fragment) = debug_fragment(&out.both()) {
+        if let Some(fragment) = debug_formatting_in(&out.both()) {
             wrong.push(format!("shows debug formatting {fragment:?}"));
         }
         if !wrong.is_empty() {
@@ -225,19 +235,6 @@ fn assert_config_errors(format: Format, cases: &[Case]) {
         cases.len(),
         failures.join("\n\n")
     );
-}
-
-fn debug_fragment(text: &str) -> Option<&'static str> {
-    [
-        "Some(",
-        "Os {",
-        "kind:",
-        "ParseIntError",
-        "panicked",
-        "RUST_BACKTRACE",
-    ]
-    .into_iter()
-    .find(|f| text.contains(f))
 }
 
 #[test]
@@ -312,7 +309,7 @@ fn every_toml_config_error_exits_2_naming_file_line_key_and_value() {
         ),
         case(
             "a listen address without a port",
-            "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1\"\nbackends = [\"127.0.0.1:8080\"]\n",
+            web_listening_on("127.0.0.1"),
             Some(3),
             &["listen", "127.0.0.1"],
         ),
@@ -608,9 +605,7 @@ fn check_prints_each_listener_with_its_algorithm_and_weighted_backends() {
 fn check_and_a_bad_config_run_bind_nothing() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to keep busy");
     let addr = taken.local_addr().expect("a bound address");
-    let good = format!(
-        "[[listeners]]\nname = \"web\"\nlisten = \"{addr}\"\nbackends = [\"127.0.0.1:8080\"]\n"
-    );
+    let good = web_listening_on(addr);
     let out = check(&good, Format::Toml);
     assert_eq!(out.code(), 0, "check must not bind {addr}\n{}", out.both());
 
@@ -624,9 +619,7 @@ fn check_and_a_bad_config_run_bind_nothing() {
 fn a_listen_address_in_use_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to keep busy");
     let addr = taken.local_addr().expect("a bound address");
-    let text = format!(
-        "[[listeners]]\nname = \"web\"\nlisten = \"{addr}\"\nbackends = [\"127.0.0.1:8080\"]\n"
-    );
+    let text = web_listening_on(addr);
     for subcommand in [None, Some("run")] {
         let out = run_on_config(subcommand, &text, Format::Toml);
         assert_eq!(out.code(), 1, "{}", out.both());
@@ -652,10 +645,8 @@ fn a_demo_backend_whose_address_is_in_use_exits_1_naming_the_address() {
 
 #[test]
 fn json_log_format_writes_the_readiness_line_as_json() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let config = "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:8080\"]\n";
-    std::fs::write(dir.path().join("balancer.toml"), config).expect("write the config");
-    let balancer = Balancer::spawn(["--log-format", "json", "balancer.toml"], Some(dir));
+    let config = web_listening_on("127.0.0.1:0");
+    let balancer = Balancer::spawn_with_config(&["--log-format", "json"], &config, Format::Toml);
     let found = balancer.wait_for_log(DEADLINE, |line| {
         line.contains("listening") && line.contains("\"address\":\"127.0.0.1:")
     });
@@ -674,16 +665,10 @@ fn json_log_format_writes_the_readiness_line_as_json() {
 fn log_level_warn_hides_info_lines() {
     // With --log-level warn the readiness line (info) is not printed, so
     // readiness is judged by the port: poll connects until one succeeds.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let addr = listener.local_addr().expect("a bound address");
-    drop(listener);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let config = format!(
-        "[[listeners]]\nname = \"web\"\nlisten = \"{addr}\"\nbackends = [\"127.0.0.1:8080\"]\n"
-    );
-    std::fs::write(dir.path().join("balancer.toml"), config).expect("write the config");
-    let balancer = Balancer::spawn(["--log-level", "warn", "balancer.toml"], Some(dir));
-    let up = crate::harness::eventually(DEADLINE, || std::net::TcpStream::connect(addr).is_ok());
+    let addr = refused_address();
+    let config = web_listening_on(addr);
+    let balancer = Balancer::spawn_with_config(&["--log-level", "warn"], &config, Format::Toml);
+    let up = eventually(DEADLINE, || TcpStream::connect(addr).is_ok());
     assert!(up, "the balancer never listened on {addr}");
     assert!(
         !balancer.stderr().contains(" INFO "),
@@ -695,7 +680,7 @@ fn log_level_warn_hides_info_lines() {
 #[test]
 fn a_config_path_names_its_format_by_extension() {
     // The same TOML text is a config error when the file is not `.toml`.
-    let text = "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:8080\"]\n";
+    let text = web_listening_on("127.0.0.1:0");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("balancer.conf");
     std::fs::write(&path, text).expect("write the config");
