@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use crate::harness::{
     Backend, Balancer, DEADLINE, Format, PROMPTLY, assert_closed_without_data, backend_name_via,
-    connect, eventually, refused_address, round_trip,
+    backends_reached, connect, eventually, refused_address, round_trip,
 };
 
 /// A TOML config with one listener `web` using `algorithm` over
@@ -23,17 +23,6 @@ fn listener(algorithm: &str, backends: &[(SocketAddr, u32)], extra: &str) -> Str
     )
 }
 
-/// The names of the backends `count` sequential connections reach.
-fn names_of_sequential_connections(balancer: &Balancer, count: usize) -> Vec<String> {
-    let addr = balancer.addr("web");
-    (0..count)
-        .map(|i| match backend_name_via(addr) {
-            Ok(name) => name,
-            Err(e) => panic!("connection {i} got no backend: {e}"),
-        })
-        .collect()
-}
-
 #[test]
 fn round_robin_gives_k_backends_exactly_n_over_k_connections_in_config_order() {
     let backends = [
@@ -44,7 +33,7 @@ fn round_robin_gives_k_backends_exactly_n_over_k_connections_in_config_order() {
     let weighted: Vec<_> = backends.iter().map(|b| (b.addr(), 1)).collect();
     let balancer = Balancer::start(&listener("round_robin", &weighted, ""), Format::Toml);
 
-    let names = names_of_sequential_connections(&balancer, 12);
+    let names = backends_reached(balancer.addr("web"), 12);
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for name in &names {
         *counts.entry(name).or_default() += 1;
@@ -85,7 +74,7 @@ fn weighted_round_robin_3_1_2_1_hands_out_a_c_b_a_d_c_a_and_repeats() {
         Format::Toml,
     );
 
-    let names = names_of_sequential_connections(&balancer, 14).concat();
+    let names = backends_reached(balancer.addr("web"), 14).concat();
     assert_eq!(names, "acbadcaacbadca");
     balancer.stop();
 }
@@ -97,7 +86,7 @@ fn random_reaches_every_backend() {
     let balancer = Balancer::start(&listener("random", &weighted, ""), Format::Toml);
 
     // The chance that 40 fair draws all pick one of two is 2^-39.
-    let names = names_of_sequential_connections(&balancer, 40);
+    let names = backends_reached(balancer.addr("web"), 40);
     for name in ["a", "b"] {
         assert!(
             names.iter().any(|n| n == name),
@@ -122,7 +111,7 @@ fn a_refused_backend_is_skipped_and_every_client_is_served() {
         Format::Toml,
     );
 
-    let names = names_of_sequential_connections(&balancer, 8);
+    let names = backends_reached(balancer.addr("web"), 8);
     assert!(names.iter().all(|n| n == "a" || n == "b"), "{names:?}");
     balancer.stop();
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
@@ -124,4 +125,30 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
             "{addr} is still taken after the demo exited: {freed:?}"
         );
     }
+}
+
+#[test]
+fn a_demo_backend_with_delay_answers_no_sooner_than_the_delay() {
+    let mut backend = Balancer::spawn(
+        [
+            "backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "slow",
+            "--delay",
+            "300",
+        ],
+        None,
+    );
+    let addr = backend.wait_listening_once();
+    let asked = Instant::now();
+    let answer = http_get(addr, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
+    let took = asked.elapsed();
+    assert_eq!(answer.status, 200);
+    assert!(
+        took >= Duration::from_millis(300),
+        "answered after {took:?}, before --delay 300"
+    );
+    backend.stop();
 }

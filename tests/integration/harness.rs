@@ -619,6 +619,15 @@ pub fn backend_name_via(addr: SocketAddr) -> io::Result<String> {
     read_line(&mut stream)
 }
 
+/// The names of the backends `count` sequential connections to `addr`
+/// reach (each connection is closed before the next opens); panics naming
+/// the connection that got no backend.
+pub fn backends_reached(addr: SocketAddr, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| backend_name_via(addr).unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}")))
+        .collect()
+}
+
 /// Writes `message` and reads exactly as many bytes back from an echo.
 pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> io::Result<Vec<u8>> {
     stream.write_all(message)?;

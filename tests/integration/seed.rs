@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::harness::{
-    Backend, Balancer, Format, assert_no_debug_formatting, backend_name_via, fixed_ports, fixture,
-    run,
+    Backend, Balancer, Format, assert_no_debug_formatting, backend_name_via, backends_reached,
+    fixed_ports, fixture, run,
 };
 
 /// The seed's backends 127.0.0.1:8080-8084, greeting with a..e.
@@ -25,16 +25,11 @@ fn seed_backends() -> Vec<Backend> {
 /// and 24004 always reaches e.
 fn assert_seed_split() {
     let web = SocketAddr::from((Ipv4Addr::LOCALHOST, 24003));
-    let names: String = (0..14)
-        .map(|i| backend_name_via(web).unwrap_or_else(|e| panic!("connection {i} to {web}: {e}")))
-        .collect();
+    let names = backends_reached(web, 14).concat();
     assert_eq!(names, "acbadcaacbadca");
 
     let other = SocketAddr::from((Ipv4Addr::LOCALHOST, 24004));
-    for _ in 0..2 {
-        let name = backend_name_via(other);
-        assert_eq!(name.ok().as_deref(), Some("e"));
-    }
+    assert_eq!(backends_reached(other, 2), ["e", "e"]);
 }
 
 #[test]
@@ -120,4 +115,22 @@ fn the_spec_example_with_pre_resolve_workers_and_a_host_name_passes_check() {
             out.both()
         );
     }
+}
+
+#[test]
+fn a_seed_style_config_on_a_free_port_balances_round_robin() {
+    let backends = [Backend::named("a"), Backend::named("b")];
+    let config = format!(
+        "[options]\nbuffer_size=4096\nalgorithm=round_robin\n\n[mappings]\n127.0.0.1:0={},{}\n",
+        backends[0].addr(),
+        backends[1].addr()
+    );
+    let balancer = Balancer::start(&config, Format::Ini);
+    let addr = balancer.addr("127.0.0.1:0");
+    let names = backends_reached(addr, 6).concat();
+    assert!(
+        names == "ababab" || names == "bababa",
+        "not round robin: {names}"
+    );
+    balancer.stop();
 }
