@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::harness::{
-    Backend, Balancer, Format, assert_no_debug_formatting, backend_name_via, backends_reached,
-    fixed_ports, fixture, run,
+    Backend, Balancer, Format, assert_no_debug_formatting, backends_reached, fixed_ports, fixture,
+    run,
 };
 
 /// The seed's backends 127.0.0.1:8080-8084, greeting with a..e.
