@@ -43,6 +43,9 @@ pub enum Context {
     Mapping(String),
     /// A key, as typed.
     Key(String),
+    /// A key and the value it was given, both as typed, for problems whose
+    /// message does not quote the value itself.
+    KeyValue(String, String),
     /// A backend, by its address as written.
     Backend(String),
 }
@@ -256,6 +259,7 @@ impl fmt::Display for Context {
             Context::ListenerNumber(n) => write!(f, "listener #{n}"),
             Context::Mapping(key) => write!(f, "mapping {}", Quoted(key)),
             Context::Key(key) => write!(f, "key {}", Quoted(key)),
+            Context::KeyValue(key, value) => write!(f, "key {} = {}", Quoted(key), Quoted(value)),
             Context::Backend(address) => write!(f, "backend {}", Quoted(address)),
         }
     }
