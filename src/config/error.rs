@@ -224,8 +224,8 @@ pub enum Problem {
     ListenConflict {
         /// This listener's address.
         addr: SocketAddr,
-        /// The listener it conflicts with.
-        other: Context,
+        /// The listener it conflicts with (boxed: keeps `Problem` small).
+        other: Box<Context>,
         /// That listener's address.
         other_addr: SocketAddr,
         /// That listener's line.
