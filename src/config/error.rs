@@ -501,7 +501,7 @@ mod tests {
                     vec![Context::Listener("b".into())],
                     Problem::ListenConflict {
                         addr: addr("0.0.0.0:80"),
-                        other: Context::Listener("a".into()),
+                        other: Box::new(Context::Listener("a".into())),
                         other_addr: addr("127.0.0.1:80"),
                         other_line: Some(2),
                     },
