@@ -6,8 +6,10 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,17 +146,16 @@ impl Direction<'_> {
     async fn pump(&self, mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<()> {
         let mut bulk = false;
         loop {
-            from.as_ref().readable().await?;
+            // The stream's own reader slot, not `readable()`: no waiter is
+            // stored in the future, which keeps idle connections small.
+            std::future::poll_fn(|cx| from.as_ref().poll_read_ready(cx)).await?;
             #[cfg(target_os = "linux")]
             if bulk && self.options.zero_copy {
-                match super::splice::forward(
-                    from.as_ref(),
-                    to.as_ref(),
-                    self.counter,
-                    self.activity,
-                )
-                .await?
-                {
+                // Boxed: a bulk chunk (64 KiB) pays one small allocation,
+                // and every connection's future stays small while idle.
+                let chunk =
+                    super::splice::forward(from.as_ref(), to.as_ref(), self.counter, self.activity);
+                match Box::pin(chunk).await? {
                     Some(0) => return self.finish(&mut to).await,
                     Some(moved) => {
                         bulk = moved >= super::splice::BULK_MIN;
@@ -165,7 +166,12 @@ impl Direction<'_> {
                 }
             }
             let mut buf = BufferLease::take(self.options.buffer_size);
-            let n = from.read(buf.bytes()).await?;
+            // Readiness can be stale (the read would block): then the
+            // buffer goes back at once instead of being held while idle.
+            let Some(read) = poll_once(from.read(buf.bytes())).await else {
+                continue;
+            };
+            let n = read?;
             if n == 0 {
                 return self.finish(&mut to).await;
             }
@@ -188,6 +194,17 @@ impl Direction<'_> {
         }
         to.shutdown().await
     }
+}
+
+/// Polls `future` once: its output if it is ready at once, `None` if it
+/// would wait (the future is then dropped, which is fine for a read).
+async fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// Resolves once no byte has moved for `timeout`.
