@@ -227,6 +227,12 @@ thread_local! {
     static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Leases taken and not yet dropped on this thread (tests only).
+    static LEASED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// A copy buffer borrowed from the worker thread's pool for one chunk and
 /// given back on drop, so idle connections hold no buffer and busy ones do
 /// not allocate (or zero) a buffer per chunk.
@@ -244,6 +250,8 @@ impl BufferLease {
             // A buffer of another listener's size is freed, not resized.
             _ => vec![0u8; size].into_boxed_slice(),
         };
+        #[cfg(test)]
+        LEASED.with(|n| n.set(n.get() + 1));
         BufferLease { buf: Some(buf) }
     }
 
@@ -258,6 +266,8 @@ impl BufferLease {
 
 impl Drop for BufferLease {
     fn drop(&mut self) {
+        #[cfg(test)]
+        LEASED.with(|n| n.set(n.get().saturating_sub(1)));
         let Some(buf) = self.buf.take() else { return };
         BUFFERS.with(|pool| {
             let mut pool = pool.borrow_mut();
@@ -469,6 +479,35 @@ mod tests {
             assert!(matches!(relay.await.unwrap(), Outcome::Closed));
             let mut rest = Vec::new();
             assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_sends_holds_no_buffer() {
+        for zero_copy in PATHS {
+            // As in the balancer: the client's socket is an accepted one.
+            let (mut client, client_side) = pair().await;
+            let (backend_side, mut backend) = pair().await;
+            let stats = Stats::default();
+            let close = CancellationToken::new();
+            let trigger = close.clone();
+            // The relay runs on this test's thread, so the thread-local
+            // lease count sees exactly its buffers.
+            let relay = tokio::spawn(async move {
+                let opts = options(Duration::from_secs(60), zero_copy);
+                relay(client_side, backend_side, &opts, &stats, &close).await
+            });
+            // Let the relay run until it waits on both sockets again.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                LEASED.with(std::cell::Cell::get),
+                0,
+                "an idle relay holds a buffer"
+            );
+            trigger.cancel();
+            assert!(matches!(relay.await.unwrap(), Outcome::Closed));
         }
     }
 }
