@@ -486,8 +486,8 @@ mod tests {
     async fn a_connection_that_never_sends_holds_no_buffer() {
         for zero_copy in PATHS {
             // As in the balancer: the client's socket is an accepted one.
-            let (client, client_side) = pair().await;
-            let (backend_side, backend) = pair().await;
+            let (_client, client_side) = pair().await;
+            let (backend_side, _backend) = pair().await;
             let stats = Stats::default();
             let close = CancellationToken::new();
             let trigger = close.clone();
