@@ -43,6 +43,9 @@ pub enum Context {
     Mapping(String),
     /// A key, as typed.
     Key(String),
+    /// A key and the value it was given, both as typed, for problems whose
+    /// message does not quote the value itself.
+    KeyValue(String, String),
     /// A backend, by its address as written.
     Backend(String),
 }
@@ -221,8 +224,8 @@ pub enum Problem {
     ListenConflict {
         /// This listener's address.
         addr: SocketAddr,
-        /// The listener it conflicts with.
-        other: Context,
+        /// The listener it conflicts with (boxed: keeps `Problem` small).
+        other: Box<Context>,
         /// That listener's address.
         other_addr: SocketAddr,
         /// That listener's line.
@@ -256,6 +259,7 @@ impl fmt::Display for Context {
             Context::ListenerNumber(n) => write!(f, "listener #{n}"),
             Context::Mapping(key) => write!(f, "mapping {}", Quoted(key)),
             Context::Key(key) => write!(f, "key {}", Quoted(key)),
+            Context::KeyValue(key, value) => write!(f, "key {} = {}", Quoted(key), Quoted(value)),
             Context::Backend(address) => write!(f, "backend {}", Quoted(address)),
         }
     }
@@ -497,7 +501,7 @@ mod tests {
                     vec![Context::Listener("b".into())],
                     Problem::ListenConflict {
                         addr: addr("0.0.0.0:80"),
-                        other: Context::Listener("a".into()),
+                        other: Box::new(Context::Listener("a".into())),
                         other_addr: addr("127.0.0.1:80"),
                         other_line: Some(2),
                     },

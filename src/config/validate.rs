@@ -334,6 +334,18 @@ impl Validator<'_> {
             Err(problem) => {
                 // An INI mapping is named by its listen address already.
                 let context = match self.format {
+                    // These problems do not quote the value: the context does.
+                    Format::Toml
+                        if matches!(
+                            problem,
+                            Problem::MissingPort | Problem::MissingHost | Problem::PortNotNumber
+                        ) =>
+                    {
+                        with(
+                            scope,
+                            Context::KeyValue("listen".into(), value.get_ref().clone()),
+                        )
+                    }
                     Format::Toml => with_key(scope, "listen"),
                     Format::Ini => scope.to_vec(),
                 };
@@ -370,7 +382,7 @@ impl Validator<'_> {
         if let Some((other_addr, other, other_line)) = clash {
             let problem = Problem::ListenConflict {
                 addr: listen,
-                other,
+                other: Box::new(other),
                 other_addr,
                 other_line,
             };
@@ -897,6 +909,11 @@ mod tests {
             (
                 format!("[[listeners]]\n{BACKENDS}"),
                 "b.toml:1: listener #1: missing key \"listen\"",
+            ),
+            (
+                format!("[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1\"\n{BACKENDS}"),
+                "b.toml:3: listener \"web\": key \"listen\" = \"127.0.0.1\": \
+                 missing port (expected host:port)",
             ),
             (
                 format!("[[listeners]]\nlisten = \"localhost:80\"\n{BACKENDS}"),
