@@ -23,12 +23,17 @@
 //!   timeout.
 //! - [`runtime`]: owns lifecycles: binding listeners, accept loops,
 //!   connection caps, signals, drain.
+//! - [`admin`]: the admin server (SPEC 7) on its own listener: the
+//!   dashboard, `/metrics` (every metric name in `admin::metrics::names`)
+//!   and the JSON API, whose changes go through the one writer path in
+//!   `runtime::state`.
 //! - [`demo`]: `balancer backend` (a small HTTP server) and `balancer demo`
 //!   (five backends plus the balancer, from an embedded config that goes
 //!   through the same validation as any file).
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod cli;

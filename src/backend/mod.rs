@@ -7,7 +7,7 @@
 pub mod stats;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use crate::config::BackendSpec;
 pub use stats::{ConnectionGuard, Stats};
@@ -57,8 +57,11 @@ pub struct Backend {
     pub address: String,
     /// The resolved address connected to.
     pub addr: SocketAddr,
-    /// Relative share of traffic, at least 1.
-    pub weight: u32,
+    /// Relative share of traffic, at least 1. An atomic so the admin API
+    /// can change it on the shared backend (its counters stay); balancers
+    /// read it when they are built, so a change is published by building a
+    /// new listener state (`runtime::state::Registry::update`).
+    weight: AtomicU32,
     /// Live counters.
     pub stats: Stats,
     /// `State` as a byte, so every worker reads it without a lock.
@@ -71,10 +74,21 @@ impl Backend {
         Backend {
             address: spec.address.clone(),
             addr: spec.resolved,
-            weight: spec.weight,
+            weight: AtomicU32::new(spec.weight),
             stats: Stats::default(),
             state: AtomicU8::new(State::Up.to_u8()),
         }
+    }
+
+    /// The current weight (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the weight. Callers publish a new listener state afterwards so
+    /// the balancer is rebuilt with it (`Registry::update`).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// The current state.

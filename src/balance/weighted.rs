@@ -82,7 +82,7 @@ impl SmoothWeighted {
     /// weight starts at 0, so the first pick goes to the heaviest backend.
     pub fn new(backends: &[Arc<Backend>]) -> SmoothWeighted {
         SmoothWeighted {
-            weights: backends.iter().map(|b| i64::from(b.weight)).collect(),
+            weights: backends.iter().map(|b| i64::from(b.weight())).collect(),
             current: Mutex::new(vec![0; backends.len()]),
         }
     }

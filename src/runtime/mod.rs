@@ -9,13 +9,17 @@ pub mod drain;
 pub mod listener;
 pub mod signals;
 pub mod state;
+pub mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::config::{Config, Listener};
 use crate::error::Error;
 use drain::Drain;
@@ -27,9 +31,27 @@ use state::{ListenerState, Registry};
 #[derive(Debug)]
 pub struct Bound {
     listeners: Vec<(Listener, std::net::TcpListener)>,
+    /// The admin server's socket and settings, when it has one.
+    admin: Option<(admin::Settings, std::net::TcpListener)>,
 }
 
 impl Bound {
+    /// Binds the admin server's address too (exit 1 when it cannot be
+    /// bound), so `run` serves the admin API there.
+    pub fn bind_admin(
+        &mut self,
+        listen: SocketAddr,
+        settings: admin::Settings,
+    ) -> Result<(), Error> {
+        self.admin = Some((settings, listener::bind(listen, "admin")?));
+        Ok(())
+    }
+
+    /// The real address of the admin server, when it has one.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(_, s)| s.local_addr().ok())
+    }
+
     /// The real address of each listener, by name (port 0 resolved).
     pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
@@ -52,7 +74,10 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
             ))
         })
         .collect::<Result<_, Error>>()?;
-    Ok(Bound { listeners })
+    Ok(Bound {
+        listeners,
+        admin: None,
+    })
 }
 
 /// Builds the multi-threaded runtime with `workers` threads (0: one per
@@ -83,17 +108,16 @@ pub fn serve(config: Config) -> Result<(), Error> {
 }
 
 /// Serves `bound` until `shutdown` resolves, then drains: stop accepting,
-/// wait up to `drain_timeout` for open connections, close the rest.
+/// wait up to `drain_timeout` for open connections, close the rest. The
+/// admin server, when bound, serves through the drain (so it can be
+/// watched) and stops last.
 pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) {
     let drain = Drain::default();
     let registry = Arc::new(Registry::new());
     let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
     for (listener_config, socket) in bound.listeners {
         let name = listener_config.name.clone();
-        let listen = match socket.local_addr() {
-            Ok(addr) => addr.to_string(),
-            Err(_) => listener_config.listen.to_string(),
-        };
+        let listen = socket.local_addr().unwrap_or(listener_config.listen);
         let socket = match tokio::net::TcpListener::from_std(socket) {
             Ok(socket) => socket,
             Err(e) => {
@@ -105,7 +129,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         let algorithm = listener_config.algorithm;
         let backends = listener_config.backends.len();
         let context = AcceptContext {
-            slot: registry.add(ListenerState::new(listener_config)),
+            slot: registry.add_bound(ListenerState::new(listener_config), listen),
             stop_accepting: drain.stop_accepting.clone(),
             close_connections: drain.close_connections.clone(),
             connections: drain.connections.clone(),
@@ -118,6 +142,40 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
             .listeners
             .spawn(listener::accept_loop(socket, context));
     }
+    let admin_stop = CancellationToken::new();
+    let admin_task = TaskTracker::new();
+    if let Some((settings, socket)) = bound.admin {
+        start_admin(&admin_task, socket, settings, &registry, &admin_stop);
+    }
     shutdown.await;
     drain.run(config.global.drain_timeout).await;
+    admin_stop.cancel();
+    admin_task.close();
+    admin_task.wait().await;
+}
+
+/// Starts the admin server on `socket`, on `tasks`, until `stop`.
+fn start_admin(
+    tasks: &TaskTracker,
+    socket: std::net::TcpListener,
+    settings: admin::Settings,
+    registry: &Arc<Registry>,
+    stop: &CancellationToken,
+) {
+    let address = socket.local_addr().ok();
+    let socket = match tokio::net::TcpListener::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(error = %crate::error::io_reason(&e), "cannot serve the admin API");
+            return;
+        }
+    };
+    if let Some(address) = address {
+        if admin::is_exposed_without_token(address, &settings) {
+            tracing::warn!(address = %address, "the admin API listens beyond loopback without a token: anyone who reaches it can change backends (set [admin] token)");
+        }
+        tracing::info!(address = %address, "admin listening");
+    }
+    let admin = admin::Admin::new(Arc::clone(registry), settings, stop.clone());
+    tasks.spawn(admin::serve(admin, socket));
 }
