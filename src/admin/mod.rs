@@ -29,6 +29,9 @@ use crate::runtime::state::Registry;
 
 pub use api::AdminError;
 
+#[cfg(test)]
+mod tests;
+
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

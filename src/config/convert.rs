@@ -12,13 +12,17 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{BackendSpec, Config, Global, Listener, Mode};
+use super::{Admin, BackendSpec, Config, Global, Listener, Mode};
 
 /// TOML text that loads back into an equal `Config`.
 pub fn to_toml(config: &Config) -> String {
     let mut out = String::new();
     out.push_str("# balancer configuration, native TOML format (see `balancer --help-config`)\n\n");
     global(&mut out, &config.global);
+    if let Some(a) = &config.admin {
+        out.push('\n');
+        admin(&mut out, a);
+    }
     for listener in &config.listeners {
         out.push('\n');
         self::listener(&mut out, listener);
@@ -32,6 +36,14 @@ fn global(out: &mut String, g: &Global) {
     let _ = writeln!(out, "buffer_size = {}", g.buffer_size);
     let _ = writeln!(out, "drain_timeout = {}", duration(g.drain_timeout));
     let _ = writeln!(out, "max_connections = {}", g.max_connections);
+}
+
+fn admin(out: &mut String, a: &Admin) {
+    let _ = writeln!(out, "[admin]");
+    let _ = writeln!(out, "listen = {}", string(&a.listen.to_string()));
+    if let Some(token) = &a.token {
+        let _ = writeln!(out, "token = {}", string(token));
+    }
 }
 
 fn listener(out: &mut String, l: &Listener) {
@@ -279,9 +291,10 @@ mod tests {
             duration_strategy(),
             1..=MAX_CONNECTIONS,
             proptest::collection::vec(listener_strategy(), 1..4),
+            proptest::option::of((ip(), proptest::option::of("[!-~]{1,16}"))),
         )
             .prop_map(
-                |(workers, buffer_size, drain_timeout, max_connections, listeners)| {
+                |(workers, buffer_size, drain_timeout, max_connections, listeners, admin)| {
                     let buffer_size = usize::try_from(buffer_size).unwrap();
                     let listeners = listeners
                         .into_iter()
@@ -299,6 +312,10 @@ mod tests {
                             drain_timeout,
                             max_connections: usize::try_from(max_connections).unwrap(),
                         },
+                        admin: admin.map(|(ip, token)| Admin {
+                            listen: SocketAddr::new(ip, 0),
+                            token,
+                        }),
                         listeners,
                     }
                 },

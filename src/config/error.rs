@@ -54,8 +54,6 @@ pub enum Context {
 /// naming it, never silently ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Feature {
-    /// The `[admin]` table (TOML) or `admin=` option (INI).
-    Admin,
     /// A listener's `health_check` table.
     HealthCheck,
     /// `mode = "http"`.
@@ -147,6 +145,13 @@ pub enum Problem {
     /// A SPEC feature that is not built yet.
     #[error("{0} is not supported yet")]
     NotSupported(Feature),
+    /// An admin token that is empty, or that cannot be sent in an HTTP
+    /// header as it is.
+    #[error("{}", if *.empty { "the token is empty (leave the key out for no token)" } else { "the token must be printable ASCII without spaces" })]
+    BadToken {
+        /// Whether it is empty (else it has a space or a non-ASCII byte).
+        empty: bool,
+    },
     /// A listener name that is empty.
     #[error("name is empty")]
     EmptyName,
@@ -242,7 +247,6 @@ pub enum Problem {
 impl fmt::Display for Feature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Feature::Admin => f.write_str("the admin API"),
             Feature::HealthCheck => f.write_str("active health checking"),
             Feature::HttpMode => f.write_str("mode \"http\""),
             Feature::ProxyProtocol(v) => write!(f, "proxy_protocol {}", Quoted(v)),

@@ -68,6 +68,8 @@ impl Format {
 pub struct Config {
     /// Process-wide settings (`[global]`).
     pub global: Global,
+    /// The admin server (`[admin]`, or INI `admin=`); `None`: no admin port.
+    pub admin: Option<Admin>,
     /// Every listener, in the order the file gives them.
     pub listeners: Vec<Listener>,
 }
@@ -83,6 +85,15 @@ pub struct Global {
     pub drain_timeout: Duration,
     /// Process-wide cap on open client connections.
     pub max_connections: usize,
+}
+
+/// The admin server: HTTP admin API, `/metrics` and the dashboard (SPEC 7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// Where it listens: an IP address and a port (0: any free port).
+    pub listen: SocketAddr,
+    /// When set, mutating calls need `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
 }
 
 /// How a listener treats its traffic. Only `Tcp` is served today; `http`
@@ -233,6 +244,14 @@ pub fn summary(config: &Config) -> String {
         humantime::format_duration(g.drain_timeout),
         g.max_connections
     );
+    if let Some(admin) = &config.admin {
+        let token = if admin.token.is_some() {
+            "changes need the token"
+        } else {
+            "no token"
+        };
+        let _ = writeln!(out, "admin on {} ({token})", admin.listen);
+    }
     for l in &config.listeners {
         let _ = writeln!(
             out,

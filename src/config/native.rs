@@ -28,8 +28,8 @@ pub(crate) struct RawConfig {
     /// `[global]`; absent means all defaults.
     #[serde(default)]
     pub global: RawGlobal,
-    /// `[admin]`: not supported yet; kept only to refuse it with its line.
-    pub admin: Option<Spanned<IgnoredAny>>,
+    /// `[admin]` (or the INI `[options] admin`); the span is the table's.
+    pub admin: Option<Spanned<RawAdmin>>,
     /// `[[listeners]]`, in file order; the span is the table's header.
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
@@ -51,6 +51,16 @@ pub(crate) struct RawGlobal {
     pub drain_timeout: Option<Spanned<String>>,
     /// Process-wide connection cap.
     pub max_connections: Option<Spanned<i64>>,
+}
+
+/// `[admin]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawAdmin {
+    /// `ip:port` or `[ipv6]:port`.
+    pub listen: Option<Spanned<String>>,
+    /// The bearer token of mutating calls.
+    pub token: Option<Spanned<String>>,
 }
 
 /// One `[[listeners]]` table (or one INI mapping) as typed.

@@ -19,8 +19,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Context, Feature, Problem};
-use super::native::{RawBackend, RawConfig, RawGlobal, RawListener};
-use super::{Algorithm, BackendSpec, Config, Format, Global, Listener, Mode, defaults};
+use super::native::{RawAdmin, RawBackend, RawConfig, RawGlobal, RawListener};
+use super::{Admin, Algorithm, BackendSpec, Config, Format, Global, Listener, Mode, defaults};
 
 /// Largest `workers`: far above any core count, low enough to catch typos.
 pub(crate) const MAX_WORKERS: i64 = 1024;
@@ -63,10 +63,7 @@ pub(crate) fn validate(
         resolved: HashMap::new(),
     };
     let global = v.global(&raw.global);
-    if let Some(admin) = &raw.admin {
-        let context = vec![Context::Key("admin".into())];
-        v.report(admin.span(), context, Problem::NotSupported(Feature::Admin));
-    }
+    let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
     let algorithm = v.default_algorithm(raw.algorithm.as_ref());
     if raw.listeners.is_empty() && !refused_lines {
         let problem = match format {
@@ -83,7 +80,11 @@ pub(crate) fn validate(
         .collect();
     match ConfigErrors::from_list(v.errors) {
         Some(errors) => Err(errors),
-        None => Ok(Config { global, listeners }),
+        None => Ok(Config {
+            global,
+            admin,
+            listeners,
+        }),
     }
 }
 
@@ -166,6 +167,64 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    // === admin ===
+
+    /// Checks `[admin]` (TOML) or `[options] admin` (INI); `None` when
+    /// anything in it is bad (reported). Its address takes part in the
+    /// listen conflict checks, as a listener's does.
+    fn admin(&mut self, spanned: &Spanned<RawAdmin>) -> Option<Admin> {
+        let raw = spanned.get_ref();
+        let errors_before = self.errors.len();
+        // TOML: `[admin]: key "listen"`; INI: `[options]: key "admin"`.
+        let (table, listen_key) = match self.format {
+            Format::Toml => ("admin", "listen"),
+            Format::Ini => ("options", "admin"),
+        };
+        let scope = [Context::Table(table.into())];
+        let listen = match &raw.listen {
+            None => {
+                let problem = Problem::MissingKey(listen_key.into());
+                self.report(spanned.span(), scope.to_vec(), problem);
+                None
+            }
+            Some(value) => match listen_address(value.get_ref()) {
+                Ok(addr) => Some(addr),
+                Err(problem) => {
+                    // These problems do not quote the value: the context does.
+                    let context = if matches!(
+                        problem,
+                        Problem::MissingPort | Problem::MissingHost | Problem::PortNotNumber
+                    ) {
+                        with(
+                            &scope,
+                            Context::KeyValue(listen_key.into(), value.get_ref().clone()),
+                        )
+                    } else {
+                        with_key(&scope, listen_key)
+                    };
+                    self.report(value.span(), context, problem);
+                    None
+                }
+            },
+        };
+        let token = self.text(&raw.token, &scope, "token", token);
+        if let (Some(addr), Some(written)) = (listen, &raw.listen) {
+            let line = Some(self.line(written.span()));
+            let here = match self.format {
+                Format::Toml => Context::Table("admin".into()),
+                Format::Ini => Context::Key("admin".into()),
+            };
+            self.listens.push((addr, here, line));
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Admin {
+            listen: listen?,
+            token: token?,
+        })
     }
 
     // === typed values ===
@@ -560,6 +619,18 @@ fn duration(text: &str) -> Result<Duration, Problem> {
     Ok(d)
 }
 
+/// An admin token: sent as `Authorization: Bearer TOKEN`, so printable
+/// ASCII without spaces, and not empty.
+fn token(text: &str) -> Result<String, Problem> {
+    if text.is_empty() {
+        return Err(Problem::BadToken { empty: true });
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::BadToken { empty: false });
+    }
+    Ok(text.to_string())
+}
+
 /// An algorithm name: the seed's three, the known-but-unbuilt ones refused
 /// as not supported yet, anything else unknown.
 fn algorithm(name: &str) -> Result<Algorithm, Problem> {
@@ -895,10 +966,6 @@ mod tests {
                 "b.toml:2: [global]: key \"drain_timeout\": duration must be more than zero",
             ),
             (
-                format!("[admin]\nlisten = \"127.0.0.1:9000\"\n{}", l("")),
-                "b.toml:1: key \"admin\": the admin API is not supported yet",
-            ),
-            (
                 "[global]\nworkers = 2\n".to_string(),
                 "b.toml: no listeners (expected at least one [[listeners]] table)",
             ),
@@ -1066,9 +1133,13 @@ mod tests {
         assert_eq!(lines, [Some(2), Some(6), Some(7)]);
     }
 
-    /// SPEC 2's example without what is not supported yet (`[admin]`,
-    /// `mode = "http"`, `proxy_protocol` other than off, `health_check`).
+    /// SPEC 2's example without what is not supported yet (`mode =
+    /// "http"`, `proxy_protocol` other than off, `health_check`).
     const SPEC_EXAMPLE: &str = r#"
+[admin]
+listen = "127.0.0.1:9000"    # HTTP admin API, /metrics and dashboard; no [admin] = none
+token = "secret"             # optional: then mutating calls need `Authorization: Bearer secret`
+
 [global]
 workers = 0                  # worker threads; 0 = one per CPU core
 buffer_size = 16384          # bytes per direction per connection
@@ -1106,6 +1177,9 @@ backends = ["localhost:8084"]
             (0, 16384, 100_000)
         );
         assert_eq!(g.drain_timeout, Duration::from_secs(30));
+        let admin = config.admin.as_ref().unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(admin.token.as_deref(), Some("secret"));
         let web = config.listeners.first().unwrap();
         assert_eq!(web.name, "web");
         assert_eq!(web.listen, "127.0.0.1:24003".parse().unwrap());
@@ -1152,25 +1226,86 @@ backends = ["localhost:8084"]
         let text = SPEC_EXAMPLE
             .replace("mode = \"tcp\"", "mode = \"http\"")
             .replace("proxy_protocol = \"off\"", "proxy_protocol = \"v1\"")
-            .replace(
-                "[global]",
-                "[admin]\nlisten = \"127.0.0.1:9000\"\n\n[global]",
-            )
             + "[listeners.health_check]\nkind = \"tcp\"\ninterval = \"2s\"\n";
         let errors = parse(&text, Format::Toml, "balancer.toml").unwrap_err();
         let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
         assert_eq!(
             rendered,
             [
-                "balancer.toml:2: key \"admin\": the admin API is not supported yet",
-                "balancer.toml:14: listener \"web\": key \"mode\": \
+                "balancer.toml:15: listener \"web\": key \"mode\": \
                  mode \"http\" is not supported yet",
-                "balancer.toml:20: listener \"web\": key \"proxy_protocol\": \
+                "balancer.toml:21: listener \"web\": key \"proxy_protocol\": \
                  proxy_protocol \"v1\" is not supported yet",
-                "balancer.toml:31: listener \"[::1]:24004\": key \"health_check\": \
+                "balancer.toml:32: listener \"[::1]:24004\": key \"health_check\": \
                  active health checking is not supported yet",
             ]
         );
+    }
+
+    #[test]
+    fn admin_settings_are_checked_with_their_line() {
+        let listener =
+            format!("[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:24003\"\n{BACKENDS}");
+        let mapping = "[mappings]\n127.0.0.1:24003=127.0.0.1:8080\n";
+        let cases = [
+            (
+                Format::Toml,
+                format!("[admin]\ntoken = \"t\"\n{listener}"),
+                "b.toml:1: [admin]: missing key \"listen\"",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"localhost:9000\"\n{listener}"),
+                "b.toml:2: [admin]: key \"listen\": listen host \"localhost\" is not an IP address",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1\"\n{listener}"),
+                "b.toml:2: [admin]: key \"listen\" = \"127.0.0.1\": missing port (expected host:port)",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"\"\n{listener}"),
+                "b.toml:3: [admin]: key \"token\": the token is empty (leave the key out for no token)",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"a b\"\n{listener}"),
+                "b.toml:3: [admin]: key \"token\": the token must be printable ASCII without spaces",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1:24003\"\n{listener}"),
+                "b.toml:5: listener \"web\": listen address 127.0.0.1:24003 conflicts with \
+                 [admin] (127.0.0.1:24003, line 2): both cannot be bound",
+            ),
+            (
+                Format::Ini,
+                format!("[options]\nadmin=127.0.0.1\n{mapping}"),
+                "b.toml:2: [options]: key \"admin\" = \"127.0.0.1\": missing port (expected host:port)",
+            ),
+            (
+                Format::Ini,
+                format!("[options]\nadmin=0.0.0.0:24003\n{mapping}"),
+                "b.toml:4: mapping \"127.0.0.1:24003\": listen address 127.0.0.1:24003 conflicts \
+                 with key \"admin\" (0.0.0.0:24003, line 2): both cannot be bound",
+            ),
+        ];
+        for (format, text, expected) in cases {
+            let errors = parse(&text, format, "b.toml").unwrap_err();
+            let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+            assert_eq!(rendered, [expected], "{text}");
+            assert_readable(expected);
+        }
+    }
+
+    #[test]
+    fn the_ini_admin_option_is_the_admin_listen_address_without_a_token() {
+        let text = "[options]\nADMIN=127.0.0.1:9000\n[mappings]\n24003=127.0.0.1:8080\n";
+        let config = parse(text, Format::Ini, "setup.cfg").unwrap();
+        let admin = config.admin.unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(admin.token, None);
     }
 
     #[test]

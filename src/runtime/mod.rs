@@ -36,17 +36,6 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Binds the admin server's address too (exit 1 when it cannot be
-    /// bound), so `run` serves the admin API there.
-    pub fn bind_admin(
-        &mut self,
-        listen: SocketAddr,
-        settings: admin::Settings,
-    ) -> Result<(), Error> {
-        self.admin = Some((settings, listener::bind(listen, "admin")?));
-        Ok(())
-    }
-
     /// The real address of the admin server, when it has one.
     pub fn admin_address(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|(_, s)| s.local_addr().ok())
@@ -61,8 +50,9 @@ impl Bound {
     }
 }
 
-/// Binds every listener of `config`; fails (exit 1) naming the first
-/// address that cannot be bound.
+/// Binds every listener of `config`, and the admin server's address when
+/// it has one; fails (exit 1) naming the first address that cannot be
+/// bound.
 pub fn bind(config: &Config) -> Result<Bound, Error> {
     let listeners = config
         .listeners
@@ -74,10 +64,16 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
             ))
         })
         .collect::<Result<_, Error>>()?;
-    Ok(Bound {
-        listeners,
-        admin: None,
-    })
+    let admin = match &config.admin {
+        Some(a) => {
+            let settings = admin::Settings {
+                token: a.token.clone(),
+            };
+            Some((settings, listener::bind(a.listen, "admin")?))
+        }
+        None => None,
+    };
+    Ok(Bound { listeners, admin })
 }
 
 /// Builds the multi-threaded runtime with `workers` threads (0: one per
