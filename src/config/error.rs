@@ -229,8 +229,8 @@ pub enum Problem {
     ListenConflict {
         /// This listener's address.
         addr: SocketAddr,
-        /// The listener it conflicts with.
-        other: Context,
+        /// The listener it conflicts with (boxed: keeps `Problem` small).
+        other: Box<Context>,
         /// That listener's address.
         other_addr: SocketAddr,
         /// That listener's line.
@@ -505,7 +505,7 @@ mod tests {
                     vec![Context::Listener("b".into())],
                     Problem::ListenConflict {
                         addr: addr("0.0.0.0:80"),
-                        other: Context::Listener("a".into()),
+                        other: Box::new(Context::Listener("a".into())),
                         other_addr: addr("127.0.0.1:80"),
                         other_line: Some(2),
                     },

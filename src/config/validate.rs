@@ -441,7 +441,7 @@ impl Validator<'_> {
         if let Some((other_addr, other, other_line)) = clash {
             let problem = Problem::ListenConflict {
                 addr: listen,
-                other,
+                other: Box::new(other),
                 other_addr,
                 other_line,
             };
