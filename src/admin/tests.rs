@@ -532,6 +532,11 @@ async fn metrics_move_with_traffic_and_the_active_gauge_returns_to_zero() {
                 "balancer_connection_duration_seconds_count",
                 &[("listener", "web")],
             ) == Some(1.0)
+            && sample(
+                &text,
+                "balancer_connection_duration_seconds_bucket",
+                &[("listener", "web"), ("le", "+Inf")],
+            ) == Some(1.0)
     })
     .await;
     running.stop().await;

@@ -623,10 +623,10 @@ fn duration(text: &str) -> Result<Duration, Problem> {
 /// ASCII without spaces, and not empty.
 fn token(text: &str) -> Result<String, Problem> {
     if text.is_empty() {
-        return Err(Problem::BadToken { empty: true });
+        return Err(Problem::EmptyToken);
     }
     if !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Problem::BadToken { empty: false });
+        return Err(Problem::BadToken);
     }
     Ok(text.to_string())
 }

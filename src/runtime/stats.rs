@@ -73,15 +73,16 @@ pub struct DurationHistogram {
     sum_micros: AtomicU64,
 }
 
-/// A consistent-enough read of a [`DurationHistogram`], as Prometheus wants
-/// it: cumulative counts per upper bound.
+/// A read of a [`DurationHistogram`]: counts per bucket, not cumulative
+/// (as `prometheus-client` takes them; it cumulates when it encodes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramSnapshot {
     /// Sum of every observation, in seconds.
     pub sum: f64,
-    /// Number of observations (the `+Inf` bucket's cumulative count).
+    /// Number of observations: the sum of the buckets read.
     pub count: u64,
-    /// `(upper bound in seconds, observations at or below it)`, ending with
+    /// `(upper bound in seconds, observations in this bucket)`: above the
+    /// previous bound, at or below this one; the last bound is
     /// `f64::INFINITY`.
     pub buckets: Vec<(f64, u64)>,
 }
@@ -101,24 +102,23 @@ impl DurationHistogram {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// The cumulative counts, for `/metrics`. The count is the sum of the
-    /// buckets read, so the `+Inf` bucket and `_count` always agree.
+    /// The counts, for `/metrics`. The count is the sum of the buckets
+    /// read, so the `+Inf` bucket and `_count` always agree.
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = 0u64;
         let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
         let buckets: Vec<(f64, u64)> = bounds
             .zip(self.buckets.iter())
-            .map(|(bound, count)| {
-                cumulative = cumulative.saturating_add(count.load(Ordering::Relaxed));
-                (bound, cumulative)
-            })
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
             .collect();
+        let count = buckets
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
         // Precision loss is fine: a sum of microseconds shown in seconds.
         #[allow(clippy::cast_precision_loss)]
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         HistogramSnapshot {
             sum,
-            count: cumulative,
+            count,
             buckets,
         }
     }
@@ -162,9 +162,9 @@ mod tests {
         let s = h.snapshot();
         assert_eq!(s.count, 3);
         assert_eq!(s.buckets.first(), Some(&(0.005, 1)));
-        assert_eq!(s.buckets.get(1), Some(&(0.01, 2)));
-        assert_eq!(s.buckets.get(15), Some(&(3600.0, 2)));
-        assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 3)));
+        assert_eq!(s.buckets.get(1), Some(&(0.01, 1)));
+        assert_eq!(s.buckets.get(15), Some(&(3600.0, 0)));
+        assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 1)));
         assert!((s.sum - 7200.012).abs() < 1e-6, "sum {}", s.sum);
     }
 

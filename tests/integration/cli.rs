@@ -410,13 +410,22 @@ fn every_toml_config_error_exits_2_naming_file_line_key_and_value() {
             &["proxy_protocol"],
         ),
         case(
-            "an [admin] section (not supported yet)",
+            "an [admin] listen address that is a host name",
             format!(
-                "[admin]\nlisten = \"127.0.0.1:9000\"\n{}",
+                "[admin]\nlisten = \"localhost:9000\"\n{}",
                 toml_with_line4("retries = 1")
             ),
-            None,
-            &["admin"],
+            Some(2),
+            &["admin", "listen", "localhost"],
+        ),
+        case(
+            "an empty [admin] token",
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"\"\n{}",
+                toml_with_line4("retries = 1")
+            ),
+            Some(3),
+            &["admin", "token"],
         ),
         case(
             "a health check (not supported yet)",
@@ -446,6 +455,12 @@ fn every_seed_ini_config_error_exits_2_naming_file_line_key_and_value() {
             ini("algorithm=least_connections", mapping),
             Some(2),
             &["least_connections"],
+        ),
+        case(
+            "an admin address without a port",
+            ini("admin=127.0.0.1", mapping),
+            Some(2),
+            &["admin", "127.0.0.1"],
         ),
         case(
             "a buffer size that is not a number",
