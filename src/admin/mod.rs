@@ -35,6 +35,10 @@ mod tests;
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Admin connections open at once; more are closed at accept, so a flood
+/// of idle connections cannot pile up tasks.
+const MAX_CONNECTIONS: usize = 256;
+
 /// On stop, how long open admin requests may take to finish before their
 /// connections are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -106,6 +110,7 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
     let close = CancellationToken::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -116,6 +121,10 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!(client = %peer, max = MAX_CONNECTIONS, "admin connection closed: too many open");
+                    continue;
+                };
                 let handler = Arc::clone(&admin);
                 let service = service_fn(move |req| api::handle(Arc::clone(&handler), req));
                 let connection = http1::Builder::new()
@@ -125,6 +134,8 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
                 let connection = graceful.watch(connection);
                 let close = close.clone();
                 connections.spawn(async move {
+                    // Held for the connection's life; freed however it ends.
+                    let _slot = slot;
                     tokio::select! {
                         served = connection => if let Err(e) = served {
                             tracing::debug!(client = %peer, error = %e, "admin connection ended with an error");
