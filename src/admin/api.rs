@@ -64,6 +64,9 @@ pub enum AdminError {
     /// A mutating call without the right `Authorization: Bearer` token.
     #[error("this call needs the admin token: send the header \"Authorization: Bearer TOKEN\"")]
     Unauthorized,
+    /// A change sent by a browser from a page of another origin.
+    #[error("changes from a page of another origin ({0}) are refused")]
+    CrossOrigin(String),
     /// The request body is over [`BODY_LIMIT`].
     #[error("the request body is over the limit of {limit} bytes")]
     BodyTooLarge {
@@ -170,6 +173,7 @@ impl AdminError {
             | AdminError::UnknownBackend { .. } => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             AdminError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AdminError::Metrics => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::BodyUnreadable(_)
@@ -319,8 +323,11 @@ async fn route(
     }
 }
 
-/// Checks the bearer token of a mutating call, in constant time.
+/// Checks that a mutating call may change things: it does not come from
+/// a page of another origin, and it carries the bearer token when one is
+/// set (compared in constant time).
 fn authorize(admin: &Admin, request: &Request<Incoming>) -> Result<(), AdminError> {
+    same_origin(request)?;
     let Some(token) = admin.token.as_deref() else {
         return Ok(());
     };
@@ -331,6 +338,33 @@ fn authorize(admin: &Admin, request: &Request<Incoming>) -> Result<(), AdminErro
     match given {
         Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
         _ => Err(AdminError::Unauthorized),
+    }
+}
+
+/// Refuses a change sent by a browser from a page of another origin.
+///
+/// A browser sends `Origin` with every cross-origin `POST` (and a form or
+/// a `text/plain` fetch needs no preflight), so without this check any web
+/// page a user opens could add a backend to an admin port on their
+/// machine. Clients such as curl send no `Origin`, and the dashboard's own
+/// page sends its own origin, so both pass.
+fn same_origin(request: &Request<Incoming>) -> Result<(), AdminError> {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes);
+    let origin_host = origin
+        .as_bytes()
+        .strip_prefix(b"http://")
+        .or_else(|| origin.as_bytes().strip_prefix(b"https://"));
+    match (origin_host, host) {
+        (Some(origin_host), Some(host)) if origin_host.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(AdminError::CrossOrigin(
+            String::from_utf8_lossy(origin.as_bytes()).into_owned(),
+        )),
     }
 }
 

@@ -1137,3 +1137,39 @@ fn only_a_non_loopback_address_without_a_token_is_exposed() {
     assert!(!is_exposed_without_token(loopback, &none));
     assert!(!is_exposed_without_token(v6, &none));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_a_page_of_another_origin_are_refused() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let running = Running::start(
+        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
+        None,
+    )
+    .await;
+    let body = format!(r#"{{"address": "{}"}}"#, b.address());
+    let path = "/api/listeners/web/backends";
+    let evil = [
+        ("Origin", "http://evil.example"),
+        ("Content-Type", "text/plain"),
+    ];
+    let refused = http(running.admin, "POST", path, &evil, Some(&body)).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused
+            .error()
+            .contains("another origin (http://evil.example)"),
+        "{}",
+        refused.error()
+    );
+    assert!(
+        running.backend_status("web", &b.address()).await.is_none(),
+        "nothing changed"
+    );
+
+    // The test client sends `Host: admin`; a page served from there may.
+    let own = [("Origin", "http://admin"), JSON];
+    let accepted = http(running.admin, "POST", path, &own, Some(&body)).await;
+    assert_eq!(accepted.status, 201, "{}", accepted.body);
+    running.stop().await;
+}
