@@ -601,6 +601,25 @@ fn the_dashboard_in_headless_chromium_shows_every_backend_and_counts_traffic() {
         assert!(moved, "the dashboard stopped updating");
     }
 
+    // A drained backend shows its state.
+    let path = format!("/api/listeners/web/backends/{}", b.addr());
+    let drained = admin.request("PATCH", &path, &[JSON], Some(r#"{"state": "draining"}"#));
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    let state_of = format!(
+        "const row = document.querySelector('tr[data-backend=\"{}\"] .state'); \
+         return row ? [row.textContent, row.className] : null;",
+        b.addr()
+    );
+    let shown_draining = eventually(DEADLINE, || {
+        browser.run(&state_of) == serde_json::json!(["draining", "state draining"])
+    });
+    assert!(
+        shown_draining,
+        "the state is not shown: {}",
+        browser.run(&state_of)
+    );
+    backends_reached(web, 3);
+
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-dashboard.png");
     browser.screenshot(&screenshot);
     eprintln!("dashboard screenshot: {}", screenshot.display());
