@@ -79,8 +79,7 @@ pub enum Mode {
     Tcp,
 }
 
-/// The balancing algorithm of a listener (SPEC 2). Only the seed's three
-/// exist today; the others of SPEC 2 are refused as "not supported yet".
+/// The balancing algorithm of a listener (SPEC 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     /// Backends in config order, exact across worker threads.
@@ -89,6 +88,13 @@ pub enum Algorithm {
     Random,
     /// Smooth weighted round robin, as nginx's.
     WeightedRoundRobin,
+    /// Fewest outstanding connections relative to weight.
+    LeastConnections,
+    /// Two random choices, compared by outstanding connections and peak
+    /// EWMA of connect latency.
+    PowerOfTwo,
+    /// Maglev consistent hashing of the client address.
+    SourceHash,
 }
 
 impl Algorithm {
@@ -98,6 +104,9 @@ impl Algorithm {
             Algorithm::RoundRobin => "round_robin",
             Algorithm::Random => "random",
             Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::PowerOfTwo => "power_of_two",
+            Algorithm::SourceHash => "source_hash",
         }
     }
 }
