@@ -161,8 +161,7 @@ pub fn init_logging(level: LogLevel, format: LogFormat) {
 /// TOML, the reference) goes to stdout; logs go to stderr.
 pub fn execute(cli: Cli) -> Result<(), Error> {
     if cli.help_config {
-        print!("{CONFIG_REFERENCE}");
-        return Ok(());
+        return print_out(CONFIG_REFERENCE);
     }
     init_logging(cli.log_level, cli.log_format);
     match (cli.command, cli.config) {
@@ -172,13 +171,15 @@ pub fn execute(cli: Cli) -> Result<(), Error> {
         }
         (Some(Command::Check { config: path }), _) => {
             let config = config::load(&path)?;
-            print!("{}: ok\n{}", path.display(), config::summary(&config));
-            Ok(())
+            print_out(&format!(
+                "{}: ok\n{}",
+                path.display(),
+                config::summary(&config)
+            ))
         }
         (Some(Command::Convert { config: path }), _) => {
             let config = config::load(&path)?;
-            print!("{}", config::to_toml(&config));
-            Ok(())
+            print_out(&config::to_toml(&config))
         }
         (Some(Command::Demo), _) => demo::run(),
         (Some(Command::Backend(args)), _) => demo::run_backend(
@@ -193,5 +194,19 @@ pub fn execute(cli: Cli) -> Result<(), Error> {
         (None, None) => Err(Error::Usage(
             "a CONFIG or a subcommand is needed (see --help)".into(),
         )),
+    }
+}
+
+/// Writes `text` to stdout. A closed pipe (`balancer convert x | head`) is
+/// not an error: the reader has what it wanted.
+pub fn print_out(text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Runtime(format!(
+            "cannot write to stdout: {}",
+            crate::error::io_reason(&e)
+        ))),
+        _ => Ok(()),
     }
 }

@@ -1,7 +1,317 @@
-//! The model back to TOML text (`balancer convert`). (Stub.)
-use super::Config;
+//! The model back to native TOML text: what `balancer convert setup.cfg`
+//! prints.
+//!
+//! Every key is written, defaults included, so the output documents what the
+//! INI file meant. Durations use the largest of SPEC's units (`h`, `m`, `s`,
+//! `ms`) that states them exactly, and humantime's own form below a
+//! millisecond. A backend of weight 1 is a bare string, others a table.
+//! Backends keep their address as written (`localhost:8084`), so a host name
+//! is resolved again when the TOML is loaded. The output loads back into an
+//! equal [`Config`]: `parse(&to_toml(&c), Format::Toml, _) == Ok(c)`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{BackendSpec, Config, Global, Listener, Mode};
 
 /// TOML text that loads back into an equal `Config`.
-pub fn to_toml(_config: &Config) -> String {
-    String::new()
+pub fn to_toml(config: &Config) -> String {
+    let mut out = String::new();
+    out.push_str("# balancer configuration, native TOML format (see `balancer --help-config`)\n\n");
+    global(&mut out, &config.global);
+    for listener in &config.listeners {
+        out.push('\n');
+        self::listener(&mut out, listener);
+    }
+    out
+}
+
+fn global(out: &mut String, g: &Global) {
+    let _ = writeln!(out, "[global]");
+    let _ = writeln!(out, "workers = {}", g.workers);
+    let _ = writeln!(out, "buffer_size = {}", g.buffer_size);
+    let _ = writeln!(out, "drain_timeout = {}", duration(g.drain_timeout));
+    let _ = writeln!(out, "max_connections = {}", g.max_connections);
+}
+
+fn listener(out: &mut String, l: &Listener) {
+    let mode = match l.mode {
+        Mode::Tcp => "tcp",
+    };
+    let _ = writeln!(out, "[[listeners]]");
+    let _ = writeln!(out, "name = {}", string(&l.name));
+    let _ = writeln!(out, "listen = {}", string(&l.listen.to_string()));
+    let _ = writeln!(out, "mode = {}", string(mode));
+    let _ = writeln!(out, "algorithm = {}", string(l.algorithm.name()));
+    let _ = writeln!(out, "connect_timeout = {}", duration(l.connect_timeout));
+    let _ = writeln!(out, "idle_timeout = {}", duration(l.idle_timeout));
+    let _ = writeln!(out, "retries = {}", l.retries);
+    if let Some(source) = l.source_address {
+        let _ = writeln!(out, "source_address = {}", string(&source.to_string()));
+    }
+    if !l.allow.is_empty() {
+        let nets: Vec<String> = l.allow.iter().map(|n| string(&n.to_string())).collect();
+        let _ = writeln!(out, "allow = [{}]", nets.join(", "));
+    }
+    let _ = writeln!(out, "max_connections = {}", l.max_connections);
+    let _ = writeln!(out, "backends = [");
+    for b in &l.backends {
+        let _ = writeln!(out, "  {},", backend(b));
+    }
+    let _ = writeln!(out, "]");
+}
+
+/// A bare string for weight 1, else an inline table.
+fn backend(b: &BackendSpec) -> String {
+    if b.weight == 1 {
+        string(&b.address)
+    } else {
+        format!(
+            "{{ address = {}, weight = {} }}",
+            string(&b.address),
+            b.weight
+        )
+    }
+}
+
+/// A TOML string literal, escaped by the toml crate.
+fn string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+/// A quoted duration in the largest exact unit of `h`, `m`, `s`, `ms`, or
+/// humantime's form for what a millisecond cannot state.
+fn duration(d: Duration) -> String {
+    let text = if d.subsec_nanos() % 1_000_000 != 0 {
+        humantime::format_duration(d).to_string()
+    } else {
+        let ms = d.as_millis();
+        let (value, unit) = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")]
+            .into_iter()
+            .find(|(size, _)| ms % size == 0)
+            .map_or((ms, "ms"), |(size, unit)| (ms / size, unit));
+        format!("{value}{unit}")
+    };
+    string(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    use ipnet::IpNet;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::validate::{
+        MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_RETRIES, MAX_WEIGHT, MAX_WORKERS,
+    };
+    use crate::config::{Algorithm, Format, parse};
+
+    fn round_trip(config: &Config) {
+        let text = to_toml(config);
+        assert_eq!(
+            parse(&text, Format::Toml, "x").as_ref(),
+            Ok(config),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_seed_setup_cfg_converts_to_equivalent_toml() {
+        let text = "[options]\nbuffer_size=4096\nalgorithm=weighted_round_robin\n\n[mappings]\n\
+                    24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1\n\
+                    127.0.0.1:24004=localhost:8084\n";
+        let config = parse(text, Format::Ini, "setup.cfg").unwrap();
+        round_trip(&config);
+        let toml = to_toml(&config);
+        assert!(toml.contains("name = \"24003\"\nlisten = \"0.0.0.0:24003\"\n"));
+        assert!(toml.contains("algorithm = \"weighted_round_robin\"\n"));
+        assert!(toml.contains(
+            "backends = [\n  { address = \"127.0.0.1:8080\", weight = 3 },\n  \"127.0.0.1:8081\",\n"
+        ));
+        assert!(toml.contains("  \"localhost:8084\",\n"));
+        assert!(toml.contains("buffer_size = 4096\n"));
+        assert!(toml.contains("idle_timeout = \"5m\"\n"));
+    }
+
+    #[test]
+    fn ipv6_allow_source_address_and_odd_names_round_trip() {
+        let text = "[global]\nworkers = 4\ndrain_timeout = \"1500ms\"\n\n[[listeners]]\n\
+                    name = \"we\\\"b\\\\\"\nlisten = \"[::1]:0\"\nalgorithm = \"random\"\n\
+                    connect_timeout = \"250us\"\nidle_timeout = \"90m\"\nretries = 0\n\
+                    source_address = \"::1\"\nallow = [\"::1\", \"10.1.0.0/16\"]\n\
+                    backends = [\"[::1]:8080\", { address = \"[::1]:8081\", weight = 7 }]\n";
+        let config = parse(text, Format::Toml, "x").unwrap();
+        round_trip(&config);
+        let toml = to_toml(&config);
+        assert!(toml.contains("drain_timeout = \"1500ms\"\n"), "{toml}");
+        assert!(toml.contains("connect_timeout = \"250us\"\n"), "{toml}");
+        assert!(toml.contains("idle_timeout = \"90m\"\n"), "{toml}");
+    }
+
+    #[test]
+    fn the_config_reference_shows_what_convert_prints_for_the_seed() {
+        let seed = "[options]\nbuffer_size=4096\nalgorithm=weighted_round_robin\n[mappings]\n\
+                    24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1\n\
+                    24004=127.0.0.1:8084:1\n";
+        let toml = to_toml(&parse(seed, Format::Ini, "setup.cfg").unwrap());
+        let start = toml.find("[global]").unwrap();
+        let end = toml.find("]\n\n[[listeners]]\nname = \"24004\"").unwrap();
+        let shown: String = toml[start..=end]
+            .lines()
+            .map(|line| {
+                if line.is_empty() {
+                    "\n".to_string()
+                } else {
+                    format!("    {line}\n")
+                }
+            })
+            .collect();
+        let reference = include_str!("../../docs/config.md");
+        assert!(
+            reference.contains(&shown),
+            "docs/config.md should show:\n{shown}"
+        );
+        for (n, line) in reference.lines().enumerate() {
+            assert!(
+                line.chars().count() < 100,
+                "docs/config.md:{}: too long",
+                n + 1
+            );
+        }
+    }
+
+    #[test]
+    fn durations_use_the_largest_exact_unit() {
+        let cases = [
+            (Duration::from_secs(7200), "\"2h\""),
+            (Duration::from_secs(300), "\"5m\""),
+            (Duration::from_secs(30), "\"30s\""),
+            (Duration::from_millis(1500), "\"1500ms\""),
+            (Duration::from_micros(1500), "\"1ms 500us\""),
+        ];
+        for (d, expected) in cases {
+            assert_eq!(duration(d), expected);
+        }
+    }
+
+    fn ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|n| IpAddr::V4(Ipv4Addr::from(n))),
+            any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(n))),
+        ]
+    }
+
+    fn duration_strategy() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (1u64..=100_000).prop_map(Duration::from_millis),
+            (1u64..=1_000_000_000).prop_map(Duration::from_micros),
+            (1u64..=8_760).prop_map(|h| Duration::from_secs(h * 3600)),
+        ]
+    }
+
+    fn backend_strategy() -> impl Strategy<Value = BackendSpec> {
+        (ip(), 1u16.., 1..=MAX_WEIGHT).prop_map(|(ip, port, weight)| {
+            let resolved = SocketAddr::new(ip, port);
+            BackendSpec {
+                address: resolved.to_string(),
+                resolved,
+                weight: u32::try_from(weight).unwrap(),
+            }
+        })
+    }
+
+    fn listener_strategy() -> impl Strategy<Value = Listener> {
+        (
+            (
+                "[ -~]{0,12}",
+                ip(),
+                prop_oneof![
+                    Just(Algorithm::RoundRobin),
+                    Just(Algorithm::Random),
+                    Just(Algorithm::WeightedRoundRobin),
+                ],
+                duration_strategy(),
+                duration_strategy(),
+                0..=MAX_RETRIES,
+            ),
+            (
+                proptest::option::of(ip()),
+                proptest::collection::vec((ip(), 0u8..=128), 0..3),
+                1..=MAX_CONNECTIONS,
+                proptest::collection::vec(backend_strategy(), 1..5),
+            ),
+        )
+            .prop_map(|(first, second)| {
+                let (name, ip, algorithm, connect_timeout, idle_timeout, retries) = first;
+                let (source_address, allow, max_connections, mut backends) = second;
+                let allow = allow
+                    .into_iter()
+                    .map(|(ip, len)| {
+                        let len = if ip.is_ipv4() { len % 33 } else { len };
+                        IpNet::new(ip, len).unwrap().trunc()
+                    })
+                    .collect();
+                let mut seen = std::collections::HashSet::new();
+                backends.retain(|b| seen.insert(b.address.clone()));
+                Listener {
+                    name: format!("l{name}"),
+                    listen: SocketAddr::new(ip, 0),
+                    mode: Mode::Tcp,
+                    algorithm,
+                    connect_timeout,
+                    idle_timeout,
+                    retries: u32::try_from(retries).unwrap(),
+                    source_address,
+                    allow,
+                    max_connections: usize::try_from(max_connections).unwrap(),
+                    buffer_size: 0,
+                    backends,
+                }
+            })
+    }
+
+    fn config_strategy() -> impl Strategy<Value = Config> {
+        (
+            0..=MAX_WORKERS,
+            1..=MAX_BUFFER_SIZE,
+            duration_strategy(),
+            1..=MAX_CONNECTIONS,
+            proptest::collection::vec(listener_strategy(), 1..4),
+        )
+            .prop_map(
+                |(workers, buffer_size, drain_timeout, max_connections, listeners)| {
+                    let buffer_size = usize::try_from(buffer_size).unwrap();
+                    let listeners = listeners
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, mut l)| {
+                            l.name = format!("{i}{}", l.name);
+                            l.buffer_size = buffer_size;
+                            l
+                        })
+                        .collect();
+                    Config {
+                        global: Global {
+                            workers: usize::try_from(workers).unwrap(),
+                            buffer_size,
+                            drain_timeout,
+                            max_connections: usize::try_from(max_connections).unwrap(),
+                        },
+                        listeners,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn any_valid_config_round_trips_through_toml(config in config_strategy()) {
+            let text = to_toml(&config);
+            prop_assert_eq!(parse(&text, Format::Toml, "x"), Ok(config), "{}", text);
+        }
+    }
 }

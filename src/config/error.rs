@@ -1,7 +1,19 @@
-//! Config errors: where (file, line), what (key, value) and the problem.
-//! (Stub: the config work replaces this with the full design.)
+//! Config errors: where (file, line), in what (section, listener, key,
+//! backend), and the problem, with the bad value it names.
+//!
+//! Errors carry data, not preformatted strings: a [`ConfigError`] is an
+//! origin, an optional line, a path of [`Context`]s from the outside in, and
+//! one [`Problem`]. Rendering happens only in `Display`, in one voice:
+//! lowercase, no trailing period, values in double quotes, never Rust debug
+//! formatting. For example:
+//!
+//! ```text
+//! setup.cfg:9: mapping "abc": port is not a number
+//! balancer.toml:14: listener "web": key "algorithm": unknown algorithm "fastest" (expected round_robin, random or weighted_round_robin)
+//! ```
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// One problem found in a config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,18 +22,263 @@ pub struct ConfigError {
     pub origin: String,
     /// 1-based line, where it can be known.
     pub line: Option<usize>,
-    /// What is wrong.
-    pub problem: String,
+    /// Where in the file, from the outside in: `listener "web"`, `key "algorithm"`.
+    pub context: Vec<Context>,
+    /// What is wrong, with the value it is about.
+    pub problem: Problem,
+}
+
+/// One step of the path to a bad value, rendered as `listener "web"`,
+/// `key "weight"`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Context {
+    /// A table or section, named without brackets: `global`, `options`.
+    Table(String),
+    /// A TOML `[[listeners]]` entry, by its name (or listen address as written).
+    Listener(String),
+    /// A TOML `[[listeners]]` entry that has neither name nor listen address;
+    /// 1-based position in the file.
+    ListenerNumber(usize),
+    /// An INI `[mappings]` line, by its key as written (`24003`).
+    Mapping(String),
+    /// A key, as typed.
+    Key(String),
+    /// A key and the value it was given, both as typed, for problems whose
+    /// message does not quote the value itself.
+    KeyValue(String, String),
+    /// A backend, by its address as written.
+    Backend(String),
+}
+
+/// Something that exists in SPEC but is not built yet: refused with an error
+/// naming it, never silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feature {
+    /// The `[admin]` table (TOML) or `admin=` option (INI).
+    Admin,
+    /// A listener's `health_check` table.
+    HealthCheck,
+    /// `mode = "http"`.
+    HttpMode,
+    /// `proxy_protocol` `v1` or `v2`; carries the value.
+    ProxyProtocol(String),
+    /// An algorithm SPEC names but that is not built: `least_connections`,
+    /// `power_of_two`, `source_hash`; carries the name.
+    Algorithm(String),
+}
+
+/// What is wrong. Values are carried as typed so the message can quote them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The file could not be read; the reason in words.
+    #[error("cannot read the file: {0}")]
+    Unreadable(String),
+    /// A TOML syntax or type error, in the parser's words (tidied).
+    #[error("{0}")]
+    Syntax(String),
+    /// A key the table does not have; carries the keys it does have.
+    #[error("unknown key (expected {})", OneOf(.0))]
+    UnknownKey(Vec<String>),
+    /// A required key is absent.
+    #[error("missing key {}", Quoted(.0))]
+    MissingKey(String),
+    /// A key given twice; carries the line of the first one when known.
+    #[error("duplicate key{}", FirstOn(*.0))]
+    DuplicateKey(Option<usize>),
+    /// INI: a section other than `[options]` and `[mappings]`.
+    #[error("unknown section [{}] (expected [options] or [mappings])", Plain(.0))]
+    UnknownSection(String),
+    /// INI: a section header given twice; carries the first line.
+    #[error("section [{}] appears twice{}", Plain(.name), FirstOn(Some(*.first_line)))]
+    DuplicateSection {
+        /// The section name.
+        name: String,
+        /// Where it first appeared.
+        first_line: usize,
+    },
+    /// INI: a key line before any section header.
+    #[error("line is outside any section (expected [options] or [mappings] above it)")]
+    OutsideSection,
+    /// INI: a line that is neither blank, comment, header nor `key=value`.
+    #[error("line has no \"=\" (expected key=value)")]
+    MissingEquals,
+    /// INI: nothing before the `=`.
+    #[error("empty key before \"=\"")]
+    EmptyKey,
+    /// INI: a value that must be a whole number is not.
+    #[error("{} is not a whole number", Quoted(.0))]
+    NotInteger(String),
+    /// A number outside its allowed range (inclusive bounds).
+    #[error("{value} is out of range (expected {min} to {max})")]
+    OutOfRange {
+        /// The value given.
+        value: i64,
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// A duration that does not parse; carries the text.
+    #[error("{} is not a duration (expected a number and a unit: ms, s, m or h)", Quoted(.0))]
+    BadDuration(String),
+    /// A duration of zero where time must pass.
+    #[error("duration must be more than zero")]
+    ZeroDuration,
+    /// A duration above the sanity bound; carries the text and the bound in days.
+    #[error("{} is too long (at most {max_days} days)", Quoted(.value))]
+    DurationTooLong {
+        /// The text given.
+        value: String,
+        /// The bound.
+        max_days: u64,
+    },
+    /// An algorithm name SPEC does not know.
+    #[error(
+        "unknown algorithm {} (expected round_robin, random or weighted_round_robin)",
+        Quoted(.0)
+    )]
+    UnknownAlgorithm(String),
+    /// A mode other than tcp or http.
+    #[error("unknown mode {} (expected tcp)", Quoted(.0))]
+    UnknownMode(String),
+    /// A proxy_protocol other than off, v1 or v2.
+    #[error("unknown proxy_protocol {} (expected off, v1 or v2)", Quoted(.0))]
+    UnknownProxyProtocol(String),
+    /// A SPEC feature that is not built yet.
+    #[error("{0} is not supported yet")]
+    NotSupported(Feature),
+    /// A listener name that is empty.
+    #[error("name is empty")]
+    EmptyName,
+    /// An `allow` entry that is neither a CIDR network nor an IP address.
+    #[error("{} is not a CIDR network or IP address", Quoted(.0))]
+    BadCidr(String),
+    /// `allow = []`: it would read as "no one", but an absent list means
+    /// everyone, so an empty one is refused as ambiguous.
+    #[error("the allow list is empty (leave the key out to let every client in)")]
+    EmptyAllow,
+    /// A value that must be an IP address is not.
+    #[error("{} is not an IP address", Quoted(.0))]
+    BadIp(String),
+    /// An address without `:port`.
+    #[error("missing port (expected host:port)")]
+    MissingPort,
+    /// An address with nothing before `:port`.
+    #[error("missing host (expected host:port)")]
+    MissingHost,
+    /// The port part is not made of digits.
+    #[error("port is not a number")]
+    PortNotNumber,
+    /// The port is a number but not a usable one.
+    #[error("port {port} is out of range (expected {min} to 65535)")]
+    PortOutOfRange {
+        /// The port as written.
+        port: String,
+        /// 0 for listen addresses (any free port), 1 for backends.
+        min: u16,
+    },
+    /// An IPv6 address written without brackets (`::1:8080`).
+    #[error("IPv6 addresses must be in brackets, as in [::1]:8080")]
+    UnbracketedIpv6,
+    /// A listen address whose host is a name, not an IP address.
+    #[error("listen host {} is not an IP address", Quoted(.0))]
+    ListenHostNotIp(String),
+    /// A backend host that does not resolve; the resolver's reason in words.
+    #[error("host {} does not resolve ({reason})", Quoted(.host))]
+    Unresolved {
+        /// The host as written.
+        host: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A listener with an empty backend list.
+    #[error("the backend list is empty")]
+    NoBackends,
+    /// INI: an empty item in a comma-separated backend list.
+    #[error("empty item in the backend list")]
+    EmptyBackendItem,
+    /// INI: the `:weight` part is not a number.
+    #[error("weight {} is not a number", Quoted(.0))]
+    WeightNotNumber(String),
+    /// A backend weight outside 1..=max.
+    #[error("weight {value} is out of range (expected 1 to {max})")]
+    WeightOutOfRange {
+        /// The weight given.
+        value: i64,
+        /// The largest allowed.
+        max: i64,
+    },
+    /// The same backend address twice in one listener (it names the backend
+    /// in metrics and the admin API, so it must be unique); carries the line
+    /// of the first.
+    #[error("backend is listed twice in this listener{}", FirstOn(*.0))]
+    DuplicateBackend(Option<usize>),
+    /// A listener name used before; carries the line of the first.
+    #[error("duplicate listener name{}", FirstOn(*.0))]
+    DuplicateName(Option<usize>),
+    /// A listen address that cannot be bound next to another listener's.
+    #[error(
+        "listen address {addr} conflicts with {other} ({other_addr}{}): both cannot be bound",
+        OnLine(*.other_line)
+    )]
+    ListenConflict {
+        /// This listener's address.
+        addr: SocketAddr,
+        /// The listener it conflicts with (boxed: keeps `Problem` small).
+        other: Box<Context>,
+        /// That listener's address.
+        other_addr: SocketAddr,
+        /// That listener's line.
+        other_line: Option<usize>,
+    },
+    /// TOML: no `[[listeners]]`.
+    #[error("no listeners (expected at least one [[listeners]] table)")]
+    NoListeners,
+    /// INI: no mapping lines.
+    #[error("no mappings (expected at least one line in [mappings])")]
+    NoMappings,
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Feature::Admin => f.write_str("the admin API"),
+            Feature::HealthCheck => f.write_str("active health checking"),
+            Feature::HttpMode => f.write_str("mode \"http\""),
+            Feature::ProxyProtocol(v) => write!(f, "proxy_protocol {}", Quoted(v)),
+            Feature::Algorithm(name) => write!(f, "algorithm {}", Quoted(name)),
+        }
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Context::Table(name) => write!(f, "[{}]", Plain(name)),
+            Context::Listener(name) => write!(f, "listener {}", Quoted(name)),
+            Context::ListenerNumber(n) => write!(f, "listener #{n}"),
+            Context::Mapping(key) => write!(f, "mapping {}", Quoted(key)),
+            Context::Key(key) => write!(f, "key {}", Quoted(key)),
+            Context::KeyValue(key, value) => write!(f, "key {} = {}", Quoted(key), Quoted(value)),
+            Context::Backend(address) => write!(f, "backend {}", Quoted(address)),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.origin, line, self.problem),
-            None => write!(f, "{}: {}", self.origin, self.problem),
+        f.write_str(&self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
         }
+        for context in &self.context {
+            write!(f, ": {context}")?;
+        }
+        write!(f, ": {}", self.problem)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 /// Every problem found in one pass over a config; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +290,24 @@ impl ConfigErrors {
         ConfigErrors(vec![ConfigError {
             origin: origin.to_string(),
             line: None,
-            problem: format!("cannot read the file: {}", crate::error::io_reason(err)),
+            context: Vec::new(),
+            problem: Problem::Unreadable(crate::error::io_reason(err)),
         }])
     }
 
-    /// The errors, in file order.
+    /// The errors, in file order (errors without a line come last).
     pub fn errors(&self) -> &[ConfigError] {
         &self.0
+    }
+
+    /// Wraps what a pass found: `None` when it found nothing. Sorts by line,
+    /// keeping the order of errors on one line.
+    pub(crate) fn from_list(mut errors: Vec<ConfigError>) -> Option<Self> {
+        if errors.is_empty() {
+            return None;
+        }
+        errors.sort_by_key(|e| (e.line.is_none(), e.line));
+        Some(ConfigErrors(errors))
     }
 }
 
@@ -60,5 +328,224 @@ impl std::error::Error for ConfigErrors {}
 impl From<ConfigError> for ConfigErrors {
     fn from(e: ConfigError) -> Self {
         ConfigErrors(vec![e])
+    }
+}
+
+// === rendering helpers ===
+
+/// A value in double quotes, with quotes, backslashes and control characters
+/// escaped so one error stays one line.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        write!(f, "{}", Plain(self.0))?;
+        f.write_str("\"")
+    }
+}
+
+/// A value without quotes, escaped as in [`Quoted`].
+struct Plain<'a>(&'a str);
+
+impl fmt::Display for Plain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if c.is_control() => write!(f, "{}", c.escape_default())?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ` (first on line N)` when the line is known, else nothing.
+struct FirstOn(Option<usize>);
+
+impl fmt::Display for FirstOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, " (first on line {line})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `, line N` when the line is known, else nothing.
+struct OnLine(Option<usize>);
+
+impl fmt::Display for OnLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, ", line {line}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `a, b or c`; `one of ` first when there are more than two.
+struct OneOf<'a>(&'a [String]);
+
+impl fmt::Display for OneOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        if n == 0 {
+            return f.write_str("no keys here");
+        }
+        if n > 2 {
+            f.write_str("one of ")?;
+        }
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(if i + 1 == n { " or " } else { ", " })?;
+            }
+            write!(f, "{}", Plain(item))?;
+        }
+        Ok(())
+    }
+}
+
+/// Test helper: fails when a rendered message shows Rust debug formatting,
+/// ends with a period or is not one line.
+#[cfg(test)]
+pub(crate) fn assert_readable(message: &str) {
+    for pattern in ["Some(", "None", "Os {", "{ ", "Error {", "kind:"] {
+        assert!(
+            !message.contains(pattern),
+            "debug pattern {pattern} in: {message}"
+        );
+    }
+    assert!(!message.ends_with('.'), "trailing period: {message}");
+    assert!(!message.contains('\n'), "more than one line: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(line: Option<usize>, context: Vec<Context>, problem: Problem) -> ConfigError {
+        ConfigError {
+            origin: "f.toml".to_string(),
+            line,
+            context,
+            problem,
+        }
+    }
+
+    #[test]
+    fn errors_render_as_one_lowercase_phrase_with_their_path() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cases = [
+            (
+                error(
+                    Some(9),
+                    vec![Context::Mapping("abc".into())],
+                    Problem::PortNotNumber,
+                ),
+                "f.toml:9: mapping \"abc\": port is not a number",
+            ),
+            (
+                error(
+                    Some(14),
+                    vec![
+                        Context::Listener("web".into()),
+                        Context::Key("algorithm".into()),
+                    ],
+                    Problem::UnknownAlgorithm("fastest".into()),
+                ),
+                "f.toml:14: listener \"web\": key \"algorithm\": unknown algorithm \"fastest\" \
+                 (expected round_robin, random or weighted_round_robin)",
+            ),
+            (
+                error(None, vec![], Problem::NoListeners),
+                "f.toml: no listeners (expected at least one [[listeners]] table)",
+            ),
+            (
+                error(
+                    Some(2),
+                    vec![Context::Table("global".into()), Context::Key("x".into())],
+                    Problem::UnknownKey(vec!["a".into(), "b".into(), "c".into()]),
+                ),
+                "f.toml:2: [global]: key \"x\": unknown key (expected one of a, b or c)",
+            ),
+            (
+                error(
+                    Some(3),
+                    vec![Context::Key("x".into())],
+                    Problem::UnknownKey(vec!["a".into(), "b".into()]),
+                ),
+                "f.toml:3: key \"x\": unknown key (expected a or b)",
+            ),
+            (
+                error(
+                    Some(1),
+                    vec![Context::Listener("a\"b\n".into())],
+                    Problem::EmptyName,
+                ),
+                "f.toml:1: listener \"a\\\"b\\n\": name is empty",
+            ),
+            (
+                error(
+                    Some(7),
+                    vec![Context::ListenerNumber(2)],
+                    Problem::DuplicateName(Some(3)),
+                ),
+                "f.toml:7: listener #2: duplicate listener name (first on line 3)",
+            ),
+            (
+                error(
+                    Some(8),
+                    vec![Context::Listener("b".into())],
+                    Problem::ListenConflict {
+                        addr: addr("0.0.0.0:80"),
+                        other: Box::new(Context::Listener("a".into())),
+                        other_addr: addr("127.0.0.1:80"),
+                        other_line: Some(2),
+                    },
+                ),
+                "f.toml:8: listener \"b\": listen address 0.0.0.0:80 conflicts with \
+                 listener \"a\" (127.0.0.1:80, line 2): both cannot be bound",
+            ),
+            (
+                error(
+                    Some(4),
+                    vec![Context::Key("algorithm".into())],
+                    Problem::NotSupported(Feature::Algorithm("source_hash".into())),
+                ),
+                "f.toml:4: key \"algorithm\": algorithm \"source_hash\" is not supported yet",
+            ),
+        ];
+        for (error, expected) in cases {
+            let rendered = error.to_string();
+            assert_eq!(rendered, expected);
+            assert_readable(&rendered);
+        }
+    }
+
+    #[test]
+    fn io_errors_name_the_file_and_the_reason_in_words() {
+        let err = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let errors = ConfigErrors::io("setup.cfg", &err);
+        assert_eq!(
+            errors.to_string(),
+            "setup.cfg: cannot read the file: no such file or directory"
+        );
+        assert_eq!(errors.errors().len(), 1);
+    }
+
+    #[test]
+    fn errors_are_sorted_by_line_with_lineless_ones_last() {
+        let list = vec![
+            error(None, vec![], Problem::NoMappings),
+            error(Some(5), vec![], Problem::MissingEquals),
+            error(Some(2), vec![], Problem::EmptyKey),
+        ];
+        let errors = ConfigErrors::from_list(list).unwrap();
+        let lines: Vec<_> = errors.errors().iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(2), Some(5), None]);
+        assert!(ConfigErrors::from_list(Vec::new()).is_none());
     }
 }

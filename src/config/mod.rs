@@ -4,15 +4,29 @@
 //!
 //! ```text
 //! balancer.toml --native.rs--\
-//!                             >-- raw::RawConfig --validate.rs--> Config
+//!                             >-- native::RawConfig --validate.rs--> Config --convert.rs--> TOML
 //! setup.cfg     ----ini.rs---/
 //! ```
 //!
-//! Raw structs keep what was typed (and the line it was typed on); the model
-//! here holds only checked values: resolved addresses, `Duration`s, enums.
-//! Nothing in this module binds a socket or spawns a task, so `balancer
-//! check` and `balancer convert` are free, and every error can be tested
-//! from a string.
+//! Raw structs keep what was typed (and where it was typed, as a byte span
+//! that gives the line); the model here holds only checked values: resolved
+//! addresses, `Duration`s, enums. Errors ([`ConfigError`], in `error.rs`)
+//! carry the file, line, path to the value and the problem, and one run
+//! reports every problem it can find. Nothing in this module binds a socket
+//! or spawns a task (host names are resolved, which is the only I/O), so
+//! `balancer check` and `balancer convert` are free, and every error can be
+//! tested from a string. `docs/config.md` is the user's reference to both
+//! formats.
+// Config text comes from outside: nothing here may panic on it.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 mod convert;
 mod error;
@@ -204,11 +218,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text; `origin` is how errors name the file.
 pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config, ConfigErrors> {
-    let raw = match format {
-        Format::Toml => native::parse(text, origin)?,
-        Format::Ini => ini::parse(text, origin)?,
+    let (raw, found) = match format {
+        Format::Toml => (native::parse(text, origin)?, Vec::new()),
+        Format::Ini => ini::parse(text, origin),
     };
-    validate::validate(raw, origin)
+    validate::validate(raw, found, text, format, origin)
 }
 
 /// The summary `balancer check` prints: listeners, algorithms, backends.

@@ -1,7 +1,338 @@
-//! TOML text to raw structs. (Stub.)
-use super::ConfigErrors;
-use super::validate::RawConfig;
+//! The native TOML format (SPEC 2) read into raw structs, and the raw structs
+//! themselves, which the INI reader ([`super::ini`]) fills too.
+//!
+//! Raw structs hold what was typed, not what it means: strings for
+//! durations, addresses and names, `i64` for numbers (so a negative weight
+//! reaches validation and gets a message of its own). Every field that
+//! [`super::validate`] checks is a [`Spanned`] value, whose byte range in the
+//! text gives the line an error names. Unknown keys and wrong types are
+//! refused here by serde (`deny_unknown_fields`); the parser's message is
+//! tidied into the project's voice and located with
+//! [`toml::de::Error::span`]. serde stops at the first such error, so TOML
+//! syntax errors come one at a time; semantic errors are all reported.
 
-pub(crate) fn parse(_text: &str, _origin: &str) -> Result<RawConfig, ConfigErrors> {
-    Ok(RawConfig)
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrors, Context, Problem};
+use super::validate::line_of;
+
+/// A whole config as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawConfig {
+    /// `[global]`; absent means all defaults.
+    #[serde(default)]
+    pub global: RawGlobal,
+    /// `[admin]`: not supported yet; kept only to refuse it with its line.
+    pub admin: Option<Spanned<IgnoredAny>>,
+    /// `[[listeners]]`, in file order; the span is the table's header.
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
+    /// INI only: `[options] algorithm`, the algorithm of every listener that
+    /// names none. Kept once here so a bad value is reported once, on its line.
+    #[serde(skip)]
+    pub algorithm: Option<Spanned<String>>,
+}
+
+/// `[global]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawGlobal {
+    /// Worker threads; 0 = one per core.
+    pub workers: Option<Spanned<i64>>,
+    /// Bytes per direction per connection.
+    pub buffer_size: Option<Spanned<i64>>,
+    /// A duration string.
+    pub drain_timeout: Option<Spanned<String>>,
+    /// Process-wide connection cap.
+    pub max_connections: Option<Spanned<i64>>,
+}
+
+/// One `[[listeners]]` table (or one INI mapping) as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawListener {
+    /// Unique name; defaults to `listen` as written.
+    pub name: Option<Spanned<String>>,
+    /// `ip:port` or `[ipv6]:port`.
+    pub listen: Option<Spanned<String>>,
+    /// `tcp` (or `http`, refused for now).
+    pub mode: Option<Spanned<String>>,
+    /// An algorithm name.
+    pub algorithm: Option<Spanned<String>>,
+    /// A duration string.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// A duration string.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Other backends a failed connect moves on to.
+    pub retries: Option<Spanned<i64>>,
+    /// An IP address outgoing connections bind to.
+    pub source_address: Option<Spanned<String>>,
+    /// `off` (or `v1`/`v2`, refused for now).
+    pub proxy_protocol: Option<Spanned<String>>,
+    /// CIDR networks or bare IP addresses.
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Per-listener connection cap.
+    pub max_connections: Option<Spanned<i64>>,
+    /// The backends, in order.
+    pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    /// `[listeners.health_check]`: not supported yet; kept only to refuse it.
+    pub health_check: Option<Spanned<IgnoredAny>>,
+}
+
+/// A backend as typed: a bare `"host:port"` string (weight absent) or a
+/// table `{ address = "host:port", weight = 3 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawBackend {
+    /// `host:port` or `[ipv6]:port`, as written.
+    pub address: String,
+    /// Absent means the default weight.
+    pub weight: Option<Spanned<i64>>,
+}
+
+/// The table form of a backend.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct BackendTable {
+    address: String,
+    weight: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BackendVisitor)
+    }
+}
+
+/// Accepts either form of a backend. Hand-written rather than an untagged
+/// enum so a wrong value gets a message naming both forms, not a Rust type.
+struct BackendVisitor;
+
+impl<'de> Visitor<'de> for BackendVisitor {
+    type Value = RawBackend;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a backend address string or a table with address and weight")
+    }
+
+    fn visit_str<E: de::Error>(self, address: &str) -> Result<RawBackend, E> {
+        Ok(RawBackend {
+            address: address.to_string(),
+            weight: None,
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBackend, A::Error> {
+        let table = BackendTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(RawBackend {
+            address: table.address,
+            weight: table.weight,
+        })
+    }
+}
+
+/// Parses TOML text into raw structs. `origin` names the file in errors.
+pub(crate) fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
+    toml::from_str(text).map_err(|e| ConfigErrors::from(from_toml_error(&e, text, origin)))
+}
+
+/// A serde/TOML error as a located [`ConfigError`]: unknown and missing keys
+/// get their own problems; other messages are tidied and, when the error
+/// points at the value of a `key = value` line, the key is named.
+fn from_toml_error(err: &toml::de::Error, text: &str, origin: &str) -> ConfigError {
+    let span = err.span();
+    let line = span.as_ref().map(|s| line_of(text, s.start));
+    let message = err.message();
+    let mut context = Vec::new();
+    let problem = if let Some(rest) = message.strip_prefix("unknown field ") {
+        let mut names = backticked(rest).into_iter();
+        if let Some(key) = names.next() {
+            context.push(Context::Key(key));
+        }
+        Problem::UnknownKey(names.collect())
+    } else if let Some(rest) = message.strip_prefix("missing field ") {
+        let key = backticked(rest).into_iter().next().unwrap_or_default();
+        Problem::MissingKey(key)
+    } else if message == "duplicate key" {
+        if let Some(key) = span.and_then(|s| text.get(s)) {
+            context.push(Context::Key(key.trim().to_string()));
+        }
+        Problem::DuplicateKey(None)
+    } else {
+        if let Some(key) = span.and_then(|s| key_before(text, s)) {
+            context.push(Context::Key(key));
+        }
+        Problem::Syntax(tidy(message))
+    };
+    ConfigError {
+        origin: origin.to_string(),
+        line,
+        context,
+        problem,
+    }
+}
+
+/// The words between backticks, in order: serde quotes field names so.
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The key of a `key = value` line when `span` starts its value.
+fn key_before(text: &str, span: Range<usize>) -> Option<String> {
+    let before = text.get(..span.start)?;
+    let line = before.rsplit('\n').next()?;
+    let key = line.trim_end().strip_suffix('=')?.trim();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    (!key.is_empty() && key.chars().all(plain)).then(|| key.to_string())
+}
+
+/// The parser's message in the project's voice: serde's Rust words replaced
+/// by TOML's, lowercase first letter, no trailing period, one line.
+fn tidy(message: &str) -> String {
+    let mut text = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (from, to) in [
+        (" as i128", ""),
+        (" as u128", ""),
+        ("expected i64", "expected an integer"),
+        ("a sequence", "an array"),
+        ("invalid type: map", "invalid type: table"),
+        ("expected a map", "expected a table"),
+        ("floating point", "float"),
+    ] {
+        text = text.replace(from, to);
+    }
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "invalid TOML".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::error::assert_readable;
+
+    /// One row per TOML-level error: input, full rendered message.
+    const CASES: &[(&str, &str)] = &[
+        (
+            "[global]\nbogus = 1\n",
+            "b.toml:2: key \"bogus\": unknown key \
+             (expected one of workers, buffer_size, drain_timeout or max_connections)",
+        ),
+        (
+            "[bogus]\n",
+            "b.toml:1: key \"bogus\": unknown key (expected one of global, admin or listeners)",
+        ),
+        (
+            "[[listeners]]\nlisten = \"127.0.0.1:1\"\nbackend = [\"127.0.0.1:2\"]\n",
+            "b.toml:3: key \"backend\": unknown key (expected one of name, listen, mode, \
+             algorithm, connect_timeout, idle_timeout, retries, source_address, \
+             proxy_protocol, allow, max_connections, backends or health_check)",
+        ),
+        (
+            "[[listeners]]\nbackends = [{ address = \"127.0.0.1:2\", wieght = 2 }]\n",
+            "b.toml:2: key \"wieght\": unknown key (expected address or weight)",
+        ),
+        (
+            "[[listeners]]\nbackends = [{ weight = 2 }]\n",
+            "b.toml:2: missing key \"address\"",
+        ),
+        (
+            "[global]\nworkers = \"x\"\n",
+            "b.toml:2: key \"workers\": invalid type: string \"x\", expected an integer",
+        ),
+        (
+            "[global]\nworkers = 1.5\n",
+            "b.toml:2: key \"workers\": invalid type: float `1.5`, expected an integer",
+        ),
+        (
+            "[global]\nmax_connections = 99999999999999999999\n",
+            "b.toml:2: key \"max_connections\": invalid type: integer `99999999999999999999`, \
+             expected an integer",
+        ),
+        (
+            "[global]\ndrain_timeout = 30\n",
+            "b.toml:2: key \"drain_timeout\": invalid type: integer `30`, expected a string",
+        ),
+        (
+            "global = 3\n",
+            "b.toml:1: key \"global\": invalid type: integer `3`, expected a table",
+        ),
+        (
+            "[listeners]\nlisten = \"127.0.0.1:1\"\n",
+            "b.toml:1: invalid type: table, expected an array",
+        ),
+        (
+            "[[listeners]]\nallow = \"10.0.0.0/8\"\n",
+            "b.toml:2: key \"allow\": invalid type: string \"10.0.0.0/8\", expected an array",
+        ),
+        (
+            "[[listeners]]\nbackends = [8080]\n",
+            "b.toml:2: invalid type: integer `8080`, expected a backend address string \
+             or a table with address and weight",
+        ),
+        (
+            "[[listeners]]\nbackends = [{ address = \"127.0.0.1:2\", weight = \"3\" }]\n",
+            "b.toml:2: invalid type: string \"3\", expected an integer",
+        ),
+        (
+            "[[listeners]]\nname = \"a\"\nname = \"b\"\n",
+            "b.toml:3: key \"name\": duplicate key",
+        ),
+        ("[global\n", "b.toml:1: unclosed table, expected `]`"),
+        (
+            "[[listeners]]\nname = \"abc\n",
+            "b.toml:2: invalid basic string, expected `\"`",
+        ),
+    ];
+
+    #[test]
+    fn toml_errors_name_the_line_the_key_and_the_problem() {
+        for (text, expected) in CASES {
+            let errors = parse(text, "b.toml").unwrap_err();
+            let rendered = errors.to_string();
+            assert_eq!(&rendered, expected, "for input:\n{text}");
+            assert_readable(&rendered);
+        }
+    }
+
+    #[test]
+    fn backends_are_bare_strings_or_tables_with_spans() {
+        let text = "[[listeners]]\nbackends = [\n  \"127.0.0.1:1\",\n  \
+                    { address = \"[::1]:2\", weight = 3 },\n]\n";
+        let raw = parse(text, "b.toml").unwrap();
+        let listener = raw.listeners.first().unwrap().get_ref();
+        let backends = listener.backends.as_ref().unwrap().get_ref();
+        let got: Vec<_> = backends
+            .iter()
+            .map(|b| {
+                let b = b.get_ref();
+                (b.address.as_str(), b.weight.as_ref().map(|w| *w.get_ref()))
+            })
+            .collect();
+        assert_eq!(got, [("127.0.0.1:1", None), ("[::1]:2", Some(3))]);
+        let lines: Vec<_> = backends
+            .iter()
+            .map(|b| line_of(text, b.span().start))
+            .collect();
+        assert_eq!(lines, [3, 4]);
+    }
+
+    #[test]
+    fn tidy_speaks_toml_not_rust() {
+        assert_eq!(tidy("Invalid thing.\n"), "invalid thing");
+        assert_eq!(tidy("expected a sequence"), "expected an array");
+        assert_eq!(tidy(""), "invalid TOML");
+    }
 }

@@ -111,23 +111,32 @@ fn spawn_backend(
 /// What the demo prints for a newcomer: what runs and what to try.
 fn print_instructions(bound: &runtime::Bound) {
     let addresses = bound.addresses();
-    let web = addresses
-        .iter()
-        .find(|(name, _)| name == "web")
-        .map_or_else(|| "127.0.0.1:24003".to_string(), |(_, a)| a.to_string());
-    println!(
+    let address_of = |listener: &str, default: &str| {
+        addresses
+            .iter()
+            .find(|(name, _)| name == listener)
+            .map_or_else(|| default.to_string(), |(_, a)| a.to_string())
+    };
+    let web = address_of("web", "127.0.0.1:24003");
+    let api = address_of("api", "127.0.0.1:24004");
+    let text = format!(
         "\
 balancer demo is running:
-  backends  b1..b5 on 127.0.0.1:8080-8084, answering only the balancer (127.0.0.2)
-  listener  web on {web}: weighted round robin 3,1,2,1 over b1..b4
-  listener  api on 127.0.0.1:24004: b5
+  backends b1..b5 on 127.0.0.1:8080-8084 answer only the balancer (127.0.0.2)
+  listener web on {web}: smooth weighted round robin 3,1,2,1 over b1..b4
+  listener api on {api}: b5
 
 Try, in another terminal:
-  curl -i http://{web}/                        answered through the balancer (see X-Backend)
+  curl -i http://{web}/
+      answered through the balancer; the X-Backend header names the backend
   for i in $(seq 7); do curl -s http://{web}/; done
-                                               seven requests: b1 b3 b2 b1 b4 b3 b1
-  curl -i http://127.0.0.1:8080/               straight at a backend: 403 forbidden
+      seven connections, interleaved by weight: b1 b3 b2 b1 b4 b3 b1
+  curl -i http://127.0.0.1:8080/
+      straight at a backend: 403, backends only answer the balancer
 
-Press Ctrl-C to stop."
+Press Ctrl-C to stop.
+"
     );
+    // Best effort: a closed stdout must not stop the demo.
+    let _ = crate::cli::print_out(&text);
 }

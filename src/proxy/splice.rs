@@ -1,17 +1,17 @@
-//! Zero-copy relaying on Linux: bytes move socket -> pipe -> socket with
-//! `splice(2)`, never through a user-space buffer.
+//! Zero-copy relaying on Linux: bulk bytes move socket -> pipe -> socket
+//! with `splice(2)`, never through a user-space buffer.
 //!
-//! Each direction of a connection borrows a pipe ([`PipeLease`]) from a per-thread
-//! pool and gives it back when the connection ends, if the pipe is empty
-//! (a pipe still holding bytes is closed instead, so no stale byte can ever
-//! reach another connection). Creating pipes costs two syscalls and two
-//! file descriptors, so reusing them keeps per-connection work small.
-//! When no pipe can be had (fd exhaustion), the caller falls back to
-//! copying.
+//! A direction in bulk mode (see `tcp.rs`) leases a pipe from a per-thread
+//! pool for one chunk, and gives it back once the chunk has been spliced
+//! out and the pipe is empty. A pipe that still holds bytes when its lease
+//! ends (the connection failed mid-chunk) is closed instead, so no stale
+//! byte can ever reach another connection. Reusing pipes saves two
+//! syscalls per lease, and leasing per chunk means an idle connection holds
+//! no pipe (no file descriptors beyond its two sockets). When no pipe can
+//! be had (fd exhaustion), the caller copies instead.
 
 use std::cell::RefCell;
 use std::io;
-use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -82,52 +82,65 @@ impl Drop for PipeLease {
     }
 }
 
-/// Moves one direction, `from` to `to`, through `pipe` until end of stream,
-/// then shuts `to`'s write side so the peer sees the half-close.
-pub(crate) async fn pump(
+/// Pipes pooled on this thread now (tests check that bulk used splice).
+#[cfg(test)]
+pub(crate) fn pooled_pipes() -> usize {
+    POOL.with(|pool| pool.borrow().len())
+}
+
+/// A splice that moved at least this much keeps a direction in bulk mode;
+/// a shorter one means the burst is over and small messages are copied.
+pub(crate) const BULK_MIN: usize = 16 * 1024;
+
+/// Moves what `from` has to read into `to` through a leased pipe: one
+/// splice in, then splices out until the pipe is empty (so the pipe goes
+/// back to the pool empty, and a connection holds no pipe while idle).
+///
+/// Returns `Some(0)` at end of stream, `Some(n)` after moving `n` bytes
+/// (0 < n), and `None` when no pipe can be had (the caller copies).
+pub(crate) async fn forward(
     from: &TcpStream,
     to: &TcpStream,
-    lease: &mut PipeLease,
     counter: &AtomicU64,
     activity: &Activity,
-) -> io::Result<()> {
-    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-    let Some(pipe) = lease.pipe.as_ref() else {
-        return Err(io::Error::other("pipe lease already returned"));
+) -> io::Result<Option<usize>> {
+    let Ok(mut lease) = PipeLease::take() else {
+        return Ok(None);
     };
-    loop {
-        // The pipe is empty here, so a would-block can only mean the socket
-        // has nothing to read, and clearing its readiness is right.
-        let n = loop {
-            from.readable().await?;
-            match from.try_io(Interest::READABLE, || {
-                splice(from, None, &pipe.write, None, CHUNK, flags).map_err(io::Error::from)
-            }) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        if n == 0 {
-            return socket2::SockRef::from(to).shutdown(Shutdown::Write);
+    let Some(pipe) = lease.pipe.as_ref() else {
+        return Ok(None);
+    };
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    // The pipe is empty here, so a would-block can only mean the socket has
+    // nothing to read, and clearing its readiness is right.
+    let n = loop {
+        match from.try_io(Interest::READABLE, || {
+            splice(from, None, &pipe.write, None, CHUNK, flags).map_err(io::Error::from)
+        }) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => from.readable().await?,
+            Err(e) => return Err(e),
         }
-        lease.buffered += n;
-        activity.touch();
-        while lease.buffered > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(&pipe.read, None, to, None, lease.buffered, flags).map_err(io::Error::from)
-            }) {
-                Ok(m) => {
-                    lease.buffered -= m;
-                    counter.fetch_add(m as u64, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        activity.touch();
+    };
+    if n == 0 {
+        return Ok(Some(0));
     }
+    lease.buffered = n;
+    activity.touch();
+    while lease.buffered > 0 {
+        match to.try_io(Interest::WRITABLE, || {
+            splice(&pipe.read, None, to, None, lease.buffered, flags).map_err(io::Error::from)
+        }) {
+            Ok(m) => {
+                lease.buffered -= m;
+                counter.fetch_add(m as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    activity.touch();
+    Ok(Some(n))
 }
 
 #[cfg(test)]
@@ -136,7 +149,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     fn pooled() -> usize {
-        POOL.with(|pool| pool.borrow().len())
+        pooled_pipes()
     }
 
     fn read_fd(lease: &PipeLease) -> i32 {

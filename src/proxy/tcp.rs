@@ -4,13 +4,15 @@
 //! with no bytes either way for `idle_timeout` is closed, and so is every
 //! connection when drain runs out of time.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -88,25 +90,27 @@ pub async fn relay(
     close: &CancellationToken,
 ) -> Outcome {
     let activity = Activity::new();
+    let (client_read, client_write) = client.split();
+    let (backend_read, backend_write) = backend.split();
+    let up = Direction {
+        counter: &stats.bytes_in,
+        options,
+        activity: &activity,
+    };
+    let down = Direction {
+        counter: &stats.bytes_out,
+        options,
+        activity: &activity,
+    };
     let both = async {
-        if options.zero_copy {
-            #[cfg(target_os = "linux")]
-            if let Some(result) = splice_both(&client, &backend, stats, &activity).await {
-                return result;
-            }
-        }
-        copy_both(
-            &mut client,
-            &mut backend,
-            options.buffer_size,
-            stats,
-            &activity,
+        tokio::try_join!(
+            up.pump(client_read, backend_write),
+            down.pump(backend_read, client_write)
         )
-        .await
     };
     tokio::select! {
         result = both => match result {
-            Ok(()) => Outcome::Done,
+            Ok(_) => Outcome::Done,
             Err(e) => Outcome::Failed(e),
         },
         _ = idle(&activity, options.idle_timeout) => Outcome::IdleTimeout,
@@ -114,79 +118,59 @@ pub async fn relay(
     }
 }
 
-/// Both directions through pipes; `None` when no pipe pair can be had, so
-/// the caller copies instead.
-#[cfg(target_os = "linux")]
-async fn splice_both(
-    client: &TcpStream,
-    backend: &TcpStream,
-    stats: &Stats,
-    activity: &Activity,
-) -> Option<io::Result<()>> {
-    use super::splice::{PipeLease, pump};
-    let (Ok(mut up), Ok(mut down)) = (PipeLease::take(), PipeLease::take()) else {
-        return None;
-    };
-    let result = tokio::try_join!(
-        pump(client, backend, &mut up, &stats.bytes_in, activity),
-        pump(backend, client, &mut down, &stats.bytes_out, activity),
-    );
-    Some(result.map(|_| ()))
+/// What one direction of a relay counts into and how it moves bytes.
+struct Direction<'a> {
+    counter: &'a AtomicU64,
+    options: &'a RelayOptions,
+    activity: &'a Activity,
 }
 
-/// Both directions through user-space buffers of `buffer_size` bytes.
-async fn copy_both(
-    client: &mut TcpStream,
-    backend: &mut TcpStream,
-    buffer_size: usize,
-    stats: &Stats,
-    activity: &Activity,
-) -> io::Result<()> {
-    let (mut client_read, mut client_write) = client.split();
-    let (mut backend_read, mut backend_write) = backend.split();
-    let mut up = vec![0u8; buffer_size];
-    let mut down = vec![0u8; buffer_size];
-    tokio::try_join!(
-        pump(
-            &mut client_read,
-            &mut backend_write,
-            &mut up,
-            &stats.bytes_in,
-            activity
-        ),
-        pump(
-            &mut backend_read,
-            &mut client_write,
-            &mut down,
-            &stats.bytes_out,
-            activity
-        ),
-    )
-    .map(|_| ())
-}
-
-/// Copies one direction until end of stream, then shuts the write side so
-/// the peer sees the half-close.
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    buf: &mut [u8],
-    counter: &AtomicU64,
-    activity: &Activity,
-) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        let n = from.read(buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
+impl Direction<'_> {
+    /// Moves bytes `from` -> `to` until end of stream, then shuts `to`'s
+    /// write side so the peer sees the half-close.
+    ///
+    /// While the connection is idle this holds no buffer and no pipe: it
+    /// waits for readability first and borrows a buffer (or, on Linux, a
+    /// pipe) from the worker thread's pool only to move what arrived. Small
+    /// messages are copied (one read, one write: the cheapest for them);
+    /// after a read fills the whole buffer the direction is carrying bulk
+    /// data, and with `zero_copy` it switches to `splice` until a chunk
+    /// comes up short again.
+    async fn pump(&self, mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<()> {
+        let mut bulk = false;
+        loop {
+            from.as_ref().readable().await?;
+            #[cfg(target_os = "linux")]
+            if bulk && self.options.zero_copy {
+                match super::splice::forward(
+                    from.as_ref(),
+                    to.as_ref(),
+                    self.counter,
+                    self.activity,
+                )
+                .await?
+                {
+                    Some(0) => return to.shutdown().await,
+                    Some(moved) => {
+                        bulk = moved >= super::splice::BULK_MIN;
+                        continue;
+                    }
+                    // No pipe to be had: copy this chunk instead.
+                    None => {}
+                }
+            }
+            let mut buf = BufferLease::take(self.options.buffer_size);
+            let n = from.read(buf.bytes()).await?;
+            if n == 0 {
+                return to.shutdown().await;
+            }
+            self.activity.touch();
+            to.write_all(buf.bytes().get(..n).unwrap_or_default())
+                .await?;
+            self.counter.fetch_add(n as u64, Ordering::Relaxed);
+            self.activity.touch();
+            bulk = n == buf.len();
         }
-        activity.touch();
-        to.write_all(&buf[..n]).await?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        activity.touch();
     }
 }
 
@@ -198,6 +182,56 @@ async fn idle(activity: &Activity, timeout: Duration) {
             return;
         }
         tokio::time::sleep_until(deadline).await;
+    }
+}
+
+// === impl BufferLease ===
+
+/// Buffers kept per worker thread for reuse; beyond this they are freed.
+const BUFFER_POOL_CAP: usize = 256;
+
+thread_local! {
+    static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A copy buffer borrowed from the worker thread's pool for one chunk and
+/// given back on drop, so idle connections hold no buffer and busy ones do
+/// not allocate (or zero) a buffer per chunk.
+struct BufferLease {
+    /// Always `Some` until drop takes it.
+    buf: Option<Box<[u8]>>,
+}
+
+impl BufferLease {
+    /// A buffer of exactly `size` bytes.
+    fn take(size: usize) -> BufferLease {
+        let pooled = BUFFERS.with(|pool| pool.borrow_mut().pop());
+        let buf = match pooled {
+            Some(buf) if buf.len() == size => buf,
+            // A buffer of another listener's size is freed, not resized.
+            _ => vec![0u8; size].into_boxed_slice(),
+        };
+        BufferLease { buf: Some(buf) }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        self.buf.as_deref_mut().unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.buf.as_deref().map_or(0, <[u8]>::len)
+    }
+}
+
+impl Drop for BufferLease {
+    fn drop(&mut self) {
+        let Some(buf) = self.buf.take() else { return };
+        BUFFERS.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < BUFFER_POOL_CAP {
+                pool.push(buf);
+            }
+        });
     }
 }
 
@@ -277,6 +311,12 @@ mod tests {
             assert!(matches!(outcome, Outcome::Done), "outcome: {outcome}");
             assert!(at_backend == up, "client to backend bytes differ");
             assert!(at_client == down, "backend to client bytes differ");
+            #[cfg(target_os = "linux")]
+            assert_eq!(
+                super::super::splice::pooled_pipes() > 0,
+                zero_copy,
+                "bulk data should move by splice exactly when zero_copy is on"
+            );
             assert_eq!(stats.bytes_in.load(Ordering::Relaxed), up.len() as u64);
             assert_eq!(stats.bytes_out.load(Ordering::Relaxed), down.len() as u64);
         }

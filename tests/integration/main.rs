@@ -1,1 +1,24 @@
+//! Integration tests: the real `balancer` binary, run as a user runs it,
+//! over loopback sockets. One test binary (as ripgrep's `tests/tests.rs`),
+//! so it compiles once.
+//!
+//! - `harness`: start the binary with a temporary config and wait until it
+//!   listens; in-process backends; clients with deadlines; `eventually`.
+//! - `cli`: help, version, usage errors, every config error, exit codes.
+//! - `tcp`: relaying: bytes unchanged, half-close, idle timeout, `allow`.
+//! - `balancing`: which backend each connection gets, retries, caps.
+//! - `drain`: SIGTERM/SIGINT drain and exit, SIGHUP.
+//! - `seed`: the seed's `setup.cfg` unchanged, `check` and `convert`.
+//! - `demo`: `balancer backend` and `balancer demo`.
+//!
+//! Tests that bind fixed ports (`seed`, `demo`) hold
+//! `harness::fixed_ports()` so they never run at the same time.
 
+mod harness;
+
+mod balancing;
+mod cli;
+mod demo;
+mod drain;
+mod seed;
+mod tcp;

@@ -1,0 +1,203 @@
+//! Which backend each connection gets (SPEC 4): round robin exact, smooth
+//! weighted round robin, random, refused backends skipped, all backends
+//! down, and the per-listener connection cap.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::harness::{
+    Backend, Balancer, DEADLINE, Format, PROMPTLY, assert_closed_without_data, backend_name_via,
+    backends_reached, connect, eventually, refused_address, round_trip,
+};
+
+/// A TOML config with one listener `web` using `algorithm` over
+/// `backends` (`address` or `(address, weight)`), plus `extra` lines.
+fn listener(algorithm: &str, backends: &[(SocketAddr, u32)], extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(addr, weight)| format!("{{ address = \"{addr}\", weight = {weight} }}"))
+        .collect();
+    format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nalgorithm = \"{algorithm}\"\n{extra}\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn round_robin_gives_k_backends_exactly_n_over_k_connections_in_config_order() {
+    let backends = [
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    ];
+    let weighted: Vec<_> = backends.iter().map(|b| (b.addr(), 1)).collect();
+    let balancer = Balancer::start(&listener("round_robin", &weighted, ""), Format::Toml);
+
+    let names = backends_reached(balancer.addr("web"), 12);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for name in &names {
+        *counts.entry(name).or_default() += 1;
+    }
+    for name in ["a", "b", "c"] {
+        assert_eq!(counts.get(name), Some(&4), "{names:?}");
+    }
+    let successor = |name: &str| match name {
+        "a" => "b",
+        "b" => "c",
+        _ => "a",
+    };
+    for pair in names.windows(2) {
+        assert_eq!(
+            pair[1],
+            successor(&pair[0]),
+            "not in config order: {names:?}"
+        );
+    }
+    balancer.stop();
+}
+
+#[test]
+fn weighted_round_robin_3_1_2_1_hands_out_a_c_b_a_d_c_a_and_repeats() {
+    let backends = [
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+        Backend::named("d"),
+    ];
+    let weighted: Vec<_> = backends
+        .iter()
+        .zip([3, 1, 2, 1])
+        .map(|(b, w)| (b.addr(), w))
+        .collect();
+    let balancer = Balancer::start(
+        &listener("weighted_round_robin", &weighted, ""),
+        Format::Toml,
+    );
+
+    let names = backends_reached(balancer.addr("web"), 14).concat();
+    assert_eq!(names, "acbadcaacbadca");
+    balancer.stop();
+}
+
+#[test]
+fn random_reaches_every_backend() {
+    let backends = [Backend::named("a"), Backend::named("b")];
+    let weighted: Vec<_> = backends.iter().map(|b| (b.addr(), 1)).collect();
+    let balancer = Balancer::start(&listener("random", &weighted, ""), Format::Toml);
+
+    // The chance that 40 fair draws all pick one of two is 2^-39.
+    let names = backends_reached(balancer.addr("web"), 40);
+    for name in ["a", "b"] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} never picked: {names:?}"
+        );
+    }
+    balancer.stop();
+}
+
+#[test]
+fn a_refused_backend_is_skipped_and_every_client_is_served() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let backends = [
+        (refused_address(), 1),
+        (a.addr(), 1),
+        (refused_address(), 1),
+        (b.addr(), 1),
+    ];
+    let balancer = Balancer::start(
+        &listener("round_robin", &backends, "retries = 3"),
+        Format::Toml,
+    );
+
+    let names = backends_reached(balancer.addr("web"), 8);
+    assert!(names.iter().all(|n| n == "a" || n == "b"), "{names:?}");
+    balancer.stop();
+}
+
+#[test]
+fn with_every_backend_down_the_client_is_closed_and_later_clients_are_served() {
+    let down = refused_address();
+    let backends = [(down, 1), (refused_address(), 1)];
+    let balancer = Balancer::start(
+        &listener(
+            "round_robin",
+            &backends,
+            "retries = 3\nconnect_timeout = \"1s\"",
+        ),
+        Format::Toml,
+    );
+    let addr = balancer.addr("web");
+
+    let mut client = connect(addr);
+    assert_closed_without_data(&mut client, PROMPTLY);
+
+    let revived = Backend::named_on(down, "revived")
+        .unwrap_or_else(|e| panic!("bind the refused address {down} again: {e}"));
+    let served = eventually(DEADLINE, || {
+        backend_name_via(addr).is_ok_and(|name| name == "revived")
+    });
+    assert!(served, "no client was served after a backend came back");
+    assert!(revived.accepts() > 0);
+    balancer.stop();
+}
+
+#[test]
+fn over_max_connections_a_new_client_is_closed_at_once_until_a_slot_frees() {
+    let backend = Backend::echo();
+    let balancer = Balancer::start(
+        &listener("round_robin", &[(backend.addr(), 1)], "max_connections = 2"),
+        Format::Toml,
+    );
+    let addr = balancer.addr("web");
+
+    let mut first = connect(addr);
+    let mut second = connect(addr);
+    for (i, client) in [&mut first, &mut second].into_iter().enumerate() {
+        let back = round_trip(client, b"hi");
+        assert_eq!(back.ok(), Some(b"hi".to_vec()), "client {i}");
+    }
+
+    let mut third = connect(addr);
+    assert_closed_without_data(&mut third, PROMPTLY);
+
+    drop(first);
+    let served = eventually(DEADLINE, || {
+        let mut client = connect(addr);
+        round_trip(&mut client, b"again").is_ok_and(|back| back == b"again")
+    });
+    assert!(served, "the slot of a closed connection was not given back");
+    let back = round_trip(&mut second, b"still");
+    assert_eq!(back.ok(), Some(b"still".to_vec()));
+    drop(second);
+    balancer.stop();
+}
+
+#[test]
+fn the_global_max_connections_caps_all_listeners_together() {
+    let backend = Backend::echo();
+    let config = format!(
+        "[global]\nmax_connections = 1\n\n\
+         [[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{0}\"]\n\n\
+         [[listeners]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{0}\"]\n",
+        backend.addr()
+    );
+    let balancer = Balancer::start(&config, Format::Toml);
+
+    let mut first = connect(balancer.addr("web"));
+    let back = round_trip(&mut first, b"one");
+    assert_eq!(back.ok(), Some(b"one".to_vec()));
+
+    let mut over = connect(balancer.addr("api"));
+    assert_closed_without_data(&mut over, PROMPTLY);
+
+    drop(first);
+    let api = balancer.addr("api");
+    let served = eventually(DEADLINE, || {
+        let mut client = connect(api);
+        round_trip(&mut client, b"two").is_ok_and(|back| back == b"two")
+    });
+    assert!(served, "the process-wide slot was not given back");
+    balancer.stop();
+}

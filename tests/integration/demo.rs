@@ -1,0 +1,154 @@
+//! The demo (SPEC 6): `balancer backend` on its own, and `balancer demo`
+//! end to end. The demo uses fixed ports, so its test holds
+//! `fixed_ports()`.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::harness::{Balancer, DEADLINE, fixed_ports, http_get};
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+#[test]
+fn a_demo_backend_answers_health_and_paths_naming_itself() {
+    let mut backend = Balancer::spawn(["backend", "--listen", "127.0.0.1:0", "--name", "b1"], None);
+    let addr = backend.wait_listening_once();
+
+    let health = http_get(addr, "/health").unwrap_or_else(|e| panic!("GET /health: {e}"));
+    assert_eq!(health.status, 200);
+    assert_eq!(health.header("X-Backend"), Some("b1"));
+
+    let page = http_get(addr, "/anything").unwrap_or_else(|e| panic!("GET /anything: {e}"));
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("X-Backend"), Some("b1"));
+    assert!(
+        page.body.contains("b1"),
+        "the body does not name the backend: {:?}",
+        page.body
+    );
+    backend.stop();
+}
+
+#[test]
+fn a_demo_backend_serves_files_from_its_dir() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("hello.txt"), "hello from a file\n").expect("write a file");
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let mut backend = Balancer::spawn(
+        [
+            "backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "b2",
+            "--dir",
+            dir_arg.as_str(),
+        ],
+        None,
+    );
+    let addr = backend.wait_listening_once();
+    let file = http_get(addr, "/hello.txt").unwrap_or_else(|e| panic!("GET /hello.txt: {e}"));
+    assert_eq!(file.status, 200);
+    assert!(file.body.contains("hello from a file"), "{:?}", file.body);
+    assert_eq!(file.header("X-Backend"), Some("b2"));
+    backend.stop();
+}
+
+#[test]
+fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
+    let mut backend = Balancer::spawn(
+        [
+            "backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "b3",
+            "--allow-from",
+            "10.0.0.0/8",
+        ],
+        None,
+    );
+    let addr = backend.wait_listening_once();
+    let answer = http_get(addr, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.header("X-Backend"), Some("b3"));
+    backend.stop();
+}
+
+#[test]
+fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigint() {
+    let _ports = fixed_ports();
+    let ports = [24003, 24004, 8080, 8081, 8082, 8083, 8084];
+    let addresses: Vec<SocketAddr> = ports.into_iter().map(local).collect();
+    let mut demo = Balancer::spawn(["demo"], None);
+    demo.wait_listening_on(&addresses);
+
+    // Seven GETs, one connection each, through the 3,1,2,1 listener.
+    let mut by_backend: HashMap<String, usize> = HashMap::new();
+    for i in 0..7 {
+        let answer =
+            http_get(local(24003), "/").unwrap_or_else(|e| panic!("GET {i} via 24003: {e}"));
+        assert_eq!(answer.status, 200, "GET {i}");
+        let Some(backend) = answer.header("X-Backend") else {
+            panic!("GET {i} has no X-Backend")
+        };
+        *by_backend.entry(backend.to_string()).or_default() += 1;
+    }
+    let mut shares: Vec<usize> = by_backend.values().copied().collect();
+    shares.sort_unstable();
+    assert_eq!(shares, [1, 1, 2, 3], "{by_backend:?}");
+
+    let other = http_get(local(24004), "/").unwrap_or_else(|e| panic!("GET via 24004: {e}"));
+    assert_eq!(other.status, 200);
+    assert!(other.header("X-Backend").is_some());
+
+    let direct = http_get(local(8080), "/").unwrap_or_else(|e| panic!("GET straight to 8080: {e}"));
+    assert_eq!(direct.status, 403);
+
+    assert!(
+        demo.output().contains("curl"),
+        "the demo does not print the commands to try"
+    );
+
+    demo.signal(Signal::INT);
+    let status = demo.wait_exit(DEADLINE);
+    assert!(status.success(), "exit {status}");
+    for addr in addresses {
+        let freed = TcpListener::bind(addr);
+        assert!(
+            freed.is_ok(),
+            "{addr} is still taken after the demo exited: {freed:?}"
+        );
+    }
+}
+
+#[test]
+fn a_demo_backend_with_delay_answers_no_sooner_than_the_delay() {
+    let mut backend = Balancer::spawn(
+        [
+            "backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "slow",
+            "--delay",
+            "300",
+        ],
+        None,
+    );
+    let addr = backend.wait_listening_once();
+    let asked = Instant::now();
+    let answer = http_get(addr, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
+    let took = asked.elapsed();
+    assert_eq!(answer.status, 200);
+    assert!(
+        took >= Duration::from_millis(300),
+        "answered after {took:?}, before --delay 300"
+    );
+    backend.stop();
+}

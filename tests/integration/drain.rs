@@ -1,0 +1,105 @@
+//! Signals (SPEC 5): SIGTERM and SIGINT stop accepting at once, let open
+//! connections finish for up to `drain_timeout`, then exit 0; SIGHUP does
+//! not stop the balancer.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::harness::{
+    Backend, Balancer, DEADLINE, Format, PROMPTLY, connect, connect_refused, eventually,
+    read_until_closed, round_trip,
+};
+
+fn config(backend: SocketAddr, drain_timeout: &str) -> String {
+    format!(
+        "[global]\ndrain_timeout = \"{drain_timeout}\"\n\n\
+         [[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{backend}\"]\n"
+    )
+}
+
+#[test]
+fn sigterm_refuses_new_clients_at_once_and_exits_0_when_the_open_connection_ends() {
+    let backend = Backend::echo();
+    let mut balancer = Balancer::start(&config(backend.addr(), "30s"), Format::Toml);
+    let addr = balancer.addr("web");
+    let mut open = connect(addr);
+    let back = round_trip(&mut open, b"before");
+    assert_eq!(back.ok(), Some(b"before".to_vec()));
+
+    balancer.signal(Signal::TERM);
+    assert!(
+        eventually(PROMPTLY, || connect_refused(addr)),
+        "new connects are still accepted after SIGTERM"
+    );
+
+    let back = round_trip(&mut open, b"during the drain");
+    assert_eq!(
+        back.ok(),
+        Some(b"during the drain".to_vec()),
+        "the open connection stopped relaying after SIGTERM"
+    );
+    assert_eq!(
+        balancer.try_exit(),
+        None,
+        "exited while a connection was open"
+    );
+
+    drop(open);
+    let status = balancer.wait_exit(DEADLINE);
+    assert!(status.success(), "exit {status}");
+}
+
+#[test]
+fn when_drain_timeout_runs_out_the_held_connection_is_closed_and_the_exit_is_0() {
+    let backend = Backend::echo();
+    let mut balancer = Balancer::start(&config(backend.addr(), "1s"), Format::Toml);
+    let mut held = connect(balancer.addr("web"));
+    let back = round_trip(&mut held, b"hold");
+    assert_eq!(back.ok(), Some(b"hold".to_vec()));
+
+    let signalled = Instant::now();
+    balancer.signal(Signal::TERM);
+    let status = balancer.wait_exit(DEADLINE);
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit {status}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, without waiting for drain_timeout"
+    );
+
+    let closed = read_until_closed(&mut held, PROMPTLY);
+    assert!(
+        matches!(closed, Ok((ref data, _)) if data.is_empty()),
+        "the held client was not closed: {closed:?}"
+    );
+}
+
+#[test]
+fn sigint_with_no_open_connection_exits_0_at_once() {
+    let backend = Backend::echo();
+    let mut balancer = Balancer::start(&config(backend.addr(), "30s"), Format::Toml);
+    balancer.signal(Signal::INT);
+    let status = balancer.wait_exit(PROMPTLY);
+    assert!(status.success(), "exit {status}");
+}
+
+#[test]
+fn sighup_is_logged_and_the_balancer_keeps_serving() {
+    let backend = Backend::echo();
+    let mut balancer = Balancer::start(&config(backend.addr(), "30s"), Format::Toml);
+    balancer.signal(Signal::HUP);
+    let logged = balancer.wait_for_log(PROMPTLY, |line| {
+        let line = line.to_ascii_lowercase();
+        line.contains("sighup") || line.contains("hangup") || line.contains("reload")
+    });
+    assert!(logged, "SIGHUP was not logged");
+
+    let mut client = connect(balancer.addr("web"));
+    let back = round_trip(&mut client, b"after SIGHUP");
+    assert_eq!(back.ok(), Some(b"after SIGHUP".to_vec()));
+    assert_eq!(balancer.try_exit(), None);
+    drop(client);
+    balancer.stop();
+}
