@@ -56,6 +56,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::{Listener, defaults};
+
 /// The share of its weight a backend gets at the start of its slow-start
 /// ramp, in thousandths (as Envoy's `min_weight_percent` default, 10%):
 /// enough to be probed by real traffic at once, small enough not to flood.
@@ -144,18 +146,39 @@ pub struct HealthPolicy {
     pub slow_start: Duration,
 }
 
+impl HealthPolicy {
+    /// The policy of `listener`'s config: its health check's rise and fall
+    /// (the defaults without one, which then only matter if checks are
+    /// added), its passive check and its slow start.
+    pub fn of(listener: &Listener) -> HealthPolicy {
+        let (rise, fall) = listener
+            .health_check
+            .as_ref()
+            .map_or((defaults::RISE, defaults::FALL), |c| (c.rise, c.fall));
+        HealthPolicy {
+            rise,
+            fall,
+            passive: listener.passive_check.map(|p| PassivePolicy {
+                fall: p.fall,
+                backoff: p.backoff,
+            }),
+            slow_start: listener.slow_start,
+        }
+    }
+}
+
 impl Default for HealthPolicy {
     /// The defaults of `docs/config.md`: rise 2, fall 3, passive detection
     /// after 3 failed connects with a 10 s back-off, 30 s of slow start.
     fn default() -> HealthPolicy {
         HealthPolicy {
-            rise: 2,
-            fall: 3,
+            rise: defaults::RISE,
+            fall: defaults::FALL,
             passive: Some(PassivePolicy {
-                fall: 3,
-                backoff: Duration::from_secs(10),
+                fall: defaults::PASSIVE_CHECK.fall,
+                backoff: defaults::PASSIVE_CHECK.backoff,
             }),
-            slow_start: Duration::from_secs(30),
+            slow_start: defaults::SLOW_START,
         }
     }
 }

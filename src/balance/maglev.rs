@@ -305,12 +305,20 @@ pub struct TableSummary {
     pub digest: u64,
 }
 
+impl TableSummary {
+    /// The digest as 16 lowercase hex digits, as printed.
+    pub fn digest_hex(&self) -> String {
+        format!("{:016x}", self.digest)
+    }
+}
+
 impl fmt::Display for TableSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "maglev table of {} entries, digest {:016x}",
-            self.entries, self.digest
+            "maglev table of {} entries, digest {}",
+            self.entries,
+            self.digest_hex()
         )
     }
 }

@@ -34,7 +34,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::config::Algorithm;
+use crate::config::{Algorithm, Listener};
 
 pub use least_conn::LeastConnections;
 pub use maglev::{Maglev, TableSummary};
@@ -76,6 +76,23 @@ pub trait Balancer: Send + Sync + fmt::Debug {
     fn table(&self) -> Option<TableSummary> {
         None
     }
+}
+
+/// The lookup table a listener's balancer would have (`source_hash`), for
+/// `balancer check`: built from the config alone, as at start.
+pub fn table_of(listener: &Listener) -> Option<TableSummary> {
+    if listener.algorithm != Algorithm::SourceHash {
+        return None;
+    }
+    let members: Vec<maglev::Member<'_>> = listener
+        .backends
+        .iter()
+        .map(|b| maglev::Member {
+            address: &b.address,
+            weight: b.weight,
+        })
+        .collect();
+    Some(Maglev::from_members(&members).summary())
 }
 
 /// Builds the balancer of `algorithm` for `backends`.
