@@ -10,6 +10,9 @@
 //! - `drain`: SIGTERM/SIGINT drain and exit, SIGHUP.
 //! - `seed`: the seed's `setup.cfg` unchanged, `check` and `convert`.
 //! - `demo`: `balancer backend` and `balancer demo`.
+//! - `health`: active and passive health checks, slow start,
+//!   least_connections steering, Maglev agreement between two processes,
+//!   bad health-check values.
 //!
 //! Tests that bind fixed ports (`seed`, `demo`) hold
 //! `harness::fixed_ports()` so they never run at the same time.
@@ -20,5 +23,6 @@ mod balancing;
 mod cli;
 mod demo;
 mod drain;
+mod health;
 mod seed;
 mod tcp;
