@@ -6,8 +6,10 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,15 +94,18 @@ pub async fn relay(
     let activity = Activity::new();
     let (client_read, client_write) = client.split();
     let (backend_read, backend_write) = backend.split();
+    let one_done = AtomicBool::new(false);
     let up = Direction {
         counter: &stats.bytes_in,
         options,
         activity: &activity,
+        one_done: &one_done,
     };
     let down = Direction {
         counter: &stats.bytes_out,
         options,
         activity: &activity,
+        one_done: &one_done,
     };
     let both = async {
         tokio::try_join!(
@@ -123,6 +128,8 @@ struct Direction<'a> {
     counter: &'a AtomicU64,
     options: &'a RelayOptions,
     activity: &'a Activity,
+    /// Set by the first direction to reach end of stream.
+    one_done: &'a AtomicBool,
 }
 
 impl Direction<'_> {
@@ -139,18 +146,17 @@ impl Direction<'_> {
     async fn pump(&self, mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<()> {
         let mut bulk = false;
         loop {
-            from.as_ref().readable().await?;
+            // The stream's own reader slot, not `readable()`: no waiter is
+            // stored in the future, which keeps idle connections small.
+            std::future::poll_fn(|cx| from.as_ref().poll_read_ready(cx)).await?;
             #[cfg(target_os = "linux")]
             if bulk && self.options.zero_copy {
-                match super::splice::forward(
-                    from.as_ref(),
-                    to.as_ref(),
-                    self.counter,
-                    self.activity,
-                )
-                .await?
-                {
-                    Some(0) => return to.shutdown().await,
+                // Boxed: a bulk chunk (64 KiB) pays one small allocation,
+                // and every connection's future stays small while idle.
+                let chunk =
+                    super::splice::forward(from.as_ref(), to.as_ref(), self.counter, self.activity);
+                match Box::pin(chunk).await? {
+                    Some(0) => return self.finish(&mut to).await,
                     Some(moved) => {
                         bulk = moved >= super::splice::BULK_MIN;
                         continue;
@@ -160,9 +166,14 @@ impl Direction<'_> {
                 }
             }
             let mut buf = BufferLease::take(self.options.buffer_size);
-            let n = from.read(buf.bytes()).await?;
+            // Readiness can be stale (the read would block): then the
+            // buffer goes back at once instead of being held while idle.
+            let Some(read) = poll_once(from.read(buf.bytes())).await else {
+                continue;
+            };
+            let n = read?;
             if n == 0 {
-                return to.shutdown().await;
+                return self.finish(&mut to).await;
             }
             self.activity.touch();
             to.write_all(buf.bytes().get(..n).unwrap_or_default())
@@ -172,6 +183,28 @@ impl Direction<'_> {
             bulk = n == buf.len();
         }
     }
+
+    /// Passes end of stream on. The first direction to end shuts `to`'s
+    /// write side (the half-close); the second needs no shutdown: both
+    /// sockets are closed as soon as it returns, and closing a socket whose
+    /// input was read to its end sends the same FIN, one syscall cheaper.
+    async fn finish(&self, to: &mut WriteHalf<'_>) -> io::Result<()> {
+        if self.one_done.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        to.shutdown().await
+    }
+}
+
+/// Polls `future` once: its output if it is ready at once, `None` if it
+/// would wait (the future is then dropped, which is fine for a read).
+async fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// Resolves once no byte has moved for `timeout`.
@@ -194,6 +227,12 @@ thread_local! {
     static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Leases taken and not yet dropped on this thread (tests only).
+    static LEASED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// A copy buffer borrowed from the worker thread's pool for one chunk and
 /// given back on drop, so idle connections hold no buffer and busy ones do
 /// not allocate (or zero) a buffer per chunk.
@@ -211,6 +250,8 @@ impl BufferLease {
             // A buffer of another listener's size is freed, not resized.
             _ => vec![0u8; size].into_boxed_slice(),
         };
+        #[cfg(test)]
+        LEASED.with(|n| n.set(n.get() + 1));
         BufferLease { buf: Some(buf) }
     }
 
@@ -225,6 +266,8 @@ impl BufferLease {
 
 impl Drop for BufferLease {
     fn drop(&mut self) {
+        #[cfg(test)]
+        LEASED.with(|n| n.set(n.get().saturating_sub(1)));
         let Some(buf) = self.buf.take() else { return };
         BUFFERS.with(|pool| {
             let mut pool = pool.borrow_mut();
@@ -436,6 +479,35 @@ mod tests {
             assert!(matches!(relay.await.unwrap(), Outcome::Closed));
             let mut rest = Vec::new();
             assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_sends_holds_no_buffer() {
+        for zero_copy in PATHS {
+            // As in the balancer: the client's socket is an accepted one.
+            let (_client, client_side) = pair().await;
+            let (backend_side, _backend) = pair().await;
+            let stats = Stats::default();
+            let close = CancellationToken::new();
+            let trigger = close.clone();
+            // The relay runs on this test's thread, so the thread-local
+            // lease count sees exactly its buffers.
+            let relay = tokio::spawn(async move {
+                let opts = options(Duration::from_secs(60), zero_copy);
+                relay(client_side, backend_side, &opts, &stats, &close).await
+            });
+            // Let the relay run until it waits on both sockets again.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                LEASED.with(std::cell::Cell::get),
+                0,
+                "an idle relay holds a buffer"
+            );
+            trigger.cancel();
+            assert!(matches!(relay.await.unwrap(), Outcome::Closed));
         }
     }
 }
