@@ -127,7 +127,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         };
         tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
         if let Some(table) = table {
-            tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
+            tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "maglev table built");
         }
         drain
             .listeners

@@ -321,11 +321,11 @@ fn backend_for(source: Ipv4Addr, addr: SocketAddr) -> String {
     read_line(&mut stream).expect("a backend greets")
 }
 
-/// The digest in a `maglev table of N entries, digest HEX` text.
-fn digest_in(text: &str) -> Option<String> {
-    let at = text.find("maglev table of ")?;
-    let rest = text.get(at..)?;
-    let hex = rest.split("digest ").nth(1)?;
+/// The digest after `marker` in `text` (`digest ` in check's summary,
+/// `digest=` in the start-up log line).
+fn digest_after(text: &str, marker: &str) -> Option<String> {
+    let at = text.find("maglev table")?;
+    let hex = text.get(at..)?.split(marker).nth(1)?;
     Some(hex.chars().take_while(char::is_ascii_hexdigit).collect())
 }
 
@@ -366,7 +366,10 @@ fn two_balancer_processes_with_one_config_send_every_client_to_the_same_backend(
         "weight 2 gets more: {reached:?}"
     );
 
-    let (d1, d2) = (digest_in(&first.stderr()), digest_in(&second.stderr()));
+    let (d1, d2) = (
+        digest_after(&first.stderr(), "digest="),
+        digest_after(&second.stderr(), "digest="),
+    );
     assert!(
         d1.as_ref().is_some_and(|d| d.len() == 16),
         "{}",
@@ -377,7 +380,12 @@ fn two_balancer_processes_with_one_config_send_every_client_to_the_same_backend(
     std::fs::write(dir.path().join("balancer.toml"), &text).expect("write the config");
     let check = run(["check", "balancer.toml"], Some(dir.path()));
     assert_eq!(check.code(), 0, "{}", check.both());
-    assert_eq!(digest_in(&check.stdout), d1, "{}", check.stdout);
+    assert_eq!(
+        digest_after(&check.stdout, "digest "),
+        d1,
+        "{}",
+        check.stdout
+    );
     first.stop();
     second.stop();
 }
