@@ -36,10 +36,6 @@ use tokio::time::Instant;
 /// to it, so the decay never divides by zero.
 pub const MIN_DECAY: Duration = Duration::from_millis(1);
 
-/// The decay time when the listener does not set `ewma_decay` (linkerd's
-/// default): a sample's weight halves in about 7 seconds.
-pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
-
 /// A time-decayed peak EWMA of latency; a plain value (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ewma {
@@ -175,8 +171,10 @@ impl PeakEwma {
 }
 
 impl Default for PeakEwma {
+    /// No sample yet, decaying with the default `ewma_decay` (10 s, as
+    /// linkerd's: a sample's weight halves in about 7 s).
     fn default() -> PeakEwma {
-        PeakEwma::new(DEFAULT_DECAY)
+        PeakEwma::new(crate::config::defaults::EWMA_DECAY)
     }
 }
 
