@@ -99,6 +99,11 @@ fn listener(name: &str, algorithm: Algorithm, backends: &[(&str, u32)]) -> Liste
                 weight,
             })
             .collect(),
+        // No ramp: the tests count exact splits right after a change.
+        slow_start: Duration::ZERO,
+        ewma_decay: crate::config::defaults::EWMA_DECAY,
+        health_check: None,
+        passive_check: None,
     }
 }
 

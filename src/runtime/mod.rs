@@ -22,10 +22,11 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::config::{Config, Listener};
 use crate::error::Error;
+use crate::health;
 use drain::Drain;
 use listener::{AcceptContext, RejectionLog};
 use signals::Signals;
-use state::{ListenerState, Registry};
+use state::{ListenerSlot, ListenerState, Registry};
 
 /// Listen sockets bound for a config, not yet served.
 #[derive(Debug)]
@@ -104,11 +105,14 @@ pub fn serve(config: Config) -> Result<(), Error> {
 }
 
 /// Serves `bound` until `shutdown` resolves, then drains: stop accepting,
-/// wait up to `drain_timeout` for open connections, close the rest. The
-/// admin server, when bound, serves through the drain (so it can be
+/// wait up to `drain_timeout` for open connections, close the rest. Health
+/// checks run beside the listeners and stop when the drain starts (a
+/// draining process takes no new connections, so health no longer matters).
+/// The admin server, when bound, serves through the drain (so it can be
 /// watched) and stops last.
 pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) {
     let drain = Drain::default();
+    let health = HealthTasks::default();
     let registry = Arc::new(Registry::new());
     let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
     for (listener_config, socket) in bound.listeners {
@@ -124,8 +128,14 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         let slots = Arc::new(Semaphore::new(listener_config.max_connections));
         let algorithm = listener_config.algorithm;
         let backends = listener_config.backends.len();
+        let checked = listener_config.health_check.is_some();
+        let slot = registry.add_bound(ListenerState::new(listener_config), listen);
+        if checked {
+            health.spawn(Arc::clone(&slot));
+        }
+        let table = slot.state.load().balancer.table();
         let context = AcceptContext {
-            slot: registry.add_bound(ListenerState::new(listener_config), listen),
+            slot,
             stop_accepting: drain.stop_accepting.clone(),
             close_connections: drain.close_connections.clone(),
             connections: drain.connections.clone(),
@@ -134,6 +144,9 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
             rejected: RejectionLog::default(),
         };
         tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
+        if let Some(table) = table {
+            tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
+        }
         drain
             .listeners
             .spawn(listener::accept_loop(socket, context));
@@ -144,6 +157,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         start_admin(&admin_task, socket, settings, &registry, &admin_stop);
     }
     shutdown.await;
+    health.stop().await;
     drain.run(config.global.drain_timeout).await;
     admin_stop.cancel();
     admin_task.close();
@@ -174,4 +188,29 @@ fn start_admin(
     }
     let admin = admin::Admin::new(Arc::clone(registry), settings, stop.clone());
     tasks.spawn(admin::serve(admin, socket));
+}
+
+/// The health check tasks, one per listener with a `health_check`: owned
+/// here, stopped together.
+#[derive(Debug, Default)]
+struct HealthTasks {
+    /// Every listener's checker task.
+    tasks: TaskTracker,
+    /// Cancelled to stop them all.
+    cancel: CancellationToken,
+}
+
+impl HealthTasks {
+    /// Starts the checker of the listener in `slot`.
+    fn spawn(&self, slot: Arc<ListenerSlot>) {
+        self.tasks
+            .spawn(health::run(slot, self.cancel.child_token()));
+    }
+
+    /// Stops every checker and waits until they have ended.
+    async fn stop(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, HealthPolicy};
 use crate::balance::{self, Balancer};
 use crate::config::Listener;
 use crate::runtime::stats::ListenerStats;
@@ -47,8 +47,13 @@ impl ListenerState {
     }
 
     /// Builds a state over existing backends (kept across a change, so their
-    /// counters and health stay), with a fresh balancer over them.
+    /// counters and health stay), with a fresh balancer over them. Every
+    /// backend takes the listener's health policy and EWMA decay time.
     pub fn with_backends(config: Listener, backends: Vec<Arc<Backend>>) -> ListenerState {
+        let policy = HealthPolicy::of(&config);
+        for backend in &backends {
+            backend.configure(policy, config.ewma_decay);
+        }
         let balancer = balance::build(config.algorithm, &backends);
         ListenerState {
             config,

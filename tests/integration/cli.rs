@@ -386,24 +386,6 @@ fn every_toml_config_error_exits_2_naming_file_line_key_and_value() {
             &["mode", "udp"],
         ),
         case(
-            "least_connections (not supported yet)",
-            toml_with_line4("algorithm = \"least_connections\""),
-            Some(4),
-            &["least_connections"],
-        ),
-        case(
-            "power_of_two (not supported yet)",
-            toml_with_line4("algorithm = \"power_of_two\""),
-            Some(4),
-            &["power_of_two"],
-        ),
-        case(
-            "source_hash (not supported yet)",
-            toml_with_line4("algorithm = \"source_hash\""),
-            Some(4),
-            &["source_hash"],
-        ),
-        case(
             "proxy_protocol v1 (not supported yet)",
             toml_with_line4("proxy_protocol = \"v1\""),
             Some(4),
@@ -427,15 +409,6 @@ fn every_toml_config_error_exits_2_naming_file_line_key_and_value() {
             Some(3),
             &["admin", "token"],
         ),
-        case(
-            "a health check (not supported yet)",
-            format!(
-                "{}[listeners.health_check]\nkind = \"tcp\"\n",
-                toml_with_line4("retries = 1")
-            ),
-            None,
-            &["health_check"],
-        ),
     ];
     assert_config_errors(Format::Toml, &cases);
 }
@@ -449,12 +422,6 @@ fn every_seed_ini_config_error_exits_2_naming_file_line_key_and_value() {
             ini("algorithm=fastest", mapping),
             Some(2),
             &["algorithm", "fastest"],
-        ),
-        case(
-            "an algorithm not supported yet",
-            ini("algorithm=least_connections", mapping),
-            Some(2),
-            &["least_connections"],
         ),
         case(
             "an admin address without a port",
