@@ -298,7 +298,7 @@ async fn route(
             let backend = find_backend(&state, listener, address)?;
             Ok(json_response(
                 StatusCode::OK,
-                &backend_json(admin, listener, backend),
+                &backend_json(admin, &state, backend),
             ))
         }
         (Route::Backends { listener }, Method::POST) => {
@@ -465,10 +465,46 @@ pub struct BackendStatus {
     pub bytes_in: u64,
     /// Bytes from it to clients.
     pub bytes_out: u64,
-    /// Its measured latency in milliseconds; `null` until it is measured.
+    /// Connects to it in progress now.
+    pub connecting: u64,
+    /// The weight it competes with now: less than `weight` while its
+    /// slow-start ramp runs.
+    pub effective_weight: f64,
+    /// Its connect latency (peak EWMA) in milliseconds; `null` before the
+    /// first connect.
     pub latency_ms: Option<f64>,
-    /// The result of its last health check; `null` without health checks.
+    /// The result of its last active health check: `"ok"`, or the failure
+    /// in words; `null` without active checks or before the first one.
     pub last_check: Option<String>,
+    /// What its health is made of.
+    pub health: HealthStatus,
+}
+
+/// The evidence behind a backend's state, in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct HealthStatus {
+    /// What marked it down (`checks`, `connects`, `operator`); `null`
+    /// unless it is down.
+    pub down_cause: Option<&'static str>,
+    /// Active checks passed in a row.
+    pub check_successes: u32,
+    /// Active checks failed in a row.
+    pub check_failures: u32,
+    /// Real connects failed in a row.
+    pub connect_failures: u32,
+    /// The last failure of a check or connect, in words.
+    pub last_error: Option<String>,
+    /// The last change of state, if any.
+    pub last_change: Option<StateChange>,
+}
+
+/// A change of a backend's state.
+#[derive(Debug, Serialize)]
+pub struct StateChange {
+    /// How long ago, in seconds.
+    pub seconds_ago: f64,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// The status of every listener, read now.
@@ -491,7 +527,7 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
     let backends: Vec<BackendStatus> = state
         .backends
         .iter()
-        .map(|b| backend_json(admin, &slot.name, b))
+        .map(|b| backend_json(admin, &state, b))
         .collect();
     let rejected_connections = Rejection::ALL
         .iter()
@@ -514,12 +550,27 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
     }
 }
 
-fn backend_json(admin: &Admin, listener: &str, backend: &Backend) -> BackendStatus {
+/// A backend of the listener whose current state is `state`, read now.
+fn backend_json(admin: &Admin, state: &ListenerState, backend: &Backend) -> BackendStatus {
     use std::sync::atomic::Ordering::Relaxed;
     let stats = &backend.stats;
+    let listener = state.config.name.as_str();
     let removing = admin
         .removals()
         .contains(&(listener.to_string(), backend.address.clone()));
+    let now = tokio::time::Instant::now();
+    let health = backend.health.snapshot();
+    let last_check = match (&state.config.health_check, &health) {
+        (None, _) => None,
+        (Some(_), h) if h.check_successes > 0 => Some("ok".to_string()),
+        (Some(_), h) if h.check_failures > 0 => {
+            Some(h.last_error.clone().unwrap_or_else(|| "failed".to_string()))
+        }
+        (Some(_), _) => None,
+    };
+    // Precision loss is fine: thousandths of a weight unit, shown.
+    #[allow(clippy::cast_precision_loss)]
+    let effective_weight = backend.effective_weight() as f64 / 1000.0;
     BackendStatus {
         address: backend.address.clone(),
         resolved: backend.addr.to_string(),
@@ -531,9 +582,40 @@ fn backend_json(admin: &Admin, listener: &str, backend: &Backend) -> BackendStat
         failures: stats.connect_failures.load(Relaxed),
         bytes_in: stats.bytes_in.load(Relaxed),
         bytes_out: stats.bytes_out.load(Relaxed),
-        latency_ms: None,
-        last_check: None,
+        connecting: stats.connecting.load(Relaxed),
+        effective_weight,
+        latency_ms: backend
+            .latency
+            .get_at(now)
+            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+        last_check,
+        health: HealthStatus {
+            down_cause: health.down_cause.map(|c| c.name()),
+            check_successes: health.check_successes,
+            check_failures: health.check_failures,
+            connect_failures: health.connect_failures,
+            last_error: health.last_error,
+            last_change: health.last_change.map(|(at, reason)| StateChange {
+                seconds_ago: now.saturating_duration_since(at).as_secs_f64(),
+                reason,
+            }),
+        },
     }
+}
+
+/// The answer of a backend call: the backend as `/api/status` shows it,
+/// in its listener's current state.
+fn backend_answer(
+    admin: &Admin,
+    status: StatusCode,
+    listener: &str,
+    backend: &Backend,
+) -> Response<Body> {
+    let body = match admin.registry.find(listener) {
+        Some(slot) => serde_json::to_value(backend_json(admin, &slot.state.load(), backend)),
+        None => Ok(Value::Null),
+    };
+    json_response(status, &body.unwrap_or(Value::Null))
 }
 
 /// `GET /metrics`, in the format the client asks for: OpenMetrics when its
@@ -605,10 +687,7 @@ async fn add_backend(
         })
         .ok_or_else(|| AdminError::UnknownListener(listener.to_string()))??;
     tracing::info!(listener, backend = %address, weight, "backend added through the admin API");
-    let mut answer = json_response(
-        StatusCode::CREATED,
-        &backend_json(admin, listener, &backend),
-    );
+    let mut answer = backend_answer(admin, StatusCode::CREATED, listener, &backend);
     let location = format!(
         "/api/listeners/{}/backends/{}",
         encode_segment(listener),
@@ -655,10 +734,7 @@ fn change_backend(
         state = backend.state().name(),
         "backend changed through the admin API"
     );
-    Ok(json_response(
-        StatusCode::OK,
-        &backend_json(admin, listener, &backend),
-    ))
+    Ok(backend_answer(admin, StatusCode::OK, listener, &backend))
 }
 
 /// `DELETE /api/listeners/{name}/backends/{address}`: drains the backend
@@ -708,9 +784,11 @@ fn remove_backend(
             Arc::clone(&backend),
         ));
     }
-    Ok(json_response(
+    Ok(backend_answer(
+        admin,
         StatusCode::ACCEPTED,
-        &backend_json(admin, listener, &backend),
+        listener,
+        &backend,
     ))
 }
 

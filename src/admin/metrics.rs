@@ -39,6 +39,9 @@ pub mod names {
     pub const BACKEND_STATE: &str = "balancer_backend_state";
     /// Gauge `{listener,backend}`: the backend's current weight.
     pub const BACKEND_WEIGHT: &str = "balancer_backend_weight";
+    /// Gauge `{listener,backend}`: connect latency (peak EWMA), seconds;
+    /// absent before the backend's first connect.
+    pub const BACKEND_LATENCY_SECONDS: &str = "balancer_backend_latency_seconds";
     /// Counter `{listener,backend,code}`: HTTP answers (http mode).
     pub const REQUESTS_TOTAL: &str = "balancer_requests_total";
     /// Histogram `{listener}`: how long client connections lasted, seconds.
@@ -61,7 +64,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -69,6 +72,7 @@ pub mod names {
         BACKEND_UP,
         BACKEND_STATE,
         BACKEND_WEIGHT,
+        BACKEND_LATENCY_SECONDS,
         REQUESTS_TOTAL,
         CONNECTION_DURATION_SECONDS,
         REJECTED_CONNECTIONS_TOTAL,
@@ -297,6 +301,19 @@ impl Collector for BalancerCollector {
             "The backend's current weight.",
             MetricType::Gauge,
             |m| each_backend(&listeners, |l, b| gauge(m, l, i64::from(b.weight()))),
+        )?;
+        let now = tokio::time::Instant::now();
+        family(
+            e,
+            names::BACKEND_LATENCY_SECONDS,
+            "Connect latency to the backend (peak EWMA), seconds.",
+            MetricType::Gauge,
+            |m| {
+                each_backend(&listeners, |l, b| match b.latency.get_at(now) {
+                    Some(latency) => m.encode_family(l)?.encode_gauge(&latency.as_secs_f64()),
+                    None => Ok(()),
+                })
+            },
         )?;
         // http mode is not served yet: the family is declared, with no
         // samples, so dashboards and alerts can be written against it.

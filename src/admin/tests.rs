@@ -517,6 +517,18 @@ async fn metrics_move_with_traffic_and_the_active_gauge_returns_to_zero() {
         sample(&text, "balancer_active_connections", &labels),
         Some(1.0)
     );
+    assert!(
+        sample(&text, "balancer_backend_latency_seconds", &labels).is_some_and(|s| s > 0.0),
+        "the connect latency is measured"
+    );
+    let backend = running.backend_status("web", &address).await.unwrap();
+    assert!(
+        backend["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{backend}"
+    );
+    assert_eq!(backend["connecting"], 0);
+    assert_eq!(backend["effective_weight"], 1.0);
+    assert_eq!(backend["last_check"], Value::Null, "no active checks");
     let bytes = |text: &str, direction: &str| {
         let labels = [labels[0], labels[1], ("direction", direction)];
         sample(text, "balancer_bytes_total", &labels)

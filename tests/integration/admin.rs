@@ -666,3 +666,88 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
     assert_eq!(listeners, [("web".to_string(), 4), ("api".to_string(), 1)]);
     demo.stop();
 }
+
+/// The value of the sample `name{labels}` (labels in any order, all of
+/// them) in Prometheus text.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let inner = rest.strip_suffix('}')?;
+            let mut found: Vec<(&str, &str)> = inner
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once("=\"")?;
+                    Some((k, v.trim_end_matches('"')))
+                })
+                .collect();
+            let mut wanted = labels.to_vec();
+            found.sort_unstable();
+            wanted.sort_unstable();
+            (metric == name && found == wanted)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+#[test]
+fn backend_up_flips_to_0_when_a_backend_dies_with_health_checks_on() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let checks = "[listeners.health_check]\nkind = \"tcp\"\ninterval = \"100ms\"\n\
+                  timeout = \"500ms\"\nrise = 1\nfall = 1\n";
+    let admin = Admin::start(&format!(
+        "{}{checks}",
+        config(
+            "round_robin",
+            &[a.addr().to_string(), b.addr().to_string()],
+            ""
+        )
+    ));
+    let b_address = b.addr().to_string();
+    let labels = [("listener", "web"), ("backend", b_address.as_str())];
+    let checked = eventually(DEADLINE, || {
+        admin
+            .backend("web", &b_address)
+            .is_some_and(|b| b["last_check"] == "ok")
+    });
+    assert!(checked, "b was never checked: {}", admin.status());
+    assert_eq!(
+        sample(&admin.get("/metrics").body, "balancer_backend_up", &labels),
+        Some(1.0)
+    );
+
+    drop(b);
+    let down = eventually(DEADLINE, || {
+        sample(&admin.get("/metrics").body, "balancer_backend_up", &labels) == Some(0.0)
+    });
+    assert!(
+        down,
+        "backend_up of b did not flip: {}",
+        admin.get("/metrics").body
+    );
+    let status = admin.backend("web", &b_address).expect("b is listed");
+    assert_eq!(status["state"], "down");
+    assert_eq!(status["health"]["down_cause"], "checks");
+    assert!(
+        status["last_check"].as_str().is_some_and(|c| c != "ok"),
+        "the last check names its failure: {status}"
+    );
+    let down_state = [labels[0], labels[1], ("state", "down")];
+    assert_eq!(
+        sample(
+            &admin.get("/metrics").body,
+            "balancer_backend_state",
+            &down_state
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        backends_reached(admin.balancer.addr("web"), 3),
+        ["a", "a", "a"]
+    );
+    admin.balancer.stop();
+}
