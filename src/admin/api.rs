@@ -568,8 +568,7 @@ fn backend_json(admin: &Admin, state: &ListenerState, backend: &Backend) -> Back
         }
         (Some(_), _) => None,
     };
-    // Precision loss is fine: thousandths of a weight unit, shown.
-    #[allow(clippy::cast_precision_loss)]
+    // Thousandths of a weight unit, shown: precision loss does not matter.
     let effective_weight = backend.effective_weight() as f64 / 1000.0;
     BackendStatus {
         address: backend.address.clone(),

@@ -113,8 +113,7 @@ impl DurationHistogram {
         let count = buckets
             .iter()
             .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
-        // Precision loss is fine: a sum of microseconds shown in seconds.
-        #[allow(clippy::cast_precision_loss)]
+        // A sum of microseconds shown in seconds: precision loss does not matter.
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         HistogramSnapshot {
             sum,
