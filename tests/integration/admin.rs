@@ -645,8 +645,11 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
     assert!(demo.wait_for_log(DEADLINE, |l| {
         l.contains("admin listening address=127.0.0.1:9000")
     }));
+    // Stdout is read by its own thread: wait for it too.
     assert!(
-        demo.stdout().contains("http://127.0.0.1:9000/"),
+        eventually(DEADLINE, || demo
+            .stdout()
+            .contains("http://127.0.0.1:9000/")),
         "{}",
         demo.stdout()
     );
