@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::balance;
 use crate::config;
 use crate::demo;
 use crate::error::Error;
@@ -171,11 +172,10 @@ pub fn execute(cli: Cli) -> Result<(), Error> {
         }
         (Some(Command::Check { config: path }), _) => {
             let config = config::load(&path)?;
-            print_out(&format!(
-                "{}: ok\n{}",
-                path.display(),
-                config::summary(&config)
-            ))
+            let summary = config::summary_with(&config, |listener| {
+                balance::table_of(listener).map(|table| table.to_string())
+            });
+            print_out(&format!("{}: ok\n{summary}", path.display()))
         }
         (Some(Command::Convert { config: path }), _) => {
             let config = config::load(&path)?;

@@ -15,26 +15,37 @@
 //!   [`config::Config`], and can be printed back as TOML (`convert`).
 //!   Nothing there binds or spawns, so `check` and `convert` are free.
 //! - [`balance`]: the balancing algorithms behind one [`balance::Balancer`]
-//!   trait, with no I/O: round robin, random, smooth weighted round robin.
-//! - [`backend`]: a backend's address, weight and live state (up, down,
-//!   draining) and its counters; shared by `Arc` so it can outlive a config.
+//!   trait, with no I/O: round robin, random, smooth weighted round robin,
+//!   least connections, power of two choices (peak EWMA), Maglev.
+//! - [`backend`]: a backend's address, weight and live state: health (up,
+//!   down, draining; rise/fall counting; slow start), peak EWMA latency and
+//!   counters; shared by `Arc` so it can outlive a config.
+//! - [`health`]: active health checks (one task per listener, a check loop
+//!   per backend, tcp or http probes) and passive detection (real connect
+//!   results); both feed the backend's health state machine.
 //! - [`proxy`]: connect to a backend with timeout, retries and
 //!   `source_address`, then relay bytes both ways with half-close and idle
 //!   timeout.
 //! - [`runtime`]: owns lifecycles: binding listeners, accept loops,
 //!   connection caps, signals, drain.
+//! - [`admin`]: the admin server (SPEC 7) on its own listener: the
+//!   dashboard, `/metrics` (every metric name in `admin::metrics::names`)
+//!   and the JSON API, whose changes go through the one writer path in
+//!   `runtime::state`.
 //! - [`demo`]: `balancer backend` (a small HTTP server) and `balancer demo`
 //!   (five backends plus the balancer, from an embedded config that goes
 //!   through the same validation as any file).
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod proxy;
 pub mod runtime;
 

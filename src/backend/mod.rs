@@ -1,94 +1,107 @@
-//! A backend: its address, weight, live state and counters, shared by `Arc`.
+//! A backend: its address, weight, health, latency and counters, shared by
+//! `Arc`.
 //!
-//! A `Backend` outlives any one config snapshot: the balancer reads its state
-//! to skip backends that cannot take connections, the proxy updates its
-//! counters, and (later) health checks and the admin API change its state.
+//! A `Backend` outlives any one config snapshot: the balancer reads its
+//! health and load to pick, the proxy updates its counters and reports
+//! connect results and latency, health checks change its state, and the
+//! admin API reads all of it. Everything live is in three parts:
+//!
+//! - [`state`]: up, down or draining; the rise/fall counting that changes
+//!   it, with the last error and last change; the slow-start ramp.
+//! - [`ewma`]: the peak EWMA of connect latency (`power_of_two`).
+//! - [`stats`]: counters (active, connecting, total, bytes, failures).
 
+pub mod ewma;
+pub mod state;
 pub mod stats;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::BackendSpec;
-pub use stats::{ConnectionGuard, Stats};
+pub use ewma::PeakEwma;
+pub use state::{
+    DownCause, Health, HealthPolicy, HealthSnapshot, PassivePolicy, State, Transition,
+};
+pub use stats::{ConnectingGuard, ConnectionGuard, Stats};
 
-/// Whether a backend takes new connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Takes new connections.
-    Up,
-    /// Marked down (by checks or failures): no new connections.
-    Down,
-    /// Being taken out: no new connections, open ones finish.
-    Draining,
-}
-
-impl State {
-    /// The word used in logs and the admin API.
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Up => "up",
-            State::Down => "down",
-            State::Draining => "draining",
-        }
-    }
-
-    fn from_u8(v: u8) -> State {
-        match v {
-            1 => State::Down,
-            2 => State::Draining,
-            _ => State::Up,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            State::Up => 0,
-            State::Down => 1,
-            State::Draining => 2,
-        }
-    }
-}
-
-/// One backend of one listener.
+/// One backend of one listener; named by its address as written.
 #[derive(Debug)]
 pub struct Backend {
     /// The address as written in the config: the backend's name everywhere.
     pub address: String,
     /// The resolved address connected to.
     pub addr: SocketAddr,
-    /// Relative share of traffic, at least 1.
-    pub weight: u32,
+    /// Relative share of traffic, at least 1: as configured, or as the
+    /// admin API set it. An atomic so it can change on the shared backend
+    /// (its counters and health stay); balancers read it when they are
+    /// built, so a change is published by building a new listener state
+    /// (`runtime::state::Registry::update`). What an algorithm competes
+    /// with is [`Backend::effective_weight`].
+    weight: AtomicU32,
     /// Live counters.
     pub stats: Stats,
-    /// `State` as a byte, so every worker reads it without a lock.
-    state: AtomicU8,
+    /// State, the evidence counted towards changing it, slow start.
+    pub health: Health,
+    /// Peak EWMA of connect latency.
+    pub latency: PeakEwma,
 }
 
 impl Backend {
-    /// A new backend, up, with zeroed counters.
+    /// A new backend, up at full weight, with zeroed counters and the
+    /// default health policy (a listener's state sets its own, see
+    /// [`Backend::configure`]).
     pub fn new(spec: &BackendSpec) -> Backend {
         Backend {
             address: spec.address.clone(),
             addr: spec.resolved,
-            weight: spec.weight,
+            weight: AtomicU32::new(spec.weight),
             stats: Stats::default(),
-            state: AtomicU8::new(State::Up.to_u8()),
+            health: Health::default(),
+            latency: PeakEwma::default(),
         }
+    }
+
+    /// The current weight (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the weight. Callers publish a new listener state afterwards so
+    /// the balancer is rebuilt with it (`Registry::update`).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// Applies a listener's health policy and EWMA decay time.
+    pub fn configure(&self, policy: HealthPolicy, ewma_decay: Duration) {
+        self.health.configure(policy);
+        self.latency.set_decay(ewma_decay);
     }
 
     /// The current state.
     pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Ordering::Relaxed))
+        self.health.state()
     }
 
-    /// Sets the state; returns the previous one.
+    /// Sets the state as an operator would (admin API, tests); returns the
+    /// previous one. See [`Health::set_state`].
     pub fn set_state(&self, state: State) -> State {
-        State::from_u8(self.state.swap(state.to_u8(), Ordering::Relaxed))
+        self.health.set_state(state, Instant::now())
     }
 
-    /// Whether the balancer may hand this backend a new connection.
+    /// Whether the balancer may hand this backend a new connection: it is
+    /// up, or down by failed connects with its back-off over (a trial).
     pub fn is_available(&self) -> bool {
-        self.state() == State::Up
+        self.health.is_available(Instant::now)
+    }
+
+    /// The weight the algorithm competes with now, in thousandths of a
+    /// weight unit: `weight * 1000`, less during a slow-start ramp.
+    pub fn effective_weight(&self) -> u64 {
+        u64::from(self.weight()) * self.health.weight_permille(Instant::now)
     }
 }

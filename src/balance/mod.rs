@@ -6,7 +6,25 @@
 //! [`Balancer::pick`]; a retry after a failed connect calls it again with
 //! the backends already tried, so the algorithm decides the fallback order
 //! too.
+//!
+//! Algorithms see health only through [`PickContext::eligible`] (a backend
+//! is up, or on a trial after its back-off) and, where weight applies,
+//! through [`Backend::effective_weight`] (the configured weight, less
+//! during a slow-start ramp); load-aware ones also read the backend's
+//! counters and latency estimate. They never change a backend's state.
+//!
+//! | algorithm | file | uses weight | uses load |
+//! |---|---|---|---|
+//! | `round_robin` | `round_robin.rs` | no | no |
+//! | `random` | `random.rs` | no | no |
+//! | `weighted_round_robin` | `weighted.rs` | yes, with slow start | no |
+//! | `least_connections` | `least_conn.rs` | yes, with slow start | outstanding connections |
+//! | `power_of_two` | `p2c.rs` | yes, with slow start | outstanding connections, peak EWMA latency |
+//! | `source_hash` | `maglev.rs` | yes, in the table (no slow start: that would move clients) | no |
 
+mod least_conn;
+pub mod maglev;
+pub mod p2c;
 mod random;
 mod round_robin;
 mod weighted;
@@ -16,8 +34,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::config::Algorithm;
+use crate::config::{Algorithm, Listener};
 
+pub use least_conn::LeastConnections;
+pub use maglev::{Maglev, TableSummary};
+pub use p2c::PowerOfTwo;
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::SmoothWeighted;
@@ -49,6 +70,29 @@ pub trait Balancer: Send + Sync + fmt::Debug {
     /// The index of the backend for the next connection, or `None` when no
     /// backend is eligible (see [`PickContext::eligible`]).
     fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext<'_>) -> Option<usize>;
+
+    /// The size and digest of the algorithm's lookup table, for algorithms
+    /// that have one (`source_hash`), so operators can compare instances.
+    fn table(&self) -> Option<TableSummary> {
+        None
+    }
+}
+
+/// The lookup table a listener's balancer would have (`source_hash`), for
+/// `balancer check`: built from the config alone, as at start.
+pub fn table_of(listener: &Listener) -> Option<TableSummary> {
+    if listener.algorithm != Algorithm::SourceHash {
+        return None;
+    }
+    let members: Vec<maglev::Member<'_>> = listener
+        .backends
+        .iter()
+        .map(|b| maglev::Member {
+            address: &b.address,
+            weight: b.weight,
+        })
+        .collect();
+    Some(Maglev::from_members(&members).summary())
 }
 
 /// Builds the balancer of `algorithm` for `backends`.
@@ -57,6 +101,9 @@ pub fn build(algorithm: Algorithm, backends: &[Arc<Backend>]) -> Box<dyn Balance
         Algorithm::RoundRobin => Box::new(RoundRobin::new()),
         Algorithm::Random => Box::new(Random::new()),
         Algorithm::WeightedRoundRobin => Box::new(SmoothWeighted::new(backends)),
+        Algorithm::LeastConnections => Box::new(LeastConnections::new()),
+        Algorithm::PowerOfTwo => Box::new(PowerOfTwo::new()),
+        Algorithm::SourceHash => Box::new(Maglev::new(backends)),
     }
 }
 
@@ -73,10 +120,13 @@ pub(crate) mod tests {
     use crate::config::{Algorithm, BackendSpec};
 
     /// Every algorithm, so contract tests cannot forget a new one.
-    const ALGORITHMS: [Algorithm; 3] = [
+    const ALGORITHMS: [Algorithm; 6] = [
         Algorithm::RoundRobin,
         Algorithm::Random,
         Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::PowerOfTwo,
+        Algorithm::SourceHash,
     ];
 
     /// Backends `127.0.0.1:9001`, `:9002`, ... with these weights, all up.
@@ -205,18 +255,53 @@ pub(crate) mod tests {
         }
     }
 
+    /// A context for a first attempt of client `10.0.x.y` number `i`.
+    pub(crate) fn client(i: u16) -> PickContext<'static> {
+        let [x, y] = i.to_be_bytes();
+        PickContext {
+            client: IpAddr::V4(Ipv4Addr::new(10, 0, x, y)),
+            tried: &[],
+        }
+    }
+
     #[test]
     fn every_algorithm_uses_a_backend_again_once_it_is_back_up() {
+        // Many clients, so hashing algorithms reach both backends too.
         let set = equal_backends(2);
         for algorithm in ALGORITHMS {
             let balancer = build(algorithm, &set);
             set[1].set_state(State::Down);
-            assert!((0..20).all(|_| balancer.pick(&set, &fresh()) == Some(0)));
+            assert!((0..200).all(|i| balancer.pick(&set, &client(i)) == Some(0)));
             set[1].set_state(State::Up);
             assert!(
-                (0..200).any(|_| balancer.pick(&set, &fresh()) == Some(1)),
+                (0..200).any(|i| balancer.pick(&set, &client(i)) == Some(1)),
                 "{algorithm}"
             );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_algorithm_tries_a_backend_down_by_failed_connects_after_its_backoff() {
+        use std::time::Duration;
+        use tokio::time::{Instant, advance};
+        let set = equal_backends(2);
+        for algorithm in ALGORITHMS {
+            let balancer = build(algorithm, &set);
+            // Three failures mark it down with the default 10 s back-off.
+            for _ in 0..3 {
+                set[1]
+                    .health
+                    .record_connect_failure("refused", Instant::now());
+            }
+            assert_eq!(set[1].state(), State::Down);
+            assert!((0..200).all(|i| balancer.pick(&set, &client(i)) == Some(0)));
+            advance(Duration::from_secs(10)).await;
+            assert!(
+                (0..200).any(|i| balancer.pick(&set, &client(i)) == Some(1)),
+                "{algorithm}"
+            );
+            set[1].health.record_connect_success(Instant::now());
+            assert_eq!(set[1].state(), State::Up);
         }
     }
 }

@@ -68,33 +68,29 @@ use crate::backend::Backend;
 /// Smooth weighted round robin over one backend set.
 #[derive(Debug)]
 pub struct SmoothWeighted {
-    /// Each backend's configured weight, by index, as read from
-    /// [`Backend::weight`] at build.
-    weights: Box<[i64]>,
-    /// nginx's `current_weight` of each backend, by index. A std `Mutex`
+    /// nginx's `current_weight` of each backend, by index, in thousandths
+    /// of a weight unit (as [`Backend::effective_weight`]). A std `Mutex`
     /// (not an async one, nothing awaits while it is held), locked only by
     /// [`SmoothWeighted::pick`] for one pass over the backends.
     current: Mutex<Vec<i64>>,
 }
 
 impl SmoothWeighted {
-    /// A new balancer for `backends`, using their weights; every current
-    /// weight starts at 0, so the first pick goes to the heaviest backend.
+    /// A new balancer for `backends`; every current weight starts at 0, so
+    /// the first pick goes to the heaviest backend.
     pub fn new(backends: &[Arc<Backend>]) -> SmoothWeighted {
         SmoothWeighted {
-            weights: backends.iter().map(|b| i64::from(b.weight)).collect(),
             current: Mutex::new(vec![0; backends.len()]),
         }
     }
 
-    /// The weight backend `index` competes with in this pick.
-    ///
-    /// Today the configured weight. This is the seam for slow start: a
-    /// backend coming back up will report a reduced effective weight here
-    /// that ramps up to the configured one, and the rest of the algorithm
-    /// (nginx uses `effective_weight` the same way) is unchanged.
-    fn effective_weight(&self, index: usize, _backend: &Backend) -> i64 {
-        self.weights.get(index).copied().unwrap_or(0)
+    /// The weight `backend` competes with in this pick: its configured
+    /// weight, in thousandths, less during a slow-start ramp (nginx uses
+    /// its `effective_weight` the same way). Scaling every weight by 1000
+    /// scales every current weight too, so the sequence is the same as
+    /// with the plain weights.
+    fn effective_weight(backend: &Backend) -> i64 {
+        i64::try_from(backend.effective_weight()).unwrap_or(i64::MAX)
     }
 }
 
@@ -111,7 +107,7 @@ impl Balancer for SmoothWeighted {
             if !ctx.eligible(backends, index) {
                 continue;
             }
-            let effective = self.effective_weight(index, backend);
+            let effective = SmoothWeighted::effective_weight(backend);
             // With every backend eligible |current| < n*W (module doc);
             // skipping freezes some and shifts that range, still far inside
             // i64 for u32 weights. Saturating keeps any drift from wrapping.
@@ -133,13 +129,36 @@ impl Balancer for SmoothWeighted {
 mod tests {
     use std::sync::Arc;
     use std::thread;
+    use std::time::Duration;
 
     use proptest::prelude::*;
 
     use super::SmoothWeighted;
-    use crate::backend::{Backend, State};
+    use crate::backend::{Backend, HealthPolicy, State};
     use crate::balance::Balancer;
     use crate::balance::tests::{backends, fresh, letters, retry, tally};
+
+    /// Backends that come back up at full weight at once, so sequences
+    /// across a change of state are nginx's exactly.
+    fn without_slow_start(set: &[Arc<Backend>]) {
+        for backend in set {
+            backend.health.configure(HealthPolicy {
+                slow_start: Duration::ZERO,
+                ..HealthPolicy::default()
+            });
+        }
+    }
+
+    #[test]
+    fn a_backend_back_up_ramps_from_a_tenth_of_its_weight() {
+        // b (weight 10) comes back next to a (weight 10): at 10% it gets
+        // about 1 pick in 11 instead of 1 in 2.
+        let (swrr, set) = balancer(&[10, 10]);
+        set[1].set_state(State::Down);
+        set[1].set_state(State::Up);
+        let counts = tally(&swrr, &set, 110);
+        assert!((9..=11).contains(&counts[1]), "{counts:?}");
+    }
 
     fn balancer(weights: &[u32]) -> (SmoothWeighted, Vec<Arc<Backend>>) {
         let set = backends(weights);
@@ -218,6 +237,7 @@ mod tests {
     #[test]
     fn nothing_eligible_gives_none_and_leaves_the_sequence_untouched() {
         let (swrr, set) = balancer(&[3, 1, 2, 1]);
+        without_slow_start(&set);
         assert_eq!(letters(&swrr, &set, 2), "ac");
         for backend in &set {
             backend.set_state(State::Down);

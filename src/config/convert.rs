@@ -12,13 +12,17 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{BackendSpec, Config, Global, Listener, Mode};
+use super::{Admin, BackendSpec, Config, Global, HealthCheck, Listener, Mode};
 
 /// TOML text that loads back into an equal `Config`.
 pub fn to_toml(config: &Config) -> String {
     let mut out = String::new();
     out.push_str("# balancer configuration, native TOML format (see `balancer --help-config`)\n\n");
     global(&mut out, &config.global);
+    if let Some(a) = &config.admin {
+        out.push('\n');
+        admin(&mut out, a);
+    }
     for listener in &config.listeners {
         out.push('\n');
         self::listener(&mut out, listener);
@@ -32,6 +36,14 @@ fn global(out: &mut String, g: &Global) {
     let _ = writeln!(out, "buffer_size = {}", g.buffer_size);
     let _ = writeln!(out, "drain_timeout = {}", duration(g.drain_timeout));
     let _ = writeln!(out, "max_connections = {}", g.max_connections);
+}
+
+fn admin(out: &mut String, a: &Admin) {
+    let _ = writeln!(out, "[admin]");
+    let _ = writeln!(out, "listen = {}", string(&a.listen.to_string()));
+    if let Some(token) = &a.token {
+        let _ = writeln!(out, "token = {}", string(token));
+    }
 }
 
 fn listener(out: &mut String, l: &Listener) {
@@ -54,11 +66,39 @@ fn listener(out: &mut String, l: &Listener) {
         let _ = writeln!(out, "allow = [{}]", nets.join(", "));
     }
     let _ = writeln!(out, "max_connections = {}", l.max_connections);
+    let _ = writeln!(out, "slow_start = {}", duration(l.slow_start));
+    let _ = writeln!(out, "ewma_decay = {}", duration(l.ewma_decay));
     let _ = writeln!(out, "backends = [");
     for b in &l.backends {
         let _ = writeln!(out, "  {},", backend(b));
     }
     let _ = writeln!(out, "]");
+    if let Some(check) = &l.health_check {
+        health_check(out, check);
+    }
+    let _ = writeln!(out, "\n[listeners.passive_check]");
+    match &l.passive_check {
+        Some(p) => {
+            let _ = writeln!(out, "fall = {}", p.fall);
+            let _ = writeln!(out, "backoff = {}", duration(p.backoff));
+        }
+        None => {
+            let _ = writeln!(out, "enabled = false");
+        }
+    }
+}
+
+/// Every key of a health check (`path` and `expect_status` too, which only
+/// an http check uses).
+fn health_check(out: &mut String, c: &HealthCheck) {
+    let _ = writeln!(out, "\n[listeners.health_check]");
+    let _ = writeln!(out, "kind = {}", string(c.kind.name()));
+    let _ = writeln!(out, "interval = {}", duration(c.interval));
+    let _ = writeln!(out, "timeout = {}", duration(c.timeout));
+    let _ = writeln!(out, "path = {}", string(&c.path));
+    let _ = writeln!(out, "expect_status = {}", c.expect_status);
+    let _ = writeln!(out, "rise = {}", c.rise);
+    let _ = writeln!(out, "fall = {}", c.fall);
 }
 
 /// A bare string for weight 1, else an inline table.
@@ -79,20 +119,27 @@ fn string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
-/// A quoted duration in the largest exact unit of `h`, `m`, `s`, `ms`, or
-/// humantime's form for what a millisecond cannot state.
+/// A quoted duration, as [`format_duration`] writes it.
 fn duration(d: Duration) -> String {
-    let text = if d.subsec_nanos() % 1_000_000 != 0 {
-        humantime::format_duration(d).to_string()
-    } else {
-        let ms = d.as_millis();
-        let (value, unit) = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")]
-            .into_iter()
-            .find(|(size, _)| ms % size == 0)
-            .map_or((ms, "ms"), |(size, unit)| (ms / size, unit));
-        format!("{value}{unit}")
-    };
-    string(&text)
+    string(&format_duration(d))
+}
+
+/// A duration in the largest exact unit of `h`, `m`, `s`, `ms` (`"0s"` for
+/// zero), or humantime's form for what a millisecond cannot state; it
+/// parses back to the same duration.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_string();
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return humantime::format_duration(d).to_string();
+    }
+    let ms = d.as_millis();
+    let (value, unit) = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")]
+        .into_iter()
+        .find(|(size, _)| ms % size == 0)
+        .map_or((ms, "ms"), |(size, unit)| (ms / size, unit));
+    format!("{value}{unit}")
 }
 
 #[cfg(test)]
@@ -104,9 +151,9 @@ mod tests {
 
     use super::*;
     use crate::config::validate::{
-        MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_RETRIES, MAX_WEIGHT, MAX_WORKERS,
+        MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MAX_WORKERS,
     };
-    use crate::config::{Algorithm, Format, parse};
+    use crate::config::{Algorithm, CheckKind, Format, PassiveCheck, parse};
 
     fn round_trip(config: &Config) {
         let text = to_toml(config);
@@ -157,8 +204,8 @@ mod tests {
                     24004=127.0.0.1:8084:1\n";
         let toml = to_toml(&parse(seed, Format::Ini, "setup.cfg").unwrap());
         let start = toml.find("[global]").unwrap();
-        let end = toml.find("]\n\n[[listeners]]\nname = \"24004\"").unwrap();
-        let shown: String = toml[start..=end]
+        let end = toml.find("\n\n[[listeners]]\nname = \"24004\"").unwrap();
+        let shown: String = toml[start..end]
             .lines()
             .map(|line| {
                 if line.is_empty() {
@@ -190,6 +237,7 @@ mod tests {
             (Duration::from_secs(30), "\"30s\""),
             (Duration::from_millis(1500), "\"1500ms\""),
             (Duration::from_micros(1500), "\"1ms 500us\""),
+            (Duration::ZERO, "\"0s\""),
         ];
         for (d, expected) in cases {
             assert_eq!(duration(d), expected);
@@ -222,6 +270,38 @@ mod tests {
         })
     }
 
+    fn health_check_strategy() -> impl Strategy<Value = HealthCheck> {
+        (
+            prop_oneof![Just(CheckKind::Tcp), Just(CheckKind::Http)],
+            duration_strategy(),
+            duration_strategy(),
+            "/[!-~]{0,12}",
+            100u16..=599,
+            1..=MAX_RISE_FALL,
+            1..=MAX_RISE_FALL,
+        )
+            .prop_map(
+                |(kind, interval, timeout, path, expect_status, rise, fall)| HealthCheck {
+                    kind,
+                    interval,
+                    timeout,
+                    path,
+                    expect_status,
+                    rise: u32::try_from(rise).unwrap(),
+                    fall: u32::try_from(fall).unwrap(),
+                },
+            )
+    }
+
+    fn passive_check_strategy() -> impl Strategy<Value = Option<PassiveCheck>> {
+        proptest::option::of((1..=MAX_RISE_FALL, duration_strategy()).prop_map(
+            |(fall, backoff)| PassiveCheck {
+                fall: u32::try_from(fall).unwrap(),
+                backoff,
+            },
+        ))
+    }
+
     fn listener_strategy() -> impl Strategy<Value = Listener> {
         (
             (
@@ -231,6 +311,9 @@ mod tests {
                     Just(Algorithm::RoundRobin),
                     Just(Algorithm::Random),
                     Just(Algorithm::WeightedRoundRobin),
+                    Just(Algorithm::LeastConnections),
+                    Just(Algorithm::PowerOfTwo),
+                    Just(Algorithm::SourceHash),
                 ],
                 duration_strategy(),
                 duration_strategy(),
@@ -242,10 +325,17 @@ mod tests {
                 1..=MAX_CONNECTIONS,
                 proptest::collection::vec(backend_strategy(), 1..5),
             ),
+            (
+                prop_oneof![Just(Duration::ZERO), duration_strategy()],
+                duration_strategy(),
+                proptest::option::of(health_check_strategy()),
+                passive_check_strategy(),
+            ),
         )
-            .prop_map(|(first, second)| {
+            .prop_map(|(first, second, third)| {
                 let (name, ip, algorithm, connect_timeout, idle_timeout, retries) = first;
                 let (source_address, allow, max_connections, mut backends) = second;
+                let (slow_start, ewma_decay, health_check, passive_check) = third;
                 let allow = allow
                     .into_iter()
                     .map(|(ip, len)| {
@@ -268,6 +358,10 @@ mod tests {
                     max_connections: usize::try_from(max_connections).unwrap(),
                     buffer_size: 0,
                     backends,
+                    slow_start,
+                    ewma_decay,
+                    health_check,
+                    passive_check,
                 }
             })
     }
@@ -279,9 +373,10 @@ mod tests {
             duration_strategy(),
             1..=MAX_CONNECTIONS,
             proptest::collection::vec(listener_strategy(), 1..4),
+            proptest::option::of((ip(), proptest::option::of("[!-~]{1,16}"))),
         )
             .prop_map(
-                |(workers, buffer_size, drain_timeout, max_connections, listeners)| {
+                |(workers, buffer_size, drain_timeout, max_connections, listeners, admin)| {
                     let buffer_size = usize::try_from(buffer_size).unwrap();
                     let listeners = listeners
                         .into_iter()
@@ -299,6 +394,10 @@ mod tests {
                             drain_timeout,
                             max_connections: usize::try_from(max_connections).unwrap(),
                         },
+                        admin: admin.map(|(ip, token)| Admin {
+                            listen: SocketAddr::new(ip, 0),
+                            token,
+                        }),
                         listeners,
                     }
                 },

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! setup.cfg:9: mapping "abc": port is not a number
-//! balancer.toml:14: listener "web": key "algorithm": unknown algorithm "fastest" (expected round_robin, random or weighted_round_robin)
+//! balancer.toml:14: listener "web": key "algorithm": unknown algorithm "fastest" (expected one of round_robin, ...)
 //! ```
 
 use std::fmt;
@@ -54,17 +54,10 @@ pub enum Context {
 /// naming it, never silently ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Feature {
-    /// The `[admin]` table (TOML) or `admin=` option (INI).
-    Admin,
-    /// A listener's `health_check` table.
-    HealthCheck,
     /// `mode = "http"`.
     HttpMode,
     /// `proxy_protocol` `v1` or `v2`; carries the value.
     ProxyProtocol(String),
-    /// An algorithm SPEC names but that is not built: `least_connections`,
-    /// `power_of_two`, `source_hash`; carries the name.
-    Algorithm(String),
 }
 
 /// What is wrong. Values are carried as typed so the message can quote them.
@@ -134,10 +127,24 @@ pub enum Problem {
     },
     /// An algorithm name SPEC does not know.
     #[error(
-        "unknown algorithm {} (expected round_robin, random or weighted_round_robin)",
+        "unknown algorithm {} (expected one of round_robin, random, weighted_round_robin, \
+         least_connections, power_of_two or source_hash)",
         Quoted(.0)
     )]
     UnknownAlgorithm(String),
+    /// A health check kind other than tcp or http.
+    #[error("unknown health check kind {} (expected tcp or http)", Quoted(.0))]
+    UnknownCheckKind(String),
+    /// A health check path that does not start with `/`.
+    #[error("path {} must start with \"/\"", Quoted(.0))]
+    CheckPathNotAbsolute(String),
+    /// A health check path with a space, control character or non-ASCII
+    /// character, which cannot go into a request line as it is.
+    #[error(
+        "path {} must be visible ASCII characters only (no spaces; percent-encode the rest)",
+        Quoted(.0)
+    )]
+    CheckPathNotPrintable(String),
     /// A mode other than tcp or http.
     #[error("unknown mode {} (expected tcp)", Quoted(.0))]
     UnknownMode(String),
@@ -147,6 +154,12 @@ pub enum Problem {
     /// A SPEC feature that is not built yet.
     #[error("{0} is not supported yet")]
     NotSupported(Feature),
+    /// An admin token that is empty.
+    #[error("the token is empty (leave the key out for no token)")]
+    EmptyToken,
+    /// An admin token that cannot be sent in an HTTP header as it is.
+    #[error("the token must be printable ASCII without spaces")]
+    BadToken,
     /// A listener name that is empty.
     #[error("name is empty")]
     EmptyName,
@@ -242,11 +255,8 @@ pub enum Problem {
 impl fmt::Display for Feature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Feature::Admin => f.write_str("the admin API"),
-            Feature::HealthCheck => f.write_str("active health checking"),
             Feature::HttpMode => f.write_str("mode \"http\""),
             Feature::ProxyProtocol(v) => write!(f, "proxy_protocol {}", Quoted(v)),
-            Feature::Algorithm(name) => write!(f, "algorithm {}", Quoted(name)),
         }
     }
 }
@@ -457,7 +467,8 @@ mod tests {
                     Problem::UnknownAlgorithm("fastest".into()),
                 ),
                 "f.toml:14: listener \"web\": key \"algorithm\": unknown algorithm \"fastest\" \
-                 (expected round_robin, random or weighted_round_robin)",
+                 (expected one of round_robin, random, weighted_round_robin, \
+                 least_connections, power_of_two or source_hash)",
             ),
             (
                 error(None, vec![], Problem::NoListeners),
@@ -512,10 +523,10 @@ mod tests {
             (
                 error(
                     Some(4),
-                    vec![Context::Key("algorithm".into())],
-                    Problem::NotSupported(Feature::Algorithm("source_hash".into())),
+                    vec![Context::Key("proxy_protocol".into())],
+                    Problem::NotSupported(Feature::ProxyProtocol("v2".into())),
                 ),
-                "f.toml:4: key \"algorithm\": algorithm \"source_hash\" is not supported yet",
+                "f.toml:4: key \"proxy_protocol\": proxy_protocol \"v2\" is not supported yet",
             ),
         ];
         for (error, expected) in cases {

@@ -8,7 +8,8 @@
 //!
 //! - `[options]`: `buffer_size`, `algorithm`, `pre_resolve_workers`
 //!   (accepted for compatibility, 0 or 1, no effect: hosts are resolved at
-//!   load) and `admin` (refused: not supported yet). Option keys are matched
+//!   load) and `admin` (the admin server's listen address, as `[admin]
+//!   listen` in TOML; the INI format has no token). Option keys are matched
 //!   without regard to case, as configparser did.
 //! - `[mappings]`: `[addr:]port=host:port[:weight],...`. A bare port listens
 //!   on 0.0.0.0; IPv6 hosts go in brackets (`[::1]:8080:2`); weight defaults
@@ -25,8 +26,8 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, Context, Feature, Problem};
-use super::native::{RawBackend, RawConfig, RawListener};
+use super::error::{ConfigError, Context, Problem};
+use super::native::{RawAdmin, RawBackend, RawConfig, RawListener};
 
 /// The keys `[options]` knows, for the "unknown key" message.
 const OPTION_KEYS: [&str; 4] = ["buffer_size", "algorithm", "pre_resolve_workers", "admin"];
@@ -206,7 +207,14 @@ impl<'a> Reader<'a> {
                     self.error(entry.line, context, problem);
                 }
             }
-            "admin" => self.error(entry.line, context, Problem::NotSupported(Feature::Admin)),
+            "admin" => {
+                let listen = Some(Spanned::new(span.clone(), entry.value.to_string()));
+                let admin = RawAdmin {
+                    listen,
+                    token: None,
+                };
+                self.raw.admin = Some(Spanned::new(span, admin));
+            }
             _ => {
                 let expected = OPTION_KEYS.iter().map(|k| k.to_string()).collect();
                 self.error(entry.line, context, Problem::UnknownKey(expected));
@@ -384,10 +392,6 @@ algorithm=weighted_round_robin
         (
             "[options]\npre_resolve_workers=yes\n",
             "s.cfg:2: [options]: key \"pre_resolve_workers\": \"yes\" is not a whole number",
-        ),
-        (
-            "[options]\nadmin=127.0.0.1:9000\n",
-            "s.cfg:2: [options]: key \"admin\": the admin API is not supported yet",
         ),
         (
             "[mappings]\n24003=127.0.0.1:1\n24003=127.0.0.1:2\n",

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use convert::to_toml;
+pub use convert::{format_duration, to_toml};
 pub use error::{ConfigError, ConfigErrors};
 
 /// Which of the two file formats a config is written in.
@@ -68,6 +68,8 @@ impl Format {
 pub struct Config {
     /// Process-wide settings (`[global]`).
     pub global: Global,
+    /// The admin server (`[admin]`, or INI `admin=`); `None`: no admin port.
+    pub admin: Option<Admin>,
     /// Every listener, in the order the file gives them.
     pub listeners: Vec<Listener>,
 }
@@ -85,6 +87,15 @@ pub struct Global {
     pub max_connections: usize,
 }
 
+/// The admin server: HTTP admin API, `/metrics` and the dashboard (SPEC 7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// Where it listens: an IP address and a port (0: any free port).
+    pub listen: SocketAddr,
+    /// When set, mutating calls need `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+}
+
 /// How a listener treats its traffic. Only `Tcp` is served today; `http`
 /// is refused at validation with a "not supported yet" error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +104,7 @@ pub enum Mode {
     Tcp,
 }
 
-/// The balancing algorithm of a listener (SPEC 2). Only the seed's three
-/// exist today; the others of SPEC 2 are refused as "not supported yet".
+/// The balancing algorithm of a listener (SPEC 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     /// Backends in config order, exact across worker threads.
@@ -103,6 +113,13 @@ pub enum Algorithm {
     Random,
     /// Smooth weighted round robin, as nginx's.
     WeightedRoundRobin,
+    /// Fewest outstanding connections relative to weight.
+    LeastConnections,
+    /// Two random choices, compared by outstanding connections and peak
+    /// EWMA of connect latency.
+    PowerOfTwo,
+    /// Maglev consistent hashing of the client address.
+    SourceHash,
 }
 
 impl Algorithm {
@@ -112,6 +129,9 @@ impl Algorithm {
             Algorithm::RoundRobin => "round_robin",
             Algorithm::Random => "random",
             Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::PowerOfTwo => "power_of_two",
+            Algorithm::SourceHash => "source_hash",
         }
     }
 }
@@ -159,6 +179,73 @@ pub struct Listener {
     pub buffer_size: usize,
     /// The backends, in config order; never empty.
     pub backends: Vec<BackendSpec>,
+    /// How long a backend that comes back up (or is added) takes to ramp
+    /// from 10% of its weight to all of it; zero for no ramp.
+    pub slow_start: Duration,
+    /// The decay time of each backend's peak EWMA of connect latency
+    /// (`power_of_two`): a sample's weight halves in about `0.7 *
+    /// ewma_decay`.
+    pub ewma_decay: Duration,
+    /// Active health checks, or `None` for passive detection only.
+    pub health_check: Option<HealthCheck>,
+    /// Passive detection (failed real connects), or `None` when it is off.
+    pub passive_check: Option<PassiveCheck>,
+}
+
+/// What an active health check does to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connect that succeeds within the timeout passes.
+    Tcp,
+    /// An HTTP/1.1 `GET path` answered with `expect_status` within the
+    /// timeout passes.
+    Http,
+}
+
+impl CheckKind {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A listener's `[listeners.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// tcp or http.
+    pub kind: CheckKind,
+    /// Time between the starts of two checks of one backend (jittered by up
+    /// to 10% either way); more than zero.
+    pub interval: Duration,
+    /// How long one check may take; more than zero.
+    pub timeout: Duration,
+    /// The path an http check asks for; starts with `/`, visible ASCII.
+    pub path: String,
+    /// The status an http check expects, 100 to 599.
+    pub expect_status: u16,
+    /// Passed checks in a row that mark a down backend up; at least 1.
+    pub rise: u32,
+    /// Failed checks in a row that mark an up backend down; at least 1.
+    pub fall: u32,
+}
+
+/// A listener's `[listeners.passive_check]`, when enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveCheck {
+    /// Failed real connects in a row that mark an up backend down; >= 1.
+    pub fall: u32,
+    /// How long a backend marked down that way waits before real traffic
+    /// tries it again; more than zero.
+    pub backoff: Duration,
 }
 
 /// A backend as configured.
@@ -196,6 +283,34 @@ pub mod defaults {
     pub const LISTENER_MAX_CONNECTIONS: usize = 10_000;
     /// `weight` of a backend.
     pub const WEIGHT: u32 = 1;
+    /// `slow_start` of a listener.
+    pub const SLOW_START: Duration = Duration::from_secs(30);
+    /// `ewma_decay` of a listener (linkerd's default).
+    pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+    /// `[listeners.health_check] kind`.
+    pub const CHECK_KIND: super::CheckKind = super::CheckKind::Tcp;
+    /// `[listeners.health_check] interval`.
+    pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+    /// `[listeners.health_check] timeout`.
+    pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `[listeners.health_check] path`.
+    pub const CHECK_PATH: &str = "/health";
+    /// `[listeners.health_check] expect_status`.
+    pub const EXPECT_STATUS: u16 = 200;
+    /// `[listeners.health_check] rise`.
+    pub const RISE: u32 = 2;
+    /// `[listeners.health_check] fall`.
+    pub const FALL: u32 = 3;
+    /// `[listeners.passive_check] fall`.
+    pub const PASSIVE_FALL: u32 = 3;
+    /// `[listeners.passive_check] backoff`.
+    pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(10);
+    /// `passive_check` of a listener that has none: enabled, with the
+    /// defaults above.
+    pub const PASSIVE_CHECK: super::PassiveCheck = super::PassiveCheck {
+        fall: PASSIVE_FALL,
+        backoff: PASSIVE_BACKOFF,
+    };
 }
 
 /// Reads and validates the config at `path`, in the format its name says.
@@ -218,6 +333,13 @@ pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config, ConfigE
 
 /// The summary `balancer check` prints: listeners, algorithms, backends.
 pub fn summary(config: &Config) -> String {
+    summary_with(config, |_| None)
+}
+
+/// [`summary`], with a line from `extra` added to each listener's part
+/// when it gives one (`balancer check` adds the Maglev table digest, which
+/// `config` cannot compute without depending on `balance`).
+pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let g = &config.global;
@@ -233,6 +355,14 @@ pub fn summary(config: &Config) -> String {
         humantime::format_duration(g.drain_timeout),
         g.max_connections
     );
+    if let Some(admin) = &config.admin {
+        let token = if admin.token.is_some() {
+            "changes need the token"
+        } else {
+            "no token"
+        };
+        let _ = writeln!(out, "admin on {} ({token})", admin.listen);
+    }
     for l in &config.listeners {
         let _ = writeln!(
             out,
@@ -247,6 +377,49 @@ pub fn summary(config: &Config) -> String {
         for b in &l.backends {
             let _ = writeln!(out, "  {} weight {}", b.address, b.weight);
         }
+        health_summary(&mut out, l);
+        if let Some(line) = extra(l) {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     out
+}
+
+/// The health lines of a listener's summary.
+fn health_summary(out: &mut String, l: &Listener) {
+    use std::fmt::Write as _;
+    let d = |d: Duration| format_duration(d);
+    match &l.health_check {
+        Some(c) => {
+            let what = match c.kind {
+                CheckKind::Tcp => "tcp connect".to_string(),
+                CheckKind::Http => format!("http GET {} expecting {}", c.path, c.expect_status),
+            };
+            let _ = writeln!(
+                out,
+                "  health check: {what} every {}, timeout {}, rise {}, fall {}",
+                d(c.interval),
+                d(c.timeout),
+                c.rise,
+                c.fall
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  health check: none");
+        }
+    }
+    match &l.passive_check {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "  passive check: down after {} failed connects, tried again after {}",
+                p.fall,
+                d(p.backoff)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  passive check: off");
+        }
+    }
+    let _ = writeln!(out, "  slow start: {}", d(l.slow_start));
 }

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -28,8 +28,8 @@ pub(crate) struct RawConfig {
     /// `[global]`; absent means all defaults.
     #[serde(default)]
     pub global: RawGlobal,
-    /// `[admin]`: not supported yet; kept only to refuse it with its line.
-    pub admin: Option<Spanned<IgnoredAny>>,
+    /// `[admin]` (or the INI `[options] admin`); the span is the table's.
+    pub admin: Option<Spanned<RawAdmin>>,
     /// `[[listeners]]`, in file order; the span is the table's header.
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
@@ -51,6 +51,16 @@ pub(crate) struct RawGlobal {
     pub drain_timeout: Option<Spanned<String>>,
     /// Process-wide connection cap.
     pub max_connections: Option<Spanned<i64>>,
+}
+
+/// `[admin]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawAdmin {
+    /// `ip:port` or `[ipv6]:port`.
+    pub listen: Option<Spanned<String>>,
+    /// The bearer token of mutating calls.
+    pub token: Option<Spanned<String>>,
 }
 
 /// One `[[listeners]]` table (or one INI mapping) as typed.
@@ -81,8 +91,46 @@ pub(crate) struct RawListener {
     pub max_connections: Option<Spanned<i64>>,
     /// The backends, in order.
     pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
-    /// `[listeners.health_check]`: not supported yet; kept only to refuse it.
-    pub health_check: Option<Spanned<IgnoredAny>>,
+    /// A duration string (may be zero: no ramp).
+    pub slow_start: Option<Spanned<String>>,
+    /// A duration string.
+    pub ewma_decay: Option<Spanned<String>>,
+    /// `[listeners.health_check]`: active checks.
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    /// `[listeners.passive_check]`: what failed real connects do.
+    pub passive_check: Option<Spanned<RawPassiveCheck>>,
+}
+
+/// `[listeners.health_check]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawHealthCheck {
+    /// `tcp` or `http`.
+    pub kind: Option<Spanned<String>>,
+    /// A duration string.
+    pub interval: Option<Spanned<String>>,
+    /// A duration string.
+    pub timeout: Option<Spanned<String>>,
+    /// The path an http check asks for.
+    pub path: Option<Spanned<String>>,
+    /// The status an http check expects.
+    pub expect_status: Option<Spanned<i64>>,
+    /// Passed checks in a row to mark a backend up.
+    pub rise: Option<Spanned<i64>>,
+    /// Failed checks in a row to mark a backend down.
+    pub fall: Option<Spanned<i64>>,
+}
+
+/// `[listeners.passive_check]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawPassiveCheck {
+    /// `false` turns passive detection off.
+    pub enabled: Option<Spanned<bool>>,
+    /// Failed connects in a row to mark a backend down.
+    pub fall: Option<Spanned<i64>>,
+    /// A duration string.
+    pub backoff: Option<Spanned<String>>,
 }
 
 /// A backend as typed: a bare `"host:port"` string (weight absent) or a
@@ -238,7 +286,8 @@ mod tests {
             "[[listeners]]\nlisten = \"127.0.0.1:1\"\nbackend = [\"127.0.0.1:2\"]\n",
             "b.toml:3: key \"backend\": unknown key (expected one of name, listen, mode, \
              algorithm, connect_timeout, idle_timeout, retries, source_address, \
-             proxy_protocol, allow, max_connections, backends or health_check)",
+             proxy_protocol, allow, max_connections, backends, slow_start, ewma_decay, \
+             health_check or passive_check)",
         ),
         (
             "[[listeners]]\nbackends = [{ address = \"127.0.0.1:2\", wieght = 2 }]\n",
@@ -327,6 +376,21 @@ mod tests {
             .map(|b| line_of(text, b.span().start))
             .collect();
         assert_eq!(lines, [3, 4]);
+    }
+
+    #[test]
+    fn health_check_tables_refuse_unknown_keys_by_name() {
+        let text = "[[listeners]]\n[listeners.health_check]\nintervall = \"2s\"\n";
+        assert_eq!(
+            parse(text, "b.toml").unwrap_err().to_string(),
+            "b.toml:3: key \"intervall\": unknown key (expected one of kind, interval, \
+             timeout, path, expect_status, rise or fall)"
+        );
+        let text = "[[listeners]]\npassive_check = { fall = 2, after = \"1s\" }\n";
+        assert_eq!(
+            parse(text, "b.toml").unwrap_err().to_string(),
+            "b.toml:2: key \"after\": unknown key (expected one of enabled, fall or backoff)"
+        );
     }
 
     #[test]

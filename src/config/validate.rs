@@ -19,8 +19,13 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Context, Feature, Problem};
-use super::native::{RawBackend, RawConfig, RawGlobal, RawListener};
-use super::{Algorithm, BackendSpec, Config, Format, Global, Listener, Mode, defaults};
+use super::native::{
+    RawAdmin, RawBackend, RawConfig, RawGlobal, RawHealthCheck, RawListener, RawPassiveCheck,
+};
+use super::{
+    Admin, Algorithm, BackendSpec, CheckKind, Config, Format, Global, HealthCheck, Listener, Mode,
+    PassiveCheck, defaults,
+};
 
 /// Largest `workers`: far above any core count, low enough to catch typos.
 pub(crate) const MAX_WORKERS: i64 = 1024;
@@ -35,6 +40,10 @@ pub(crate) const MAX_RETRIES: i64 = 100;
 pub(crate) const MAX_WEIGHT: i64 = 10_000;
 /// Longest duration, in days: keeps timer arithmetic far from overflow.
 pub(crate) const MAX_DURATION_DAYS: u64 = 365;
+/// Largest `rise` or `fall`: more is a typo, and would take hours to act.
+pub(crate) const MAX_RISE_FALL: i64 = 100;
+/// The HTTP status codes an http check may expect.
+const STATUS_RANGE: (i64, i64) = (100, 599);
 
 /// The 1-based line of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
@@ -63,10 +72,7 @@ pub(crate) fn validate(
         resolved: HashMap::new(),
     };
     let global = v.global(&raw.global);
-    if let Some(admin) = &raw.admin {
-        let context = vec![Context::Key("admin".into())];
-        v.report(admin.span(), context, Problem::NotSupported(Feature::Admin));
-    }
+    let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
     let algorithm = v.default_algorithm(raw.algorithm.as_ref());
     if raw.listeners.is_empty() && !refused_lines {
         let problem = match format {
@@ -83,7 +89,11 @@ pub(crate) fn validate(
         .collect();
     match ConfigErrors::from_list(v.errors) {
         Some(errors) => Err(errors),
-        None => Ok(Config { global, listeners }),
+        None => Ok(Config {
+            global,
+            admin,
+            listeners,
+        }),
     }
 }
 
@@ -168,6 +178,64 @@ impl Validator<'_> {
         }
     }
 
+    // === admin ===
+
+    /// Checks `[admin]` (TOML) or `[options] admin` (INI); `None` when
+    /// anything in it is bad (reported). Its address takes part in the
+    /// listen conflict checks, as a listener's does.
+    fn admin(&mut self, spanned: &Spanned<RawAdmin>) -> Option<Admin> {
+        let raw = spanned.get_ref();
+        let errors_before = self.errors.len();
+        // TOML: `[admin]: key "listen"`; INI: `[options]: key "admin"`.
+        let (table, listen_key) = match self.format {
+            Format::Toml => ("admin", "listen"),
+            Format::Ini => ("options", "admin"),
+        };
+        let scope = [Context::Table(table.into())];
+        let listen = match &raw.listen {
+            None => {
+                let problem = Problem::MissingKey(listen_key.into());
+                self.report(spanned.span(), scope.to_vec(), problem);
+                None
+            }
+            Some(value) => match listen_address(value.get_ref()) {
+                Ok(addr) => Some(addr),
+                Err(problem) => {
+                    // These problems do not quote the value: the context does.
+                    let context = if matches!(
+                        problem,
+                        Problem::MissingPort | Problem::MissingHost | Problem::PortNotNumber
+                    ) {
+                        with(
+                            &scope,
+                            Context::KeyValue(listen_key.into(), value.get_ref().clone()),
+                        )
+                    } else {
+                        with_key(&scope, listen_key)
+                    };
+                    self.report(value.span(), context, problem);
+                    None
+                }
+            },
+        };
+        let token = self.text(&raw.token, &scope, "token", token);
+        if let (Some(addr), Some(written)) = (listen, &raw.listen) {
+            let line = Some(self.line(written.span()));
+            let here = match self.format {
+                Format::Toml => Context::Table("admin".into()),
+                Format::Ini => Context::Key("admin".into()),
+            };
+            self.listens.push((addr, here, line));
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Admin {
+            listen: listen?,
+            token: token?,
+        })
+    }
+
     // === typed values ===
 
     /// An integer key checked against `min..=max`: `Some(None)` when absent,
@@ -210,6 +278,17 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// A duration key that may be zero (`"0s"`: off): `Some(None)` when
+    /// absent, `None` when bad (reported).
+    fn duration_or_zero(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        scope: &[Context],
+        key: &str,
+    ) -> Checked<Option<Duration>> {
+        self.text(raw, scope, key, duration_or_zero)
     }
 
     /// A string key turned into a value by `check`: `Some(None)` when absent,
@@ -284,10 +363,16 @@ impl Validator<'_> {
             MAX_CONNECTIONS,
         );
         let backends = self.backends(raw.backends.as_ref(), &header, &scope);
-        if let Some(check) = &raw.health_check {
-            let problem = Problem::NotSupported(Feature::HealthCheck);
-            self.report(check.span(), with_key(&scope, "health_check"), problem);
-        }
+        let slow_start = self.duration_or_zero(&raw.slow_start, &scope, "slow_start");
+        let ewma_decay = self.duration(&raw.ewma_decay, &scope, "ewma_decay");
+        let health_check = match &raw.health_check {
+            Some(check) => self.health_check(check.get_ref(), &scope).map(Some),
+            None => Some(None),
+        };
+        let passive_check = match &raw.passive_check {
+            Some(check) => self.passive_check(check.get_ref(), &scope),
+            None => Some(Some(defaults::PASSIVE_CHECK)),
+        };
 
         if let (Some(name), Some(written), Some(addr)) = (name, &raw.listen, listen) {
             self.check_unique(name, written, addr, here);
@@ -308,7 +393,56 @@ impl Validator<'_> {
             max_connections: to_usize(max_connections, defaults::LISTENER_MAX_CONNECTIONS),
             buffer_size: global.buffer_size,
             backends: backends?,
+            slow_start: slow_start?.unwrap_or(defaults::SLOW_START),
+            ewma_decay: ewma_decay?.unwrap_or(defaults::EWMA_DECAY),
+            health_check: health_check?,
+            passive_check: passive_check?,
         })
+    }
+
+    // === health ===
+
+    /// `[listeners.health_check]`; `None` when anything in it is bad
+    /// (reported).
+    fn health_check(&mut self, raw: &RawHealthCheck, scope: &[Context]) -> Option<HealthCheck> {
+        let scope = with(scope, Context::Table("listeners.health_check".into()));
+        let kind = self.text(&raw.kind, &scope, "kind", check_kind);
+        let interval = self.duration(&raw.interval, &scope, "interval");
+        let timeout = self.duration(&raw.timeout, &scope, "timeout");
+        let path = self.text(&raw.path, &scope, "path", check_path);
+        let (min, max) = STATUS_RANGE;
+        let status = self.int(&raw.expect_status, &scope, "expect_status", min, max);
+        let rise = self.int(&raw.rise, &scope, "rise", 1, MAX_RISE_FALL);
+        let fall = self.int(&raw.fall, &scope, "fall", 1, MAX_RISE_FALL);
+        Some(HealthCheck {
+            kind: kind?.unwrap_or(defaults::CHECK_KIND),
+            interval: interval?.unwrap_or(defaults::CHECK_INTERVAL),
+            timeout: timeout?.unwrap_or(defaults::CHECK_TIMEOUT),
+            path: path?.unwrap_or_else(|| defaults::CHECK_PATH.to_string()),
+            expect_status: status?.map_or(defaults::EXPECT_STATUS, |n| {
+                u16::try_from(n).unwrap_or(defaults::EXPECT_STATUS)
+            }),
+            rise: rise?.map_or(defaults::RISE, |n| u32::try_from(n).unwrap_or(1)),
+            fall: fall?.map_or(defaults::FALL, |n| u32::try_from(n).unwrap_or(1)),
+        })
+    }
+
+    /// `[listeners.passive_check]`: `Some(None)` when `enabled = false`,
+    /// `None` when anything in it is bad (reported).
+    fn passive_check(
+        &mut self,
+        raw: &RawPassiveCheck,
+        scope: &[Context],
+    ) -> Checked<Option<PassiveCheck>> {
+        let scope = with(scope, Context::Table("listeners.passive_check".into()));
+        let fall = self.int(&raw.fall, &scope, "fall", 1, MAX_RISE_FALL);
+        let backoff = self.duration(&raw.backoff, &scope, "backoff");
+        let check = PassiveCheck {
+            fall: fall?.map_or(defaults::PASSIVE_FALL, |n| u32::try_from(n).unwrap_or(1)),
+            backoff: backoff?.unwrap_or(defaults::PASSIVE_BACKOFF),
+        };
+        let enabled = raw.enabled.as_ref().is_none_or(|e| *e.get_ref());
+        Some(enabled.then_some(check))
     }
 
     fn check_name(&mut self, name: &Spanned<String>, scope: &[Context]) {
@@ -546,11 +680,17 @@ fn to_usize(checked: Checked<Option<i64>>, default: usize) -> usize {
 
 /// A duration with a unit; more than zero, at most [`MAX_DURATION_DAYS`].
 fn duration(text: &str) -> Result<Duration, Problem> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|_| Problem::BadDuration(text.to_string()))?;
+    let d = duration_or_zero(text)?;
     if d.is_zero() {
         return Err(Problem::ZeroDuration);
     }
+    Ok(d)
+}
+
+/// A duration with a unit; zero allowed, at most [`MAX_DURATION_DAYS`].
+fn duration_or_zero(text: &str) -> Result<Duration, Problem> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|_| Problem::BadDuration(text.to_string()))?;
     if d > Duration::from_secs(MAX_DURATION_DAYS * 24 * 3600) {
         return Err(Problem::DurationTooLong {
             value: text.to_string(),
@@ -560,18 +700,50 @@ fn duration(text: &str) -> Result<Duration, Problem> {
     Ok(d)
 }
 
-/// An algorithm name: the seed's three, the known-but-unbuilt ones refused
-/// as not supported yet, anything else unknown.
+/// An admin token: sent as `Authorization: Bearer TOKEN`, so printable
+/// ASCII without spaces, and not empty.
+fn token(text: &str) -> Result<String, Problem> {
+    if text.is_empty() {
+        return Err(Problem::EmptyToken);
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::BadToken);
+    }
+    Ok(text.to_string())
+}
+
+/// An algorithm name of SPEC 2.
 fn algorithm(name: &str) -> Result<Algorithm, Problem> {
     match name {
         "round_robin" => Ok(Algorithm::RoundRobin),
         "random" => Ok(Algorithm::Random),
         "weighted_round_robin" => Ok(Algorithm::WeightedRoundRobin),
-        "least_connections" | "power_of_two" | "source_hash" => {
-            Err(Problem::NotSupported(Feature::Algorithm(name.to_string())))
-        }
+        "least_connections" => Ok(Algorithm::LeastConnections),
+        "power_of_two" => Ok(Algorithm::PowerOfTwo),
+        "source_hash" => Ok(Algorithm::SourceHash),
         _ => Err(Problem::UnknownAlgorithm(name.to_string())),
     }
+}
+
+fn check_kind(name: &str) -> Result<CheckKind, Problem> {
+    match name {
+        "tcp" => Ok(CheckKind::Tcp),
+        "http" => Ok(CheckKind::Http),
+        _ => Err(Problem::UnknownCheckKind(name.to_string())),
+    }
+}
+
+/// A path for an http check's request line: starts with `/`, and is
+/// visible ASCII only (no space, control character or non-ASCII byte could
+/// go into `GET path HTTP/1.1` unescaped).
+fn check_path(path: &str) -> Result<String, Problem> {
+    if !path.starts_with('/') {
+        return Err(Problem::CheckPathNotAbsolute(path.to_string()));
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::CheckPathNotPrintable(path.to_string()));
+    }
+    Ok(path.to_string())
 }
 
 fn mode(name: &str) -> Result<Mode, Problem> {
@@ -722,26 +894,14 @@ mod tests {
     /// One row per semantic TOML error: input, full rendered message.
     fn toml_cases() -> Vec<(String, &'static str)> {
         let l = |body: &str| toml_listener(&format!("{body}{BACKENDS}"));
+        // A health check table whose key on line 6 is `body`.
+        let check = |body: &str| format!("{}[listeners.health_check]\n{body}", l(""));
         vec![
             (
                 l("algorithm = \"fastest\"\n"),
                 "b.toml:4: listener \"web\": key \"algorithm\": unknown algorithm \"fastest\" \
-                 (expected round_robin, random or weighted_round_robin)",
-            ),
-            (
-                l("algorithm = \"source_hash\"\n"),
-                "b.toml:4: listener \"web\": key \"algorithm\": \
-                 algorithm \"source_hash\" is not supported yet",
-            ),
-            (
-                l("algorithm = \"least_connections\"\n"),
-                "b.toml:4: listener \"web\": key \"algorithm\": \
-                 algorithm \"least_connections\" is not supported yet",
-            ),
-            (
-                l("algorithm = \"power_of_two\"\n"),
-                "b.toml:4: listener \"web\": key \"algorithm\": \
-                 algorithm \"power_of_two\" is not supported yet",
+                 (expected one of round_robin, random, weighted_round_robin, \
+                 least_connections, power_of_two or source_hash)",
             ),
             (
                 l("mode = \"http\"\n"),
@@ -809,9 +969,74 @@ mod tests {
                  the allow list is empty (leave the key out to let every client in)",
             ),
             (
-                format!("{}[listeners.health_check]\nkind = \"tcp\"\n", l("")),
-                "b.toml:5: listener \"web\": key \"health_check\": \
-                 active health checking is not supported yet",
+                check("kind = \"udp\"\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"kind\": \
+                 unknown health check kind \"udp\" (expected tcp or http)",
+            ),
+            (
+                check("interval = \"0s\"\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"interval\": \
+                 duration must be more than zero",
+            ),
+            (
+                check("timeout = \"soon\"\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"timeout\": \
+                 \"soon\" is not a duration (expected a number and a unit: ms, s, m or h)",
+            ),
+            (
+                check("rise = 0\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"rise\": \
+                 0 is out of range (expected 1 to 100)",
+            ),
+            (
+                check("fall = 0\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"fall\": \
+                 0 is out of range (expected 1 to 100)",
+            ),
+            (
+                check("path = \"health\"\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"path\": \
+                 path \"health\" must start with \"/\"",
+            ),
+            (
+                check("path = \"/a b\"\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"path\": \
+                 path \"/a b\" must be visible ASCII characters only \
+                 (no spaces; percent-encode the rest)",
+            ),
+            (
+                check("expect_status = 99\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"expect_status\": \
+                 99 is out of range (expected 100 to 599)",
+            ),
+            (
+                check("expect_status = 600\n"),
+                "b.toml:6: listener \"web\": [listeners.health_check]: key \"expect_status\": \
+                 600 is out of range (expected 100 to 599)",
+            ),
+            (
+                l("health_check = { kind = \"tcp\", rise = -1 }\n"),
+                "b.toml:4: listener \"web\": [listeners.health_check]: key \"rise\": \
+                 -1 is out of range (expected 1 to 100)",
+            ),
+            (
+                format!(
+                    "{}[listeners.passive_check]\nfall = 0\nbackoff = \"0s\"\n",
+                    l("")
+                ),
+                "b.toml:6: listener \"web\": [listeners.passive_check]: key \"fall\": \
+                 0 is out of range (expected 1 to 100)\n\
+                 b.toml:7: listener \"web\": [listeners.passive_check]: key \"backoff\": \
+                 duration must be more than zero",
+            ),
+            (
+                l("ewma_decay = \"0s\"\n"),
+                "b.toml:4: listener \"web\": key \"ewma_decay\": duration must be more than zero",
+            ),
+            (
+                l("slow_start = \"30\"\n"),
+                "b.toml:4: listener \"web\": key \"slow_start\": \"30\" is not a duration \
+                 (expected a number and a unit: ms, s, m or h)",
             ),
             (
                 toml_listener("backends = []\n"),
@@ -895,10 +1120,6 @@ mod tests {
                 "b.toml:2: [global]: key \"drain_timeout\": duration must be more than zero",
             ),
             (
-                format!("[admin]\nlisten = \"127.0.0.1:9000\"\n{}", l("")),
-                "b.toml:1: key \"admin\": the admin API is not supported yet",
-            ),
-            (
                 "[global]\nworkers = 2\n".to_string(),
                 "b.toml: no listeners (expected at least one [[listeners]] table)",
             ),
@@ -964,11 +1185,8 @@ mod tests {
         (
             "[options]\nalgorithm=fastest\n[mappings]\n1=127.0.0.1:8080\n2=127.0.0.1:8080\n",
             "s.cfg:2: [options]: key \"algorithm\": unknown algorithm \"fastest\" \
-             (expected round_robin, random or weighted_round_robin)",
-        ),
-        (
-            "[options]\nalgorithm=source_hash\n[mappings]\n1=127.0.0.1:8080\n",
-            "s.cfg:2: [options]: key \"algorithm\": algorithm \"source_hash\" is not supported yet",
+             (expected one of round_robin, random, weighted_round_robin, \
+             least_connections, power_of_two or source_hash)",
         ),
         (
             "[options]\nbuffer_size=0\n[mappings]\n1=127.0.0.1:8080\n",
@@ -1066,9 +1284,13 @@ mod tests {
         assert_eq!(lines, [Some(2), Some(6), Some(7)]);
     }
 
-    /// SPEC 2's example without what is not supported yet (`[admin]`,
-    /// `mode = "http"`, `proxy_protocol` other than off, `health_check`).
+    /// SPEC 2's example without what is not supported yet (`mode =
+    /// "http"`, `proxy_protocol` other than off).
     const SPEC_EXAMPLE: &str = r#"
+[admin]
+listen = "127.0.0.1:9000"    # HTTP admin API, /metrics and dashboard; no [admin] = none
+token = "secret"             # optional: then mutating calls need `Authorization: Bearer secret`
+
 [global]
 workers = 0                  # worker threads; 0 = one per CPU core
 buffer_size = 16384          # bytes per direction per connection
@@ -1092,6 +1314,15 @@ backends = [
   "127.0.0.1:8081",          # a bare string: weight 1
 ]
 
+[listeners.health_check]     # optional; absent = passive checks only
+kind = "tcp"                 # tcp (connect succeeds) | http (GET path answers expect_status)
+interval = "2s"
+timeout = "1s"
+path = "/health"
+expect_status = 200
+rise = 2                     # consecutive successes to mark a backend up
+fall = 3                     # consecutive failures to mark it down
+
 [[listeners]]
 listen = "[::1]:24004"
 backends = ["localhost:8084"]
@@ -1106,6 +1337,9 @@ backends = ["localhost:8084"]
             (0, 16384, 100_000)
         );
         assert_eq!(g.drain_timeout, Duration::from_secs(30));
+        let admin = config.admin.as_ref().unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(admin.token.as_deref(), Some("secret"));
         let web = config.listeners.first().unwrap();
         assert_eq!(web.name, "web");
         assert_eq!(web.listen, "127.0.0.1:24003".parse().unwrap());
@@ -1130,7 +1364,22 @@ backends = ["localhost:8084"]
                 ("127.0.0.1:8081", "127.0.0.1:8081".parse().unwrap(), 1),
             ]
         );
+        assert_eq!(
+            web.health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Tcp,
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                path: "/health".into(),
+                expect_status: 200,
+                rise: 2,
+                fall: 3,
+            })
+        );
+        assert_eq!(web.passive_check, Some(defaults::PASSIVE_CHECK));
+        assert_eq!(web.slow_start, defaults::SLOW_START);
         let second = config.listeners.get(1).unwrap();
+        assert_eq!(second.health_check, None);
         assert_eq!(
             second.name, "[::1]:24004",
             "the name defaults to listen as written"
@@ -1151,25 +1400,121 @@ backends = ["localhost:8084"]
     fn every_unsupported_key_of_the_spec_example_is_refused_by_name() {
         let text = SPEC_EXAMPLE
             .replace("mode = \"tcp\"", "mode = \"http\"")
-            .replace("proxy_protocol = \"off\"", "proxy_protocol = \"v1\"")
-            .replace(
-                "[global]",
-                "[admin]\nlisten = \"127.0.0.1:9000\"\n\n[global]",
-            )
-            + "[listeners.health_check]\nkind = \"tcp\"\ninterval = \"2s\"\n";
+            .replace("proxy_protocol = \"off\"", "proxy_protocol = \"v1\"");
         let errors = parse(&text, Format::Toml, "balancer.toml").unwrap_err();
         let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
         assert_eq!(
             rendered,
             [
-                "balancer.toml:2: key \"admin\": the admin API is not supported yet",
-                "balancer.toml:14: listener \"web\": key \"mode\": \
+                "balancer.toml:15: listener \"web\": key \"mode\": \
                  mode \"http\" is not supported yet",
-                "balancer.toml:20: listener \"web\": key \"proxy_protocol\": \
+                "balancer.toml:21: listener \"web\": key \"proxy_protocol\": \
                  proxy_protocol \"v1\" is not supported yet",
-                "balancer.toml:31: listener \"[::1]:24004\": key \"health_check\": \
-                 active health checking is not supported yet",
             ]
+        );
+    }
+
+    #[test]
+    fn admin_settings_are_checked_with_their_line() {
+        let listener =
+            format!("[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:24003\"\n{BACKENDS}");
+        let mapping = "[mappings]\n127.0.0.1:24003=127.0.0.1:8080\n";
+        let cases = [
+            (
+                Format::Toml,
+                format!("[admin]\ntoken = \"t\"\n{listener}"),
+                "b.toml:1: [admin]: missing key \"listen\"",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"localhost:9000\"\n{listener}"),
+                "b.toml:2: [admin]: key \"listen\": listen host \"localhost\" is not an IP address",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1\"\n{listener}"),
+                "b.toml:2: [admin]: key \"listen\" = \"127.0.0.1\": missing port (expected host:port)",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"\"\n{listener}"),
+                "b.toml:3: [admin]: key \"token\": the token is empty (leave the key out for no token)",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"a b\"\n{listener}"),
+                "b.toml:3: [admin]: key \"token\": the token must be printable ASCII without spaces",
+            ),
+            (
+                Format::Toml,
+                format!("[admin]\nlisten = \"127.0.0.1:24003\"\n{listener}"),
+                "b.toml:5: listener \"web\": listen address 127.0.0.1:24003 conflicts with \
+                 [admin] (127.0.0.1:24003, line 2): both cannot be bound",
+            ),
+            (
+                Format::Ini,
+                format!("[options]\nadmin=127.0.0.1\n{mapping}"),
+                "b.toml:2: [options]: key \"admin\" = \"127.0.0.1\": missing port (expected host:port)",
+            ),
+            (
+                Format::Ini,
+                format!("[options]\nadmin=0.0.0.0:24003\n{mapping}"),
+                "b.toml:4: mapping \"127.0.0.1:24003\": listen address 127.0.0.1:24003 conflicts \
+                 with key \"admin\" (0.0.0.0:24003, line 2): both cannot be bound",
+            ),
+        ];
+        for (format, text, expected) in cases {
+            let errors = parse(&text, format, "b.toml").unwrap_err();
+            let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+            assert_eq!(rendered, [expected], "{text}");
+            assert_readable(expected);
+        }
+    }
+
+    #[test]
+    fn the_ini_admin_option_is_the_admin_listen_address_without_a_token() {
+        let text = "[options]\nADMIN=127.0.0.1:9000\n[mappings]\n24003=127.0.0.1:8080\n";
+        let config = parse(text, Format::Ini, "setup.cfg").unwrap();
+        let admin = config.admin.unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(admin.token, None);
+    }
+
+    #[test]
+    fn health_keys_have_their_defaults_and_take_every_algorithm() {
+        for algorithm in ["least_connections", "power_of_two", "source_hash"] {
+            let text = format!(
+                "[[listeners]]\nlisten = \"127.0.0.1:0\"\nalgorithm = \"{algorithm}\"\n\
+                 slow_start = \"0s\"\newma_decay = \"2s\"\n{BACKENDS}\
+                 [listeners.health_check]\nkind = \"http\"\npath = \"/ready?x=1\"\n\
+                 [listeners.passive_check]\nenabled = false\n"
+            );
+            let config = parse(&text, Format::Toml, "b.toml").unwrap();
+            let l = config.listeners.first().unwrap();
+            assert_eq!(l.algorithm.name(), algorithm);
+            assert_eq!(
+                (l.slow_start, l.ewma_decay),
+                (Duration::ZERO, Duration::from_secs(2))
+            );
+            let check = l.health_check.as_ref().unwrap();
+            assert_eq!(
+                (check.kind, check.path.as_str()),
+                (CheckKind::Http, "/ready?x=1")
+            );
+            assert_eq!(
+                (check.interval, check.timeout),
+                (defaults::CHECK_INTERVAL, defaults::CHECK_TIMEOUT)
+            );
+            assert_eq!((check.expect_status, check.rise, check.fall), (200, 2, 3));
+            assert_eq!(l.passive_check, None);
+        }
+        let ini = parse("[mappings]\n1=127.0.0.1:8080\n", Format::Ini, "s.cfg").unwrap();
+        let l = ini.listeners.first().unwrap();
+        assert_eq!(l.health_check, None);
+        assert_eq!(l.passive_check, Some(defaults::PASSIVE_CHECK));
+        assert_eq!(
+            (l.slow_start, l.ewma_decay),
+            (defaults::SLOW_START, defaults::EWMA_DECAY)
         );
     }
 

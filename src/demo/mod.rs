@@ -119,12 +119,16 @@ fn print_instructions(bound: &runtime::Bound) {
     };
     let web = address_of("web", "127.0.0.1:24003");
     let api = address_of("api", "127.0.0.1:24004");
+    let admin = bound
+        .admin_address()
+        .map_or_else(|| "127.0.0.1:9000".to_string(), |a| a.to_string());
     let text = format!(
         "\
 balancer demo is running:
   backends b1..b5 on 127.0.0.1:8080-8084 answer only the balancer (127.0.0.2)
   listener web on {web}: smooth weighted round robin 3,1,2,1 over b1..b4
   listener api on {api}: b5
+  dashboard on http://{admin}/ (metrics at /metrics, JSON at /api/status)
 
 Try, in another terminal:
   curl -i http://{web}/
@@ -133,6 +137,8 @@ Try, in another terminal:
       seven connections, interleaved by weight: b1 b3 b2 b1 b4 b3 b1
   curl -i http://127.0.0.1:8080/
       straight at a backend: 403, backends only answer the balancer
+  while true; do curl -s http://{web}/ >/dev/null; sleep 0.2; done
+      steady traffic: watch it move on the dashboard
 
 Press Ctrl-C to stop.
 "

@@ -1,6 +1,7 @@
 //! Connecting to a backend: the balancer picks, a connect attempt runs with
 //! `connect_timeout` (from `source_address` when set), and a failure moves
-//! on to the next backend the balancer picks, up to `retries` times.
+//! on to the next backend the balancer picks, up to `retries` times. Every
+//! attempt's result feeds passive detection.
 
 use std::fmt;
 use std::io;
@@ -9,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 
-use crate::backend::{Backend, ConnectionGuard};
+use crate::backend::{Backend, ConnectingGuard, ConnectionGuard};
 use crate::balance::PickContext;
+use crate::health::passive;
 use crate::runtime::state::ListenerState;
 
 /// Why no backend could be reached for a client.
@@ -60,6 +63,13 @@ impl fmt::Display for ConnectError {
 /// Connects to a backend for `client`, trying up to `retries + 1` distinct
 /// backends in the order the balancer gives. On success the returned guard
 /// counts the connection against that backend until it is dropped.
+///
+/// Every attempt is reported to passive detection
+/// ([`health::passive`](crate::health::passive)): its latency on success,
+/// its failure otherwise (`fall` in a row mark the backend down). When the
+/// balancer has no backend left (none is up, or every one that is was
+/// tried), the backends marked down by failed connects only are tried as a
+/// last resort, within the same budget of attempts.
 pub async fn connect(
     state: &ListenerState,
     client: IpAddr,
@@ -75,17 +85,27 @@ pub async fn connect(
             client,
             tried: &tried,
         };
-        let Some(index) = state.balancer.pick(&state.backends, &ctx) else {
+        let picked = state.balancer.pick(&state.backends, &ctx);
+        let Some(index) = picked.or_else(|| passive::last_resort(&state.backends, &tried)) else {
             break;
         };
         tried.push(index);
         let Some(backend) = state.backends.get(index) else {
             break;
         };
-        match attempt(backend, config.source_address, config.connect_timeout).await {
-            Ok(stream) => return Ok((stream, ConnectionGuard::new(Arc::clone(backend)))),
+        let started = Instant::now();
+        let result = {
+            let _connecting = ConnectingGuard::new(&backend.stats);
+            attempt(backend, config.source_address, config.connect_timeout).await
+        };
+        let now = Instant::now();
+        match result {
+            Ok(stream) => {
+                passive::connect_succeeded(&config.name, backend, now - started, now);
+                return Ok((stream, ConnectionGuard::new(Arc::clone(backend))));
+            }
             Err(err) => {
-                backend.stats.record_connect_failure();
+                passive::connect_failed(&config.name, backend, &err, now);
                 tracing::info!(listener = %config.name, backend = %backend.address, error = %err, "connect failed");
                 last = Some((backend.address.clone(), err));
             }
@@ -117,7 +137,7 @@ async fn attempt(
 }
 
 /// A socket of `target`'s family, bound to `source` (any port) when set.
-fn socket_for(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocket> {
+pub(crate) fn socket_for(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocket> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -127,4 +147,135 @@ fn socket_for(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocke
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+
+    use super::connect;
+    use crate::backend::{DownCause, State};
+    use crate::config::{Format, parse};
+    use crate::runtime::state::ListenerState;
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// A round-robin listener over `backends`, with `extra` (tables) after.
+    fn listener(backends: &[SocketAddr], extra: &str) -> ListenerState {
+        let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
+        let text = format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\nretries = 3\nbackends = [{}]\n{extra}\n",
+            list.join(", ")
+        );
+        let config = parse(&text, Format::Toml, "t.toml").unwrap();
+        ListenerState::new(config.listeners.into_iter().next().unwrap())
+    }
+
+    /// An address nothing listens on (bound, then closed).
+    async fn closed_port() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn fall_failed_connects_mark_a_backend_down_and_it_is_no_longer_tried() {
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = closed_port().await;
+        let state = listener(
+            &[dead, live.local_addr().unwrap()],
+            "[listeners.passive_check]\nfall = 2\nbackoff = \"1h\"",
+        );
+        for _ in 0..10 {
+            let (_stream, guard) = connect(&state, CLIENT).await.unwrap();
+            assert_eq!(guard.backend().addr, live.local_addr().unwrap());
+        }
+        let backend = &state.backends[0];
+        assert_eq!(backend.state(), State::Down);
+        assert_eq!(backend.health.down_cause(), Some(DownCause::Connects));
+        // Two failures marked it down; round robin tried it no more after.
+        assert_eq!(backend.stats.connect_failures.load(Ordering::Relaxed), 2);
+        assert!(
+            state.backends[1]
+                .latency
+                .get_at(tokio::time::Instant::now())
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn without_passive_detection_a_dead_backend_keeps_being_tried() {
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = closed_port().await;
+        let state = listener(
+            &[dead, live.local_addr().unwrap()],
+            "[listeners.passive_check]\nenabled = false",
+        );
+        for _ in 0..10 {
+            connect(&state, CLIENT).await.unwrap();
+        }
+        assert_eq!(state.backends[0].state(), State::Up);
+        let failures = state.backends[0]
+            .stats
+            .connect_failures
+            .load(Ordering::Relaxed);
+        assert!(failures >= 5, "{failures}");
+    }
+
+    #[tokio::test]
+    async fn a_backend_down_by_connects_is_tried_again_after_its_backoff() {
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let flaky = closed_port().await;
+        let state = listener(
+            &[flaky, live.local_addr().unwrap()],
+            "[listeners.passive_check]\nfall = 1\nbackoff = \"100ms\"",
+        );
+        connect(&state, CLIENT).await.unwrap();
+        let backend = &state.backends[0];
+        assert_eq!(backend.state(), State::Down);
+        let _back = TcpListener::bind(flaky).await.unwrap();
+        // Once the back-off is over it is a candidate again, and the first
+        // connect that reaches it marks it up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while backend.state() != State::Up && tokio::time::Instant::now() < deadline {
+            connect(&state, CLIENT).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(backend.state(), State::Up);
+        let change = backend.health.snapshot().last_change.map(|(_, why)| why);
+        assert_eq!(change.as_deref(), Some("a connect succeeded"));
+    }
+
+    #[tokio::test]
+    async fn with_every_backend_down_by_connects_the_last_resort_still_connects() {
+        let a = closed_port().await;
+        let b = closed_port().await;
+        let state = listener(
+            &[a, b],
+            "[listeners.passive_check]\nfall = 1\nbackoff = \"1h\"",
+        );
+        assert!(connect(&state, CLIENT).await.is_err());
+        assert!(state.backends.iter().all(|b| b.state() == State::Down));
+        // b comes back; nothing is up, but b is a last resort.
+        let _b = TcpListener::bind(b).await.unwrap();
+        let (_stream, guard) = connect(&state, CLIENT).await.unwrap();
+        assert_eq!(guard.backend().addr, b);
+        assert_eq!(state.backends[1].state(), State::Up);
+    }
+
+    #[tokio::test]
+    async fn backends_down_by_failed_checks_are_never_a_last_resort() {
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let state = listener(&[live.local_addr().unwrap()], "");
+        let now = tokio::time::Instant::now();
+        for _ in 0..3 {
+            state.backends[0].health.record_check(Err("refused"), now);
+        }
+        let err = connect(&state, CLIENT).await.unwrap_err();
+        assert_eq!(err.attempts, 0);
+        assert_eq!(err.to_string(), "no backend is available");
+    }
 }

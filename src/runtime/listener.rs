@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::state::ListenerSlot;
+use super::stats::Rejection;
 use crate::error::Error;
 use crate::proxy;
 
@@ -35,27 +36,6 @@ pub fn bind(addr: SocketAddr, what: &str) -> Result<std::net::TcpListener, Error
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(BACKLOG).map_err(fail)?;
     Ok(socket.into())
-}
-
-/// Why a client was turned away at accept.
-#[derive(Debug, Clone, Copy)]
-enum Rejection {
-    /// Its address is not in the listener's `allow` list.
-    NotAllowed,
-    /// The listener's `max_connections` is reached.
-    ListenerFull,
-    /// The process-wide `max_connections` is reached.
-    GlobalFull,
-}
-
-impl Rejection {
-    fn reason(self) -> &'static str {
-        match self {
-            Rejection::NotAllowed => "not in the allow list",
-            Rejection::ListenerFull => "listener max_connections reached",
-            Rejection::GlobalFull => "global max_connections reached",
-        }
-    }
 }
 
 /// What an accept loop needs besides its socket.
@@ -145,27 +125,34 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
 
 /// Applies the allow list and caps, then spawns the connection's task.
 fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
+    let accepted = Instant::now();
     let state = ctx.slot.state.load_full();
     let name = &state.config.name;
     let allow = &state.config.allow;
     let ip = proxy::canonical_ip(client.ip());
+    let reject = |why: Rejection| {
+        ctx.slot.stats.record_rejection(why);
+        ctx.rejected.record(name, client, why);
+    };
     if !allow.is_empty() && !allow.iter().any(|net| net.contains(&ip)) {
-        ctx.rejected.record(name, client, Rejection::NotAllowed);
+        reject(Rejection::NotAllowed);
         return;
     }
     let Ok(global) = ctx.global_slots.clone().try_acquire_owned() else {
-        ctx.rejected.record(name, client, Rejection::GlobalFull);
+        reject(Rejection::GlobalFull);
         return;
     };
     let Ok(local) = ctx.listener_slots.clone().try_acquire_owned() else {
-        ctx.rejected.record(name, client, Rejection::ListenerFull);
+        reject(Rejection::ListenerFull);
         return;
     };
     let close = ctx.close_connections.clone();
+    let slot = Arc::clone(&ctx.slot);
     ctx.connections.spawn(async move {
         // The permits live as long as the connection: dropping them frees
         // the slots whatever way the task ends.
         let _slots: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (global, local);
         proxy::handle(stream, client, state, close).await;
+        slot.stats.connection_duration.observe(accepted.elapsed());
     });
 }

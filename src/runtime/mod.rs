@@ -9,27 +9,39 @@ pub mod drain;
 pub mod listener;
 pub mod signals;
 pub mod state;
+pub mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::config::{Config, Listener};
 use crate::error::Error;
+use crate::health;
 use drain::Drain;
 use listener::{AcceptContext, RejectionLog};
 use signals::Signals;
-use state::{ListenerState, Registry};
+use state::{ListenerSlot, ListenerState, Registry};
 
 /// Listen sockets bound for a config, not yet served.
 #[derive(Debug)]
 pub struct Bound {
     listeners: Vec<(Listener, std::net::TcpListener)>,
+    /// The admin server's socket and settings, when it has one.
+    admin: Option<(admin::Settings, std::net::TcpListener)>,
 }
 
 impl Bound {
+    /// The real address of the admin server, when it has one.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(_, s)| s.local_addr().ok())
+    }
+
     /// The real address of each listener, by name (port 0 resolved).
     pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
@@ -39,8 +51,9 @@ impl Bound {
     }
 }
 
-/// Binds every listener of `config`; fails (exit 1) naming the first
-/// address that cannot be bound.
+/// Binds every listener of `config`, and the admin server's address when
+/// it has one; fails (exit 1) naming the first address that cannot be
+/// bound.
 pub fn bind(config: &Config) -> Result<Bound, Error> {
     let listeners = config
         .listeners
@@ -52,7 +65,16 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
             ))
         })
         .collect::<Result<_, Error>>()?;
-    Ok(Bound { listeners })
+    let admin = match &config.admin {
+        Some(a) => {
+            let settings = admin::Settings {
+                token: a.token.clone(),
+            };
+            Some((settings, listener::bind(a.listen, "admin")?))
+        }
+        None => None,
+    };
+    Ok(Bound { listeners, admin })
 }
 
 /// Builds the multi-threaded runtime with `workers` threads (0: one per
@@ -83,17 +105,19 @@ pub fn serve(config: Config) -> Result<(), Error> {
 }
 
 /// Serves `bound` until `shutdown` resolves, then drains: stop accepting,
-/// wait up to `drain_timeout` for open connections, close the rest.
+/// wait up to `drain_timeout` for open connections, close the rest. Health
+/// checks run beside the listeners and stop when the drain starts (a
+/// draining process takes no new connections, so health no longer matters).
+/// The admin server, when bound, serves through the drain (so it can be
+/// watched) and stops last.
 pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) {
     let drain = Drain::default();
+    let health = HealthTasks::default();
     let registry = Arc::new(Registry::new());
     let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
     for (listener_config, socket) in bound.listeners {
         let name = listener_config.name.clone();
-        let listen = match socket.local_addr() {
-            Ok(addr) => addr.to_string(),
-            Err(_) => listener_config.listen.to_string(),
-        };
+        let listen = socket.local_addr().unwrap_or(listener_config.listen);
         let socket = match tokio::net::TcpListener::from_std(socket) {
             Ok(socket) => socket,
             Err(e) => {
@@ -104,8 +128,14 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         let slots = Arc::new(Semaphore::new(listener_config.max_connections));
         let algorithm = listener_config.algorithm;
         let backends = listener_config.backends.len();
+        let checked = listener_config.health_check.is_some();
+        let slot = registry.add_bound(ListenerState::new(listener_config), listen);
+        if checked {
+            health.spawn(Arc::clone(&slot));
+        }
+        let table = slot.state.load().balancer.table();
         let context = AcceptContext {
-            slot: registry.add(ListenerState::new(listener_config)),
+            slot,
             stop_accepting: drain.stop_accepting.clone(),
             close_connections: drain.close_connections.clone(),
             connections: drain.connections.clone(),
@@ -114,10 +144,73 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
             rejected: RejectionLog::default(),
         };
         tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
+        if let Some(table) = table {
+            tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
+        }
         drain
             .listeners
             .spawn(listener::accept_loop(socket, context));
     }
+    let admin_stop = CancellationToken::new();
+    let admin_task = TaskTracker::new();
+    if let Some((settings, socket)) = bound.admin {
+        start_admin(&admin_task, socket, settings, &registry, &admin_stop);
+    }
     shutdown.await;
+    health.stop().await;
     drain.run(config.global.drain_timeout).await;
+    admin_stop.cancel();
+    admin_task.close();
+    admin_task.wait().await;
+}
+
+/// Starts the admin server on `socket`, on `tasks`, until `stop`.
+fn start_admin(
+    tasks: &TaskTracker,
+    socket: std::net::TcpListener,
+    settings: admin::Settings,
+    registry: &Arc<Registry>,
+    stop: &CancellationToken,
+) {
+    let address = socket.local_addr().ok();
+    let socket = match tokio::net::TcpListener::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(error = %crate::error::io_reason(&e), "cannot serve the admin API");
+            return;
+        }
+    };
+    if let Some(address) = address {
+        if admin::is_exposed_without_token(address, &settings) {
+            tracing::warn!(address = %address, "the admin API listens beyond loopback without a token: anyone who reaches it can change backends (set [admin] token)");
+        }
+        tracing::info!(address = %address, "admin listening");
+    }
+    let admin = admin::Admin::new(Arc::clone(registry), settings, stop.clone());
+    tasks.spawn(admin::serve(admin, socket));
+}
+
+/// The health check tasks, one per listener with a `health_check`: owned
+/// here, stopped together.
+#[derive(Debug, Default)]
+struct HealthTasks {
+    /// Every listener's checker task.
+    tasks: TaskTracker,
+    /// Cancelled to stop them all.
+    cancel: CancellationToken,
+}
+
+impl HealthTasks {
+    /// Starts the checker of the listener in `slot`.
+    fn spawn(&self, slot: Arc<ListenerSlot>) {
+        self.tasks
+            .spawn(health::run(slot, self.cancel.child_token()));
+    }
+
+    /// Stops every checker and waits until they have ended.
+    async fn stop(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
 }

@@ -13,13 +13,15 @@
 //! (admin API, metrics) and serialises writers, so two changes never race
 //! and lose one another.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, HealthPolicy};
 use crate::balance::{self, Balancer};
 use crate::config::Listener;
+use crate::runtime::stats::ListenerStats;
 
 /// One listener's config, backends and balancer, immutable once published.
 #[derive(Debug)]
@@ -45,8 +47,13 @@ impl ListenerState {
     }
 
     /// Builds a state over existing backends (kept across a change, so their
-    /// counters and health stay), with a fresh balancer over them.
+    /// counters and health stay), with a fresh balancer over them. Every
+    /// backend takes the listener's health policy and EWMA decay time.
     pub fn with_backends(config: Listener, backends: Vec<Arc<Backend>>) -> ListenerState {
+        let policy = HealthPolicy::of(&config);
+        for backend in &backends {
+            backend.configure(policy, config.ewma_decay);
+        }
         let balancer = balance::build(config.algorithm, &backends);
         ListenerState {
             config,
@@ -61,11 +68,16 @@ impl ListenerState {
     }
 }
 
-/// A listener's name and its current state.
+/// A listener's name, its current state, and what outlives its states.
 #[derive(Debug)]
 pub struct ListenerSlot {
     /// The listener's unique name.
     pub name: String,
+    /// The address it really listens on (a configured port 0 resolved).
+    pub listen: SocketAddr,
+    /// Its counters (rejections, connection durations); they outlive the
+    /// states published in `state`.
+    pub stats: ListenerStats,
     /// The current state; loaded once per connection by the accept loop.
     pub state: ArcSwap<ListenerState>,
 }
@@ -86,11 +98,21 @@ impl Registry {
         Registry::default()
     }
 
-    /// Adds a listener's slot (at start, or when a reload adds one).
+    /// Adds a listener's slot (at start, or when a reload adds one), at its
+    /// configured address.
     pub fn add(&self, state: ListenerState) -> Arc<ListenerSlot> {
+        let listen = state.config.listen;
+        self.add_bound(state, listen)
+    }
+
+    /// Adds a listener's slot that listens on `listen` (the bound socket's
+    /// address, which differs from the config's for port 0).
+    pub fn add_bound(&self, state: ListenerState, listen: SocketAddr) -> Arc<ListenerSlot> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = Arc::new(ListenerSlot {
             name: state.config.name.clone(),
+            listen,
+            stats: ListenerStats::default(),
             state: ArcSwap::from_pointee(state),
         });
         let mut list = Vec::clone(&self.listeners.load());

@@ -386,46 +386,28 @@ fn every_toml_config_error_exits_2_naming_file_line_key_and_value() {
             &["mode", "udp"],
         ),
         case(
-            "least_connections (not supported yet)",
-            toml_with_line4("algorithm = \"least_connections\""),
-            Some(4),
-            &["least_connections"],
-        ),
-        case(
-            "power_of_two (not supported yet)",
-            toml_with_line4("algorithm = \"power_of_two\""),
-            Some(4),
-            &["power_of_two"],
-        ),
-        case(
-            "source_hash (not supported yet)",
-            toml_with_line4("algorithm = \"source_hash\""),
-            Some(4),
-            &["source_hash"],
-        ),
-        case(
             "proxy_protocol v1 (not supported yet)",
             toml_with_line4("proxy_protocol = \"v1\""),
             Some(4),
             &["proxy_protocol"],
         ),
         case(
-            "an [admin] section (not supported yet)",
+            "an [admin] listen address that is a host name",
             format!(
-                "[admin]\nlisten = \"127.0.0.1:9000\"\n{}",
+                "[admin]\nlisten = \"localhost:9000\"\n{}",
                 toml_with_line4("retries = 1")
             ),
-            None,
-            &["admin"],
+            Some(2),
+            &["admin", "listen", "localhost"],
         ),
         case(
-            "a health check (not supported yet)",
+            "an empty [admin] token",
             format!(
-                "{}[listeners.health_check]\nkind = \"tcp\"\n",
+                "[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"\"\n{}",
                 toml_with_line4("retries = 1")
             ),
-            None,
-            &["health_check"],
+            Some(3),
+            &["admin", "token"],
         ),
     ];
     assert_config_errors(Format::Toml, &cases);
@@ -442,10 +424,10 @@ fn every_seed_ini_config_error_exits_2_naming_file_line_key_and_value() {
             &["algorithm", "fastest"],
         ),
         case(
-            "an algorithm not supported yet",
-            ini("algorithm=least_connections", mapping),
+            "an admin address without a port",
+            ini("admin=127.0.0.1", mapping),
             Some(2),
-            &["least_connections"],
+            &["admin", "127.0.0.1"],
         ),
         case(
             "a buffer size that is not a number",

@@ -973,3 +973,75 @@ fn parse_http_response(raw: &str) -> Result<HttpResponse, String> {
         body: body.to_string(),
     })
 }
+
+/// Sends one HTTP/1.1 request with any method, headers and body to `addr`
+/// (`Connection: close`) and reads the answer: its `Content-Length` bytes
+/// of body, or to EOF without one; everything within `within`. For the
+/// admin API and for WebDriver.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    within: Duration,
+) -> Result<HttpResponse, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROMPTLY)
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
+    for (name, value) in headers {
+        request.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    if let Some(body) = body {
+        request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        request.extend_from_slice(body);
+    } else {
+        request.extend_from_slice(b"\r\n");
+    }
+    stream
+        .write_all(&request)
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let deadline = Instant::now() + within;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let answer = parse_http_response(&String::from_utf8_lossy(&raw[..end + 4]))?;
+            let length = answer
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok());
+            if let Some(length) = length {
+                if raw.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]);
+                    return Ok(HttpResponse {
+                        body: body.into_owned(),
+                        ..answer
+                    });
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no whole answer from {addr} within {within:?}"));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| format!("set a read timeout: {e}"))?;
+        match stream.read(&mut buf) {
+            Ok(0) => return parse_http_response(&String::from_utf8_lossy(&raw)),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A reset after the answer (a refused body left unread) still
+            // leaves what was read.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => {
+                return parse_http_response(&String::from_utf8_lossy(&raw));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("read from {addr}: {e}")),
+        }
+    }
+}

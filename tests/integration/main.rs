@@ -10,15 +10,24 @@
 //! - `drain`: SIGTERM/SIGINT drain and exit, SIGHUP.
 //! - `seed`: the seed's `setup.cfg` unchanged, `check` and `convert`.
 //! - `demo`: `balancer backend` and `balancer demo`.
+//! - `admin`: the admin API, metrics (read by a real Prometheus parser),
+//!   changes at run time, and the dashboard in headless Chromium
+//!   (`browser`: chromedriver over WebDriver).
+//! - `health`: active and passive health checks, slow start,
+//!   least_connections steering, Maglev agreement between two processes,
+//!   bad health-check values.
 //!
 //! Tests that bind fixed ports (`seed`, `demo`) hold
 //! `harness::fixed_ports()` so they never run at the same time.
 
+mod browser;
 mod harness;
 
+mod admin;
 mod balancing;
 mod cli;
 mod demo;
 mod drain;
+mod health;
 mod seed;
 mod tcp;

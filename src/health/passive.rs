@@ -1,0 +1,131 @@
+//! Passive detection: the results of real connects (from
+//! `proxy/connect.rs`) fed into the same state machine as active checks
+//! ([`Health`](crate::backend::Health)), and the last resort used when no
+//! backend is available.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::log_transition;
+use crate::backend::Backend;
+use crate::proxy::connect::AttemptError;
+
+/// A connect to `backend` of `listener` succeeded after `latency`: a
+/// latency sample for the EWMA, and a success that resets the failed count
+/// (and brings back a backend that was down by failed connects).
+pub fn connect_succeeded(listener: &str, backend: &Backend, latency: Duration, now: Instant) {
+    backend.latency.observe(latency, now);
+    if let Some(change) = backend.health.record_connect_success(now) {
+        log_transition(listener, backend, &change);
+    }
+}
+
+/// A connect to `backend` of `listener` failed: counted, and `fall` in a
+/// row mark it down. A timeout is also a latency sample (the latency was
+/// at least that long), so `power_of_two` steers away at once; a refused
+/// connect says nothing about latency.
+pub fn connect_failed(listener: &str, backend: &Backend, error: &AttemptError, now: Instant) {
+    backend.stats.record_connect_failure();
+    if let AttemptError::Timeout(waited) = error {
+        backend.latency.observe(*waited, now);
+    }
+    if let Some(change) = backend
+        .health
+        .record_connect_failure(&error.to_string(), now)
+    {
+        log_transition(listener, backend, &change);
+    }
+}
+
+/// The backend to try when the balancer has none left: the first, in
+/// config order, that was marked down by failed real connects only and is
+/// not in `tried`. Backends marked down by failed active checks, set down
+/// by an operator, or draining are never tried: a failed check is better
+/// evidence than a failed connect, and draining is a decision.
+pub fn last_resort(backends: &[Arc<Backend>], tried: &[usize]) -> Option<usize> {
+    backends
+        .iter()
+        .enumerate()
+        .find(|(i, b)| !tried.contains(i) && b.health.is_last_resort())
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{connect_failed, connect_succeeded, last_resort};
+    use crate::backend::{DownCause, State};
+    use crate::balance::tests::equal_backends;
+    use crate::proxy::connect::AttemptError;
+
+    fn refused() -> AttemptError {
+        AttemptError::Io(io::Error::from(io::ErrorKind::ConnectionRefused))
+    }
+
+    #[test]
+    fn three_refused_connects_mark_a_backend_down_by_connects() {
+        let set = equal_backends(1);
+        let now = Instant::now();
+        for _ in 0..3 {
+            connect_failed("web", &set[0], &refused(), now);
+        }
+        assert_eq!(set[0].state(), State::Down);
+        assert_eq!(set[0].health.down_cause(), Some(DownCause::Connects));
+        let snapshot = set[0].health.snapshot();
+        assert_eq!(snapshot.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            set[0]
+                .stats
+                .connect_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_a_latency_sample_and_a_refusal_is_not() {
+        let set = equal_backends(2);
+        let now = Instant::now();
+        connect_failed(
+            "web",
+            &set[0],
+            &AttemptError::Timeout(Duration::from_secs(3)),
+            now,
+        );
+        connect_failed("web", &set[1], &refused(), now);
+        assert_eq!(set[0].latency.get_at(now), Some(Duration::from_secs(3)));
+        assert_eq!(set[1].latency.get_at(now), None);
+    }
+
+    #[test]
+    fn a_success_records_the_latency_and_brings_the_backend_back() {
+        let set = equal_backends(1);
+        let now = Instant::now();
+        for _ in 0..3 {
+            connect_failed("web", &set[0], &refused(), now);
+        }
+        connect_succeeded("web", &set[0], Duration::from_millis(2), now);
+        assert_eq!(set[0].state(), State::Up);
+        assert_eq!(set[0].latency.get_at(now), Some(Duration::from_millis(2)));
+    }
+
+    #[test]
+    fn the_last_resort_is_a_backend_down_by_connects_only() {
+        let set = equal_backends(4);
+        let now = Instant::now();
+        set[0].set_state(State::Draining);
+        set[1].set_state(State::Down);
+        for _ in 0..3 {
+            set[2].health.record_check(Err("refused"), now);
+            connect_failed("web", &set[3], &refused(), now);
+        }
+        assert_eq!(last_resort(&set, &[]), Some(3));
+        assert_eq!(last_resort(&set, &[3]), None);
+    }
+}

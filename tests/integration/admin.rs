@@ -1,0 +1,756 @@
+//! The admin API of the real binary (SPEC 7, issue 6): status, metrics
+//! read by a real Prometheus parser, changes at run time reaching the data
+//! plane, the token, the dashboard in headless Chromium, and the demo's
+//! admin port.
+//!
+//! Tools that may be absent (Python's `prometheus-client`, Chromium and
+//! chromedriver) are installed by `.ci/run`; without them a test skips,
+//! except under CI where a missing tool fails (`browser::tool_or_skip`).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+
+use balancer::admin::metrics::names;
+use serde_json::Value;
+
+use crate::browser::{Browser, tool_or_skip};
+use crate::harness::{
+    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, eventually,
+    fixed_ports, http_request, read_line, round_trip,
+};
+
+// === Helpers ===
+
+/// A running balancer and its admin address (from its `admin listening`
+/// log line: the config asks for port 0).
+struct Admin {
+    balancer: Balancer,
+    addr: SocketAddr,
+}
+
+impl Admin {
+    /// Runs `config` (TOML; its `[admin]` listens on 127.0.0.1:0) and waits
+    /// until its listeners and the admin server listen.
+    fn start(config: &str) -> Admin {
+        let balancer = Balancer::start(config, Format::Toml);
+        let logged = balancer.wait_for_log(DEADLINE, |l| l.contains("admin listening"));
+        assert!(logged, "no `admin listening` line:\n{}", balancer.output());
+        let addr = balancer
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("admin listening"))
+            .flat_map(str::split_whitespace)
+            .find_map(|token| {
+                token
+                    .strip_prefix("address=")?
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+            })
+            .expect("the admin line names its address");
+        Admin { balancer, addr }
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> HttpResponse {
+        http_request(
+            self.addr,
+            method,
+            path,
+            headers,
+            body.map(str::as_bytes),
+            DEADLINE,
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, &[], None)
+    }
+
+    fn status(&self) -> Value {
+        json(&self.get("/api/status"))
+    }
+
+    /// The backend `address` of listener `listener` in `/api/status`.
+    fn backend(&self, listener: &str, address: &str) -> Option<Value> {
+        let status = self.status();
+        status["listeners"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == listener)?["backends"]
+            .as_array()?
+            .iter()
+            .find(|b| b["address"] == address)
+            .cloned()
+    }
+}
+
+fn json(answer: &HttpResponse) -> Value {
+    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", answer.body))
+}
+
+/// A config with one listener `web` over `backends` and an admin port.
+fn config(algorithm: &str, backends: &[String], admin_extra: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{admin_extra}\n\
+         [[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nalgorithm = \"{algorithm}\"\n\
+         backends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+/// One sample as the Python parser read it.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+/// Metric families and samples of `text`, as Python's `prometheus-client`
+/// parses it (`openmetrics`: its stricter OpenMetrics parser), or `None`
+/// when the parser is not installed (a skip; a failure under CI). Panics
+/// with the parser's message when it refuses the text.
+fn parse_with_python(
+    text: &str,
+    openmetrics: bool,
+) -> Option<(HashMap<String, String>, Vec<Sample>)> {
+    let present = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !tool_or_skip(
+        "python3 prometheus-client",
+        present,
+        "pip install prometheus-client",
+    ) {
+        return None;
+    }
+    let parser = if openmetrics {
+        "prometheus_client.openmetrics.parser"
+    } else {
+        "prometheus_client.parser"
+    };
+    let script = format!(
+        "import json, sys\n\
+         from {parser} import text_string_to_metric_families\n\
+         families, samples = {{}}, []\n\
+         for f in text_string_to_metric_families(sys.stdin.read()):\n\
+         \x20   families[f.name] = f.type\n\
+         \x20   for s in f.samples:\n\
+         \x20       samples.append([s.name, s.labels, s.value])\n\
+         print(json.dumps({{'families': families, 'samples': samples}}))\n"
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(text.as_bytes())
+        .expect("the metrics reach the parser");
+    let out = child.wait_with_output().expect("the parser finishes");
+    assert!(
+        out.status.success(),
+        "{parser} refused the metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).expect("the parser prints JSON");
+    let families = parsed["families"]
+        .as_object()
+        .expect("families")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let samples = parsed["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| Sample {
+            name: s[0].as_str().unwrap_or_default().to_string(),
+            labels: s[1]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: s[2].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect();
+    Some((families, samples))
+}
+
+/// The value of sample `name` whose labels include `labels`.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+// === Tests ===
+
+#[test]
+fn the_binary_serves_status_dashboard_and_metrics_on_its_admin_address() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let admin = Admin::start(&config(
+        "weighted_round_robin",
+        &[a.addr().to_string(), b.addr().to_string()],
+        "",
+    ));
+    let status = admin.status();
+    let web = &status["listeners"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["listen"], admin.balancer.addr("web").to_string());
+    assert_eq!(web["mode"], "tcp");
+    assert_eq!(web["algorithm"], "weighted_round_robin");
+    let addresses: Vec<&str> = web["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter_map(|b| b["address"].as_str())
+        .collect();
+    assert_eq!(addresses, [a.addr().to_string(), b.addr().to_string()]);
+    for key in [
+        "weight",
+        "state",
+        "active_connections",
+        "total_connections",
+        "failures",
+    ] {
+        assert!(!web["backends"][0][key].is_null(), "backend key {key}");
+    }
+
+    let page = admin.get("/");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let metrics = admin.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    for name in names::ALL {
+        assert!(metrics.body.contains(name), "/metrics lacks {name}");
+    }
+    admin.balancer.stop();
+}
+
+#[test]
+fn metrics_parse_with_a_real_prometheus_parser_and_move_with_traffic() {
+    let a = Backend::named("a");
+    let admin = Admin::start(&config("round_robin", &[a.addr().to_string()], ""));
+    let backend = a.addr().to_string();
+    let labels = [("listener", "web"), ("backend", backend.as_str())];
+
+    let mut client = connect(admin.balancer.addr("web"));
+    assert_eq!(read_line(&mut client).expect("a greeting"), "a");
+    assert_eq!(
+        round_trip(&mut client, b"hello").expect("an echo"),
+        b"hello"
+    );
+
+    let Some((families, samples)) = parse_with_python(&admin.get("/metrics").body, false) else {
+        return;
+    };
+    for name in names::ALL {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            families.contains_key(family),
+            "the parser saw no {family} family: {families:?}"
+        );
+    }
+    assert_eq!(
+        families.get("balancer_connections").map(String::as_str),
+        Some("counter")
+    );
+    assert_eq!(
+        families
+            .get("balancer_connection_duration_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
+    assert_eq!(
+        value(&samples, "balancer_connections_total", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "balancer_active_connections", &labels),
+        Some(1.0)
+    );
+    assert_eq!(value(&samples, "balancer_backend_up", &labels), Some(1.0));
+    assert!(value(&samples, "process_open_fds", &[]).is_some_and(|n| n > 0.0));
+    assert!(value(&samples, "process_resident_memory_bytes", &[]).is_some_and(|n| n > 0.0));
+    assert!(value(&samples, "process_start_time_seconds", &[]).is_some_and(|n| n > 1.0e9));
+
+    drop(client);
+    let settled = eventually(DEADLINE, || {
+        let text = admin.get("/metrics").body;
+        let Some((_, samples)) = parse_with_python(&text, false) else {
+            return false;
+        };
+        let bytes = |direction| {
+            value(
+                &samples,
+                "balancer_bytes_total",
+                &[labels[0], labels[1], ("direction", direction)],
+            )
+        };
+        // In: "hello"; out: the greeting "a\n" and the echo.
+        value(&samples, "balancer_active_connections", &labels) == Some(0.0)
+            && bytes("in") == Some(5.0)
+            && bytes("out") == Some(7.0)
+            && value(
+                &samples,
+                "balancer_connection_duration_seconds_count",
+                &[labels[0]],
+            ) == Some(1.0)
+    });
+    assert!(
+        settled,
+        "the metrics did not settle:\n{}",
+        admin.get("/metrics").body
+    );
+
+    let open_metrics = admin.request(
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text")],
+        None,
+    );
+    assert!(
+        open_metrics
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/openmetrics-text")
+    );
+    let (_, samples) =
+        parse_with_python(&open_metrics.body, true).expect("the parser was there a moment ago");
+    assert_eq!(
+        value(&samples, "balancer_connections_total", &labels),
+        Some(1.0)
+    );
+    admin.balancer.stop();
+}
+
+#[test]
+fn promtool_finds_nothing_to_lint_in_the_metrics() {
+    let present = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // promtool is a bonus check (Debian's `prometheus` package is large):
+    // skipped when absent, even on CI.
+    if !present {
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus)");
+        return;
+    }
+    let a = Backend::named("a");
+    let admin = Admin::start(&config("round_robin", &[a.addr().to_string()], ""));
+    let text = admin.get("/metrics").body;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .expect("write the metrics");
+    let out = child.wait_with_output().expect("promtool finishes");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    admin.balancer.stop();
+}
+
+#[test]
+fn changes_through_the_api_need_the_token_and_reach_the_data_plane() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let admin = Admin::start(&config(
+        "round_robin",
+        &[a.addr().to_string()],
+        "token = \"t0ken\"\n",
+    ));
+    let web = admin.balancer.addr("web");
+    let auth = ("Authorization", "Bearer t0ken");
+    let post = format!(r#"{{"address": "{}"}}"#, b.addr());
+
+    let refused = admin.request("POST", "/api/listeners/web/backends", &[JSON], Some(&post));
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        json(&refused)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("token"))
+    );
+    assert_eq!(backends_reached(web, 2), ["a", "a"], "nothing changed");
+
+    let added = admin.request(
+        "POST",
+        "/api/listeners/web/backends",
+        &[JSON, auth],
+        Some(&post),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert_eq!(
+        backends_reached(web, 4),
+        ["a", "b", "a", "b"],
+        "the new backend takes its turn"
+    );
+
+    let b_path = format!("/api/listeners/web/backends/{}", b.addr());
+    let drained = admin.request(
+        "PATCH",
+        &b_path,
+        &[JSON, auth],
+        Some(r#"{"state": "draining"}"#),
+    );
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    assert_eq!(
+        backends_reached(web, 3),
+        ["a", "a", "a"],
+        "a draining backend gets no new connection"
+    );
+
+    let mut held = connect(web);
+    assert_eq!(read_line(&mut held).expect("a greeting"), "a");
+    let a_path = format!("/api/listeners/web/backends/{}", a.addr());
+    let back_up = admin.request("PATCH", &b_path, &[JSON, auth], Some(r#"{"state": "up"}"#));
+    assert_eq!(back_up.status, 200, "{}", back_up.body);
+    let deleted = admin.request("DELETE", &a_path, &[auth], None);
+    assert_eq!(deleted.status, 202, "{}", deleted.body);
+    assert_eq!(
+        backends_reached(web, 2),
+        ["b", "b"],
+        "a deleted backend drains"
+    );
+    assert_eq!(
+        admin
+            .backend("web", &a.addr().to_string())
+            .map(|b| b["state"].clone()),
+        Some("draining".into()),
+        "kept while its connection is open"
+    );
+    drop(held);
+    let removed = eventually(DEADLINE, || {
+        admin.backend("web", &a.addr().to_string()).is_none()
+    });
+    assert!(
+        removed,
+        "the idle backend was not removed: {}",
+        admin.status()
+    );
+    admin.balancer.stop();
+}
+
+#[test]
+fn patching_a_weight_changes_the_split_of_the_next_connections() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let admin = Admin::start(&config(
+        "weighted_round_robin",
+        &[a.addr().to_string(), b.addr().to_string()],
+        "",
+    ));
+    let web = admin.balancer.addr("web");
+    let count = |names: Vec<String>, name: &str| names.iter().filter(|n| *n == name).count();
+    let before = backends_reached(web, 10);
+    assert_eq!((count(before.clone(), "a"), count(before, "b")), (5, 5));
+    let path = format!("/api/listeners/web/backends/{}", b.addr());
+    let answer = admin.request("PATCH", &path, &[JSON], Some(r#"{"weight": 4}"#));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let after = backends_reached(web, 10);
+    assert_eq!((count(after.clone(), "a"), count(after, "b")), (2, 8));
+    admin.balancer.stop();
+}
+
+#[test]
+fn an_admin_address_in_use_exits_1_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("an address").port();
+    let a = Backend::named("a");
+    let text = config("round_robin", &[a.addr().to_string()], "")
+        .replace("127.0.0.1:0\"\n\n", &format!("127.0.0.1:{port}\"\n\n"));
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    let mut balancer = Balancer::spawn_with_config(&[], &text, Format::Toml);
+    let status = balancer.wait_exit(DEADLINE);
+    assert_eq!(status.code(), Some(1), "{}", balancer.output());
+    let stderr = balancer.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (admin): address already in use"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_dashboard_in_headless_chromium_shows_every_backend_and_counts_traffic() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let c = Backend::named("c");
+    let admin = Admin::start(&format!(
+        "{}\n[[listeners]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{}\"]\n",
+        config(
+            "weighted_round_robin",
+            &[a.addr().to_string(), b.addr().to_string()],
+            ""
+        ),
+        c.addr()
+    ));
+    browser.open(&format!("http://{}/", admin.addr));
+
+    let rows = "return Array.from(document.querySelectorAll('tr[data-backend]')).map(r => \
+                [r.dataset.listener, r.dataset.backend, \
+                 r.querySelector('[data-field=total_connections]').textContent])";
+    let shown = |browser: &Browser| -> Vec<(String, String, String)> {
+        browser
+            .run(rows)
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let s = |i: usize| r[i].as_str().unwrap_or_default().to_string();
+                        (s(0), s(1), s(2))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let expected = [
+        ("web", a.addr().to_string()),
+        ("web", b.addr().to_string()),
+        ("api", c.addr().to_string()),
+    ];
+    let all_shown = eventually(DEADLINE, || {
+        let rows = shown(&browser);
+        rows.len() == expected.len()
+            && expected
+                .iter()
+                .all(|(l, b)| rows.iter().any(|(rl, rb, _)| rl == l && rb == b))
+    });
+    assert!(
+        all_shown,
+        "the dashboard does not show every backend: {:?}",
+        shown(&browser)
+    );
+    let total_of = |browser: &Browser, backend: &str| {
+        shown(browser)
+            .into_iter()
+            .find(|(_, b, _)| b == backend)
+            .and_then(|(_, _, total)| total.parse::<u64>().ok())
+    };
+    assert_eq!(total_of(&browser, &a.addr().to_string()), Some(0));
+
+    // Traffic that keeps going while the page polls, so its chart moves.
+    let web = admin.balancer.addr("web");
+    let api = admin.balancer.addr("api");
+    let rose = eventually(DEADLINE, || {
+        backends_reached(web, 3);
+        backends_reached(api, 1);
+        total_of(&browser, &a.addr().to_string()).is_some_and(|n| n >= 6)
+    });
+    assert!(
+        rose,
+        "the total of backend a did not rise: {:?}",
+        shown(&browser)
+    );
+    for _ in 0..3 {
+        // A few more polls with traffic, for a chart worth looking at.
+        let seen = total_of(&browser, &c.addr().to_string()).unwrap_or(0);
+        let moved = eventually(DEADLINE, || {
+            backends_reached(web, 3);
+            backends_reached(api, 2);
+            total_of(&browser, &c.addr().to_string()).is_some_and(|n| n > seen)
+        });
+        assert!(moved, "the dashboard stopped updating");
+    }
+
+    // A drained backend shows its state.
+    let path = format!("/api/listeners/web/backends/{}", b.addr());
+    let drained = admin.request("PATCH", &path, &[JSON], Some(r#"{"state": "draining"}"#));
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    let state_of = format!(
+        "const row = document.querySelector('tr[data-backend=\"{}\"] .state'); \
+         return row ? [row.textContent, row.className] : null;",
+        b.addr()
+    );
+    let shown_draining = eventually(DEADLINE, || {
+        browser.run(&state_of) == serde_json::json!(["draining", "state draining"])
+    });
+    assert!(
+        shown_draining,
+        "the state is not shown: {}",
+        browser.run(&state_of)
+    );
+    backends_reached(web, 3);
+
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-dashboard.png");
+    browser.screenshot(&screenshot);
+    eprintln!("dashboard screenshot: {}", screenshot.display());
+    let errors: Vec<(String, String)> = browser
+        .console()
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE" || level == "WARNING")
+        .collect();
+    assert!(errors.is_empty(), "the page logged errors: {errors:?}");
+    drop(browser);
+    admin.balancer.stop();
+}
+
+#[test]
+fn the_demo_serves_its_dashboard_on_port_9000() {
+    let _ports = fixed_ports();
+    let mut demo = Balancer::spawn(["demo"], None);
+    let listening = [
+        SocketAddr::from(([127, 0, 0, 1], 24003)),
+        SocketAddr::from(([127, 0, 0, 1], 24004)),
+    ];
+    demo.wait_listening_on(&listening);
+    assert!(demo.wait_for_log(DEADLINE, |l| {
+        l.contains("admin listening address=127.0.0.1:9000")
+    }));
+    // Stdout is read by its own thread: wait for it too.
+    assert!(
+        eventually(DEADLINE, || demo
+            .stdout()
+            .contains("http://127.0.0.1:9000/")),
+        "{}",
+        demo.stdout()
+    );
+    let admin = SocketAddr::from(([127, 0, 0, 1], 9000));
+    let status = http_request(admin, "GET", "/api/status", &[], None, DEADLINE)
+        .expect("the demo's admin answers");
+    let status: Value = serde_json::from_str(&status.body).expect("JSON");
+    let listeners: Vec<(String, usize)> = status["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .map(|l| {
+            let name = l["name"].as_str().unwrap_or_default().to_string();
+            (name, l["backends"].as_array().map_or(0, Vec::len))
+        })
+        .collect();
+    assert_eq!(listeners, [("web".to_string(), 4), ("api".to_string(), 1)]);
+    demo.stop();
+}
+
+/// The value of the sample `name{labels}` (labels in any order, all of
+/// them) in Prometheus text.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let inner = rest.strip_suffix('}')?;
+            let mut found: Vec<(&str, &str)> = inner
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once("=\"")?;
+                    Some((k, v.trim_end_matches('"')))
+                })
+                .collect();
+            let mut wanted = labels.to_vec();
+            found.sort_unstable();
+            wanted.sort_unstable();
+            (metric == name && found == wanted)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+#[test]
+fn backend_up_flips_to_0_when_a_backend_dies_with_health_checks_on() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let checks = "[listeners.health_check]\nkind = \"tcp\"\ninterval = \"100ms\"\n\
+                  timeout = \"500ms\"\nrise = 1\nfall = 1\n";
+    let admin = Admin::start(&format!(
+        "{}{checks}",
+        config(
+            "round_robin",
+            &[a.addr().to_string(), b.addr().to_string()],
+            ""
+        )
+    ));
+    let b_address = b.addr().to_string();
+    let labels = [("listener", "web"), ("backend", b_address.as_str())];
+    let checked = eventually(DEADLINE, || {
+        admin
+            .backend("web", &b_address)
+            .is_some_and(|b| b["last_check"] == "ok")
+    });
+    assert!(checked, "b was never checked: {}", admin.status());
+    assert_eq!(
+        sample(&admin.get("/metrics").body, "balancer_backend_up", &labels),
+        Some(1.0)
+    );
+
+    drop(b);
+    let down = eventually(DEADLINE, || {
+        sample(&admin.get("/metrics").body, "balancer_backend_up", &labels) == Some(0.0)
+    });
+    assert!(
+        down,
+        "backend_up of b did not flip: {}",
+        admin.get("/metrics").body
+    );
+    let status = admin.backend("web", &b_address).expect("b is listed");
+    assert_eq!(status["state"], "down");
+    assert_eq!(status["health"]["down_cause"], "checks");
+    assert!(
+        status["last_check"].as_str().is_some_and(|c| c != "ok"),
+        "the last check names its failure: {status}"
+    );
+    let down_state = [labels[0], labels[1], ("state", "down")];
+    assert_eq!(
+        sample(
+            &admin.get("/metrics").body,
+            "balancer_backend_state",
+            &down_state
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        backends_reached(admin.balancer.addr("web"), 3),
+        ["a", "a", "a"]
+    );
+    admin.balancer.stop();
+}
