@@ -23,6 +23,7 @@ use crate::runtime::state::ListenerState;
 /// A plain `fn` returning the future, not an `async fn`, so the arguments
 /// are stored once in it: this future lives as long as the connection, and
 /// its size is most of what an idle connection costs.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn handle(
     client: TcpStream,
     peer: SocketAddr,
