@@ -5,6 +5,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc instead of glibc's malloc: each connection makes a few
+/// 128-byte-aligned allocations (its task, tokio's two socket records), on
+/// which glibc loses about 180 bytes apiece; jemalloc's size classes don't.
+/// Measured: 1.9 KiB -> 1.4 KiB RSS per idle proxied connection, CPU per
+/// request unchanged (docs/benchmarks.md).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = balancer::cli::Cli::parse();
     match balancer::cli::execute(cli) {

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod splice;
 pub mod tcp;
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -18,34 +19,48 @@ use crate::runtime::state::ListenerState;
 /// Serves one admitted client: connect to a backend (with retries), relay
 /// until both sides are done, the connection idles out, or `close` is
 /// cancelled (drain timeout). Never fails: outcomes are logged.
-pub async fn handle(
+///
+/// A plain `fn` returning the future, not an `async fn`, so the arguments
+/// are stored once in it: this future lives as long as the connection, and
+/// its size is most of what an idle connection costs.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn handle(
     client: TcpStream,
     peer: SocketAddr,
     state: Arc<ListenerState>,
     close: CancellationToken,
-) {
-    let listener = state.config.name.as_str();
-    let _ = client.set_nodelay(true);
-    let connected = tokio::select! {
-        connected = connect::connect(&state, canonical_ip(peer.ip())) => connected,
-        _ = close.cancelled() => return,
-    };
-    let (backend, guard) = match connected {
-        Ok(found) => found,
-        Err(err) => {
-            tracing::warn!(listener, client = %peer, error = %err, "client closed: no backend could be reached");
-            return;
-        }
-    };
-    let address = guard.backend().address.as_str();
-    tracing::debug!(listener, client = %peer, backend = address, "connected");
-    let options = tcp::RelayOptions {
-        buffer_size: state.config.buffer_size,
-        idle_timeout: state.config.idle_timeout,
-        zero_copy: true,
-    };
-    let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
-    tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _ = client.set_nodelay(true);
+        // Boxed: the connect phase (retries, timeouts) is short-lived, so
+        // its state is allocated only while connecting instead of widening
+        // every connection's future for its whole life.
+        let connected = Box::pin(async {
+            tokio::select! {
+                connected = connect::connect(&state, canonical_ip(peer.ip())) => Some(connected),
+                _ = close.cancelled() => None,
+            }
+        })
+        .await;
+        let listener = state.config.name.as_str();
+        let (backend, guard) = match connected {
+            None => return,
+            Some(Ok(found)) => found,
+            Some(Err(err)) => {
+                tracing::warn!(listener, client = %peer, error = %err, "client closed: no backend could be reached");
+                return;
+            }
+        };
+        let address = guard.backend().address.as_str();
+        tracing::debug!(listener, client = %peer, backend = address, "connected");
+        let options = tcp::RelayOptions {
+            buffer_size: state.config.buffer_size,
+            idle_timeout: state.config.idle_timeout,
+            zero_copy: true,
+        };
+        let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
+        tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
+    }
 }
 
 /// The client's address as the allow list and hashing see it: an

@@ -9,27 +9,37 @@
 //! syscalls per lease, and leasing per chunk means an idle connection holds
 //! no pipe (no file descriptors beyond its two sockets). When no pipe can
 //! be had (fd exhaustion), the caller copies instead.
+//!
+//! This module only moves bytes and never waits: the relay's state machine
+//! polls socket readiness and calls [`PipeLease::fill`] and
+//! [`PipeLease::drain`] when it is ready.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::tcp::Activity;
-
 /// Pipes kept per worker thread for reuse; beyond this they are closed.
 const POOL_CAP: usize = 256;
 
-/// Bytes moved by one splice call at most: the default pipe capacity, so a
-/// splice into an empty pipe always has room (see [`pump`]).
+/// Bytes moved by one splice into the pipe at most: the default pipe
+/// capacity, so a splice into an empty pipe always has room.
 const CHUNK: usize = 64 * 1024;
+
+/// Non-blocking on the pipe too: a full pipe must never park the thread.
+const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
 
 thread_local! {
     static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Leases taken and not yet dropped on this thread (tests only).
+    static LEASED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The two ends of one non-blocking, close-on-exec pipe; closed on drop.
@@ -39,8 +49,8 @@ struct Pipe {
     write: OwnedFd,
 }
 
-/// A pipe borrowed from this thread's pool for one direction of one
-/// connection; given back on drop when empty, closed otherwise.
+/// A pipe borrowed from this thread's pool for one chunk of one direction;
+/// given back on drop when empty, closed otherwise.
 #[derive(Debug)]
 pub struct PipeLease {
     /// Always `Some` until drop takes it.
@@ -60,15 +70,59 @@ impl PipeLease {
                 Pipe { read, write }
             }
         };
+        #[cfg(test)]
+        LEASED.with(|n| n.set(n.get() + 1));
         Ok(PipeLease {
             pipe: Some(pipe),
             buffered: 0,
         })
     }
+
+    /// Bytes in the pipe still to be spliced out.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Splices what `from` has to read (up to 64 KiB) into the pipe, which
+    /// must be empty: then a would-block can only mean the socket has
+    /// nothing to read, and `try_io` rightly clears its readiness.
+    /// Returns 0 at end of stream.
+    pub(crate) fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
+        debug_assert_eq!(self.buffered, 0, "fill needs an empty pipe");
+        let pipe = self.pipe()?;
+        let n = from.try_io(Interest::READABLE, || {
+            splice(from, None, &pipe.write, None, CHUNK, FLAGS).map_err(io::Error::from)
+        })?;
+        self.buffered += n;
+        Ok(n)
+    }
+
+    /// Splices as much of the pipe's bytes into `to` as it takes now.
+    pub(crate) fn drain(&mut self, to: &TcpStream) -> io::Result<usize> {
+        let pipe = self.pipe()?;
+        let want = self.buffered;
+        let n = to.try_io(Interest::WRITABLE, || {
+            splice(&pipe.read, None, to, None, want, FLAGS).map_err(io::Error::from)
+        })?;
+        if n == 0 {
+            // The pipe had bytes: nothing taken means the socket is gone.
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.buffered = self.buffered.saturating_sub(n);
+        Ok(n)
+    }
+
+    fn pipe(&self) -> io::Result<&Pipe> {
+        self.pipe
+            .as_ref()
+            .ok_or_else(|| io::Error::other("pipe lease already given back"))
+    }
 }
 
 impl Drop for PipeLease {
     fn drop(&mut self) {
+        #[cfg(test)]
+        LEASED.with(|n| n.set(n.get().saturating_sub(1)));
         let Some(pipe) = self.pipe.take() else { return };
         if self.buffered != 0 {
             return; // closed here: stale bytes must never reach another connection
@@ -88,60 +142,15 @@ pub(crate) fn pooled_pipes() -> usize {
     POOL.with(|pool| pool.borrow().len())
 }
 
+/// Pipes leased on this thread now (tests check what a relay holds).
+#[cfg(test)]
+pub(crate) fn leased_pipes() -> usize {
+    LEASED.with(std::cell::Cell::get)
+}
+
 /// A splice that moved at least this much keeps a direction in bulk mode;
 /// a shorter one means the burst is over and small messages are copied.
 pub(crate) const BULK_MIN: usize = 16 * 1024;
-
-/// Moves what `from` has to read into `to` through a leased pipe: one
-/// splice in, then splices out until the pipe is empty (so the pipe goes
-/// back to the pool empty, and a connection holds no pipe while idle).
-///
-/// Returns `Some(0)` at end of stream, `Some(n)` after moving `n` bytes
-/// (0 < n), and `None` when no pipe can be had (the caller copies).
-pub(crate) async fn forward(
-    from: &TcpStream,
-    to: &TcpStream,
-    counter: &AtomicU64,
-    activity: &Activity,
-) -> io::Result<Option<usize>> {
-    let Ok(mut lease) = PipeLease::take() else {
-        return Ok(None);
-    };
-    let Some(pipe) = lease.pipe.as_ref() else {
-        return Ok(None);
-    };
-    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-    // The pipe is empty here, so a would-block can only mean the socket has
-    // nothing to read, and clearing its readiness is right.
-    let n = loop {
-        match from.try_io(Interest::READABLE, || {
-            splice(from, None, &pipe.write, None, CHUNK, flags).map_err(io::Error::from)
-        }) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => from.readable().await?,
-            Err(e) => return Err(e),
-        }
-    };
-    if n == 0 {
-        return Ok(Some(0));
-    }
-    lease.buffered = n;
-    activity.touch();
-    while lease.buffered > 0 {
-        match to.try_io(Interest::WRITABLE, || {
-            splice(&pipe.read, None, to, None, lease.buffered, flags).map_err(io::Error::from)
-        }) {
-            Ok(m) => {
-                lease.buffered -= m;
-                counter.fetch_add(m as u64, Ordering::Relaxed);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    activity.touch();
-    Ok(Some(n))
-}
 
 #[cfg(test)]
 mod tests {

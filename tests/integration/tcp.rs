@@ -188,3 +188,80 @@ fn connections_to_backends_come_from_source_address() {
     drop(client);
     balancer.stop();
 }
+
+/// The balancer's open file descriptors, by kind (`socket`, `pipe`, ...).
+fn open_fds(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the balancer's fd table")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            target.split(':').next().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// "12 socket, 4 pipe, ...": counts by kind, for failure messages.
+fn fd_summary(fds: &[String]) -> String {
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for kind in fds {
+        *kinds.entry(kind).or_default() += 1;
+    }
+    let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    parts.join(", ")
+}
+
+/// One connection that moves `len` bytes each way and closes.
+fn echo_through(addr: SocketAddr, payload: &[u8]) {
+    let mut client = connect(addr);
+    client
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set a read timeout");
+    client.write_all(payload).expect("send the payload");
+    let mut back = vec![0u8; payload.len()];
+    client.read_exact(&mut back).expect("read the echo");
+    assert!(back == payload, "the echo differs from what was sent");
+}
+
+#[test]
+fn a_thousand_bulk_connections_leak_no_file_descriptors() {
+    // 64 KiB each way through 4 KiB buffers: every connection turns bulk
+    // and moves most of its bytes by splice through pooled pipes.
+    let backend = Backend::echo();
+    let config = format!(
+        "[global]\nworkers = 1\nbuffer_size = 4096\n{}",
+        one_listener(backend.addr(), "")
+    );
+    let balancer = Balancer::start(&config, Format::Toml);
+    let addr = balancer.addr("web");
+    let pid = balancer.pid();
+    let payload = pseudo_random_bytes(64 * 1024, 7);
+
+    // Warm up, so the pools hold what sequential connections need.
+    for _ in 0..20 {
+        echo_through(addr, &payload);
+    }
+    let settled = |limit: usize| eventually(PROMPTLY, || open_fds(pid).len() <= limit);
+    let baseline = open_fds(pid);
+    #[cfg(target_os = "linux")]
+    assert!(
+        baseline.iter().any(|kind| kind == "pipe"),
+        "no pooled pipe after bulk traffic: splice was not used ({})",
+        fd_summary(&baseline)
+    );
+    assert!(
+        settled(baseline.len()),
+        "connections still open after warm-up"
+    );
+
+    for _ in 0..1000 {
+        echo_through(addr, &payload);
+    }
+    assert!(
+        settled(baseline.len()),
+        "fds open after 1,000 connections: {}; before: {}",
+        fd_summary(&open_fds(pid)),
+        fd_summary(&baseline)
+    );
+    balancer.stop();
+}
