@@ -95,6 +95,10 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Headers and a streamed body go out as separate writes:
+                    // without this, Nagle and delayed ACKs hold the second
+                    // one back for tens of milliseconds.
+                    let _ = stream.set_nodelay(true);
                     let options = Arc::clone(&options);
                     tasks.spawn(serve_connection(stream, peer, options, graceful.watcher()));
                 }
