@@ -25,9 +25,14 @@ use tokio::net::TcpStream;
 /// Pipes kept per worker thread for reuse; beyond this they are closed.
 const POOL_CAP: usize = 256;
 
-/// Bytes moved by one splice into the pipe at most: the default pipe
-/// capacity, so a splice into an empty pipe always has room.
-const CHUNK: usize = 64 * 1024;
+/// The capacity asked of each new pipe: a splice moves up to a whole pipe,
+/// so a larger pipe halves the calls per MiB of bulk data. The kernel may
+/// refuse (a user past `pipe-user-pages-soft`); the pipe then keeps the
+/// size it has, which [`Pipe::capacity`] records.
+const PIPE_SIZE: usize = 256 * 1024;
+
+/// Linux's default pipe capacity, assumed if the size cannot be read.
+const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
 
 /// Non-blocking on the pipe too: a full pipe must never park the thread.
 const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
@@ -47,6 +52,9 @@ thread_local! {
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Bytes the pipe holds at most: one splice into it moves up to this
+    /// much, and into an empty pipe always has room.
+    capacity: usize,
 }
 
 /// A pipe borrowed from this thread's pool for one chunk of one direction;
@@ -67,7 +75,14 @@ impl PipeLease {
             Some(pipe) => pipe,
             None => {
                 let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
-                Pipe { read, write }
+                let capacity = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE)
+                    .or_else(|_| rustix::pipe::fcntl_getpipe_size(&write))
+                    .unwrap_or(DEFAULT_PIPE_SIZE);
+                Pipe {
+                    read,
+                    write,
+                    capacity,
+                }
             }
         };
         #[cfg(test)]
@@ -83,7 +98,7 @@ impl PipeLease {
         self.buffered
     }
 
-    /// Splices what `from` has to read (up to 64 KiB) into the pipe, which
+    /// Splices what `from` has to read (up to the pipe's capacity) into the pipe, which
     /// must be empty: then a would-block can only mean the socket has
     /// nothing to read, and `try_io` rightly clears its readiness.
     /// Returns 0 at end of stream.
@@ -91,7 +106,7 @@ impl PipeLease {
         debug_assert_eq!(self.buffered, 0, "fill needs an empty pipe");
         let pipe = self.pipe()?;
         let n = from.try_io(Interest::READABLE, || {
-            splice(from, None, &pipe.write, None, CHUNK, FLAGS).map_err(io::Error::from)
+            splice(from, None, &pipe.write, None, pipe.capacity, FLAGS).map_err(io::Error::from)
         })?;
         self.buffered += n;
         Ok(n)
