@@ -194,6 +194,32 @@ pub(crate) mod tests {
         counts
     }
 
+    /// Per-backend totals of `threads` threads each making `count` picks
+    /// at once on the same balancer.
+    pub(crate) fn tally_from_threads(
+        balancer: &dyn Balancer,
+        backends: &[Arc<Backend>],
+        threads: usize,
+        count: usize,
+    ) -> Vec<usize> {
+        let per_thread: Vec<Vec<usize>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| tally(balancer, backends, count)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a picking thread panicked"))
+                .collect()
+        });
+        let mut totals = vec![0; backends.len()];
+        for counts in per_thread {
+            for (total, count) in totals.iter_mut().zip(counts) {
+                *total += count;
+            }
+        }
+        totals
+    }
+
     #[test]
     fn every_algorithm_returns_none_for_an_empty_backend_set() {
         for algorithm in ALGORITHMS {

@@ -84,7 +84,7 @@ mod tests {
     use super::RoundRobin;
     use crate::backend::State;
     use crate::balance::Balancer;
-    use crate::balance::tests::{equal_backends, fresh, letters, retry, tally};
+    use crate::balance::tests::{equal_backends, fresh, letters, retry, tally, tally_from_threads};
 
     #[test]
     fn picks_go_through_the_backends_in_config_order() {
@@ -116,21 +116,7 @@ mod tests {
         const PICKS_PER_THREAD: usize = 5 * 10_000;
         let set = equal_backends(5);
         let balancer = RoundRobin::new();
-        let per_thread: Vec<Vec<usize>> = thread::scope(|scope| {
-            let workers: Vec<_> = (0..THREADS)
-                .map(|_| scope.spawn(|| tally(&balancer, &set, PICKS_PER_THREAD)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a picking thread panicked"))
-                .collect()
-        });
-        let mut totals = vec![0; set.len()];
-        for counts in per_thread {
-            for (total, count) in totals.iter_mut().zip(counts) {
-                *total += count;
-            }
-        }
+        let totals = tally_from_threads(&balancer, &set, THREADS, PICKS_PER_THREAD);
         let each = THREADS * PICKS_PER_THREAD / set.len();
         assert_eq!(totals, vec![each; set.len()]);
     }

@@ -128,7 +128,6 @@ impl Balancer for SmoothWeighted {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::thread;
     use std::time::Duration;
 
     use proptest::prelude::*;
@@ -136,7 +135,7 @@ mod tests {
     use super::SmoothWeighted;
     use crate::backend::{Backend, HealthPolicy, State};
     use crate::balance::Balancer;
-    use crate::balance::tests::{backends, fresh, letters, retry, tally};
+    use crate::balance::tests::{backends, fresh, letters, retry, tally, tally_from_threads};
 
     /// Backends that come back up at full weight at once, so sequences
     /// across a change of state are nginx's exactly.
@@ -254,21 +253,7 @@ mod tests {
         const THREADS: usize = 4;
         const PERIODS_PER_THREAD: usize = 5_000;
         let (swrr, set) = balancer(&[3, 1, 2, 1]);
-        let per_thread: Vec<Vec<usize>> = thread::scope(|scope| {
-            let workers: Vec<_> = (0..THREADS)
-                .map(|_| scope.spawn(|| tally(&swrr, &set, 7 * PERIODS_PER_THREAD)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a picking thread panicked"))
-                .collect()
-        });
-        let mut totals = vec![0; set.len()];
-        for counts in per_thread {
-            for (total, count) in totals.iter_mut().zip(counts) {
-                *total += count;
-            }
-        }
+        let totals = tally_from_threads(&swrr, &set, THREADS, 7 * PERIODS_PER_THREAD);
         let periods = THREADS * PERIODS_PER_THREAD;
         assert_eq!(totals, [3 * periods, periods, 2 * periods, periods]);
     }
