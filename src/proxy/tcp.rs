@@ -455,6 +455,23 @@ mod tests {
     /// Both relay paths: user-space copy, and splice where it exists.
     const PATHS: [bool; 2] = [false, true];
 
+    /// Spawns a relay between `client_side` and `backend_side` on this
+    /// test's runtime; returns it and the token that closes it.
+    fn spawn_relay(
+        client_side: TcpStream,
+        backend_side: TcpStream,
+        idle: Duration,
+        zero_copy: bool,
+    ) -> (tokio::task::JoinHandle<Outcome>, CancellationToken) {
+        let close = CancellationToken::new();
+        let trigger = close.clone();
+        let relay = tokio::spawn(async move {
+            let opts = options(idle, zero_copy);
+            relay(client_side, backend_side, &opts, &Stats::default(), &close).await
+        });
+        (relay, trigger)
+    }
+
     /// Deterministic pseudo-random bytes (xorshift), so a mismatch is
     /// reproducible.
     fn bytes(len: usize, mut seed: u64) -> Vec<u8> {
@@ -523,18 +540,12 @@ mod tests {
         for zero_copy in PATHS {
             let (client_side, mut client) = pair().await;
             let (backend_side, mut backend) = pair().await;
-            let stats = Stats::default();
-            let close = CancellationToken::new();
-            let relay = tokio::spawn(async move {
-                relay(
-                    client_side,
-                    backend_side,
-                    &options(Duration::from_secs(60), zero_copy),
-                    &stats,
-                    &close,
-                )
-                .await
-            });
+            let (relay, _close) = spawn_relay(
+                client_side,
+                backend_side,
+                Duration::from_secs(60),
+                zero_copy,
+            );
             client.write_all(b"question").await.unwrap();
             client.shutdown().await.unwrap();
             // The backend sees the whole question, then end of stream.
@@ -584,18 +595,12 @@ mod tests {
         for zero_copy in PATHS {
             let (client_side, mut client) = pair().await;
             let (backend_side, mut backend) = pair().await;
-            let stats = Stats::default();
-            let close = CancellationToken::new();
-            let relay = tokio::spawn(async move {
-                relay(
-                    client_side,
-                    backend_side,
-                    &options(Duration::from_secs(10), zero_copy),
-                    &stats,
-                    &close,
-                )
-                .await
-            });
+            let (relay, _close) = spawn_relay(
+                client_side,
+                backend_side,
+                Duration::from_secs(10),
+                zero_copy,
+            );
             for _ in 0..5 {
                 // 6 s apart: longer than half the timeout, 30 s in all.
                 tokio::time::advance(Duration::from_secs(6)).await;
@@ -615,19 +620,12 @@ mod tests {
         for zero_copy in PATHS {
             let (client_side, mut client) = pair().await;
             let (backend_side, _backend) = pair().await;
-            let stats = Stats::default();
-            let close = CancellationToken::new();
-            let trigger = close.clone();
-            let relay = tokio::spawn(async move {
-                relay(
-                    client_side,
-                    backend_side,
-                    &options(Duration::from_secs(60), zero_copy),
-                    &stats,
-                    &close,
-                )
-                .await
-            });
+            let (relay, trigger) = spawn_relay(
+                client_side,
+                backend_side,
+                Duration::from_secs(60),
+                zero_copy,
+            );
             trigger.cancel();
             assert!(matches!(relay.await.unwrap(), Outcome::Closed));
             let mut rest = Vec::new();
@@ -641,15 +639,14 @@ mod tests {
             // As in the balancer: the client's socket is an accepted one.
             let (_client, client_side) = pair().await;
             let (backend_side, _backend) = pair().await;
-            let stats = Stats::default();
-            let close = CancellationToken::new();
-            let trigger = close.clone();
             // The relay runs on this test's thread, so the thread-local
             // lease count sees exactly its buffers.
-            let relay = tokio::spawn(async move {
-                let opts = options(Duration::from_secs(60), zero_copy);
-                relay(client_side, backend_side, &opts, &stats, &close).await
-            });
+            let (relay, trigger) = spawn_relay(
+                client_side,
+                backend_side,
+                Duration::from_secs(60),
+                zero_copy,
+            );
             // Let the relay run until it waits on both sockets again.
             for _ in 0..100 {
                 tokio::task::yield_now().await;
@@ -696,8 +693,6 @@ mod tests {
         for zero_copy in PATHS {
             let (client_side, mut client) = pair().await;
             let (backend_side, mut backend) = pair().await;
-            let stats = Stats::default();
-            let close = CancellationToken::new();
             // Far more than loopback socket buffers hold, so with the
             // backend not reading, the relay's writes must block.
             let up = bytes(16 << 20, 3);
@@ -708,10 +703,12 @@ mod tests {
                 client.shutdown().await.unwrap();
                 client
             });
-            let relay = tokio::spawn(async move {
-                let opts = options(Duration::from_secs(60), zero_copy);
-                relay(client_side, backend_side, &opts, &stats, &close).await
-            });
+            let (relay, _close) = spawn_relay(
+                client_side,
+                backend_side,
+                Duration::from_secs(60),
+                zero_copy,
+            );
             // The relay waits on the backend, holding the chunk it could
             // not write yet, and nothing more.
             assert!(
@@ -734,12 +731,12 @@ mod tests {
         for zero_copy in PATHS {
             let (client_side, mut client) = pair().await;
             let (backend_side, mut backend) = pair().await;
-            let stats = Stats::default();
-            let close = CancellationToken::new();
-            let relay = tokio::spawn(async move {
-                let opts = options(Duration::from_secs(60), zero_copy);
-                relay(client_side, backend_side, &opts, &stats, &close).await
-            });
+            let (relay, _close) = spawn_relay(
+                client_side,
+                backend_side,
+                Duration::from_secs(60),
+                zero_copy,
+            );
             // Bulk first, so on the splice path the reset meets splice.
             let down = bytes(1 << 20, 4);
             backend.write_all(&down).await.unwrap();
