@@ -205,7 +205,7 @@ pub fn print_out(text: &str) -> Result<(), Error> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Runtime(format!(
             "cannot write to stdout: {}",
-            crate::error::io_reason(&e)
+            crate::net::io_reason(&e)
         ))),
         _ => Ok(()),
     }

@@ -45,26 +45,7 @@ impl Error {
         Error::Bind {
             addr,
             what: what.into(),
-            reason: io_reason(err),
-        }
-    }
-}
-
-/// An I/O error in words, without Rust's debug formatting: "address already
-/// in use", "no such file or directory".
-pub fn io_reason(err: &io::Error) -> String {
-    match err.kind() {
-        io::ErrorKind::AddrInUse => "address already in use".to_string(),
-        io::ErrorKind::AddrNotAvailable => "address not available on this machine".to_string(),
-        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        _ => {
-            // std renders OS errors as "text (os error N)"; keep the text.
-            let text = err.to_string();
-            match text.find(" (os error") {
-                Some(at) => text[..at].to_lowercase(),
-                None => text,
-            }
+            reason: crate::net::io_reason(err),
         }
     }
 }

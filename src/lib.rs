@@ -46,7 +46,10 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod net;
 pub mod proxy;
 pub mod runtime;
+#[cfg(test)]
+mod testing;
 
 pub use error::Error;

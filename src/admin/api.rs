@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::{Admin, dashboard, metrics};
-use crate::backend::{Backend, State};
+use crate::backend::{Backend, BackendState};
 use crate::config::BackendSpec;
 use crate::runtime::state::{ListenerSlot, ListenerState};
 use crate::runtime::stats::Rejection;
@@ -572,7 +572,7 @@ fn backend_json(admin: &Admin, state: &ListenerState, backend: &Backend) -> Back
     let effective_weight = backend.effective_weight() as f64 / 1000.0;
     BackendStatus {
         address: backend.address.clone(),
-        resolved: backend.addr.to_string(),
+        resolved: backend.resolved.to_string(),
         weight: backend.weight(),
         state: backend.state().name(),
         removing,
@@ -763,7 +763,7 @@ fn remove_backend(
                     address: address.to_string(),
                 });
             }
-            backend.set_state(State::Draining);
+            backend.set_state(BackendState::Draining);
             let started = removals.insert(key.clone());
             Ok((
                 next_state(current, current.backends.clone()),
@@ -803,14 +803,14 @@ async fn remove_when_idle(admin: Arc<Admin>, key: (String, String), backend: Arc
             () = admin.stop.cancelled() => return,
             _ = poll.tick() => {}
         }
-        if backend.state() != State::Draining || backend.stats.active.load(Relaxed) == 0 {
+        if backend.state() != BackendState::Draining || backend.stats.active.load(Relaxed) == 0 {
             break;
         }
     }
     // Checked again under the writer lock: a PATCH to `up` may have come
     // between the poll and here.
     let removed = admin.registry.update(listener, |current| {
-        if backend.state() != State::Draining {
+        if backend.state() != BackendState::Draining {
             return Err(());
         }
         let backends = current
@@ -899,10 +899,10 @@ fn weight(value: &Value) -> Result<u32, AdminError> {
 }
 
 /// A state a PATCH may set.
-fn settable_state(value: &Value) -> Result<State, AdminError> {
+fn settable_state(value: &Value) -> Result<BackendState, AdminError> {
     match value {
-        Value::String(s) if s == "up" => Ok(State::Up),
-        Value::String(s) if s == "draining" => Ok(State::Draining),
+        Value::String(s) if s == "up" => Ok(BackendState::Up),
+        Value::String(s) if s == "draining" => Ok(BackendState::Draining),
         Value::String(s) => Err(AdminError::BadState(s.clone())),
         other => Err(wrong_type("state", "\"up\" or \"draining\"", other)),
     }
@@ -950,7 +950,7 @@ async fn resolve(address: &str) -> Result<SocketAddr, AdminError> {
             .ok_or_else(|| bad("the host name resolves to no address")),
         Ok(Err(e)) => Err(bad(&format!(
             "cannot resolve the host name: {}",
-            crate::error::io_reason(&e)
+            crate::net::io_reason(&e)
         ))),
         Err(_) => Err(bad("resolving the host name timed out")),
     }

@@ -16,7 +16,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::backend::{Backend, State};
+use crate::backend::{Backend, BackendState};
 use crate::runtime::state::{ListenerSlot, ListenerState, Registry};
 use crate::runtime::stats::Rejection;
 
@@ -275,7 +275,7 @@ impl Collector for BalancerCollector {
             MetricType::Gauge,
             |m| {
                 each_backend(&listeners, |l, b| {
-                    gauge(m, l, i64::from(b.state() != State::Down))
+                    gauge(m, l, i64::from(b.state() != BackendState::Down))
                 })
             },
         )?;
@@ -287,7 +287,7 @@ impl Collector for BalancerCollector {
             |m| {
                 each_backend(&listeners, |[listener, backend], b| {
                     let current = b.state();
-                    for state in [State::Up, State::Down, State::Draining] {
+                    for state in [BackendState::Up, BackendState::Down, BackendState::Draining] {
                         let labels = [*listener, *backend, ("state", state.name())];
                         gauge(m, &labels, i64::from(current == state))?;
                     }

@@ -145,7 +145,7 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
                 });
             }
             Err(e) => {
-                tracing::warn!(error = %crate::error::io_reason(&e), "admin accept failed; backing off");
+                tracing::warn!(error = %crate::net::io_reason(&e), "admin accept failed; backing off");
                 tokio::select! {
                     () = admin.stop.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}

@@ -6,13 +6,13 @@
 //! connect results and latency, health checks change its state, and the
 //! admin API reads all of it. Everything live is in three parts:
 //!
-//! - [`state`]: up, down or draining; the rise/fall counting that changes
+//! - [`health`]: up, down or draining; the rise/fall counting that changes
 //!   it, with the last error and last change; the slow-start ramp.
 //! - [`ewma`]: the peak EWMA of connect latency (`power_of_two`).
 //! - [`stats`]: counters (active, connecting, total, bytes, failures).
 
 pub mod ewma;
-pub mod state;
+pub mod health;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use crate::config::BackendSpec;
 pub use ewma::PeakEwma;
-pub use state::{
-    DownCause, Health, HealthPolicy, HealthSnapshot, PassivePolicy, State, Transition,
+pub use health::{
+    BackendState, DownCause, Health, HealthPolicy, HealthSnapshot, PassivePolicy, Transition,
 };
 pub use stats::{ConnectingGuard, ConnectionGuard, Stats};
 
@@ -33,8 +33,8 @@ pub use stats::{ConnectingGuard, ConnectionGuard, Stats};
 pub struct Backend {
     /// The address as written in the config: the backend's name everywhere.
     pub address: String,
-    /// The resolved address connected to.
-    pub addr: SocketAddr,
+    /// The address connected to: `address` with its host resolved.
+    pub resolved: SocketAddr,
     /// Relative share of traffic, at least 1: as configured, or as the
     /// admin API set it. An atomic so it can change on the shared backend
     /// (its counters and health stay); balancers read it when they are
@@ -44,7 +44,7 @@ pub struct Backend {
     weight: AtomicU32,
     /// Live counters.
     pub stats: Stats,
-    /// State, the evidence counted towards changing it, slow start.
+    /// BackendState, the evidence counted towards changing it, slow start.
     pub health: Health,
     /// Peak EWMA of connect latency.
     pub latency: PeakEwma,
@@ -57,7 +57,7 @@ impl Backend {
     pub fn new(spec: &BackendSpec) -> Backend {
         Backend {
             address: spec.address.clone(),
-            addr: spec.resolved,
+            resolved: spec.resolved,
             weight: AtomicU32::new(spec.weight),
             stats: Stats::default(),
             health: Health::default(),
@@ -83,13 +83,13 @@ impl Backend {
     }
 
     /// The current state.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> BackendState {
         self.health.state()
     }
 
     /// Sets the state as an operator would (admin API, tests); returns the
     /// previous one. See [`Health::set_state`].
-    pub fn set_state(&self, state: State) -> State {
+    pub fn set_state(&self, state: BackendState) -> BackendState {
         self.health.set_state(state, Instant::now())
     }
 

@@ -84,7 +84,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::LeastConnections;
-    use crate::backend::{Backend, ConnectionGuard, State};
+    use crate::backend::{Backend, BackendState, ConnectionGuard};
     use crate::balance::Balancer;
     use crate::balance::tests::{backends, equal_backends, fresh, letters, retry};
 
@@ -171,8 +171,8 @@ mod tests {
         // start b would take the next 30 connections in a row.
         let set = equal_backends(2);
         let _held = open(&set, 0, 30);
-        set[1].set_state(State::Down);
-        set[1].set_state(State::Up);
+        set[1].set_state(BackendState::Down);
+        set[1].set_state(BackendState::Up);
         let (picks, _guards) = connect(&LeastConnections::new(), &set, 30);
         // At 10% of its weight, b takes connections until b/0.1 reaches
         // a/1 (3 against a's 30), then shares at about 1 in 11.
@@ -183,8 +183,8 @@ mod tests {
     #[test]
     fn down_draining_and_tried_backends_are_never_picked() {
         let set = equal_backends(4);
-        set[0].set_state(State::Down);
-        set[1].set_state(State::Draining);
+        set[0].set_state(BackendState::Down);
+        set[1].set_state(BackendState::Draining);
         let balancer = LeastConnections::new();
         for _ in 0..10 {
             assert_eq!(balancer.pick(&set, &retry(&[2])), Some(3));

@@ -415,7 +415,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::backend::State;
+    use crate::backend::BackendState;
     use crate::balance::PickContext;
     use crate::balance::tests::{backends, equal_backends};
 
@@ -553,8 +553,8 @@ mod tests {
     fn health_plays_no_part_in_the_table() {
         let set = equal_backends(4);
         let before = Maglev::new(&set).summary();
-        set[1].set_state(State::Down);
-        set[2].set_state(State::Draining);
+        set[1].set_state(BackendState::Down);
+        set[2].set_state(BackendState::Draining);
         assert_eq!(Maglev::new(&set).summary(), before);
     }
 
@@ -598,7 +598,7 @@ mod tests {
         let set = equal_backends(5);
         let maglev = Maglev::new(&set);
         let before = assignments(&maglev, &set);
-        set[2].set_state(State::Down);
+        set[2].set_state(BackendState::Down);
         let during = assignments(&maglev, &set);
         let mut took_over = HashSet::new();
         for (was, now) in before.iter().zip(&during) {
@@ -610,7 +610,7 @@ mod tests {
             }
         }
         assert_eq!(took_over.len(), 4, "every other backend takes some");
-        set[2].set_state(State::Up);
+        set[2].set_state(BackendState::Up);
         assert_eq!(assignments(&maglev, &set), before);
     }
 
@@ -664,7 +664,7 @@ mod tests {
             let maglev = Maglev::new(&set);
             let before = assignments(&maglev, &set);
             let down = down.index(n);
-            set[down].set_state(State::Down);
+            set[down].set_state(BackendState::Down);
             let after = assignments(&maglev, &set);
             for (was, now) in before.iter().zip(&after) {
                 if *was == set[down].address {

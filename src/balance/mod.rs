@@ -116,7 +116,7 @@ pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::{Balancer, PickContext, build};
-    use crate::backend::{Backend, State};
+    use crate::backend::{Backend, BackendState};
     use crate::config::{Algorithm, BackendSpec};
 
     /// Every algorithm, so contract tests cannot forget a new one.
@@ -231,9 +231,9 @@ pub(crate) mod tests {
     #[test]
     fn every_algorithm_returns_none_when_every_backend_is_down_or_draining() {
         let set = backends(&[3, 1, 2]);
-        set[0].set_state(State::Down);
-        set[1].set_state(State::Draining);
-        set[2].set_state(State::Down);
+        set[0].set_state(BackendState::Down);
+        set[1].set_state(BackendState::Draining);
+        set[2].set_state(BackendState::Down);
         for algorithm in ALGORITHMS {
             let balancer = build(algorithm, &set);
             for _ in 0..10 {
@@ -254,8 +254,8 @@ pub(crate) mod tests {
     #[test]
     fn every_algorithm_finds_the_only_eligible_backend_every_time() {
         let set = backends(&[3, 1, 2, 1]);
-        set[0].set_state(State::Down);
-        set[3].set_state(State::Draining);
+        set[0].set_state(BackendState::Down);
+        set[3].set_state(BackendState::Draining);
         for algorithm in ALGORITHMS {
             let balancer = build(algorithm, &set);
             for _ in 0..50 {
@@ -296,9 +296,9 @@ pub(crate) mod tests {
         let set = equal_backends(2);
         for algorithm in ALGORITHMS {
             let balancer = build(algorithm, &set);
-            set[1].set_state(State::Down);
+            set[1].set_state(BackendState::Down);
             assert!((0..200).all(|i| balancer.pick(&set, &client(i)) == Some(0)));
-            set[1].set_state(State::Up);
+            set[1].set_state(BackendState::Up);
             assert!(
                 (0..200).any(|i| balancer.pick(&set, &client(i)) == Some(1)),
                 "{algorithm}"
@@ -319,7 +319,7 @@ pub(crate) mod tests {
                     .health
                     .record_connect_failure("refused", Instant::now());
             }
-            assert_eq!(set[1].state(), State::Down);
+            assert_eq!(set[1].state(), BackendState::Down);
             assert!((0..200).all(|i| balancer.pick(&set, &client(i)) == Some(0)));
             advance(Duration::from_secs(10)).await;
             assert!(
@@ -327,7 +327,7 @@ pub(crate) mod tests {
                 "{algorithm}"
             );
             set[1].health.record_connect_success(Instant::now());
-            assert_eq!(set[1].state(), State::Up);
+            assert_eq!(set[1].state(), BackendState::Up);
         }
     }
 }

@@ -129,7 +129,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::{PowerOfTwo, cost, distinct_pair};
-    use crate::backend::{Backend, ConnectionGuard, State};
+    use crate::backend::{Backend, BackendState, ConnectionGuard};
     use crate::balance::Balancer;
     use crate::balance::tests::{backends, equal_backends, retry, tally};
 
@@ -241,8 +241,8 @@ mod tests {
     #[test]
     fn down_draining_and_tried_backends_are_never_picked() {
         let set = measured(&[1, 1, 9, 9, 9]);
-        set[0].set_state(State::Down);
-        set[1].set_state(State::Draining);
+        set[0].set_state(BackendState::Down);
+        set[1].set_state(BackendState::Draining);
         let balancer = PowerOfTwo::new();
         let mut counts = [0usize; 5];
         for _ in 0..3_000 {

@@ -57,7 +57,7 @@ impl Balancer for Random {
 #[cfg(test)]
 mod tests {
     use super::Random;
-    use crate::backend::State;
+    use crate::backend::BackendState;
     use crate::balance::Balancer;
     use crate::balance::tests::{backends, equal_backends, retry, tally};
 
@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn a_down_backends_share_is_spread_over_all_others_not_its_neighbour() {
         let set = equal_backends(7);
-        set[3].set_state(State::Down);
+        set[3].set_state(BackendState::Down);
         let counts = tally(&Random::new(), &set, 60_000);
         assert_eq!(counts[3], 0);
         assert_near(
@@ -107,7 +107,7 @@ mod tests {
     fn with_most_backends_down_the_live_ones_share_evenly() {
         let set = equal_backends(7);
         for i in [0, 1, 2, 4, 6] {
-            set[i].set_state(State::Draining);
+            set[i].set_state(BackendState::Draining);
         }
         let counts = tally(&Random::new(), &set, 20_000);
         assert_near(&counts, &[0, 0, 0, 10_000, 0, 10_000, 0]);

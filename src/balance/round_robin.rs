@@ -82,7 +82,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::RoundRobin;
-    use crate::backend::State;
+    use crate::backend::BackendState;
     use crate::balance::Balancer;
     use crate::balance::tests::{equal_backends, fresh, letters, retry, tally, tally_from_threads};
 
@@ -126,7 +126,7 @@ mod tests {
         // With `a` down, a caller's turns can all land on `a` when other
         // threads take the turns on `b` in between; it must still get `b`.
         let set = equal_backends(2);
-        set[0].set_state(State::Down);
+        set[0].set_state(BackendState::Down);
         let balancer = RoundRobin::new();
         thread::scope(|scope| {
             for _ in 0..4 {
@@ -142,15 +142,15 @@ mod tests {
     #[test]
     fn down_and_draining_backends_are_skipped() {
         let set = equal_backends(5);
-        set[1].set_state(State::Down);
-        set[3].set_state(State::Draining);
+        set[1].set_state(BackendState::Down);
+        set[3].set_state(BackendState::Draining);
         assert_eq!(letters(&RoundRobin::new(), &set, 7), "aceacea");
     }
 
     #[test]
     fn a_down_backends_share_is_split_evenly_not_given_to_its_neighbour() {
         let set = equal_backends(3);
-        set[1].set_state(State::Down);
+        set[1].set_state(BackendState::Down);
         assert_eq!(tally(&RoundRobin::new(), &set, 1000), [500, 0, 500]);
     }
 
@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(balancer.pick(&set, &retry(&[1])), Some(2));
         assert_eq!(balancer.pick(&set, &retry(&[0, 1])), Some(2));
         // Only `b` is left; `a` is down.
-        set[0].set_state(State::Down);
+        set[0].set_state(BackendState::Down);
         assert_eq!(balancer.pick(&set, &retry(&[2])), Some(1));
     }
 
@@ -172,11 +172,11 @@ mod tests {
     fn nothing_eligible_gives_none_and_the_order_resumes_after() {
         let set = equal_backends(2);
         let balancer = RoundRobin::new();
-        set[0].set_state(State::Down);
-        set[1].set_state(State::Down);
+        set[0].set_state(BackendState::Down);
+        set[1].set_state(BackendState::Down);
         assert_eq!(balancer.pick(&set, &fresh()), None);
-        set[0].set_state(State::Up);
-        set[1].set_state(State::Up);
+        set[0].set_state(BackendState::Up);
+        set[1].set_state(BackendState::Up);
         assert_eq!(letters(&balancer, &set, 4), "abab");
     }
 
@@ -201,7 +201,7 @@ mod tests {
             let set = equal_backends(down.len());
             for (backend, &is_down) in set.iter().zip(&down) {
                 if is_down {
-                    backend.set_state(State::Down);
+                    backend.set_state(BackendState::Down);
                 }
             }
             let live = down.iter().filter(|&&d| !d).count();

@@ -133,7 +133,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::SmoothWeighted;
-    use crate::backend::{Backend, HealthPolicy, State};
+    use crate::backend::{Backend, BackendState, HealthPolicy};
     use crate::balance::Balancer;
     use crate::balance::tests::{backends, fresh, letters, retry, tally, tally_from_threads};
 
@@ -153,8 +153,8 @@ mod tests {
         // b (weight 10) comes back next to a (weight 10): at 10% it gets
         // about 1 pick in 11 instead of 1 in 2.
         let (swrr, set) = balancer(&[10, 10]);
-        set[1].set_state(State::Down);
-        set[1].set_state(State::Up);
+        set[1].set_state(BackendState::Down);
+        set[1].set_state(BackendState::Up);
         let counts = tally(&swrr, &set, 110);
         assert!((9..=11).contains(&counts[1]), "{counts:?}");
     }
@@ -208,7 +208,7 @@ mod tests {
     fn a_backend_down_from_the_start_leaves_the_others_their_own_sequence() {
         // b, c, d with weights 1, 2, 1 alone give c b d c.
         let (swrr, set) = balancer(&[3, 1, 2, 1]);
-        set[0].set_state(State::Down);
+        set[0].set_state(BackendState::Down);
         assert_eq!(letters(&swrr, &set, 12), "cbdc".repeat(3));
     }
 
@@ -220,7 +220,7 @@ mod tests {
         // 2 0 1 -> a (-4); -1 1 3 -> c (-3); 2 2 -1 -> a (-4).
         let (swrr, set) = balancer(&[3, 1, 2, 1]);
         assert_eq!(letters(&swrr, &set, 3), "acb");
-        set[3].set_state(State::Draining);
+        set[3].set_state(BackendState::Draining);
         assert_eq!(letters(&swrr, &set, 6), "acaaca");
     }
 
@@ -239,11 +239,11 @@ mod tests {
         without_slow_start(&set);
         assert_eq!(letters(&swrr, &set, 2), "ac");
         for backend in &set {
-            backend.set_state(State::Down);
+            backend.set_state(BackendState::Down);
         }
         assert_eq!(letters(&swrr, &set, 3), "---");
         for backend in &set {
-            backend.set_state(State::Up);
+            backend.set_state(BackendState::Up);
         }
         assert_eq!(letters(&swrr, &set, 12), "badcaacbadca");
     }
@@ -360,7 +360,7 @@ mod tests {
             let (swrr, set) = balancer(&weights);
             for (backend, &is_down) in set.iter().zip(&down) {
                 if is_down {
-                    backend.set_state(State::Down);
+                    backend.set_state(BackendState::Down);
                 }
             }
             let live_total: u32 = weights.iter().zip(&down).filter(|&(_, &d)| !d).map(|(w, _)| w).sum();
@@ -383,7 +383,7 @@ mod tests {
             for (up_mask, tried_mask) in rounds {
                 for (i, backend) in set.iter().enumerate() {
                     let up = up_mask & (1 << i) != 0;
-                    backend.set_state(if up { State::Up } else { State::Down });
+                    backend.set_state(if up { BackendState::Up } else { BackendState::Down });
                 }
                 let tried: Vec<usize> = (0..set.len()).filter(|&i| tried_mask & (1 << i) != 0).collect();
                 let ctx = retry(&tried);

@@ -15,6 +15,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::net::addr::{AddrError, ResolveError};
+use crate::net::{Plain, Quoted, io_reason};
+
 /// One problem found in a config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -163,47 +166,17 @@ pub enum Problem {
     /// A listener name that is empty.
     #[error("name is empty")]
     EmptyName,
-    /// An `allow` entry that is neither a CIDR network nor an IP address.
-    #[error("{} is not a CIDR network or IP address", Quoted(.0))]
-    BadCidr(String),
     /// `allow = []`: it would read as "no one", but an absent list means
     /// everyone, so an empty one is refused as ambiguous.
     #[error("the allow list is empty (leave the key out to let every client in)")]
     EmptyAllow,
-    /// A value that must be an IP address is not.
-    #[error("{} is not an IP address", Quoted(.0))]
-    BadIp(String),
-    /// An address without `:port`.
-    #[error("missing port (expected host:port)")]
-    MissingPort,
-    /// An address with nothing before `:port`.
-    #[error("missing host (expected host:port)")]
-    MissingHost,
-    /// The port part is not made of digits.
-    #[error("port is not a number")]
-    PortNotNumber,
-    /// The port is a number but not a usable one.
-    #[error("port {port} is out of range (expected {min} to 65535)")]
-    PortOutOfRange {
-        /// The port as written.
-        port: String,
-        /// 0 for listen addresses (any free port), 1 for backends.
-        min: u16,
-    },
-    /// An IPv6 address written without brackets (`::1:8080`).
-    #[error("IPv6 addresses must be in brackets, as in [::1]:8080")]
-    UnbracketedIpv6,
-    /// A listen address whose host is a name, not an IP address.
-    #[error("listen host {} is not an IP address", Quoted(.0))]
-    ListenHostNotIp(String),
-    /// A backend host that does not resolve; the resolver's reason in words.
-    #[error("host {} does not resolve ({reason})", Quoted(.host))]
-    Unresolved {
-        /// The host as written.
-        host: String,
-        /// Why, in words.
-        reason: String,
-    },
+    /// An address, network or IP address that does not parse (the shared
+    /// grammar of `net::addr`, in its words).
+    #[error(transparent)]
+    Address(#[from] AddrError),
+    /// A backend host that does not resolve.
+    #[error(transparent)]
+    Unresolved(#[from] ResolveError),
     /// A listener with an empty backend list.
     #[error("the backend list is empty")]
     NoBackends,
@@ -301,7 +274,7 @@ impl ConfigErrors {
             origin: origin.to_string(),
             line: None,
             context: Vec::new(),
-            problem: Problem::Unreadable(crate::error::io_reason(err)),
+            problem: Problem::Unreadable(io_reason(err)),
         }])
     }
 
@@ -342,35 +315,6 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 // === rendering helpers ===
-
-/// A value in double quotes, with quotes, backslashes and control characters
-/// escaped so one error stays one line.
-struct Quoted<'a>(&'a str);
-
-impl fmt::Display for Quoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
-        write!(f, "{}", Plain(self.0))?;
-        f.write_str("\"")
-    }
-}
-
-/// A value without quotes, escaped as in [`Quoted`].
-struct Plain<'a>(&'a str);
-
-impl fmt::Display for Plain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                c if c.is_control() => write!(f, "{}", c.escape_default())?,
-                c => write!(f, "{c}")?,
-            }
-        }
-        Ok(())
-    }
-}
 
 /// ` (first on line N)` when the line is known, else nothing.
 struct FirstOn(Option<usize>);
@@ -453,7 +397,7 @@ mod tests {
                 error(
                     Some(9),
                     vec![Context::Mapping("abc".into())],
-                    Problem::PortNotNumber,
+                    Problem::Address(AddrError::PortNotNumber),
                 ),
                 "f.toml:9: mapping \"abc\": port is not a number",
             ),

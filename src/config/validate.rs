@@ -7,16 +7,18 @@
 //! of the model; the model is returned only when nothing was found.
 //!
 //! Backend host names are resolved here, once per host, with the system
-//! resolver (`ToSocketAddrs`); the first address is kept. IP literals need no
+//! resolver (`net::addr::resolve_blocking`); the first address is kept. IP literals need no
 //! resolution. This is the only I/O in `config`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use toml::Spanned;
+
+use crate::net::addr::{self, AddrError, ResolveError};
 
 use super::error::{ConfigError, ConfigErrors, Context, Feature, Problem};
 use super::native::{
@@ -108,7 +110,7 @@ struct Validator<'a> {
     /// Listen addresses seen: address, whose, line.
     listens: Vec<(SocketAddr, Context, Option<usize>)>,
     /// Host name resolutions, once per host: an address or the reason.
-    resolved: HashMap<String, Result<IpAddr, String>>,
+    resolved: HashMap<String, Result<IpAddr, ResolveError>>,
 }
 
 /// A checked listener's fields, before it joins the model.
@@ -198,25 +200,7 @@ impl Validator<'_> {
                 self.report(spanned.span(), scope.to_vec(), problem);
                 None
             }
-            Some(value) => match listen_address(value.get_ref()) {
-                Ok(addr) => Some(addr),
-                Err(problem) => {
-                    // These problems do not quote the value: the context does.
-                    let context = if matches!(
-                        problem,
-                        Problem::MissingPort | Problem::MissingHost | Problem::PortNotNumber
-                    ) {
-                        with(
-                            &scope,
-                            Context::KeyValue(listen_key.into(), value.get_ref().clone()),
-                        )
-                    } else {
-                        with_key(&scope, listen_key)
-                    };
-                    self.report(value.span(), context, problem);
-                    None
-                }
-            },
+            Some(value) => self.listen_value(value, &scope, listen_key, false),
         };
         let token = self.text(&raw.token, &scope, "token", token);
         if let (Some(addr), Some(written)) = (listen, &raw.listen) {
@@ -347,7 +331,9 @@ impl Validator<'_> {
         let connect_timeout = self.duration(&raw.connect_timeout, &scope, "connect_timeout");
         let idle_timeout = self.duration(&raw.idle_timeout, &scope, "idle_timeout");
         let retries = self.int(&raw.retries, &scope, "retries", 0, MAX_RETRIES);
-        let source_address = self.text(&raw.source_address, &scope, "source_address", ip);
+        let source_address = self.text(&raw.source_address, &scope, "source_address", |t| {
+            Ok(addr::ip(t)?)
+        });
         self.text(
             &raw.proxy_protocol,
             &scope,
@@ -463,30 +449,41 @@ impl Validator<'_> {
             self.report(header.clone(), scope.to_vec(), problem);
             return None;
         };
-        match listen_address(value.get_ref()) {
-            Ok(addr) => Some(addr),
-            Err(problem) => {
-                // An INI mapping is named by its listen address already.
-                let context = match self.format {
-                    // These problems do not quote the value: the context does.
-                    Format::Toml
-                        if matches!(
-                            problem,
-                            Problem::MissingPort | Problem::MissingHost | Problem::PortNotNumber
-                        ) =>
-                    {
-                        with(
-                            scope,
-                            Context::KeyValue("listen".into(), value.get_ref().clone()),
-                        )
-                    }
-                    Format::Toml => with_key(scope, "listen"),
-                    Format::Ini => scope.to_vec(),
-                };
-                self.report(value.span(), context, problem);
-                None
-            }
-        }
+        // An INI mapping is named by its listen address already.
+        let named_by_value = self.format == Format::Ini;
+        self.listen_value(value, scope, "listen", named_by_value)
+    }
+
+    /// A listen address given under `key`. A bad one is reported with the
+    /// value in the context when the problem does not quote it itself,
+    /// unless the scope already names the value (`named_by_value`).
+    fn listen_value(
+        &mut self,
+        value: &Spanned<String>,
+        scope: &[Context],
+        key: &str,
+        named_by_value: bool,
+    ) -> Option<SocketAddr> {
+        let problem = match addr::listen_address(value.get_ref()) {
+            Ok(addr) => return Some(addr),
+            Err(problem) => problem,
+        };
+        let unquoted = matches!(
+            problem,
+            AddrError::MissingPort | AddrError::MissingHost | AddrError::PortNotNumber
+        );
+        let context = if named_by_value {
+            scope.to_vec()
+        } else if unquoted {
+            with(
+                scope,
+                Context::KeyValue(key.into(), value.get_ref().clone()),
+            )
+        } else {
+            with_key(scope, key)
+        };
+        self.report(value.span(), context, problem.into());
+        None
     }
 
     /// Names must be unique; listen addresses must be bindable side by side.
@@ -540,14 +537,14 @@ impl Validator<'_> {
         }
         let mut nets = Some(Vec::new());
         for entry in list.get_ref() {
-            match cidr(entry.get_ref()) {
+            match addr::cidr(entry.get_ref()) {
                 Ok(net) => {
                     if let Some(nets) = nets.as_mut() {
                         nets.push(net);
                     }
                 }
                 Err(problem) => {
-                    self.report(entry.span(), with_key(scope, "allow"), problem);
+                    self.report(entry.span(), with_key(scope, "allow"), problem.into());
                     nets = None;
                 }
             }
@@ -636,24 +633,17 @@ impl Validator<'_> {
     /// `host:port` to the address connected to: IP literals as they are,
     /// host names through the resolver (first answer, cached per host).
     fn backend_address(&mut self, address: &str) -> Result<SocketAddr, Problem> {
-        let (host, port) = split_host_port(address)?;
-        let port = port_number(port, 1)?;
-        if let Some(ip) = host.ip {
-            return Ok(SocketAddr::new(ip, port));
+        let parsed = addr::backend_address(address)?;
+        if let Some(literal) = parsed.literal() {
+            return Ok(literal);
         }
-        let host = host.text;
+        let host = parsed.host.text;
         let answer = self
             .resolved
             .entry(host.to_string())
-            .or_insert_with(|| resolve(host))
+            .or_insert_with(|| addr::resolve_blocking(host))
             .clone();
-        match answer {
-            Ok(ip) => Ok(SocketAddr::new(ip, port)),
-            Err(reason) => Err(Problem::Unresolved {
-                host: host.to_string(),
-                reason,
-            }),
-        }
+        Ok(SocketAddr::new(answer?, parsed.port))
     }
 }
 
@@ -765,81 +755,6 @@ fn proxy_protocol(value: &str) -> Result<(), Problem> {
     }
 }
 
-fn ip(text: &str) -> Result<IpAddr, Problem> {
-    text.trim()
-        .parse()
-        .map_err(|_| Problem::BadIp(text.to_string()))
-}
-
-/// A CIDR network, or a bare IP address as /32 or /128. Host bits are
-/// cleared, so `10.1.2.3/8` is `10.0.0.0/8`.
-fn cidr(text: &str) -> Result<IpNet, Problem> {
-    let t = text.trim();
-    if let Ok(net) = t.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    t.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| Problem::BadCidr(text.to_string()))
-}
-
-/// The host part of an address: its text (without brackets), and the IP it
-/// is when it is a literal.
-struct Host<'a> {
-    text: &'a str,
-    ip: Option<IpAddr>,
-}
-
-/// Splits `host:port` or `[ipv6]:port`, without judging the port.
-fn split_host_port(address: &str) -> Result<(Host<'_>, &str), Problem> {
-    let address = address.trim();
-    if let Some(rest) = address.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']').ok_or(Problem::MissingPort)?;
-        let port = after.strip_prefix(':').ok_or(Problem::MissingPort)?;
-        let ip = inside
-            .parse::<Ipv6Addr>()
-            .map_err(|_| Problem::BadIp(inside.to_string()))?;
-        let host = Host {
-            text: inside,
-            ip: Some(IpAddr::V6(ip)),
-        };
-        return Ok((host, port));
-    }
-    let (host, port) = address.rsplit_once(':').ok_or(Problem::MissingPort)?;
-    if host.contains(':') {
-        return Err(Problem::UnbracketedIpv6);
-    }
-    if host.is_empty() {
-        return Err(Problem::MissingHost);
-    }
-    let ip = host.parse::<IpAddr>().ok();
-    Ok((Host { text: host, ip }, port))
-}
-
-/// A port number in `min..=65535`.
-fn port_number(text: &str, min: u16) -> Result<u16, Problem> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Problem::PortNotNumber);
-    }
-    match text.parse::<u16>() {
-        Ok(port) if port >= min => Ok(port),
-        _ => Err(Problem::PortOutOfRange {
-            port: text.to_string(),
-            min,
-        }),
-    }
-}
-
-/// A listen address: an IP literal and a port (0 = any free port).
-fn listen_address(text: &str) -> Result<SocketAddr, Problem> {
-    let (host, port) = split_host_port(text)?;
-    let port = port_number(port, 0)?;
-    let ip = host
-        .ip
-        .ok_or_else(|| Problem::ListenHostNotIp(host.text.to_string()))?;
-    Ok(SocketAddr::new(ip, port))
-}
-
 /// Whether two listen addresses cannot both be bound: equal, or the same
 /// port where one is the unspecified address of the same family. Port 0
 /// (any free port) never conflicts.
@@ -849,33 +764,6 @@ fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
     }
     a.ip() == b.ip()
         || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified()))
-}
-
-/// Resolves a host name; the first address, or the reason in words.
-fn resolve(host: &str) -> Result<IpAddr, String> {
-    match (host, 0).to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .map(|a| a.ip())
-            .ok_or_else(|| "no addresses".to_string()),
-        Err(e) => Err(resolver_reason(&e)),
-    }
-}
-
-/// The resolver's reason without its prefix: std renders "failed to lookup
-/// address information: Name or service not known".
-fn resolver_reason(err: &std::io::Error) -> String {
-    let text = crate::error::io_reason(err);
-    let reason = text
-        .rsplit(": ")
-        .next()
-        .unwrap_or(&text)
-        .trim_end_matches('.');
-    let mut chars = reason.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => "unknown reason".to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -1538,27 +1426,5 @@ backends = ["localhost:8084"]
         assert!(!conflicts(a("0.0.0.0:80"), a("[::1]:80")));
         assert!(!conflicts(a("127.0.0.1:80"), a("127.0.0.1:81")));
         assert!(!conflicts(a("0.0.0.0:0"), a("0.0.0.0:0")));
-    }
-
-    #[test]
-    fn allow_takes_networks_and_bare_addresses() {
-        assert_eq!(
-            cidr("10.1.2.3/8").unwrap(),
-            "10.0.0.0/8".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(
-            cidr("127.0.0.2").unwrap(),
-            "127.0.0.2/32".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(cidr("::1").unwrap(), "::1/128".parse::<IpNet>().unwrap());
-        assert!(cidr("10.0.0.0/8/8").is_err());
-    }
-
-    #[test]
-    fn resolver_reasons_are_words() {
-        let err = std::io::Error::other(
-            "failed to lookup address information: Name or service not known",
-        );
-        assert_eq!(resolver_reason(&err), "name or service not known");
     }
 }

@@ -19,7 +19,7 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,15 +30,14 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use crate::net::accept::accept_loop;
+use crate::net::http_server::{HttpServer, percent_decode};
 
 /// What one demo backend answers and to whom; built by the CLI
 /// (`balancer backend`) and by `balancer demo`, shared by every connection.
@@ -63,10 +62,6 @@ pub struct BackendOptions {
 /// is closed, so idle or slow clients cannot hold connections forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the accept loop pauses after an accept error (for example
-/// `EMFILE`), so a full file table does not turn into a busy loop.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
 /// Size of one chunk read from a served file.
 const FILE_CHUNK: usize = 64 * 1024;
 
@@ -78,7 +73,7 @@ type AnswerBody = Either<Full<Bytes>, FileBody>;
 ///
 /// Binding is the caller's job (the CLI binds `--listen`, tests bind
 /// `127.0.0.1:0`), so this cannot fail: accept errors are logged and retried
-/// after a short pause. Once `shutdown` is cancelled the listener is closed
+/// after a pause. Once `shutdown` is cancelled the listener is closed
 /// at once (new connects are refused), idle keep-alive connections are
 /// closed, and requests already being answered finish first (including
 /// their `delay`); callers that need a bound wrap this in a timeout.
@@ -87,56 +82,23 @@ pub async fn serve(
     options: Arc<BackendOptions>,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
-    let tasks = TaskTracker::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Headers and a streamed body go out as separate writes:
-                    // without this, Nagle and delayed ACKs hold the second
-                    // one back for tens of milliseconds.
-                    let _ = stream.set_nodelay(true);
-                    let options = Arc::clone(&options);
-                    tasks.spawn(serve_connection(stream, peer, options, graceful.watcher()));
-                }
-                Err(error) => {
-                    tracing::warn!(backend = %options.name, %error, "accept failed; retrying shortly");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                    }
-                }
-            },
-        }
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    tasks.close();
-    tasks.wait().await;
-}
-
-/// Runs one client connection to its end, answering each request on it.
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    options: Arc<BackendOptions>,
-    watcher: Watcher,
-) {
-    let client = peer.ip().to_canonical();
-    let service = service_fn(move |request| {
+    let owner = format!("backend {}", options.name);
+    let server = HttpServer::new(owner.as_str(), HEADER_READ_TIMEOUT);
+    accept_loop(listener, &shutdown, &owner, |stream, peer| {
+        // Headers and a streamed body go out as separate writes: without
+        // this, Nagle and delayed ACKs hold the second one back for tens
+        // of milliseconds.
+        let _ = stream.set_nodelay(true);
+        let client = peer.ip().to_canonical();
         let options = Arc::clone(&options);
-        async move { Ok::<_, Infallible>(answer(request, client, &options).await) }
-    });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(%client, %error, "backend connection ended with an error");
-    }
+        let service = service_fn(move |request| {
+            let options = Arc::clone(&options);
+            async move { Ok::<_, Infallible>(answer(request, client, &options).await) }
+        });
+        server.serve(stream, peer, service, ());
+    })
+    .await;
+    server.shutdown(None).await;
 }
 
 /// Answers one request after the configured delay, and logs it.
@@ -295,7 +257,7 @@ fn safe_relative_path(path: &str) -> Option<PathBuf> {
     let rest = path.strip_prefix('/')?;
     let mut relative = PathBuf::new();
     for raw in rest.split('/') {
-        let segment = String::from_utf8(percent_decode(raw)?).ok()?;
+        let segment = percent_decode(raw)?;
         if segment.is_empty() {
             continue;
         }
@@ -305,32 +267,6 @@ fn safe_relative_path(path: &str) -> Option<PathBuf> {
         relative.push(segment);
     }
     Some(relative)
-}
-
-/// Decodes `%XX` escapes; `None` for a `%` not followed by two hex digits.
-fn percent_decode(segment: &str) -> Option<Vec<u8>> {
-    let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while let Some(&byte) = bytes.get(index) {
-        if byte == b'%' {
-            let high = hex_value(*bytes.get(index + 1)?)?;
-            let low = hex_value(*bytes.get(index + 2)?)?;
-            decoded.push(high << 4 | low);
-            index += 3;
-        } else {
-            decoded.push(byte);
-            index += 1;
-        }
-    }
-    Some(decoded)
-}
-
-/// The value of one hex digit, either case.
-fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|value| u8::try_from(value).ok())
 }
 
 /// What a safe relative path names under `--dir`.
@@ -487,10 +423,10 @@ impl Body for FileBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
     use std::time::Instant;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpSocket;
+    use tokio::net::{TcpSocket, TcpStream};
 
     /// Upper bound on any one exchange; a hang fails the test instead.
     const PATIENCE: Duration = Duration::from_secs(10);

@@ -100,7 +100,7 @@ fn spawn_backend(
 ) -> Result<(), Error> {
     let address = socket
         .local_addr()
-        .map_err(|e| Error::Runtime(crate::error::io_reason(&e)))?;
+        .map_err(|e| Error::Runtime(crate::net::io_reason(&e)))?;
     let socket = tokio::net::TcpListener::from_std(socket)
         .map_err(|e| Error::bind(address, format!("backend {}", options.name), &e))?;
     tracing::info!(backend = %options.name, address = %address, "listening");

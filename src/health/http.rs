@@ -37,7 +37,7 @@ pub async fn probe(
     check: HttpCheck<'_>,
 ) -> Result<(), ProbeError> {
     let exchange = async {
-        let mut stream = super::tcp::connect(addr, source, timeout).await?;
+        let mut stream = crate::net::connect::connect(addr, source, timeout).await?;
         let status = ask(&mut stream, check).await?;
         if status == check.expect_status {
             Ok(())

@@ -45,8 +45,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, State, Transition};
+use crate::backend::{Backend, BackendState, Transition};
 use crate::config::{CheckKind, HealthCheck};
+use crate::net::connect::ConnectError;
 use crate::runtime::state::ListenerSlot;
 
 /// Why one check failed; its `Display` is the reason in the log line.
@@ -73,11 +74,20 @@ impl fmt::Display for ProbeError {
             ProbeError::Timeout(t) => {
                 write!(f, "timed out after {}", humantime::format_duration(*t))
             }
-            ProbeError::Io(e) => f.write_str(&crate::error::io_reason(e)),
+            ProbeError::Io(e) => f.write_str(&crate::net::io_reason(e)),
             ProbeError::Status { got, expected } => {
                 write!(f, "status {got}, expected {expected}")
             }
             ProbeError::Malformed(what) => write!(f, "malformed answer: {what}"),
+        }
+    }
+}
+
+impl From<ConnectError> for ProbeError {
+    fn from(err: ConnectError) -> Self {
+        match err {
+            ConnectError::Timeout(t) => ProbeError::Timeout(t),
+            ConnectError::Io(e) => ProbeError::Io(e),
         }
     }
 }
@@ -87,7 +97,7 @@ impl fmt::Display for ProbeError {
 pub fn log_transition(listener: &str, backend: &Backend, change: &Transition) {
     let address = backend.address.as_str();
     let state = change.to.name();
-    if change.to == State::Up {
+    if change.to == BackendState::Up {
         tracing::info!(
             listener,
             backend = address,
@@ -196,14 +206,14 @@ async fn probe(
     source: Option<std::net::IpAddr>,
 ) -> Result<(), ProbeError> {
     match check.kind {
-        CheckKind::Tcp => tcp::probe(backend.addr, source, check.timeout).await,
+        CheckKind::Tcp => tcp::probe(backend.resolved, source, check.timeout).await,
         CheckKind::Http => {
             let request = http::HttpCheck {
                 host: &backend.address,
                 path: &check.path,
                 expect_status: check.expect_status,
             };
-            http::probe(backend.addr, source, check.timeout, request).await
+            http::probe(backend.resolved, source, check.timeout, request).await
         }
     }
 }
@@ -219,7 +229,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::{first_delay, jittered, run};
-    use crate::backend::{DownCause, State};
+    use crate::backend::{BackendState, DownCause};
     use crate::config::{Format, parse};
     use crate::runtime::state::{ListenerSlot, ListenerState, Registry};
 
@@ -253,7 +263,7 @@ mod tests {
         Registry::new().add(ListenerState::new(listener))
     }
 
-    fn state_of(slot: &ListenerSlot, index: usize) -> State {
+    fn state_of(slot: &ListenerSlot, index: usize) -> BackendState {
         slot.state.load().backends[index].state()
     }
 
@@ -300,7 +310,7 @@ mod tests {
         let checker = tokio::spawn(run(Arc::clone(&slot), cancel.clone()));
 
         drop(flaky);
-        assert!(eventually(|| state_of(&slot, 1) == State::Down).await);
+        assert!(eventually(|| state_of(&slot, 1) == BackendState::Down).await);
         let backend = Arc::clone(&slot.state.load().backends[1]);
         assert_eq!(backend.health.down_cause(), Some(DownCause::Checks));
         let snapshot = backend.health.snapshot();
@@ -309,10 +319,10 @@ mod tests {
             snapshot.last_change.map(|(_, why)| why).as_deref(),
             Some("2 failed checks: connection refused")
         );
-        assert_eq!(state_of(&slot, 0), State::Up);
+        assert_eq!(state_of(&slot, 0), BackendState::Up);
 
         let _restarted = TcpListener::bind(flaky_addr).await.unwrap();
-        assert!(eventually(|| state_of(&slot, 1) == State::Up).await);
+        assert!(eventually(|| state_of(&slot, 1) == BackendState::Up).await);
         assert_eq!(
             backend
                 .health
@@ -339,7 +349,7 @@ mod tests {
         );
         let cancel = CancellationToken::new();
         let checker = tokio::spawn(run(Arc::clone(&slot), cancel.clone()));
-        assert!(eventually(|| state_of(&slot, 1) == State::Down).await);
+        assert!(eventually(|| state_of(&slot, 1) == BackendState::Down).await);
         let backend = Arc::clone(&slot.state.load().backends[1]);
         assert_eq!(
             backend.health.snapshot().last_error.as_deref(),
@@ -348,7 +358,7 @@ mod tests {
         // The good one keeps passing: its passed count grows.
         let good_backend = Arc::clone(&slot.state.load().backends[0]);
         assert!(eventually(|| good_backend.health.snapshot().check_successes >= 3).await);
-        assert_eq!(good_backend.state(), State::Up);
+        assert_eq!(good_backend.state(), BackendState::Up);
         cancel.cancel();
         tokio::time::timeout(DEADLINE, checker)
             .await
@@ -361,11 +371,11 @@ mod tests {
         let (addr, _server) = http_backend(200).await;
         let slot = slot(&[addr], "kind = \"http\"\ninterval = \"50ms\"\nrise = 1\n");
         let backend = Arc::clone(&slot.state.load().backends[0]);
-        backend.set_state(State::Draining);
+        backend.set_state(BackendState::Draining);
         let cancel = CancellationToken::new();
         let checker = tokio::spawn(run(Arc::clone(&slot), cancel.clone()));
         assert!(eventually(|| backend.health.snapshot().check_successes >= 3).await);
-        assert_eq!(backend.state(), State::Draining);
+        assert_eq!(backend.state(), BackendState::Draining);
         cancel.cancel();
         tokio::time::timeout(DEADLINE, checker)
             .await

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::log_transition;
 use crate::backend::Backend;
-use crate::proxy::connect::AttemptError;
+use crate::net::connect::ConnectError;
 
 /// A connect to `backend` of `listener` succeeded after `latency`: a
 /// latency sample for the EWMA, and a success that resets the failed count
@@ -26,9 +26,9 @@ pub fn connect_succeeded(listener: &str, backend: &Backend, latency: Duration, n
 /// row mark it down. A timeout is also a latency sample (the latency was
 /// at least that long), so `power_of_two` steers away at once; a refused
 /// connect says nothing about latency.
-pub fn connect_failed(listener: &str, backend: &Backend, error: &AttemptError, now: Instant) {
+pub fn connect_failed(listener: &str, backend: &Backend, error: &ConnectError, now: Instant) {
     backend.stats.record_connect_failure();
-    if let AttemptError::Timeout(waited) = error {
+    if let ConnectError::Timeout(waited) = error {
         backend.latency.observe(*waited, now);
     }
     if let Some(change) = backend
@@ -60,12 +60,12 @@ mod tests {
     use tokio::time::Instant;
 
     use super::{connect_failed, connect_succeeded, last_resort};
-    use crate::backend::{DownCause, State};
+    use crate::backend::{BackendState, DownCause};
     use crate::balance::tests::equal_backends;
-    use crate::proxy::connect::AttemptError;
+    use crate::net::connect::ConnectError;
 
-    fn refused() -> AttemptError {
-        AttemptError::Io(io::Error::from(io::ErrorKind::ConnectionRefused))
+    fn refused() -> ConnectError {
+        ConnectError::Io(io::Error::from(io::ErrorKind::ConnectionRefused))
     }
 
     #[test]
@@ -75,7 +75,7 @@ mod tests {
         for _ in 0..3 {
             connect_failed("web", &set[0], &refused(), now);
         }
-        assert_eq!(set[0].state(), State::Down);
+        assert_eq!(set[0].state(), BackendState::Down);
         assert_eq!(set[0].health.down_cause(), Some(DownCause::Connects));
         let snapshot = set[0].health.snapshot();
         assert_eq!(snapshot.last_error.as_deref(), Some("connection refused"));
@@ -95,7 +95,7 @@ mod tests {
         connect_failed(
             "web",
             &set[0],
-            &AttemptError::Timeout(Duration::from_secs(3)),
+            &ConnectError::Timeout(Duration::from_secs(3)),
             now,
         );
         connect_failed("web", &set[1], &refused(), now);
@@ -111,7 +111,7 @@ mod tests {
             connect_failed("web", &set[0], &refused(), now);
         }
         connect_succeeded("web", &set[0], Duration::from_millis(2), now);
-        assert_eq!(set[0].state(), State::Up);
+        assert_eq!(set[0].state(), BackendState::Up);
         assert_eq!(set[0].latency.get_at(now), Some(Duration::from_millis(2)));
     }
 
@@ -119,8 +119,8 @@ mod tests {
     fn the_last_resort_is_a_backend_down_by_connects_only() {
         let set = equal_backends(4);
         let now = Instant::now();
-        set[0].set_state(State::Draining);
-        set[1].set_state(State::Down);
+        set[0].set_state(BackendState::Draining);
+        set[1].set_state(BackendState::Down);
         for _ in 0..3 {
             set[2].health.record_check(Err("refused"), now);
             connect_failed("web", &set[3], &refused(), now);

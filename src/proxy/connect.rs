@@ -4,49 +4,28 @@
 //! attempt's result feeds passive detection.
 
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, ConnectingGuard, ConnectionGuard};
+use crate::backend::{ConnectingGuard, ConnectionGuard};
 use crate::balance::PickContext;
 use crate::health::passive;
+use crate::net::{self, connect::ConnectError};
 use crate::runtime::state::ListenerState;
 
 /// Why no backend could be reached for a client.
 #[derive(Debug)]
-pub struct ConnectError {
+pub struct NoBackendReached {
     /// How many backends were tried.
     pub attempts: usize,
     /// The last attempt's backend and failure, if any was tried.
-    pub last: Option<(String, AttemptError)>,
+    pub last: Option<(String, ConnectError)>,
 }
 
-/// Why one connect attempt failed.
-#[derive(Debug)]
-pub enum AttemptError {
-    /// The connect did not finish within `connect_timeout`.
-    Timeout(Duration),
-    /// The connect failed (refused, unreachable, ...).
-    Io(io::Error),
-}
-
-impl fmt::Display for AttemptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AttemptError::Timeout(t) => {
-                write!(f, "timed out after {}", humantime::format_duration(*t))
-            }
-            AttemptError::Io(e) => f.write_str(&crate::error::io_reason(e)),
-        }
-    }
-}
-
-impl fmt::Display for ConnectError {
+impl fmt::Display for NoBackendReached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.last {
             None => f.write_str("no backend is available"),
@@ -73,7 +52,7 @@ impl fmt::Display for ConnectError {
 pub async fn connect(
     state: &ListenerState,
     client: IpAddr,
-) -> Result<(TcpStream, ConnectionGuard), ConnectError> {
+) -> Result<(TcpStream, ConnectionGuard), NoBackendReached> {
     let config = &state.config;
     let attempts_max = usize::try_from(config.retries)
         .unwrap_or(usize::MAX)
@@ -96,7 +75,12 @@ pub async fn connect(
         let started = Instant::now();
         let result = {
             let _connecting = ConnectingGuard::new(&backend.stats);
-            attempt(backend, config.source_address, config.connect_timeout).await
+            net::connect::connect(
+                backend.resolved,
+                config.source_address,
+                config.connect_timeout,
+            )
+            .await
         };
         let now = Instant::now();
         match result {
@@ -111,42 +95,10 @@ pub async fn connect(
             }
         }
     }
-    Err(ConnectError {
+    Err(NoBackendReached {
         attempts: tried.len(),
         last,
     })
-}
-
-/// One connect attempt to `backend`, bound to `source` when set.
-async fn attempt(
-    backend: &Backend,
-    source: Option<IpAddr>,
-    timeout: Duration,
-) -> Result<TcpStream, AttemptError> {
-    let connect = async {
-        let socket = socket_for(backend.addr, source)?;
-        let stream = socket.connect(backend.addr).await?;
-        stream.set_nodelay(true)?;
-        Ok::<_, io::Error>(stream)
-    };
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(AttemptError::Io(e)),
-        Err(_) => Err(AttemptError::Timeout(timeout)),
-    }
-}
-
-/// A socket of `target`'s family, bound to `source` (any port) when set.
-pub(crate) fn socket_for(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSocket> {
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    Ok(socket)
 }
 
 #[cfg(test)]
@@ -158,7 +110,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::connect;
-    use crate::backend::{DownCause, State};
+    use crate::backend::{BackendState, DownCause};
     use crate::config::{Format, parse};
     use crate::runtime::state::ListenerState;
 
@@ -191,10 +143,10 @@ mod tests {
         );
         for _ in 0..10 {
             let (_stream, guard) = connect(&state, CLIENT).await.unwrap();
-            assert_eq!(guard.backend().addr, live.local_addr().unwrap());
+            assert_eq!(guard.backend().resolved, live.local_addr().unwrap());
         }
         let backend = &state.backends[0];
-        assert_eq!(backend.state(), State::Down);
+        assert_eq!(backend.state(), BackendState::Down);
         assert_eq!(backend.health.down_cause(), Some(DownCause::Connects));
         // Two failures marked it down; round robin tried it no more after.
         assert_eq!(backend.stats.connect_failures.load(Ordering::Relaxed), 2);
@@ -217,7 +169,7 @@ mod tests {
         for _ in 0..10 {
             connect(&state, CLIENT).await.unwrap();
         }
-        assert_eq!(state.backends[0].state(), State::Up);
+        assert_eq!(state.backends[0].state(), BackendState::Up);
         let failures = state.backends[0]
             .stats
             .connect_failures
@@ -235,16 +187,16 @@ mod tests {
         );
         connect(&state, CLIENT).await.unwrap();
         let backend = &state.backends[0];
-        assert_eq!(backend.state(), State::Down);
+        assert_eq!(backend.state(), BackendState::Down);
         let _back = TcpListener::bind(flaky).await.unwrap();
         // Once the back-off is over it is a candidate again, and the first
         // connect that reaches it marks it up.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while backend.state() != State::Up && tokio::time::Instant::now() < deadline {
+        while backend.state() != BackendState::Up && tokio::time::Instant::now() < deadline {
             connect(&state, CLIENT).await.unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(backend.state(), State::Up);
+        assert_eq!(backend.state(), BackendState::Up);
         let change = backend.health.snapshot().last_change.map(|(_, why)| why);
         assert_eq!(change.as_deref(), Some("a connect succeeded"));
     }
@@ -258,12 +210,17 @@ mod tests {
             "[listeners.passive_check]\nfall = 1\nbackoff = \"1h\"",
         );
         assert!(connect(&state, CLIENT).await.is_err());
-        assert!(state.backends.iter().all(|b| b.state() == State::Down));
+        assert!(
+            state
+                .backends
+                .iter()
+                .all(|b| b.state() == BackendState::Down)
+        );
         // b comes back; nothing is up, but b is a last resort.
         let _b = TcpListener::bind(b).await.unwrap();
         let (_stream, guard) = connect(&state, CLIENT).await.unwrap();
-        assert_eq!(guard.backend().addr, b);
-        assert_eq!(state.backends[1].state(), State::Up);
+        assert_eq!(guard.backend().resolved, b);
+        assert_eq!(state.backends[1].state(), BackendState::Up);
     }
 
     #[tokio::test]

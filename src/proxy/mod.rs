@@ -8,7 +8,7 @@ pub mod splice;
 pub mod tcp;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -37,7 +37,7 @@ pub fn handle(
         // every connection's future for its whole life.
         let connected = Box::pin(async {
             tokio::select! {
-                connected = connect::connect(&state, canonical_ip(peer.ip())) => Some(connected),
+                connected = connect::connect(&state, peer.ip().to_canonical()) => Some(connected),
                 _ = close.cancelled() => None,
             }
         })
@@ -60,14 +60,5 @@ pub fn handle(
         };
         let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
         tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
-    }
-}
-
-/// The client's address as the allow list and hashing see it: an
-/// IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is its IPv4 address.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }

@@ -63,7 +63,7 @@ impl fmt::Display for Outcome {
             Outcome::Done => f.write_str("done"),
             Outcome::IdleTimeout => f.write_str("idle timeout"),
             Outcome::Closed => f.write_str("closed by drain timeout"),
-            Outcome::Failed(e) => write!(f, "failed: {}", crate::error::io_reason(e)),
+            Outcome::Failed(e) => write!(f, "failed: {}", crate::net::io_reason(e)),
         }
     }
 }

@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -15,27 +14,13 @@ use tokio_util::task::TaskTracker;
 use super::state::ListenerSlot;
 use super::stats::Rejection;
 use crate::error::Error;
+use crate::net;
 use crate::proxy;
-
-/// Pending connections the kernel queues per listen socket.
-const BACKLOG: i32 = 1024;
 
 /// Binds `addr` for listening, as a non-blocking std socket (so it can be
 /// bound before the runtime serves it). `what` names the owner in errors.
 pub fn bind(addr: SocketAddr, what: &str) -> Result<std::net::TcpListener, Error> {
-    let fail = |e: std::io::Error| Error::bind(addr, what, &e);
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
-    // Lets a restarted balancer bind at once while old connections linger
-    // in TIME_WAIT; it does not allow two live listeners on one address.
-    socket.set_reuse_address(true).map_err(fail)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true).map_err(fail)?;
-    }
-    socket.set_nonblocking(true).map_err(fail)?;
-    socket.bind(&addr.into()).map_err(fail)?;
-    socket.listen(BACKLOG).map_err(fail)?;
-    Ok(socket.into())
+    net::accept::bind(addr).map_err(|e| Error::bind(addr, what, &e))
 }
 
 /// What an accept loop needs besides its socket.
@@ -96,31 +81,12 @@ impl RejectionLog {
 /// Accepts clients until `stop_accepting` is cancelled, then drops the
 /// socket so new connects are refused at once.
 pub async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = ctx.stop_accepting.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, client)) => {
-                backoff = Duration::from_millis(5);
-                admit(&ctx, stream, client);
-            }
-            Err(e) => {
-                // Most accept errors are transient (a client gone before
-                // accept, fd exhaustion): log, back off, keep serving.
-                let state = ctx.slot.state.load();
-                tracing::warn!(listener = %state.config.name, error = %crate::error::io_reason(&e), "accept failed; backing off");
-                tokio::select! {
-                    _ = ctx.stop_accepting.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    let owner = format!("listener {}", ctx.slot.name);
+    let stop = ctx.stop_accepting.clone();
+    net::accept::accept_loop(listener, &stop, &owner, |stream, client| {
+        admit(&ctx, stream, client);
+    })
+    .await;
 }
 
 /// Applies the allow list and caps, then spawns the connection's task.
@@ -129,7 +95,7 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
     let state = ctx.slot.state.load_full();
     let name = &state.config.name;
     let allow = &state.config.allow;
-    let ip = proxy::canonical_ip(client.ip());
+    let ip = client.ip().to_canonical();
     let reject = |why: Rejection| {
         ctx.slot.stats.record_rejection(why);
         ctx.rejected.record(name, client, why);

@@ -88,7 +88,7 @@ pub fn build_runtime(workers: usize) -> Result<tokio::runtime::Runtime, Error> {
     builder.build().map_err(|e| {
         Error::Runtime(format!(
             "cannot start the runtime: {}",
-            crate::error::io_reason(&e)
+            crate::net::io_reason(&e)
         ))
     })
 }
@@ -121,7 +121,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
         let socket = match tokio::net::TcpListener::from_std(socket) {
             Ok(socket) => socket,
             Err(e) => {
-                tracing::error!(listener = %name, error = %crate::error::io_reason(&e), "cannot serve listener");
+                tracing::error!(listener = %name, error = %crate::net::io_reason(&e), "cannot serve listener");
                 continue;
             }
         };
@@ -176,7 +176,7 @@ fn start_admin(
     let socket = match tokio::net::TcpListener::from_std(socket) {
         Ok(socket) => socket,
         Err(e) => {
-            tracing::error!(error = %crate::error::io_reason(&e), "cannot serve the admin API");
+            tracing::error!(error = %crate::net::io_reason(&e), "cannot serve the admin API");
             return;
         }
     };

@@ -22,7 +22,7 @@ impl Signals {
             signal(kind).map_err(|e| {
                 Error::Runtime(format!(
                     "cannot install the {name} handler: {}",
-                    crate::error::io_reason(&e)
+                    crate::net::io_reason(&e)
                 ))
             })
         };

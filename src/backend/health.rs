@@ -68,7 +68,7 @@ pub const FULL_PERMILLE: u64 = 1000;
 
 /// Whether a backend takes new connections (SPEC 7's `state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum BackendState {
     /// Takes new connections.
     Up,
     /// Marked down (by checks, failed connects or an operator): no new
@@ -78,18 +78,18 @@ pub enum State {
     Draining,
 }
 
-impl State {
+impl BackendState {
     /// The word used in logs and the admin API.
     pub fn name(self) -> &'static str {
         match self {
-            State::Up => "up",
-            State::Down => "down",
-            State::Draining => "draining",
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Draining => "draining",
         }
     }
 }
 
-impl fmt::Display for State {
+impl fmt::Display for BackendState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -188,9 +188,9 @@ impl Default for HealthPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     /// The state before.
-    pub from: State,
+    pub from: BackendState,
     /// The state after.
-    pub to: State,
+    pub to: BackendState,
     /// Why, in words: `3 failed checks: connection refused`.
     pub reason: String,
 }
@@ -206,7 +206,7 @@ impl fmt::Display for Transition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSnapshot {
     /// The current state.
-    pub state: State,
+    pub state: BackendState,
     /// What marked it down, when it is down.
     pub down_cause: Option<DownCause>,
     /// Active checks passed in a row (0 after any failed one).
@@ -221,7 +221,7 @@ pub struct HealthSnapshot {
     pub last_change: Option<(Instant, String)>,
 }
 
-/// The state byte: [`State`] and [`DownCause`] together, so one load says
+/// The state byte: [`BackendState`] and [`DownCause`] together, so one load says
 /// both.
 mod code {
     pub const UP: u8 = 0;
@@ -231,23 +231,23 @@ mod code {
     pub const DRAINING: u8 = 4;
 }
 
-fn decode(byte: u8) -> (State, Option<DownCause>) {
+fn decode(byte: u8) -> (BackendState, Option<DownCause>) {
     match byte {
-        code::DOWN_CHECKS => (State::Down, Some(DownCause::Checks)),
-        code::DOWN_CONNECTS => (State::Down, Some(DownCause::Connects)),
-        code::DOWN_OPERATOR => (State::Down, Some(DownCause::Operator)),
-        code::DRAINING => (State::Draining, None),
-        _ => (State::Up, None),
+        code::DOWN_CHECKS => (BackendState::Down, Some(DownCause::Checks)),
+        code::DOWN_CONNECTS => (BackendState::Down, Some(DownCause::Connects)),
+        code::DOWN_OPERATOR => (BackendState::Down, Some(DownCause::Operator)),
+        code::DRAINING => (BackendState::Draining, None),
+        _ => (BackendState::Up, None),
     }
 }
 
-fn encode(state: State, cause: DownCause) -> u8 {
+fn encode(state: BackendState, cause: DownCause) -> u8 {
     match (state, cause) {
-        (State::Up, _) => code::UP,
-        (State::Draining, _) => code::DRAINING,
-        (State::Down, DownCause::Checks) => code::DOWN_CHECKS,
-        (State::Down, DownCause::Connects) => code::DOWN_CONNECTS,
-        (State::Down, DownCause::Operator) => code::DOWN_OPERATOR,
+        (BackendState::Up, _) => code::UP,
+        (BackendState::Draining, _) => code::DRAINING,
+        (BackendState::Down, DownCause::Checks) => code::DOWN_CHECKS,
+        (BackendState::Down, DownCause::Connects) => code::DOWN_CONNECTS,
+        (BackendState::Down, DownCause::Operator) => code::DOWN_OPERATOR,
     }
 }
 
@@ -287,7 +287,7 @@ struct Record {
 /// counted towards changing it, and its slow-start ramp.
 #[derive(Debug)]
 pub struct Health {
-    /// [`State`] and [`DownCause`] as one byte (see `code`): the only field
+    /// [`BackendState`] and [`DownCause`] as one byte (see `code`): the only field
     /// read on every pick. Written only with `record` locked.
     state: AtomicU8,
     /// Real connects failed in a row. An atomic because every successful
@@ -337,7 +337,7 @@ impl Health {
     }
 
     /// The current state; one atomic load.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> BackendState {
         decode(self.state.load(Ordering::Relaxed)).0
     }
 
@@ -419,12 +419,12 @@ impl Health {
                 record.check_failures = 0;
                 record.check_successes = record.check_successes.saturating_add(1);
                 let passed = record.check_successes;
-                if state == State::Down && passed >= record.policy.rise {
+                if state == BackendState::Down && passed >= record.policy.rise {
                     self.connect_failures.store(0, Ordering::Relaxed);
                     let reason = count(passed, "passed check");
                     return Some(self.change(
                         &mut record,
-                        State::Up,
+                        BackendState::Up,
                         DownCause::Checks,
                         reason,
                         now,
@@ -437,11 +437,11 @@ impl Health {
                 record.last_error = Some(error.to_string());
                 let failed = record.check_failures;
                 if failed >= record.policy.fall {
-                    if state == State::Up {
+                    if state == BackendState::Up {
                         let reason = format!("{}: {error}", count(failed, "failed check"));
                         return Some(self.change(
                             &mut record,
-                            State::Down,
+                            BackendState::Down,
                             DownCause::Checks,
                             reason,
                             now,
@@ -472,7 +472,13 @@ impl Health {
             return None;
         }
         let reason = "a connect succeeded".to_string();
-        Some(self.change(&mut record, State::Up, DownCause::Connects, reason, now))
+        Some(self.change(
+            &mut record,
+            BackendState::Up,
+            DownCause::Connects,
+            reason,
+            now,
+        ))
     }
 
     /// Counts a failed real connect at `now`, `error` saying why: `fall` in
@@ -491,7 +497,13 @@ impl Health {
                 self.retry_at
                     .store(stamp(now + passive.backoff), Ordering::Relaxed);
                 let reason = format!("{}: {error}", count(failed, "failed connect"));
-                Some(self.change(&mut record, State::Down, DownCause::Connects, reason, now))
+                Some(self.change(
+                    &mut record,
+                    BackendState::Down,
+                    DownCause::Connects,
+                    reason,
+                    now,
+                ))
             }
             code::DOWN_CONNECTS => {
                 self.retry_at
@@ -505,7 +517,7 @@ impl Health {
     /// Sets the state by an operator's decision (admin API, tests); returns
     /// the previous state. `Down` set this way is never tried by real
     /// traffic; `Up` from any other state starts a slow-start ramp.
-    pub fn set_state(&self, state: State, now: Instant) -> State {
+    pub fn set_state(&self, state: BackendState, now: Instant) -> BackendState {
         let mut record = self.lock();
         let (before, _) = decode(self.state.load(Ordering::Relaxed));
         if before != state {
@@ -536,16 +548,16 @@ impl Health {
     fn change(
         &self,
         record: &mut Record,
-        to: State,
+        to: BackendState,
         cause: DownCause,
         reason: String,
         now: Instant,
     ) -> Transition {
         let (from, _) = decode(self.state.swap(encode(to, cause), Ordering::Relaxed));
-        if to == State::Up && from != State::Up {
+        if to == BackendState::Up && from != BackendState::Up {
             self.ramp(record.policy.slow_start, now);
         }
-        if to == State::Up {
+        if to == BackendState::Up {
             record.check_failures = 0;
         }
         record.last_change = Some((now, reason.clone()));
@@ -593,7 +605,7 @@ mod tests {
     fn a_new_backend_is_up_at_full_weight() {
         let health = Health::new(policy());
         let now = Instant::now();
-        assert_eq!(health.state(), State::Up);
+        assert_eq!(health.state(), BackendState::Up);
         assert!(health.is_available(|| now));
         assert_eq!(health.weight_permille(|| now), FULL_PERMILLE);
     }
@@ -609,7 +621,7 @@ mod tests {
             change.map(|t| t.to_string()).as_deref(),
             Some("is down: 3 failed checks: connection refused")
         );
-        assert_eq!(health.state(), State::Down);
+        assert_eq!(health.state(), BackendState::Down);
         assert_eq!(health.down_cause(), Some(DownCause::Checks));
         assert!(!health.is_available(|| now + secs(3600)));
         // More failures change nothing more, so nothing is logged twice.
@@ -625,7 +637,7 @@ mod tests {
         health.record_check(Ok(()), now);
         health.record_check(Err("timed out"), now);
         health.record_check(Err("timed out"), now);
-        assert_eq!(health.state(), State::Up);
+        assert_eq!(health.state(), BackendState::Up);
         assert_eq!(health.snapshot().check_failures, 2);
     }
 
@@ -650,8 +662,8 @@ mod tests {
     fn the_ramp_never_goes_below_its_minimum_or_back_down_once_over() {
         let health = Health::new(policy());
         let start = Instant::now();
-        health.set_state(State::Down, start);
-        health.set_state(State::Up, start);
+        health.set_state(BackendState::Down, start);
+        health.set_state(BackendState::Up, start);
         assert_eq!(health.weight_permille(|| start + secs(5)), 100);
         assert_eq!(health.weight_permille(|| start + secs(20)), 200);
         assert_eq!(health.weight_permille(|| start + secs(200)), 1000);
@@ -666,8 +678,8 @@ mod tests {
             ..policy()
         });
         let now = Instant::now();
-        health.set_state(State::Down, now);
-        health.set_state(State::Up, now);
+        health.set_state(BackendState::Down, now);
+        health.set_state(BackendState::Up, now);
         assert_eq!(health.weight_permille(|| now), FULL_PERMILLE);
     }
 
@@ -688,7 +700,7 @@ mod tests {
         let trial = start + secs(11);
         let change = health.record_connect_success(trial).map(|t| t.to_string());
         assert_eq!(change.as_deref(), Some("is up: a connect succeeded"));
-        assert_eq!(health.state(), State::Up);
+        assert_eq!(health.state(), BackendState::Up);
         assert_eq!(health.connect_failures(), 0);
         assert_eq!(health.weight_permille(|| trial), SLOW_START_MIN_PERMILLE);
     }
@@ -713,7 +725,7 @@ mod tests {
         health.record_connect_failure("refused", now);
         assert_eq!(health.record_connect_success(now), None);
         assert_eq!(health.record_connect_failure("refused", now), None);
-        assert_eq!(health.state(), State::Up);
+        assert_eq!(health.state(), BackendState::Up);
     }
 
     #[test]
@@ -726,7 +738,7 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(health.record_connect_failure("refused", now), None);
         }
-        assert_eq!(health.state(), State::Up);
+        assert_eq!(health.state(), BackendState::Up);
         let snapshot = health.snapshot();
         assert_eq!(snapshot.connect_failures, 10);
         assert_eq!(snapshot.last_error.as_deref(), Some("refused"));
@@ -755,7 +767,7 @@ mod tests {
         health.record_connect_failure("refused", now);
         health.record_check(Ok(()), now);
         let change = health.record_check(Ok(()), now);
-        assert_eq!(change.map(|t| t.to), Some(State::Up));
+        assert_eq!(change.map(|t| t.to), Some(BackendState::Up));
         assert_eq!(health.connect_failures(), 0);
     }
 
@@ -763,7 +775,10 @@ mod tests {
     fn draining_is_left_only_by_an_operator() {
         let health = Health::new(policy());
         let now = Instant::now();
-        assert_eq!(health.set_state(State::Draining, now), State::Up);
+        assert_eq!(
+            health.set_state(BackendState::Draining, now),
+            BackendState::Up
+        );
         for _ in 0..5 {
             assert_eq!(health.record_check(Err("refused"), now), None);
             assert_eq!(health.record_connect_failure("refused", now), None);
@@ -771,10 +786,13 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(health.record_check(Ok(()), now), None);
         }
-        assert_eq!(health.state(), State::Draining);
+        assert_eq!(health.state(), BackendState::Draining);
         assert!(!health.is_available(|| now));
         assert!(!health.is_last_resort());
-        assert_eq!(health.set_state(State::Up, now), State::Draining);
+        assert_eq!(
+            health.set_state(BackendState::Up, now),
+            BackendState::Draining
+        );
         assert_eq!(health.weight_permille(|| now), SLOW_START_MIN_PERMILLE);
     }
 
@@ -782,7 +800,7 @@ mod tests {
     fn a_backend_set_down_by_an_operator_is_never_tried() {
         let health = Health::new(policy());
         let now = Instant::now();
-        health.set_state(State::Down, now);
+        health.set_state(BackendState::Down, now);
         assert!(!health.is_available(|| now + secs(3600)));
         assert!(!health.is_last_resort());
         assert_eq!(health.down_cause(), Some(DownCause::Operator));
@@ -796,7 +814,7 @@ mod tests {
             health.record_check(Err("timed out after 1s"), now);
         }
         let snapshot = health.snapshot();
-        assert_eq!(snapshot.state, State::Down);
+        assert_eq!(snapshot.state, BackendState::Down);
         assert_eq!(snapshot.check_failures, 3);
         assert_eq!(snapshot.last_error.as_deref(), Some("timed out after 1s"));
         assert_eq!(

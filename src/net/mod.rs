@@ -1,0 +1,89 @@
+//! Network basics every plane shares, written once: the address grammar and
+//! the resolver ([`addr`]), connecting with a source address and a timeout
+//! ([`connect`]), the accept loop with back-off ([`accept`]), the hyper
+//! HTTP/1.1 server setup ([`http_server`]), and how an I/O error
+//! ([`io_reason`]) and a value given by a user ([`Quoted`]) are said in
+//! words.
+//!
+//! This module is a leaf: it imports nothing else of the crate, so config,
+//! proxy, health, admin, demo and runtime can all use it without tying
+//! themselves to each other. Its errors carry data and render in the same
+//! voice as the rest (lowercase, no trailing period, no debug formatting);
+//! callers wrap them in their own error types.
+
+pub mod accept;
+pub mod addr;
+pub mod connect;
+pub mod http_server;
+
+use std::fmt;
+use std::io;
+
+/// An I/O error in words, without Rust's debug formatting: "address already
+/// in use", "no such file or directory", "connection refused".
+pub fn io_reason(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::AddrInUse => "address already in use".to_string(),
+        io::ErrorKind::AddrNotAvailable => "address not available on this machine".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        _ => {
+            // std renders OS errors as "text (os error N)"; keep the text.
+            let text = err.to_string();
+            match text.find(" (os error") {
+                Some(at) => text[..at].to_lowercase(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// A value as typed by a user, in double quotes, with quotes, backslashes
+/// and control characters escaped: an error message shows exactly what was
+/// given and can never be broken up by it.
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        write!(f, "{}", Plain(self.0))?;
+        f.write_str("\"")
+    }
+}
+
+/// A value without quotes, escaped as in [`Quoted`].
+pub struct Plain<'a>(pub &'a str);
+
+impl fmt::Display for Plain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if c.is_control() => write!(f, "{}", c.escape_default())?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::{Quoted, io_reason};
+
+    #[test]
+    fn quoted_values_escape_what_could_break_the_message() {
+        assert_eq!(Quoted("a\"b\\c\n").to_string(), r#""a\"b\\c\n""#);
+    }
+
+    #[test]
+    fn io_errors_are_said_in_words_without_the_os_error_number() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(io_reason(&refused), "connection refused");
+        let in_use = io::Error::from(io::ErrorKind::AddrInUse);
+        assert_eq!(io_reason(&in_use), "address already in use");
+    }
+}
