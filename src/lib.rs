@@ -49,6 +49,7 @@ pub mod health;
 pub mod net;
 pub mod proxy;
 pub mod runtime;
+pub mod state;
 #[cfg(test)]
 mod testing;
 

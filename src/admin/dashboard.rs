@@ -14,7 +14,7 @@ pub const PAGE: &str = include_str!("assets/dashboard.html");
 
 /// The dashboard's answer.
 pub fn page() -> Response<Full<Bytes>> {
-    super::api::response(
+    super::body::response(
         StatusCode::OK,
         "text/html; charset=utf-8",
         Bytes::from_static(PAGE.as_bytes()),

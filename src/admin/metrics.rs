@@ -3,8 +3,8 @@
 //! the live counters at scrape time.
 //!
 //! Nothing here runs on the data plane: connections only bump the atomics
-//! of their backend (`backend::stats`) and listener (`runtime::stats`), and
-//! a scrape walks the current listener states and reads them. So counting
+//! of their backend (`backend::stats`) and listener (`state::stats`), and
+//! a scrape walks the current snapshots and reads them. So counting
 //! costs one `Relaxed` add per event, with no lock and no label lookup.
 
 use std::fmt;
@@ -17,8 +17,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::backend::{Backend, BackendState};
-use crate::runtime::state::{ListenerSlot, ListenerState, Registry};
-use crate::runtime::stats::Rejection;
+use crate::state::stats::Rejection;
+use crate::state::{ListenerSlot, Listeners, Snapshot};
 
 /// Every metric name, as exported. Used where metrics are emitted, in the
 /// tests that parse `/metrics`, and listed in `docs/admin.md`.
@@ -113,10 +113,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics over every listener of `registry`, plus the process's own.
-    pub fn new(registry: Arc<Registry>) -> Metrics {
+    /// Metrics over every listener of `listeners`, plus the process's own.
+    pub fn new(listeners: Arc<Listeners>) -> Metrics {
         let mut metrics = prometheus_client::registry::Registry::default();
-        metrics.register_collector(Box::new(BalancerCollector { registry }));
+        metrics.register_collector(Box::new(BalancerCollector { listeners }));
         metrics.register_collector(Box::new(ProcessCollector));
         Metrics { registry: metrics }
     }
@@ -175,18 +175,18 @@ fn gauge(metric: &mut MetricEncoder, labels: &[(&str, &str)], value: i64) -> fmt
 /// Reads every backend's and listener's counters at scrape time.
 #[derive(Debug)]
 struct BalancerCollector {
-    registry: Arc<Registry>,
+    listeners: Arc<Listeners>,
 }
 
-/// One listener as read for a scrape: its slot and the state current now.
-type Listener = (Arc<ListenerSlot>, Arc<ListenerState>);
+/// One listener as read for a scrape: its slot and its snapshot now.
+type Listener = (Arc<ListenerSlot>, Arc<Snapshot>);
 
 impl BalancerCollector {
     fn listeners(&self) -> Vec<Listener> {
-        self.registry
-            .listeners()
+        self.listeners
+            .all()
             .iter()
-            .map(|slot| (Arc::clone(slot), slot.state.load_full()))
+            .map(|slot| (Arc::clone(slot), slot.snapshot.load_full()))
             .collect()
     }
 }

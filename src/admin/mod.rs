@@ -1,36 +1,50 @@
 //! The admin server (SPEC 7): an HTTP/1.1 server, separate from the data
-//! plane, on its own already-bound listener. It serves the dashboard
-//! ([`dashboard`]), `/metrics` ([`metrics`]) and the JSON API ([`api`]).
+//! plane, on its own already-bound listener.
 //!
-//! It reads the same listener states as the data plane and changes them
-//! only through [`Registry::update`], the one writer path. Every task it
-//! starts (a connection, a backend waiting to be removed once idle) is
-//! tracked and ends when the stop token is cancelled: [`serve`] returns
-//! only once they all have.
+//! - [`routes`]: what each path names and the dispatch to its handler;
+//!   [`auth`]: the token and same-origin checks of mutating calls.
+//! - [`status`]: `GET /api/status` and a backend's own view;
+//!   [`changes`]: `POST`, `PATCH`, `DELETE` of a backend.
+//! - [`metrics`]: `/metrics`, every metric name in one place;
+//!   [`dashboard`]: the embedded page.
+//! - [`error`]: why a request failed and its status; [`body`]: JSON
+//!   bodies in and out, path segments.
+//!
+//! It reads the same snapshots as the data plane and changes them only
+//! through [`state::change`](crate::state::change), the one writer path.
+//! Every connection it serves is tracked and ends when the stop token is
+//! cancelled: [`serve`] returns only once they all have.
 
-pub mod api;
+mod auth;
+mod body;
+mod changes;
 pub mod dashboard;
+mod error;
 pub mod metrics;
+mod routes;
+pub mod status;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::runtime::state::Registry;
+use crate::net::accept::accept_loop;
+use crate::net::http_server::HttpServer;
+use crate::state::Listeners;
 
-pub use api::AdminError;
+pub use body::BODY_LIMIT;
+pub use error::AdminError;
 
 #[cfg(test)]
 mod tests;
+
+/// The largest weight a backend may be given (as in the config files).
+pub const MAX_WEIGHT: u32 = 10_000;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,47 +67,33 @@ pub struct Settings {
 /// The admin server's shared state: what every request handler sees.
 #[derive(Debug)]
 pub struct Admin {
-    /// The live listener states: read for status and metrics, changed
-    /// through `Registry::update`.
-    registry: Arc<Registry>,
+    /// The live listeners: read for status and metrics, changed through
+    /// `state::change`.
+    listeners: Arc<Listeners>,
     /// The bearer token mutating calls need, if any.
     token: Option<String>,
     /// The Prometheus registry, collected at scrape time.
     metrics: metrics::Metrics,
     /// When the admin server was built (uptime in `/api/status`).
     started: Instant,
-    /// Cancelled when the server must stop; ends removal tasks too.
+    /// Cancelled when the server must stop.
     stop: CancellationToken,
-    /// Background work started by requests (backends waiting to be
-    /// removed once idle), waited for by [`serve`] on stop.
-    tasks: TaskTracker,
-    /// Backends a DELETE is draining, as `(listener, address)`: a std mutex
-    /// (held for a lookup or an insert, never across `.await`).
-    removals: Mutex<HashSet<(String, String)>>,
 }
 
 impl Admin {
-    /// The admin state over `registry`; `stop` ends the server and its
-    /// background tasks.
-    pub fn new(registry: Arc<Registry>, settings: Settings, stop: CancellationToken) -> Arc<Admin> {
+    /// The admin state over `listeners`; `stop` ends the server.
+    pub fn new(
+        listeners: Arc<Listeners>,
+        settings: Settings,
+        stop: CancellationToken,
+    ) -> Arc<Admin> {
         Arc::new(Admin {
-            metrics: metrics::Metrics::new(Arc::clone(&registry)),
-            registry,
+            metrics: metrics::Metrics::new(Arc::clone(&listeners)),
+            listeners,
             token: settings.token.filter(|t| !t.is_empty()),
             started: Instant::now(),
             stop,
-            tasks: TaskTracker::new(),
-            removals: Mutex::new(HashSet::new()),
         })
-    }
-
-    /// The live listener states this server reads and changes.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
-
-    fn removals(&self) -> MutexGuard<'_, HashSet<(String, String)>> {
-        self.removals.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -105,64 +105,19 @@ pub fn is_exposed_without_token(listen: SocketAddr, settings: &Settings) -> bool
 
 /// Serves admin requests on `listener` until `admin`'s stop token is
 /// cancelled; then stops accepting, lets open requests finish for a
-/// moment, closes the rest, and waits for every task it started.
+/// moment, closes the rest, and returns once every connection has ended.
 pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
-    let graceful = GracefulShutdown::new();
-    let connections = TaskTracker::new();
-    let close = CancellationToken::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = admin.stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+    let server = HttpServer::new("admin", HEADER_READ_TIMEOUT);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    accept_loop(listener, &admin.stop, "admin", |stream, client| {
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(client = %client, max = MAX_CONNECTIONS, "admin connection closed: too many open");
+            return;
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    tracing::debug!(client = %peer, max = MAX_CONNECTIONS, "admin connection closed: too many open");
-                    continue;
-                };
-                let handler = Arc::clone(&admin);
-                let service = service_fn(move |req| api::handle(Arc::clone(&handler), req));
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                let close = close.clone();
-                connections.spawn(async move {
-                    // Held for the connection's life; freed however it ends.
-                    let _slot = slot;
-                    tokio::select! {
-                        served = connection => if let Err(e) = served {
-                            tracing::debug!(client = %peer, error = %e, "admin connection ended with an error");
-                        },
-                        () = close.cancelled() => {}
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %crate::net::io_reason(&e), "admin accept failed; backing off");
-                tokio::select! {
-                    () = admin.stop.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        close.cancel();
-    }
-    connections.close();
-    connections.wait().await;
-    admin.tasks.close();
-    admin.tasks.wait().await;
+        let handler = Arc::clone(&admin);
+        let service = service_fn(move |request| routes::handle(Arc::clone(&handler), request));
+        server.serve(stream, client, service, slot);
+    })
+    .await;
+    server.shutdown(Some(SHUTDOWN_GRACE)).await;
 }

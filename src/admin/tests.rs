@@ -7,11 +7,9 @@
 //! ([`eventually`]), and every wait is bounded.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -19,11 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{Admin, Algorithm, BackendSpec, Config, Global, Listener, Mode};
+use crate::config::Algorithm;
 use crate::runtime;
-
-/// How long any one step may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(10);
+use crate::testing::{self, DEADLINE, ListenerBuilder, eventually, sample};
 
 // === Harness ===
 
@@ -77,34 +73,22 @@ impl Drop for TestBackend {
     }
 }
 
-/// A listener config over `backends` (address, weight).
-fn listener(name: &str, algorithm: Algorithm, backends: &[(&str, u32)]) -> Listener {
-    Listener {
-        name: name.to_string(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        mode: Mode::Tcp,
-        algorithm,
-        connect_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(60),
-        retries: 1,
-        source_address: None,
-        allow: Vec::new(),
-        max_connections: 1000,
-        buffer_size: 16 * 1024,
-        backends: backends
-            .iter()
-            .map(|&(address, weight)| BackendSpec {
-                address: address.to_string(),
-                resolved: address.parse().unwrap(),
-                weight,
-            })
-            .collect(),
-        // No ramp: the tests count exact splits right after a change.
-        slow_start: Duration::ZERO,
-        ewma_decay: crate::config::defaults::EWMA_DECAY,
-        health_check: None,
-        passive_check: None,
-    }
+/// A listener over `backends` (address, weight) with the settings these
+/// tests count on: one retry, no slow-start ramp (they count exact splits
+/// right after a change) and no passive detection.
+fn listener(name: &str, algorithm: Algorithm, backends: &[(&str, u32)]) -> ListenerBuilder {
+    backends
+        .iter()
+        .fold(testing::listener(name), |l, &(address, weight)| {
+            l.weighted(address, weight)
+        })
+        .set("algorithm", algorithm.name())
+        .set("connect_timeout", "2s")
+        .set("idle_timeout", "60s")
+        .set("retries", 1)
+        .set("max_connections", 1000)
+        .set("slow_start", "0s")
+        .table("[listeners.passive_check]\nenabled = false")
 }
 
 /// A balancer running in this test's runtime, with an admin port.
@@ -116,20 +100,13 @@ struct Running {
 }
 
 impl Running {
-    async fn start(listeners: Vec<Listener>, token: Option<&str>) -> Running {
-        let config = Config {
-            global: Global {
-                workers: 0,
-                buffer_size: 16 * 1024,
-                drain_timeout: Duration::from_secs(2),
-                max_connections: 10_000,
-            },
-            admin: Some(Admin {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                token: token.map(str::to_string),
-            }),
-            listeners,
-        };
+    async fn start(listeners: Vec<ListenerBuilder>, token: Option<&str>) -> Running {
+        let token = token.map_or(String::new(), |t| format!("token = \"{t}\""));
+        let head = format!(
+            "[global]\ndrain_timeout = \"2s\"\nmax_connections = 10000\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n{token}"
+        );
+        let config = testing::config(&head, &listeners);
         let bound = runtime::bind(&config).unwrap();
         let admin = bound.admin_address().unwrap();
         let listeners = bound.addresses().into_iter().collect();
@@ -293,48 +270,6 @@ async fn open(addr: SocketAddr) -> (BufReader<TcpStream>, String) {
 /// The backend a fresh connection lands on; the connection is closed.
 async fn which_backend(addr: SocketAddr) -> String {
     open(addr).await.1
-}
-
-/// Polls `cond` until it holds, failing the test after [`DEADLINE`].
-async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The value of the sample `name{labels}` in Prometheus text, if present.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if metric != name {
-                return None;
-            }
-            let inner = rest.strip_suffix('}')?;
-            let mut found: Vec<(&str, &str)> = inner
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once("=\"")?;
-                    Some((k, v.trim_end_matches('"')))
-                })
-                .collect();
-            let mut wanted = labels.to_vec();
-            found.sort_unstable();
-            wanted.sort_unstable();
-            (found == wanted).then(|| value.parse().ok()).flatten()
-        })
 }
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -562,8 +497,8 @@ async fn metrics_move_with_traffic_and_the_active_gauge_returns_to_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_turned_away_by_the_allow_list_are_counted_by_reason() {
     let a = TestBackend::start("a").await;
-    let mut web = listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)]);
-    web.allow = vec!["10.0.0.0/8".parse().unwrap()];
+    let web = listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])
+        .set("allow", toml::Value::Array(vec!["10.0.0.0/8".into()]));
     let running = Running::start(vec![web], None).await;
     let mut refused = TcpStream::connect(running.addr("web")).await.unwrap();
     let mut buf = [0u8; 1];
@@ -927,13 +862,13 @@ async fn bad_changes_are_refused_with_400_naming_the_problem_and_change_nothing(
             "POST",
             backends,
             r#"{"address": "not an address"}"#,
-            "field \"address\": \"not an address\": expected host:port or [ipv6]:port",
+            "field \"address\": \"not an address\": missing port (expected host:port)",
         ),
         (
             "POST",
             backends,
             r#"{"address": "127.0.0.1:0"}"#,
-            "field \"address\": \"127.0.0.1:0\": port 0 cannot be connected to",
+            "field \"address\": \"127.0.0.1:0\": port 0 is out of range (expected 1 to 65535)",
         ),
         (
             "POST",
@@ -1094,7 +1029,7 @@ async fn bodies_over_the_limit_are_413() {
     .await;
     let big = format!(
         r#"{{"address": "127.0.0.1:9", "pad": "{}"}}"#,
-        "x".repeat(super::api::BODY_LIMIT)
+        "x".repeat(super::BODY_LIMIT)
     );
     let answer = http(
         running.admin,

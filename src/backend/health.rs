@@ -325,7 +325,7 @@ impl Health {
         }
     }
 
-    /// Sets the thresholds (when a listener's state is built, and again on
+    /// Sets the thresholds (when a listener's snapshot is built, and again on
     /// every change of its config); counts so far are kept.
     pub fn configure(&self, policy: HealthPolicy) {
         self.lock().policy = policy;

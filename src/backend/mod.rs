@@ -38,8 +38,8 @@ pub struct Backend {
     /// Relative share of traffic, at least 1: as configured, or as the
     /// admin API set it. An atomic so it can change on the shared backend
     /// (its counters and health stay); balancers read it when they are
-    /// built, so a change is published by building a new listener state
-    /// (`runtime::state::Registry::update`). What an algorithm competes
+    /// built, so a change is published by building a new snapshot
+    /// (`state::change`). What an algorithm competes
     /// with is [`Backend::effective_weight`].
     weight: AtomicU32,
     /// Live counters.
@@ -52,7 +52,7 @@ pub struct Backend {
 
 impl Backend {
     /// A new backend, up at full weight, with zeroed counters and the
-    /// default health policy (a listener's state sets its own, see
+    /// default health policy (a listener's snapshot sets its own, see
     /// [`Backend::configure`]).
     pub fn new(spec: &BackendSpec) -> Backend {
         Backend {
@@ -70,8 +70,8 @@ impl Backend {
         self.weight.load(Ordering::Relaxed)
     }
 
-    /// Sets the weight. Callers publish a new listener state afterwards so
-    /// the balancer is rebuilt with it (`Registry::update`).
+    /// Sets the weight. Callers publish a new snapshot afterwards so the
+    /// balancer is rebuilt with it (`state::change`).
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight, Ordering::Relaxed);
     }

@@ -324,7 +324,7 @@ impl fmt::Display for TableSummary {
 }
 
 /// A Maglev lookup table over one backend set, built once (when a
-/// listener's state is built) and then only read, by every worker.
+/// listener's snapshot is built) and then only read, by every worker.
 #[derive(Debug)]
 pub struct Maglev {
     /// Entry -> backend index (in config order).

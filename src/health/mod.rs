@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, BackendState, Transition};
 use crate::config::{CheckKind, HealthCheck};
 use crate::net::connect::ConnectError;
-use crate::runtime::state::ListenerSlot;
+use crate::state::ListenerSlot;
 
 /// Why one check failed; its `Display` is the reason in the log line.
 #[derive(Debug)]
@@ -131,7 +131,7 @@ pub async fn run(slot: Arc<ListenerSlot>, cancel: CancellationToken) {
     let mut loops: JoinSet<String> = JoinSet::new();
     let mut checked: HashSet<String> = HashSet::new();
     loop {
-        let state = slot.state.load_full();
+        let state = slot.snapshot.load_full();
         let Some(interval) = state.config.health_check.as_ref().map(|c| c.interval) else {
             break;
         };
@@ -165,7 +165,7 @@ async fn cancel_loops(loops: &mut JoinSet<String>) {
 /// Returns the address, so [`run`] can start a new loop if it comes back.
 async fn check_loop(slot: Arc<ListenerSlot>, address: String, cancel: CancellationToken) -> String {
     let Some(interval) = slot
-        .state
+        .snapshot
         .load()
         .config
         .health_check
@@ -181,7 +181,7 @@ async fn check_loop(slot: Arc<ListenerSlot>, address: String, cancel: Cancellati
             () = tokio::time::sleep_until(next) => {}
         }
         let started = Instant::now();
-        let state = slot.state.load_full();
+        let state = slot.snapshot.load_full();
         let (Some(check), Some(backend)) = (&state.config.health_check, state.backend(&address))
         else {
             return address;
@@ -230,41 +230,20 @@ mod tests {
 
     use super::{first_delay, jittered, run};
     use crate::backend::{BackendState, DownCause};
-    use crate::config::{Format, parse};
-    use crate::runtime::state::{ListenerSlot, ListenerState, Registry};
-
-    /// How long a condition may take before a test fails: generous for a
-    /// loaded 2-core CI machine, while checks run every 50 ms.
-    const DEADLINE: Duration = Duration::from_secs(10);
-
-    /// Waits until `cond` holds, polling every few milliseconds; false
-    /// when the deadline passed first.
-    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while tokio::time::Instant::now() < deadline {
-            if cond() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        cond()
-    }
+    use crate::state::ListenerSlot;
+    use crate::testing::{self, DEADLINE, eventually};
 
     /// A listener slot over `backends` with this health check table body.
     fn slot(backends: &[SocketAddr], check: &str) -> Arc<ListenerSlot> {
-        let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
-        let text = format!(
-            "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nslow_start = \"0s\"\n\
-             backends = [{}]\n[listeners.health_check]\n{check}",
-            list.join(", ")
-        );
-        let config = parse(&text, Format::Toml, "t.toml").unwrap();
-        let listener = config.listeners.into_iter().next().unwrap();
-        Registry::new().add(ListenerState::new(listener))
+        testing::listener("web")
+            .backends(backends)
+            .set("slow_start", "0s")
+            .table(&format!("[listeners.health_check]\n{check}"))
+            .slot()
     }
 
     fn state_of(slot: &ListenerSlot, index: usize) -> BackendState {
-        slot.state.load().backends[index].state()
+        slot.snapshot.load().backends[index].state()
     }
 
     /// Answers every connection with `status` until dropped.
@@ -310,8 +289,11 @@ mod tests {
         let checker = tokio::spawn(run(Arc::clone(&slot), cancel.clone()));
 
         drop(flaky);
-        assert!(eventually(|| state_of(&slot, 1) == BackendState::Down).await);
-        let backend = Arc::clone(&slot.state.load().backends[1]);
+        eventually("backend 1 is down", || async {
+            state_of(&slot, 1) == BackendState::Down
+        })
+        .await;
+        let backend = Arc::clone(&slot.snapshot.load().backends[1]);
         assert_eq!(backend.health.down_cause(), Some(DownCause::Checks));
         let snapshot = backend.health.snapshot();
         assert_eq!(snapshot.last_error.as_deref(), Some("connection refused"));
@@ -322,7 +304,10 @@ mod tests {
         assert_eq!(state_of(&slot, 0), BackendState::Up);
 
         let _restarted = TcpListener::bind(flaky_addr).await.unwrap();
-        assert!(eventually(|| state_of(&slot, 1) == BackendState::Up).await);
+        eventually("backend 1 is up again", || async {
+            state_of(&slot, 1) == BackendState::Up
+        })
+        .await;
         assert_eq!(
             backend
                 .health
@@ -349,15 +334,21 @@ mod tests {
         );
         let cancel = CancellationToken::new();
         let checker = tokio::spawn(run(Arc::clone(&slot), cancel.clone()));
-        assert!(eventually(|| state_of(&slot, 1) == BackendState::Down).await);
-        let backend = Arc::clone(&slot.state.load().backends[1]);
+        eventually("backend 1 is down", || async {
+            state_of(&slot, 1) == BackendState::Down
+        })
+        .await;
+        let backend = Arc::clone(&slot.snapshot.load().backends[1]);
         assert_eq!(
             backend.health.snapshot().last_error.as_deref(),
             Some("status 500, expected 200")
         );
         // The good one keeps passing: its passed count grows.
-        let good_backend = Arc::clone(&slot.state.load().backends[0]);
-        assert!(eventually(|| good_backend.health.snapshot().check_successes >= 3).await);
+        let good_backend = Arc::clone(&slot.snapshot.load().backends[0]);
+        eventually("the good backend passed 3 checks", || async {
+            good_backend.health.snapshot().check_successes >= 3
+        })
+        .await;
         assert_eq!(good_backend.state(), BackendState::Up);
         cancel.cancel();
         tokio::time::timeout(DEADLINE, checker)
@@ -370,11 +361,14 @@ mod tests {
     async fn checks_never_bring_back_a_draining_backend() {
         let (addr, _server) = http_backend(200).await;
         let slot = slot(&[addr], "kind = \"http\"\ninterval = \"50ms\"\nrise = 1\n");
-        let backend = Arc::clone(&slot.state.load().backends[0]);
+        let backend = Arc::clone(&slot.snapshot.load().backends[0]);
         backend.set_state(BackendState::Draining);
         let cancel = CancellationToken::new();
         let checker = tokio::spawn(run(Arc::clone(&slot), cancel.clone()));
-        assert!(eventually(|| backend.health.snapshot().check_successes >= 3).await);
+        eventually("the backend passed 3 checks", || async {
+            backend.health.snapshot().check_successes >= 3
+        })
+        .await;
         assert_eq!(backend.state(), BackendState::Draining);
         cancel.cancel();
         tokio::time::timeout(DEADLINE, checker)
@@ -406,10 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_without_a_health_check_has_no_checker_to_run() {
-        let text = "[[listeners]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:9\"]\n";
-        let config = parse(text, Format::Toml, "t.toml").unwrap();
-        let listener = config.listeners.into_iter().next().unwrap();
-        let slot = Registry::new().add(ListenerState::new(listener));
+        let slot = testing::listener("web").backend("127.0.0.1:9").slot();
         let done = tokio::time::timeout(DEADLINE, run(slot, CancellationToken::new())).await;
         assert!(done.is_ok());
     }

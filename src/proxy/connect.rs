@@ -14,7 +14,7 @@ use crate::backend::{ConnectingGuard, ConnectionGuard};
 use crate::balance::PickContext;
 use crate::health::passive;
 use crate::net::{self, connect::ConnectError};
-use crate::runtime::state::ListenerState;
+use crate::state::Snapshot;
 
 /// Why no backend could be reached for a client.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ impl fmt::Display for NoBackendReached {
 /// tried), the backends marked down by failed connects only are tried as a
 /// last resort, within the same budget of attempts.
 pub async fn connect(
-    state: &ListenerState,
+    state: &Snapshot,
     client: IpAddr,
 ) -> Result<(TcpStream, ConnectionGuard), NoBackendReached> {
     let config = &state.config;
@@ -105,26 +105,26 @@ pub async fn connect(
 mod tests {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
 
     use tokio::net::TcpListener;
 
     use super::connect;
     use crate::backend::{BackendState, DownCause};
-    use crate::config::{Format, parse};
-    use crate::runtime::state::ListenerState;
+    use crate::state::Snapshot;
+    use crate::testing::{self, eventually};
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     /// A round-robin listener over `backends`, with `extra` (tables) after.
-    fn listener(backends: &[SocketAddr], extra: &str) -> ListenerState {
-        let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
-        let text = format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\nretries = 3\nbackends = [{}]\n{extra}\n",
-            list.join(", ")
-        );
-        let config = parse(&text, Format::Toml, "t.toml").unwrap();
-        ListenerState::new(config.listeners.into_iter().next().unwrap())
+    fn listener(backends: &[SocketAddr], extra: &str) -> Snapshot {
+        let listener = testing::listener("web")
+            .backends(backends)
+            .set("retries", 3);
+        match extra {
+            "" => listener,
+            table => listener.table(table),
+        }
+        .snapshot()
     }
 
     /// An address nothing listens on (bound, then closed).
@@ -191,12 +191,11 @@ mod tests {
         let _back = TcpListener::bind(flaky).await.unwrap();
         // Once the back-off is over it is a candidate again, and the first
         // connect that reaches it marks it up.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while backend.state() != BackendState::Up && tokio::time::Instant::now() < deadline {
+        eventually("the backend is up after its back-off", || async {
             connect(&state, CLIENT).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(backend.state(), BackendState::Up);
+            backend.state() == BackendState::Up
+        })
+        .await;
         let change = backend.health.snapshot().last_change.map(|(_, why)| why);
         assert_eq!(change.as_deref(), Some("a connect succeeded"));
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::state::ListenerState;
+use crate::state::Snapshot;
 
 /// Serves one admitted client: connect to a backend (with retries), relay
 /// until both sides are done, the connection idles out, or `close` is
@@ -27,7 +27,7 @@ use crate::runtime::state::ListenerState;
 pub fn handle(
     client: TcpStream,
     peer: SocketAddr,
-    state: Arc<ListenerState>,
+    state: Arc<Snapshot>,
     close: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     async move {
@@ -53,11 +53,7 @@ pub fn handle(
         };
         let address = guard.backend().address.as_str();
         tracing::debug!(listener, client = %peer, backend = address, "connected");
-        let options = tcp::RelayOptions {
-            buffer_size: state.config.buffer_size,
-            idle_timeout: state.config.idle_timeout,
-            zero_copy: true,
-        };
+        let options = tcp::RelayOptions::new(state.config.buffer_size, state.config.idle_timeout);
         let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
         tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
     }

@@ -38,10 +38,34 @@ pub struct RelayOptions {
     pub buffer_size: usize,
     /// Close after this long without a byte either way.
     pub idle_timeout: Duration,
-    /// Move bytes with `splice(2)` through pipes instead of copying them
-    /// through user-space buffers (Linux; falls back to copying when no
-    /// pipe can be had).
-    pub zero_copy: bool,
+    /// Tests only: `false` keeps bulk data on the copy path (the path a
+    /// chunk takes in production when no pipe can be had), so tests drive
+    /// both paths with any data. Outside tests bulk data always splices.
+    #[cfg(test)]
+    splice: bool,
+}
+
+impl RelayOptions {
+    /// Relays copying through `buffer_size` buffers and splicing bulk data
+    /// (Linux), closing after `idle_timeout` without a byte either way.
+    pub fn new(buffer_size: usize, idle_timeout: Duration) -> RelayOptions {
+        RelayOptions {
+            buffer_size,
+            idle_timeout,
+            #[cfg(test)]
+            splice: true,
+        }
+    }
+
+    /// Whether bulk data moves with `splice(2)` through pipes instead of
+    /// being copied through user-space buffers.
+    #[cfg(target_os = "linux")]
+    fn splices(&self) -> bool {
+        #[cfg(test)]
+        return self.splice;
+        #[cfg(not(test))]
+        true
+    }
 }
 
 /// How a relay ended.
@@ -267,7 +291,7 @@ impl Step {
     ///
     /// Small messages are copied (one read, one write: the cheapest for
     /// them); after a read fills the whole buffer the direction carries
-    /// bulk data, and with `zero_copy` it splices until a chunk comes up
+    /// bulk data, and (on Linux) it splices until a chunk comes up
     /// short again.
     fn poll(&mut self, cx: &mut Context<'_>, ends: &mut Ends<'_>) -> Poll<io::Result<()>> {
         loop {
@@ -277,7 +301,7 @@ impl Step {
                     // in this future.
                     ready!(ends.from.poll_read_ready(cx))?;
                     #[cfg(target_os = "linux")]
-                    if *bulk && ends.options.zero_copy {
+                    if *bulk && ends.options.splices() {
                         if let Some(next) = splice_in(ends)? {
                             *self = next;
                             continue;
@@ -433,6 +457,7 @@ impl Drop for BufferLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::eventually;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -446,9 +471,8 @@ mod tests {
 
     fn options(idle: Duration, zero_copy: bool) -> RelayOptions {
         RelayOptions {
-            buffer_size: 4096,
-            idle_timeout: idle,
-            zero_copy,
+            splice: zero_copy,
+            ..RelayOptions::new(4096, idle)
         }
     }
 
@@ -675,19 +699,6 @@ mod tests {
         LEASED.with(std::cell::Cell::get) + pipes
     }
 
-    /// Yields (and gives the runtime's I/O driver turns) until `cond`
-    /// holds, for at most 5 s.
-    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if cond() {
-                return true;
-            }
-            tokio::task::yield_now().await;
-        }
-        cond()
-    }
-
     #[tokio::test]
     async fn a_write_that_would_block_keeps_the_rest_and_finishes_it() {
         for zero_copy in PATHS {
@@ -711,11 +722,11 @@ mod tests {
             );
             // The relay waits on the backend, holding the chunk it could
             // not write yet, and nothing more.
-            assert!(
-                eventually(|| held() == 1).await,
-                "a relay blocked on a write holds {} chunks",
-                held()
-            );
+            eventually(
+                "a relay blocked on a write holds exactly one chunk",
+                || async { held() == 1 },
+            )
+            .await;
             let mut got = Vec::new();
             backend.read_to_end(&mut got).await.unwrap();
             assert!(got == up, "bytes differ after a blocked write");

@@ -11,11 +11,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::state::ListenerSlot;
-use super::stats::Rejection;
 use crate::error::Error;
 use crate::net;
 use crate::proxy;
+use crate::state::{ListenerSlot, Rejection};
 
 /// Binds `addr` for listening, as a non-blocking std socket (so it can be
 /// bound before the runtime serves it). `what` names the owner in errors.
@@ -25,18 +24,15 @@ pub fn bind(addr: SocketAddr, what: &str) -> Result<std::net::TcpListener, Error
 
 /// What an accept loop needs besides its socket.
 pub struct AcceptContext {
-    /// The listener's slot; its state is loaded once per connection.
+    /// The listener's slot: its snapshot (loaded once per connection), its
+    /// stop token and its connection cap.
     pub slot: Arc<ListenerSlot>,
-    /// Cancelled when the listener must stop accepting (drain).
-    pub stop_accepting: CancellationToken,
     /// Cancelled when open connections must be closed (drain timeout).
     pub close_connections: CancellationToken,
     /// Tracks every connection task, so drain can wait for them.
     pub connections: TaskTracker,
     /// The process-wide connection cap.
     pub global_slots: Arc<Semaphore>,
-    /// This listener's connection cap.
-    pub listener_slots: Arc<Semaphore>,
     /// Clients turned away, for rate-limited warnings.
     pub rejected: RejectionLog,
 }
@@ -78,11 +74,11 @@ impl RejectionLog {
     }
 }
 
-/// Accepts clients until `stop_accepting` is cancelled, then drops the
-/// socket so new connects are refused at once.
+/// Accepts clients until the slot's `stop_accepting` is cancelled, then
+/// drops the socket so new connects are refused at once.
 pub async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
     let owner = format!("listener {}", ctx.slot.name);
-    let stop = ctx.stop_accepting.clone();
+    let stop = ctx.slot.stop_accepting.clone();
     net::accept::accept_loop(listener, &stop, &owner, |stream, client| {
         admit(&ctx, stream, client);
     })
@@ -92,7 +88,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
 /// Applies the allow list and caps, then spawns the connection's task.
 fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
     let accepted = Instant::now();
-    let state = ctx.slot.state.load_full();
+    let state = ctx.slot.snapshot.load_full();
     let name = &state.config.name;
     let allow = &state.config.allow;
     let ip = client.ip().to_canonical();
@@ -108,7 +104,7 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
         reject(Rejection::GlobalFull);
         return;
     };
-    let Ok(local) = ctx.listener_slots.clone().try_acquire_owned() else {
+    let Ok(local) = Arc::clone(&ctx.slot.connection_slots).try_acquire_owned() else {
         reject(Rejection::ListenerFull);
         return;
     };

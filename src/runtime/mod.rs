@@ -8,8 +8,6 @@
 pub mod drain;
 pub mod listener;
 pub mod signals;
-pub mod state;
-pub mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,10 +21,10 @@ use crate::admin;
 use crate::config::{Config, Listener};
 use crate::error::Error;
 use crate::health;
+use crate::state::{ListenerSlot, Listeners, Snapshot};
 use drain::Drain;
 use listener::{AcceptContext, RejectionLog};
 use signals::Signals;
-use state::{ListenerSlot, ListenerState, Registry};
 
 /// Listen sockets bound for a config, not yet served.
 #[derive(Debug)]
@@ -113,48 +111,21 @@ pub fn serve(config: Config) -> Result<(), Error> {
 pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) {
     let drain = Drain::default();
     let health = HealthTasks::default();
-    let registry = Arc::new(Registry::new());
+    let listeners = Arc::new(Listeners::new());
     let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
     for (listener_config, socket) in bound.listeners {
-        let name = listener_config.name.clone();
-        let listen = socket.local_addr().unwrap_or(listener_config.listen);
-        let socket = match tokio::net::TcpListener::from_std(socket) {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::error!(listener = %name, error = %crate::net::io_reason(&e), "cannot serve listener");
-                continue;
-            }
+        let Some(slot) = serve_listener(listener_config, socket, &listeners, &drain, &global_slots)
+        else {
+            continue;
         };
-        let slots = Arc::new(Semaphore::new(listener_config.max_connections));
-        let algorithm = listener_config.algorithm;
-        let backends = listener_config.backends.len();
-        let checked = listener_config.health_check.is_some();
-        let slot = registry.add_bound(ListenerState::new(listener_config), listen);
-        if checked {
-            health.spawn(Arc::clone(&slot));
+        if slot.snapshot.load().config.health_check.is_some() {
+            health.spawn(slot);
         }
-        let table = slot.state.load().balancer.table();
-        let context = AcceptContext {
-            slot,
-            stop_accepting: drain.stop_accepting.clone(),
-            close_connections: drain.close_connections.clone(),
-            connections: drain.connections.clone(),
-            global_slots: Arc::clone(&global_slots),
-            listener_slots: slots,
-            rejected: RejectionLog::default(),
-        };
-        tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
-        if let Some(table) = table {
-            tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
-        }
-        drain
-            .listeners
-            .spawn(listener::accept_loop(socket, context));
     }
     let admin_stop = CancellationToken::new();
     let admin_task = TaskTracker::new();
     if let Some((settings, socket)) = bound.admin {
-        start_admin(&admin_task, socket, settings, &registry, &admin_stop);
+        start_admin(&admin_task, socket, settings, &listeners, &admin_stop);
     }
     shutdown.await;
     health.stop().await;
@@ -162,6 +133,49 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
     admin_stop.cancel();
     admin_task.close();
     admin_task.wait().await;
+    listeners.close().await;
+}
+
+/// Adds the listener to `listeners` and starts its accept loop on
+/// `socket`; `None` (logged) when the socket cannot be served.
+fn serve_listener(
+    config: Listener,
+    socket: std::net::TcpListener,
+    listeners: &Listeners,
+    drain: &Drain,
+    global_slots: &Arc<Semaphore>,
+) -> Option<Arc<ListenerSlot>> {
+    let name = config.name.clone();
+    let listen = socket.local_addr().unwrap_or(config.listen);
+    let socket = match tokio::net::TcpListener::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(listener = %name, error = %crate::net::io_reason(&e), "cannot serve listener");
+            return None;
+        }
+    };
+    let (algorithm, backends) = (config.algorithm, config.backends.len());
+    let stop_accepting = drain.stop_accepting.child_token();
+    let slot = listeners.add(ListenerSlot::new(
+        Snapshot::new(config),
+        listen,
+        stop_accepting,
+    ));
+    tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
+    if let Some(table) = slot.snapshot.load().balancer.table() {
+        tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
+    }
+    let context = AcceptContext {
+        slot: Arc::clone(&slot),
+        close_connections: drain.close_connections.clone(),
+        connections: drain.connections.clone(),
+        global_slots: Arc::clone(global_slots),
+        rejected: RejectionLog::default(),
+    };
+    drain
+        .listeners
+        .spawn(listener::accept_loop(socket, context));
+    Some(slot)
 }
 
 /// Starts the admin server on `socket`, on `tasks`, until `stop`.
@@ -169,7 +183,7 @@ fn start_admin(
     tasks: &TaskTracker,
     socket: std::net::TcpListener,
     settings: admin::Settings,
-    registry: &Arc<Registry>,
+    listeners: &Arc<Listeners>,
     stop: &CancellationToken,
 ) {
     let address = socket.local_addr().ok();
@@ -186,7 +200,7 @@ fn start_admin(
         }
         tracing::info!(address = %address, "admin listening");
     }
-    let admin = admin::Admin::new(Arc::clone(registry), settings, stop.clone());
+    let admin = admin::Admin::new(Arc::clone(listeners), settings, stop.clone());
     tasks.spawn(admin::serve(admin, socket));
 }
 

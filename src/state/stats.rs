@@ -3,7 +3,7 @@
 //! the accept loop and connection tasks with one or two `Relaxed` atomic
 //! adds per event (each is an independent tally); read by `/metrics`.
 //!
-//! They live in the listener's slot, so they outlive the listener states a
+//! They live in the listener's slot, so they outlive the snapshots a
 //! change publishes, as backend counters outlive them in `Arc<Backend>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,213 @@
+//! The run-time changes of the admin API (SPEC 7): `POST` a backend,
+//! `PATCH` its weight or state, `DELETE` it (drain, then remove once
+//! idle). A body is checked whole before anything changes (a 400 changes
+//! nothing); the change itself is one of the named changes of
+//! [`state::change`](crate::state::change), the one writer path. Changes
+//! last until the next reload or restart.
+
+use std::time::Duration;
+
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::{Map, Value};
+
+use super::body::{Body, encode_segment};
+use super::status::backend_answer;
+use super::{Admin, AdminError, MAX_WEIGHT};
+use crate::backend::BackendState;
+use crate::config::{BackendSpec, defaults};
+use crate::net::addr;
+use crate::state::change::{self, BackendChange};
+
+/// How long resolving a POSTed backend's host name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `POST /api/listeners/{name}/backends`: adds a backend, up, with zeroed
+/// counters. Answers 201 with the backend and its `Location`.
+pub async fn add_backend(
+    admin: &Admin,
+    listener: &str,
+    body: &Map<String, Value>,
+) -> Result<Response<Body>, AdminError> {
+    // The listener is looked up first, so a POST to an unknown one is a
+    // 404 whatever its body, and no name is resolved for nothing.
+    if admin.listeners.find(listener).is_none() {
+        return Err(change::ChangeError::UnknownListener(listener.to_string()).into());
+    }
+    only_fields(body, &["address", "weight"], "\"address\" and \"weight\"")?;
+    let address = match body.get("address") {
+        None => return Err(AdminError::MissingField("address")),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(wrong_type("address", "a string \"host:port\"", other)),
+    };
+    let weight = match body.get("weight") {
+        None => defaults::WEIGHT,
+        Some(value) => weight(value)?,
+    };
+    let spec = BackendSpec {
+        resolved: resolve(&address).await?,
+        address,
+        weight,
+    };
+    let backend = change::add_backend(&admin.listeners, listener, &spec)?;
+    tracing::info!(listener, backend = %spec.address, weight, "backend added through the admin API");
+    let mut answer = backend_answer(admin, StatusCode::CREATED, listener, &backend);
+    let location = format!(
+        "/api/listeners/{}/backends/{}",
+        encode_segment(listener),
+        encode_segment(&spec.address)
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        answer.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(answer)
+}
+
+/// `PATCH /api/listeners/{name}/backends/{address}`: sets its weight and/or
+/// its state (`draining` or `up`). Answers 200 with the backend.
+pub fn change_backend(
+    admin: &Admin,
+    listener: &str,
+    address: &str,
+    body: &Map<String, Value>,
+) -> Result<Response<Body>, AdminError> {
+    if admin.listeners.find(listener).is_none() {
+        return Err(change::ChangeError::UnknownListener(listener.to_string()).into());
+    }
+    only_fields(body, &["weight", "state"], "\"weight\" and \"state\"")?;
+    let wanted = BackendChange {
+        weight: body.get("weight").map(weight).transpose()?,
+        state: body.get("state").map(settable_state).transpose()?,
+    };
+    if wanted == BackendChange::default() {
+        return Err(AdminError::NothingToChange);
+    }
+    let backend = change::change_backend(&admin.listeners, listener, address, wanted)?;
+    tracing::info!(
+        listener,
+        backend = address,
+        weight = backend.weight(),
+        state = backend.state().name(),
+        "backend changed through the admin API"
+    );
+    Ok(backend_answer(admin, StatusCode::OK, listener, &backend))
+}
+
+/// `DELETE /api/listeners/{name}/backends/{address}`: drains the backend
+/// (no new connections, open ones finish) and removes it once idle.
+/// Answers 202 with the backend, draining. A PATCH back to `up` before it
+/// is removed cancels the removal.
+pub fn remove_backend(
+    admin: &Admin,
+    listener: &str,
+    address: &str,
+) -> Result<Response<Body>, AdminError> {
+    let backend = change::remove_backend(&admin.listeners, listener, address)?;
+    Ok(backend_answer(
+        admin,
+        StatusCode::ACCEPTED,
+        listener,
+        &backend,
+    ))
+}
+
+/// A POSTed backend address, parsed with the config's grammar and resolved
+/// (the first address a name resolves to is the one connected to, as at
+/// config load).
+async fn resolve(address: &str) -> Result<std::net::SocketAddr, AdminError> {
+    let bad = |reason: String| AdminError::BadAddress {
+        value: address.to_string(),
+        reason,
+    };
+    let parsed = addr::backend_address(address).map_err(|e| bad(e.to_string()))?;
+    addr::resolve(parsed, RESOLVE_TIMEOUT)
+        .await
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// Refuses fields not in `allowed`.
+fn only_fields(
+    body: &Map<String, Value>,
+    allowed: &[&str],
+    expected: &'static str,
+) -> Result<(), AdminError> {
+    match body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(field) => Err(AdminError::UnknownField {
+            field: field.clone(),
+            expected,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A weight: an integer from 1 to [`MAX_WEIGHT`].
+fn weight(value: &Value) -> Result<u32, AdminError> {
+    let Value::Number(number) = value else {
+        return Err(wrong_type("weight", "an integer", value));
+    };
+    if let Some(n) = number.as_u64() {
+        return u32::try_from(n)
+            .ok()
+            .filter(|w| (1..=MAX_WEIGHT).contains(w))
+            .ok_or_else(|| AdminError::WeightOutOfRange {
+                value: value.to_string(),
+                max: MAX_WEIGHT,
+            });
+    }
+    if number.is_i64() {
+        return Err(AdminError::WeightOutOfRange {
+            value: value.to_string(),
+            max: MAX_WEIGHT,
+        });
+    }
+    Err(wrong_type("weight", "an integer", value))
+}
+
+/// A state a PATCH may set.
+fn settable_state(value: &Value) -> Result<BackendState, AdminError> {
+    match value {
+        Value::String(s) if s == "up" => Ok(BackendState::Up),
+        Value::String(s) if s == "draining" => Ok(BackendState::Draining),
+        Value::String(s) => Err(AdminError::BadState(s.clone())),
+        other => Err(wrong_type("state", "\"up\" or \"draining\"", other)),
+    }
+}
+
+fn wrong_type(field: &'static str, expected: &'static str, value: &Value) -> AdminError {
+    AdminError::WrongType {
+        field,
+        expected,
+        value: value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_must_be_integers_in_range() {
+        assert_eq!(weight(&serde_json::json!(3)).ok(), Some(3));
+        assert_eq!(weight(&serde_json::json!(10_000)).ok(), Some(10_000));
+        for bad in [
+            serde_json::json!(0),
+            serde_json::json!(-1),
+            serde_json::json!(10_001),
+        ] {
+            assert!(
+                matches!(weight(&bad), Err(AdminError::WeightOutOfRange { .. })),
+                "{bad}"
+            );
+        }
+        for bad in [
+            serde_json::json!(1.5),
+            serde_json::json!("2"),
+            serde_json::json!(null),
+        ] {
+            assert!(
+                matches!(weight(&bad), Err(AdminError::WrongType { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! What the admin API shows (`GET /api/status` and a backend's own
+//! route): every listener and backend, read now from the same snapshots
+//! and counters the data plane uses. SPEC 7's shape, extended, never
+//! renamed: the dashboard and users' scripts read these field names.
+
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::body::{Body, json_response};
+use super::{Admin, AdminError};
+use crate::backend::Backend;
+use crate::state::change::ChangeError;
+use crate::state::{ListenerSlot, Rejection, Snapshot};
+
+/// `GET /api/status`: every listener and its backends (SPEC 7's shape,
+/// extended, never renamed).
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The balancer's version.
+    pub version: &'static str,
+    /// Seconds since the admin server started.
+    pub uptime_seconds: f64,
+    /// Every listener, in config order.
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One listener in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct ListenerStatus {
+    /// Its unique name.
+    pub name: String,
+    /// The address it listens on.
+    pub listen: String,
+    /// `tcp` (or `http`).
+    pub mode: String,
+    /// Its balancing algorithm, as the config names it.
+    pub algorithm: String,
+    /// Client connections open to its backends now.
+    pub active_connections: u64,
+    /// Client connections ever relayed to its backends.
+    pub total_connections: u64,
+    /// Clients turned away at accept, by reason (the `reason` label of
+    /// `balancer_rejected_connections_total`).
+    pub rejected_connections: Map<String, Value>,
+    /// Its live backends, in order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend in `/api/status` and the answers of the backend calls.
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    /// Its address as written: its name everywhere.
+    pub address: String,
+    /// The address connected to.
+    pub resolved: String,
+    /// Its relative share of traffic.
+    pub weight: u32,
+    /// `up`, `down` or `draining`.
+    pub state: &'static str,
+    /// Whether a DELETE is draining it, to remove it once idle.
+    pub removing: bool,
+    /// Client connections open to it now.
+    pub active_connections: u64,
+    /// Client connections ever relayed to it.
+    pub total_connections: u64,
+    /// Connect attempts to it that failed or timed out.
+    pub failures: u64,
+    /// Bytes from clients to it.
+    pub bytes_in: u64,
+    /// Bytes from it to clients.
+    pub bytes_out: u64,
+    /// Connects to it in progress now.
+    pub connecting: u64,
+    /// The weight it competes with now: less than `weight` while its
+    /// slow-start ramp runs.
+    pub effective_weight: f64,
+    /// Its connect latency (peak EWMA) in milliseconds; `null` before the
+    /// first connect.
+    pub latency_ms: Option<f64>,
+    /// The result of its last active health check: `"ok"`, or the failure
+    /// in words; `null` without active checks or before the first one.
+    pub last_check: Option<String>,
+    /// What its health is made of.
+    pub health: HealthStatus,
+}
+
+/// The evidence behind a backend's state, in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct HealthStatus {
+    /// What marked it down (`checks`, `connects`, `operator`); `null`
+    /// unless it is down.
+    pub down_cause: Option<&'static str>,
+    /// Active checks passed in a row.
+    pub check_successes: u32,
+    /// Active checks failed in a row.
+    pub check_failures: u32,
+    /// Real connects failed in a row.
+    pub connect_failures: u32,
+    /// The last failure of a check or connect, in words.
+    pub last_error: Option<String>,
+    /// The last change of state, if any.
+    pub last_change: Option<StateChange>,
+}
+
+/// A change of a backend's state.
+#[derive(Debug, Serialize)]
+pub struct StateChange {
+    /// How long ago, in seconds.
+    pub seconds_ago: f64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The status of every listener, read now.
+pub fn all(admin: &Admin) -> Status {
+    let listeners = admin
+        .listeners
+        .all()
+        .iter()
+        .map(|slot| listener_status(admin, slot))
+        .collect();
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: admin.started.elapsed().as_secs_f64(),
+        listeners,
+    }
+}
+
+fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
+    let state = slot.snapshot.load();
+    let backends: Vec<BackendStatus> = state
+        .backends
+        .iter()
+        .map(|b| backend_view(admin, &state, b))
+        .collect();
+    let rejected_connections = Rejection::ALL
+        .iter()
+        .map(|&why| {
+            (
+                why.label().to_string(),
+                Value::from(slot.stats.rejected(why)),
+            )
+        })
+        .collect();
+    ListenerStatus {
+        name: slot.name.clone(),
+        listen: slot.listen.to_string(),
+        mode: state.config.mode.to_string(),
+        algorithm: state.config.algorithm.to_string(),
+        active_connections: backends.iter().map(|b| b.active_connections).sum(),
+        total_connections: backends.iter().map(|b| b.total_connections).sum(),
+        rejected_connections,
+        backends,
+    }
+}
+
+/// A backend of the listener whose current state is `state`, read now.
+fn backend_view(admin: &Admin, state: &Snapshot, backend: &Backend) -> BackendStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &backend.stats;
+    let listener = state.config.name.as_str();
+    let removing = admin.listeners.is_removing(listener, &backend.address);
+    let now = tokio::time::Instant::now();
+    let health = backend.health.snapshot();
+    let last_check = match (&state.config.health_check, &health) {
+        (None, _) => None,
+        (Some(_), h) if h.check_successes > 0 => Some("ok".to_string()),
+        (Some(_), h) if h.check_failures > 0 => {
+            Some(h.last_error.clone().unwrap_or_else(|| "failed".to_string()))
+        }
+        (Some(_), _) => None,
+    };
+    // Thousandths of a weight unit, shown: precision loss does not matter.
+    let effective_weight = backend.effective_weight() as f64 / 1000.0;
+    BackendStatus {
+        address: backend.address.clone(),
+        resolved: backend.resolved.to_string(),
+        weight: backend.weight(),
+        state: backend.state().name(),
+        removing,
+        active_connections: stats.active.load(Relaxed),
+        total_connections: stats.total.load(Relaxed),
+        failures: stats.connect_failures.load(Relaxed),
+        bytes_in: stats.bytes_in.load(Relaxed),
+        bytes_out: stats.bytes_out.load(Relaxed),
+        connecting: stats.connecting.load(Relaxed),
+        effective_weight,
+        latency_ms: backend
+            .latency
+            .get_at(now)
+            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+        last_check,
+        health: HealthStatus {
+            down_cause: health.down_cause.map(|c| c.name()),
+            check_successes: health.check_successes,
+            check_failures: health.check_failures,
+            connect_failures: health.connect_failures,
+            last_error: health.last_error,
+            last_change: health.last_change.map(|(at, reason)| StateChange {
+                seconds_ago: now.saturating_duration_since(at).as_secs_f64(),
+                reason,
+            }),
+        },
+    }
+}
+
+/// `GET /api/listeners/{name}/backends/{address}`: the backend as
+/// `/api/status` shows it.
+pub fn backend(admin: &Admin, listener: &str, address: &str) -> Result<BackendStatus, AdminError> {
+    let unknown_listener = || ChangeError::UnknownListener(listener.to_string());
+    let slot = admin
+        .listeners
+        .find(listener)
+        .ok_or_else(unknown_listener)?;
+    let snapshot = slot.snapshot.load();
+    let backend = snapshot
+        .backend(address)
+        .ok_or_else(|| ChangeError::UnknownBackend {
+            listener: listener.to_string(),
+            address: address.to_string(),
+        })?;
+    Ok(backend_view(admin, &snapshot, backend))
+}
+
+/// The answer of a change: `status` and the backend as `/api/status` shows
+/// it in its listener's current snapshot (`null` if the listener is gone).
+pub fn backend_answer(
+    admin: &Admin,
+    status: StatusCode,
+    listener: &str,
+    backend: &Backend,
+) -> Response<Body> {
+    let view = admin
+        .listeners
+        .find(listener)
+        .map(|slot| backend_view(admin, &slot.snapshot.load(), backend));
+    json_response(status, &view)
+}

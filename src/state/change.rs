@@ -1,0 +1,301 @@
+//! The named changes of a listener's backends, the only way anything
+//! changes them: add one, change its weight or state, drain it and remove
+//! it once idle, or set the whole list at once.
+//!
+//! Each change is checked and applied under the writer lock of
+//! [`Listeners`], builds the listener's next [`Snapshot`] over the same
+//! `Arc<Backend>`s (so counters, health, latency and a slow-start ramp
+//! stay) and publishes it for the next connection. The admin API calls
+//! [`add_backend`], [`change_backend`] and [`remove_backend`]; reload and
+//! discovery will call [`set_backends`], which keeps each backend matched
+//! by its address.
+//!
+//! A backend is never dropped while it has open connections: a removal
+//! sets it draining (no new connections, open ones finish) and a tracked
+//! task removes it once it is idle, unless it stopped draining meanwhile
+//! (an operator set it `up` again, or a new backend list named it again).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Listeners, Snapshot};
+use crate::backend::{Backend, BackendState};
+use crate::config::BackendSpec;
+use crate::net::Quoted;
+
+/// How often a backend that is draining to be removed is checked for being
+/// idle.
+const REMOVAL_POLL: Duration = Duration::from_millis(100);
+
+/// Why a change was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// No listener has this name.
+    #[error("no listener named {}", Quoted(.0))]
+    UnknownListener(String),
+    /// The listener has no backend with this address.
+    #[error("listener {} has no backend {}", Quoted(.listener), Quoted(.address))]
+    UnknownBackend {
+        /// The listener's name.
+        listener: String,
+        /// The address asked for.
+        address: String,
+    },
+    /// An added backend that the listener already has.
+    #[error("listener {} already has backend {}", Quoted(.listener), Quoted(.address))]
+    DuplicateBackend {
+        /// The listener's name.
+        listener: String,
+        /// The backend's address.
+        address: String,
+    },
+    /// A removal that would leave the listener without a backend.
+    #[error(
+        "backend {} is the last one of listener {} and cannot be removed",
+        Quoted(.address),
+        Quoted(.listener)
+    )]
+    LastBackend {
+        /// The listener's name.
+        listener: String,
+        /// The backend's address.
+        address: String,
+    },
+}
+
+/// A change of one backend in place; `None` leaves that part as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendChange {
+    /// The new weight (at least 1).
+    pub weight: Option<u32>,
+    /// The new state, as an operator sets it (`up` or `draining`).
+    pub state: Option<BackendState>,
+}
+
+/// What [`set_backends`] did, by backend address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendsSet {
+    /// Backends that were not there: added, up, ramping up over the
+    /// listener's `slow_start`.
+    pub added: Vec<String>,
+    /// Backends no longer listed: draining, removed once idle.
+    pub removed: Vec<String>,
+    /// Backends that stayed (same address): health and counters kept.
+    pub kept: Vec<String>,
+}
+
+/// Adds a backend to `listener`, up, at full weight, with zeroed counters.
+pub fn add_backend(
+    listeners: &Listeners,
+    listener: &str,
+    spec: &BackendSpec,
+) -> Result<Arc<Backend>, ChangeError> {
+    in_listener(listeners, listener, |current| {
+        if current.backend(&spec.address).is_some() {
+            return Err(ChangeError::DuplicateBackend {
+                listener: listener.to_string(),
+                address: spec.address.clone(),
+            });
+        }
+        let backend = Arc::new(Backend::new(spec));
+        let mut backends = current.backends.clone();
+        backends.push(Arc::clone(&backend));
+        Ok((current.next(backends), backend))
+    })
+}
+
+/// Changes the weight and/or the state of backend `address` of
+/// `listener`. Setting it `up` while it drains to be removed cancels the
+/// removal.
+pub fn change_backend(
+    listeners: &Listeners,
+    listener: &str,
+    address: &str,
+    change: BackendChange,
+) -> Result<Arc<Backend>, ChangeError> {
+    in_listener(listeners, listener, |current| {
+        let backend = Arc::clone(find_backend(current, listener, address)?);
+        if let Some(weight) = change.weight {
+            backend.set_weight(weight);
+        }
+        if let Some(state) = change.state {
+            backend.set_state(state);
+        }
+        Ok((current.next(current.backends.clone()), backend))
+    })
+}
+
+/// Drains backend `address` of `listener` (no new connections, open ones
+/// finish) and removes it once it is idle, in a task tracked by
+/// `listeners`. Refused when it is the last backend that is not already
+/// being removed. Draining one that is already being removed changes
+/// nothing.
+pub fn remove_backend(
+    listeners: &Arc<Listeners>,
+    listener: &str,
+    address: &str,
+) -> Result<Arc<Backend>, ChangeError> {
+    let (backend, started) = in_listener(listeners, listener, |current| {
+        let backend = Arc::clone(find_backend(current, listener, address)?);
+        let staying = current
+            .backends
+            .iter()
+            .filter(|b| !Arc::ptr_eq(b, &backend))
+            .filter(|b| !listeners.is_removing(listener, &b.address))
+            .count();
+        if staying == 0 {
+            return Err(ChangeError::LastBackend {
+                listener: listener.to_string(),
+                address: address.to_string(),
+            });
+        }
+        let started = start_removal(listeners, listener, &backend);
+        Ok((current.next(current.backends.clone()), (backend, started)))
+    })?;
+    if started {
+        tracing::info!(
+            listener,
+            backend = address,
+            "backend draining; removed once idle"
+        );
+    }
+    Ok(backend)
+}
+
+/// Makes `specs` the backends of `listener`. A backend whose address stays
+/// keeps its `Arc<Backend>` (health, counters, latency, ramp) and takes the
+/// new weight; if it was draining, it is up again (the list wants it). A
+/// new address is added, ramping up over the listener's `slow_start`. A
+/// backend no longer listed is drained and removed once idle. A backend
+/// whose address now resolves elsewhere is a new backend in its place.
+pub fn set_backends(
+    listeners: &Arc<Listeners>,
+    listener: &str,
+    specs: &[BackendSpec],
+) -> Result<BackendsSet, ChangeError> {
+    in_listener(listeners, listener, |current| {
+        let by_address: HashMap<&str, &Arc<Backend>> = current
+            .backends
+            .iter()
+            .map(|b| (b.address.as_str(), b))
+            .collect();
+        let listed: HashSet<&str> = specs.iter().map(|s| s.address.as_str()).collect();
+        let mut done = BackendsSet::default();
+        let mut backends = Vec::with_capacity(specs.len());
+        let now = Instant::now();
+        for spec in specs {
+            let staying = by_address
+                .get(spec.address.as_str())
+                .filter(|b| b.resolved == spec.resolved);
+            let backend = match staying {
+                Some(&backend) => {
+                    backend.set_weight(spec.weight);
+                    if backend.state() == BackendState::Draining {
+                        backend.set_state(BackendState::Up);
+                    }
+                    done.kept.push(spec.address.clone());
+                    Arc::clone(backend)
+                }
+                None => {
+                    let backend = Arc::new(Backend::new(spec));
+                    backend.health.start_ramp(now);
+                    done.added.push(spec.address.clone());
+                    backend
+                }
+            };
+            backends.push(backend);
+        }
+        for gone in &current.backends {
+            if !listed.contains(gone.address.as_str()) {
+                start_removal(listeners, listener, gone);
+                done.removed.push(gone.address.clone());
+                backends.push(Arc::clone(gone));
+            }
+        }
+        Ok((current.next(backends), done))
+    })
+}
+
+/// Applies `change` to the current snapshot of `listener`.
+fn in_listener<T>(
+    listeners: &Listeners,
+    listener: &str,
+    change: impl FnOnce(&Snapshot) -> Result<(Snapshot, T), ChangeError>,
+) -> Result<T, ChangeError> {
+    listeners
+        .update(listener, change)
+        .unwrap_or_else(|| Err(ChangeError::UnknownListener(listener.to_string())))
+}
+
+fn find_backend<'a>(
+    snapshot: &'a Snapshot,
+    listener: &str,
+    address: &str,
+) -> Result<&'a Arc<Backend>, ChangeError> {
+    snapshot
+        .backend(address)
+        .ok_or_else(|| ChangeError::UnknownBackend {
+            listener: listener.to_string(),
+            address: address.to_string(),
+        })
+}
+
+/// Sets `backend` draining and starts the task that removes it once idle;
+/// false when a removal of it was already under way.
+fn start_removal(listeners: &Arc<Listeners>, listener: &str, backend: &Arc<Backend>) -> bool {
+    backend.set_state(BackendState::Draining);
+    let key = (listener.to_string(), backend.address.clone());
+    if !listeners.removals().insert(key.clone()) {
+        return false;
+    }
+    listeners.removal_tasks.spawn(remove_when_idle(
+        Arc::clone(listeners),
+        key,
+        Arc::clone(backend),
+    ));
+    true
+}
+
+/// Waits until `backend` has no open connection, then removes it from its
+/// listener. Gives up when the backend stops draining (set `up` again), or
+/// when `listeners` closes.
+async fn remove_when_idle(listeners: Arc<Listeners>, key: (String, String), backend: Arc<Backend>) {
+    let (listener, address) = (&key.0, &key.1);
+    let mut poll = tokio::time::interval(REMOVAL_POLL);
+    loop {
+        tokio::select! {
+            () = listeners.closing.cancelled() => return,
+            _ = poll.tick() => {}
+        }
+        let draining = backend.state() == BackendState::Draining;
+        if !draining || backend.stats.active.load(Relaxed) == 0 {
+            break;
+        }
+    }
+    // Checked again under the writer lock: a change to `up` may have come
+    // between the poll and here.
+    let removed = listeners.update(listener, |current| {
+        if backend.state() != BackendState::Draining {
+            return Err(());
+        }
+        let backends = current
+            .backends
+            .iter()
+            .filter(|b| !Arc::ptr_eq(b, &backend))
+            .cloned()
+            .collect();
+        Ok((current.next(backends), ()))
+    });
+    listeners.removals().remove(&key);
+    match removed {
+        Some(Ok(())) => tracing::info!(listener = %listener, backend = %address, "backend removed"),
+        Some(Err(())) => {
+            tracing::info!(listener = %listener, backend = %address, "backend removal cancelled: it is no longer draining")
+        }
+        None => {}
+    }
+}
