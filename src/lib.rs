@@ -39,17 +39,17 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod admin;
-pub mod backend;
-pub mod balance;
+pub(crate) mod backend;
+pub(crate) mod balance;
 pub mod cli;
-pub mod config;
-pub mod demo;
+pub(crate) mod config;
+pub(crate) mod demo;
 pub mod error;
-pub mod health;
-pub mod net;
-pub mod proxy;
-pub mod runtime;
-pub mod state;
+pub(crate) mod health;
+pub(crate) mod net;
+pub(crate) mod proxy;
+pub(crate) mod runtime;
+pub(crate) mod state;
 #[cfg(test)]
 mod testing;
 

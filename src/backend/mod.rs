@@ -23,9 +23,7 @@ use tokio::time::Instant;
 
 use crate::config::BackendSpec;
 pub use ewma::PeakEwma;
-pub use health::{
-    BackendState, DownCause, Health, HealthPolicy, HealthSnapshot, PassivePolicy, Transition,
-};
+pub use health::{BackendState, Health, HealthPolicy, Transition};
 pub use stats::{ConnectingGuard, ConnectionGuard, Stats};
 
 /// One backend of one listener; named by its address as written.

@@ -368,12 +368,14 @@ impl Maglev {
         self.summary
     }
 
-    /// The backend index of every entry, for tests and tools.
+    /// The backend index of every entry.
+    #[cfg(test)]
     pub fn entries(&self) -> &[u32] {
         &self.table
     }
 
     /// The backend of `client`'s own entry, whatever its state.
+    #[cfg(test)]
     pub fn lookup(&self, client: IpAddr) -> Option<usize> {
         let m = self.table.len();
         if m == 0 {

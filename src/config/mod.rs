@@ -42,7 +42,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use convert::{format_duration, to_toml};
-pub use error::{ConfigError, ConfigErrors};
+pub use error::ConfigErrors;
 
 /// Which of the two file formats a config is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,12 +331,8 @@ pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config, ConfigE
     validate::validate(raw, found, text, format, origin)
 }
 
-/// The summary `balancer check` prints: listeners, algorithms, backends.
-pub fn summary(config: &Config) -> String {
-    summary_with(config, |_| None)
-}
-
-/// [`summary`], with a line from `extra` added to each listener's part
+/// The summary `balancer check` prints: listeners, algorithms, backends,
+/// with a line from `extra` added to each listener's part
 /// when it gives one (`balancer check` adds the Maglev table digest, which
 /// `config` cannot compute without depending on `balance`).
 pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>) -> String {

@@ -229,7 +229,8 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::{first_delay, jittered, run};
-    use crate::backend::{BackendState, DownCause};
+    use crate::backend::BackendState;
+    use crate::backend::health::DownCause;
     use crate::state::ListenerSlot;
     use crate::testing::{self, DEADLINE, eventually};
 

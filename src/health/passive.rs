@@ -60,7 +60,8 @@ mod tests {
     use tokio::time::Instant;
 
     use super::{connect_failed, connect_succeeded, last_resort};
-    use crate::backend::{BackendState, DownCause};
+    use crate::backend::BackendState;
+    use crate::backend::health::DownCause;
     use crate::balance::tests::equal_backends;
     use crate::net::connect::ConnectError;
 

@@ -109,7 +109,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::connect;
-    use crate::backend::{BackendState, DownCause};
+    use crate::backend::BackendState;
+    use crate::backend::health::DownCause;
     use crate::state::Snapshot;
     use crate::testing::{self, eventually};
 

@@ -172,6 +172,10 @@ pub fn remove_backend(
 /// new address is added, ramping up over the listener's `slow_start`. A
 /// backend no longer listed is drained and removed once idle. A backend
 /// whose address now resolves elsewhere is a new backend in its place.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "reload (issue 10) and DNS discovery (issue 13) are its callers")
+)]
 pub fn set_backends(
     listeners: &Arc<Listeners>,
     listener: &str,
@@ -297,5 +301,182 @@ async fn remove_when_idle(listeners: Arc<Listeners>, key: (String, String), back
             tracing::info!(listener = %listener, backend = %address, "backend removal cancelled: it is no longer draining")
         }
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::ConnectionGuard;
+    use crate::testing::{self, eventually};
+
+    /// Listener `web` over backends `127.0.0.1:1` .. `:n`, with a slow
+    /// start long enough that a new backend's ramp shows.
+    fn web(n: u16) -> (Arc<Listeners>, Arc<super::super::ListenerSlot>) {
+        (1..=n)
+            .fold(testing::listener("web"), |l, port| {
+                l.backend(format!("127.0.0.1:{port}"))
+            })
+            .set("slow_start", "10s")
+            .registered()
+    }
+
+    fn spec(address: &str, weight: u32) -> BackendSpec {
+        BackendSpec {
+            address: address.to_string(),
+            resolved: address.parse().unwrap(),
+            weight,
+        }
+    }
+
+    fn addresses(slot: &super::super::ListenerSlot) -> Vec<String> {
+        let snapshot = slot.snapshot.load();
+        snapshot
+            .backends
+            .iter()
+            .map(|b| b.address.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_added_backend_is_published_up_and_a_second_add_is_refused() {
+        let (listeners, slot) = web(1);
+        let added = add_backend(&listeners, "web", &spec("127.0.0.1:9", 3)).unwrap();
+        assert_eq!(added.state(), BackendState::Up);
+        assert_eq!(addresses(&slot), ["127.0.0.1:1", "127.0.0.1:9"]);
+        let again = add_backend(&listeners, "web", &spec("127.0.0.1:9", 1));
+        assert_eq!(
+            again.unwrap_err().to_string(),
+            "listener \"web\" already has backend \"127.0.0.1:9\""
+        );
+        let nowhere = add_backend(&listeners, "api", &spec("127.0.0.1:9", 1));
+        assert_eq!(
+            nowhere.unwrap_err(),
+            ChangeError::UnknownListener("api".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_keeps_the_backend_and_its_counters() {
+        let (listeners, slot) = web(2);
+        let before = Arc::clone(&slot.snapshot.load().backends[1]);
+        before.stats.record_connect_failure();
+        let change = BackendChange {
+            weight: Some(5),
+            state: Some(BackendState::Draining),
+        };
+        let after = change_backend(&listeners, "web", "127.0.0.1:2", change).unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert_eq!((after.weight(), after.state()), (5, BackendState::Draining));
+        assert_eq!(after.stats.connect_failures.load(Relaxed), 1);
+        let missing = change_backend(&listeners, "web", "127.0.0.1:7", change).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "listener \"web\" has no backend \"127.0.0.1:7\""
+        );
+    }
+
+    // Paused time: "still listed after three polls" is waited for on the
+    // virtual clock, not the machine's.
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_backend_drains_and_goes_once_its_last_connection_ends() {
+        let (listeners, slot) = web(2);
+        let backend = Arc::clone(&slot.snapshot.load().backends[0]);
+        let open = ConnectionGuard::new(Arc::clone(&backend));
+        remove_backend(&listeners, "web", "127.0.0.1:1").unwrap();
+        assert_eq!(backend.state(), BackendState::Draining);
+        assert!(listeners.is_removing("web", "127.0.0.1:1"));
+        // The last one left cannot be removed as well.
+        let last = remove_backend(&listeners, "web", "127.0.0.1:2").unwrap_err();
+        assert!(matches!(last, ChangeError::LastBackend { .. }), "{last}");
+        // Still listed while its connection is open.
+        tokio::time::sleep(REMOVAL_POLL * 3).await;
+        assert_eq!(addresses(&slot), ["127.0.0.1:1", "127.0.0.1:2"]);
+        drop(open);
+        eventually("the idle backend is removed", || async {
+            addresses(&slot) == ["127.0.0.1:2"]
+        })
+        .await;
+        assert!(!listeners.is_removing("web", "127.0.0.1:1"));
+        listeners.close().await;
+    }
+
+    #[tokio::test]
+    async fn setting_a_draining_backend_up_cancels_its_removal() {
+        let (listeners, slot) = web(2);
+        let backend = Arc::clone(&slot.snapshot.load().backends[0]);
+        let open = ConnectionGuard::new(Arc::clone(&backend));
+        remove_backend(&listeners, "web", "127.0.0.1:1").unwrap();
+        let up = BackendChange {
+            weight: None,
+            state: Some(BackendState::Up),
+        };
+        change_backend(&listeners, "web", "127.0.0.1:1", up).unwrap();
+        drop(open);
+        eventually("the removal gives up", || async {
+            !listeners.is_removing("web", "127.0.0.1:1")
+        })
+        .await;
+        assert_eq!(addresses(&slot), ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(backend.state(), BackendState::Up);
+        listeners.close().await;
+    }
+
+    #[tokio::test]
+    async fn set_backends_keeps_staying_backends_adds_new_ones_and_drains_the_rest() {
+        let (listeners, slot) = web(3);
+        let before: Vec<Arc<Backend>> = slot.snapshot.load().backends.clone();
+        before[1].stats.record_connect_failure();
+        before[1].set_state(BackendState::Draining);
+        let wanted = [
+            spec("127.0.0.1:2", 4),
+            spec("127.0.0.1:3", 1),
+            spec("127.0.0.1:4", 1),
+        ];
+        let done = set_backends(&listeners, "web", &wanted).unwrap();
+        assert_eq!(done.kept, ["127.0.0.1:2", "127.0.0.1:3"]);
+        assert_eq!(done.added, ["127.0.0.1:4"]);
+        assert_eq!(done.removed, ["127.0.0.1:1"]);
+        let now = slot.snapshot.load().backends.clone();
+        // Staying backends are the same Arcs: counters and health kept; the
+        // list wants the drained one, so it is up again, at its new weight.
+        assert!(Arc::ptr_eq(&now[0], &before[1]));
+        assert!(Arc::ptr_eq(&now[1], &before[2]));
+        assert_eq!(now[0].stats.connect_failures.load(Relaxed), 1);
+        assert_eq!((now[0].weight(), now[0].state()), (4, BackendState::Up));
+        // The new one ramps up; the gone one drains until it is removed.
+        assert!(
+            now[2].effective_weight() < 1000,
+            "{}",
+            now[2].effective_weight()
+        );
+        assert_eq!(before[0].state(), BackendState::Draining);
+        eventually("the gone backend is removed", || async {
+            addresses(&slot) == ["127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]
+        })
+        .await;
+        listeners.close().await;
+    }
+
+    #[tokio::test]
+    async fn set_backends_replaces_a_backend_whose_address_resolves_elsewhere() {
+        let (listeners, slot) = web(1);
+        let before = Arc::clone(&slot.snapshot.load().backends[0]);
+        let moved = BackendSpec {
+            address: "127.0.0.1:1".into(),
+            resolved: "127.0.0.2:1".parse().unwrap(),
+            weight: 1,
+        };
+        let done = set_backends(&listeners, "web", &[moved]).unwrap();
+        assert_eq!(
+            (done.added.len(), done.kept.len(), done.removed.len()),
+            (1, 0, 0)
+        );
+        let now = Arc::clone(&slot.snapshot.load().backends[0]);
+        assert!(!Arc::ptr_eq(&now, &before));
+        assert_eq!(now.resolved.to_string(), "127.0.0.2:1");
+        assert_eq!(addresses(&slot), ["127.0.0.1:1"]);
     }
 }

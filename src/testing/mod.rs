@@ -7,7 +7,12 @@
 mod metrics_text;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{ListenerSlot, Listeners};
 
 pub(crate) use metrics_text::sample;
 
@@ -133,11 +138,21 @@ impl ListenerBuilder {
     }
 
     /// Its slot in a new registry of listeners, at its configured address.
-    pub(crate) fn slot(&self) -> std::sync::Arc<crate::state::ListenerSlot> {
+    pub(crate) fn slot(&self) -> Arc<ListenerSlot> {
+        self.registered().1
+    }
+
+    /// A new registry of listeners holding only this one, and its slot.
+    pub(crate) fn registered(&self) -> (Arc<Listeners>, Arc<ListenerSlot>) {
         let snapshot = self.snapshot();
         let listen = snapshot.config.listen;
-        let stop = tokio_util::sync::CancellationToken::new();
-        crate::state::Listeners::new().add(crate::state::ListenerSlot::new(snapshot, listen, stop))
+        let listeners = Arc::new(Listeners::new());
+        let slot = listeners.add(ListenerSlot::new(
+            snapshot,
+            listen,
+            CancellationToken::new(),
+        ));
+        (listeners, slot)
     }
 }
 
