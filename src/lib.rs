@@ -1,40 +1,54 @@
-//! `balancer`: a TCP (and, later, HTTP) load balancer.
+//! `balancer`: a TCP (and, next, HTTP) load balancer.
 //!
 //! # Layout
 //!
-//! A connection passes through few places, each once: it is accepted in
-//! [`runtime`] (`runtime/listener.rs`), a backend is picked by [`balance`],
-//! connected to by [`proxy::connect`], its bytes are relayed by
-//! [`proxy::tcp`], and everything is counted in [`backend::stats`].
+//! A connection passes through few places, each once: it is accepted and
+//! admitted in `runtime` (`runtime/listener.rs`, on `net::accept`), a
+//! backend is picked by `balance` from the listener's `state`
+//! snapshot, connected to by `proxy::connect` (on `net::connect`), its
+//! bytes are relayed by `proxy::tcp`, and everything is counted in
+//! `backend::stats`. A config's way: `config` reads and checks it,
+//! `state` publishes it as snapshots, and every later change (the admin
+//! API now; reload and discovery next) goes through `state::change`.
 //!
-//! - [`cli`]: the command line (clap derive): subcommands and global flags.
-//! - [`error`]: the top-level [`Error`]: how it renders and which exit code
-//!   it maps to (2 for usage and config, 1 for runtime failures).
-//! - [`config`]: pure text-to-model. The native TOML format and the seed's
+//! The modules, from the bottom up (each imports only those above it in
+//! this list, and `net` none of ours):
+//!
+//! - `net`: network basics written once: the address grammar and the
+//!   resolver, connect with a source address and a timeout, the accept
+//!   loop with back-off, the hyper HTTP/1.1 server setup, and how an I/O
+//!   error or a user's value is said in words.
+//! - `config`: pure text-to-model. The native TOML format and the seed's
 //!   INI `setup.cfg` are read into the same raw structs, validated into one
-//!   [`config::Config`], and can be printed back as TOML (`convert`).
+//!   `config::Config`, and can be printed back as TOML (`convert`).
 //!   Nothing there binds or spawns, so `check` and `convert` are free.
-//! - [`balance`]: the balancing algorithms behind one [`balance::Balancer`]
-//!   trait, with no I/O: round robin, random, smooth weighted round robin,
-//!   least connections, power of two choices (peak EWMA), Maglev.
-//! - [`backend`]: a backend's address, weight and live state: health (up,
+//! - `backend`: a backend's address, weight and live state: health (up,
 //!   down, draining; rise/fall counting; slow start), peak EWMA latency and
-//!   counters; shared by `Arc` so it can outlive a config.
-//! - [`health`]: active health checks (one task per listener, a check loop
+//!   counters; shared by `Arc` so it outlives any one config.
+//! - `balance`: the balancing algorithms behind one `Balancer` trait,
+//!   with no I/O: round robin, random, smooth weighted round robin, least
+//!   connections, power of two choices (peak EWMA), Maglev.
+//! - `state`: the live state every plane reads: each listener's slot
+//!   (its snapshot of config, backends and balancer; its counters; its stop
+//!   token and connection cap), and the named changes that are the only
+//!   way it changes.
+//! - `health`: active health checks (one task per listener, a check loop
 //!   per backend, tcp or http probes) and passive detection (real connect
-//!   results); both feed the backend's health state machine.
-//! - [`proxy`]: connect to a backend with timeout, retries and
-//!   `source_address`, then relay bytes both ways with half-close and idle
-//!   timeout.
-//! - [`runtime`]: owns lifecycles: binding listeners, accept loops,
-//!   connection caps, signals, drain.
+//!   results); both write the backend's health.
+//! - `proxy`: the data plane of one client connection: pick, connect
+//!   with retries, relay bytes both ways (copy or splice) with half-close
+//!   and idle timeout.
 //! - [`admin`]: the admin server (SPEC 7) on its own listener: the
 //!   dashboard, `/metrics` (every metric name in `admin::metrics::names`)
-//!   and the JSON API, whose changes go through the one writer path in
-//!   `runtime::state`.
-//! - [`demo`]: `balancer backend` (a small HTTP server) and `balancer demo`
+//!   and the JSON API, whose changes are `state::change` calls.
+//! - `runtime`: owns lifecycles: binding, accept loops and admission
+//!   (allow list, caps), health tasks, the admin server, signals, drain.
+//! - `demo`: `balancer backend` (a small HTTP server) and `balancer demo`
 //!   (five backends plus the balancer, from an embedded config that goes
 //!   through the same validation as any file).
+//! - [`cli`] and [`error`]: the command line and the top-level [`Error`]:
+//!   how it renders and which exit code it maps to (2 for usage and config,
+//!   1 for runtime failures).
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 

@@ -1,17 +1,17 @@
 //! The admin server (SPEC 7): an HTTP/1.1 server, separate from the data
 //! plane, on its own already-bound listener.
 //!
-//! - [`routes`]: what each path names and the dispatch to its handler;
-//!   [`auth`]: the token and same-origin checks of mutating calls.
+//! - `routes`: what each path names and the dispatch to its handler;
+//!   `auth`: the token and same-origin checks of mutating calls.
 //! - [`status`]: `GET /api/status` and a backend's own view;
-//!   [`changes`]: `POST`, `PATCH`, `DELETE` of a backend.
+//!   `changes`: `POST`, `PATCH`, `DELETE` of a backend.
 //! - [`metrics`]: `/metrics`, every metric name in one place;
 //!   [`dashboard`]: the embedded page.
-//! - [`error`]: why a request failed and its status; [`body`]: JSON
+//! - `error`: why a request failed and its status; `body`: JSON
 //!   bodies in and out, path segments.
 //!
 //! It reads the same snapshots as the data plane and changes them only
-//! through [`state::change`](crate::state::change), the one writer path.
+//! through `state::change`, the one writer path.
 //! Every connection it serves is tracked and ends when the stop token is
 //! cancelled: [`serve`] returns only once they all have.
 
