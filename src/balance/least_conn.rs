@@ -10,9 +10,12 @@
 //! fewest open ones when it comes back, which is exactly when least
 //! connections would flood it.
 //!
-//! Ties: the scan starts one position later on every pick (one shared
-//! atomic, as round robin) and keeps the first backend with the smallest
-//! ratio, so equal backends take turns instead of the first always winning.
+//! Ties: the backends that share the smallest ratio take turns, in config
+//! order (one shared atomic counts the turns, as round robin does), so
+//! equal backends share evenly instead of the first always winning, and
+//! backends that cannot be picked (down, draining, tried) take no turn
+//! and give none away. The pick scans the backends twice: once for the
+//! smallest ratio and how many share it, once for the tie whose turn it is.
 //! So weights shape the shares once connections are held open; backends
 //! that are all idle (short connections) simply take turns. (Minimising
 //! `(load + 1) / weight` instead would send every short connection to the
@@ -49,31 +52,48 @@ fn ratio(backend: &Backend) -> (u128, u128) {
 
 impl Balancer for LeastConnections {
     fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext<'_>) -> Option<usize> {
-        let n = backends.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best: Option<(usize, (u128, u128))> = None;
-        for offset in 0..n {
-            let index = (start + offset) % n;
-            if !ctx.eligible(backends, index) {
-                continue;
-            }
-            let Some(backend) = backends.get(index) else {
+        // First pass: the smallest ratio among the eligible, and how many
+        // backends have it.
+        let mut best: Option<((u128, u128), usize)> = None;
+        for index in 0..backends.len() {
+            let Some(candidate) = candidate(backends, ctx, index) else {
                 continue;
             };
-            let (load, weight) = ratio(backend);
-            // load/weight < best_load/best_weight, strictly: the first of
-            // equals (from the rotating start) keeps the tie.
-            if best
-                .is_none_or(|(_, (best_load, best_weight))| load * best_weight < best_load * weight)
-            {
-                best = Some((index, (load, weight)));
-            }
+            best = match best {
+                Some((low, ties)) if same(candidate, low) => Some((low, ties + 1)),
+                Some((low, _)) if !below(candidate, low) => best,
+                _ => Some((candidate, 1)),
+            };
         }
-        best.map(|(index, _)| index)
+        let (low, ties) = best?;
+        // Second pass: the tied backends take turns, in config order.
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % ties;
+        (0..backends.len())
+            .filter(|&index| candidate(backends, ctx, index).is_some_and(|c| same(c, low)))
+            .nth(turn)
     }
+}
+
+/// The ratio of backend `index`, when it is eligible.
+fn candidate(
+    backends: &[Arc<Backend>],
+    ctx: &PickContext<'_>,
+    index: usize,
+) -> Option<(u128, u128)> {
+    if !ctx.eligible(backends, index) {
+        return None;
+    }
+    backends.get(index).map(|b| ratio(b))
+}
+
+/// `a < b` as fractions `load / weight`, exactly (cross-multiplied).
+fn below((load, weight): (u128, u128), (low_load, low_weight): (u128, u128)) -> bool {
+    load * low_weight < low_load * weight
+}
+
+/// `a == b` as fractions.
+fn same((load, weight): (u128, u128), (low_load, low_weight): (u128, u128)) -> bool {
+    load * low_weight == low_load * weight
 }
 
 #[cfg(test)]
@@ -142,6 +162,17 @@ mod tests {
             1,
             "each gets one of the next three: {more}"
         );
+    }
+
+    #[test]
+    fn ties_take_turns_among_the_available_backends_only() {
+        // Regression (issue 16): with c and d draining, a got 3 of every 4.
+        let set = equal_backends(4);
+        set[2].set_state(BackendState::Draining);
+        set[3].set_state(BackendState::Down);
+        let picks = letters(&LeastConnections::new(), &set, 400);
+        assert_eq!(picks.matches('a').count(), 200, "{picks}");
+        assert_eq!(picks.matches('b').count(), 200, "{picks}");
     }
 
     #[test]

@@ -174,7 +174,10 @@ pub fn remove_backend(
 /// whose address now resolves elsewhere is a new backend in its place.
 #[cfg_attr(
     not(test),
-    expect(dead_code, reason = "reload (issue 10) and DNS discovery (issue 13) are its callers")
+    expect(
+        dead_code,
+        reason = "reload (issue 10) and DNS discovery (issue 13) are its callers"
+    )
 )]
 pub fn set_backends(
     listeners: &Arc<Listeners>,
