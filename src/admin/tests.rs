@@ -692,6 +692,44 @@ async fn deleting_a_backend_drains_it_then_removes_it_once_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_to_up_during_a_removal_answers_that_the_removal_is_cancelled() {
+    // Regression (issue 16 item 8): the answer said "up" and "removing"
+    // at once, and the removal was cancelled about 90 ms later.
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let running = Running::start(
+        vec![listener(
+            "web",
+            Algorithm::RoundRobin,
+            &[(&a.address(), 1), (&b.address(), 1)],
+        )],
+        None,
+    )
+    .await;
+    let (held, _) = open(running.addr("web")).await;
+    let path = format!("/api/listeners/web/backends/{}", a.address());
+    let deleted = http(running.admin, "DELETE", &path, &[], None).await;
+    assert_eq!(deleted.json()["removing"], true);
+    let up = http(
+        running.admin,
+        "PATCH",
+        &path,
+        &[JSON],
+        Some(r#"{"state": "up"}"#),
+    )
+    .await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert_eq!(
+        (up.json()["state"].clone(), up.json()["removing"].clone()),
+        ("up".into(), false.into())
+    );
+    drop(held);
+    let seen = running.backend_status("web", &a.address()).await;
+    assert_eq!(seen.map(|b| b["removing"].clone()), Some(false.into()));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_backend_cannot_be_deleted() {
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;

@@ -23,7 +23,7 @@ pub mod change;
 mod snapshot;
 pub mod stats;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -83,10 +83,12 @@ pub struct Listeners {
     /// Held by a writer for the whole read-modify-swap of a change (a std
     /// mutex: nothing awaits while holding it).
     writer: Mutex<()>,
-    /// Backends draining to be removed once idle, as `(listener, address)`
-    /// (a std mutex: held for a lookup or an insert, never across
-    /// `.await`).
-    removals: Mutex<HashSet<(String, String)>>,
+    /// Backends draining to be removed once idle, by `(listener,
+    /// address)`, each with the token that cancels its removal. Changed
+    /// only under the writer lock, so a removal and its cancellation are
+    /// published with the snapshot that goes with them (a std mutex: held
+    /// for a lookup or an insert, never across `.await`).
+    removals: Mutex<HashMap<(String, String), CancellationToken>>,
     /// The tasks that wait for those backends to be idle.
     removal_tasks: TaskTracker,
     /// Cancelled by [`Listeners::close`]: pending removals stop waiting.
@@ -123,7 +125,7 @@ impl Listeners {
     /// once idle.
     pub fn is_removing(&self, listener: &str, address: &str) -> bool {
         self.removals()
-            .contains(&(listener.to_string(), address.to_string()))
+            .contains_key(&(listener.to_string(), address.to_string()))
     }
 
     /// Stops waiting for pending removals (they stay in their listener) and
@@ -155,7 +157,7 @@ impl Listeners {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn removals(&self) -> MutexGuard<'_, HashSet<(String, String)>> {
+    fn removals(&self) -> MutexGuard<'_, HashMap<(String, String), CancellationToken>> {
         self.removals.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
