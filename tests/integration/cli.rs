@@ -4,9 +4,11 @@
 
 use std::net::{TcpListener, TcpStream};
 
+use serde_json::Value;
+
 use crate::harness::{
-    Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, debug_formatting_in,
-    eventually, refused_address, run,
+    Backend, Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, config_dir, connect,
+    debug_formatting_in, eventually, refused_address, round_trip, run,
 };
 
 /// Writes `text` as `format`'s file name into a fresh directory and runs
@@ -118,6 +120,53 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
         let stderr = &out.stderr;
         if out.code() != 2 || stderr.trim().is_empty() || stderr.contains(" listening ") {
             failures.push(format!("{args:?}: exit {}\n{}", out.code(), out.both()));
+        }
+        assert_no_debug_formatting(&format!("{args:?}"), &out.both());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_config_together_with_a_subcommand_or_an_extra_argument_exits_2_naming_it() {
+    // (command line, what the error must name)
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["x.toml", "check", "y.toml"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (
+            &["x.toml", "run", "y.toml"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (
+            &["x.toml", "demo"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (
+            &["--log-format", "json", "x.toml", "convert", "y.cfg"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (&["x.toml", "check"], "<CONFIG>"),
+        (&["run", "x.toml", "extra"], "'extra'"),
+        (
+            &["--log-level", "debug", "run", "x.toml", "extra"],
+            "'extra'",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, named) in cases {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let out = run(*args, Some(dir.path()));
+        if out.code() != 2
+            || !out.stderr.starts_with("error: ")
+            || !out.stderr.contains(named)
+            || out.stderr.contains(" listening ")
+        {
+            failures.push(format!(
+                "{args:?}: exit {}, expected {named:?}\n{}",
+                out.code(),
+                out.both()
+            ));
         }
         assert_no_debug_formatting(&format!("{args:?}"), &out.both());
     }
@@ -673,4 +722,98 @@ fn a_config_path_names_its_format_by_extension() {
         "{}",
         out.both()
     );
+}
+
+// === Global flags on either side of the subcommand (SPEC 1) ===
+
+/// Every place a global `flag value` may stand around `run CONFIG` and the
+/// bare `CONFIG` (SPEC 1: before or after the subcommand), as command
+/// lines run in the directory that holds `file`.
+fn with_global_flag<'a>(flag: &'a str, value: &'a str, file: &'a str) -> Vec<Vec<&'a str>> {
+    vec![
+        vec![flag, value, "run", file],
+        vec!["run", flag, value, file],
+        vec!["run", file, flag, value],
+        vec![flag, value, file],
+        vec![file, flag, value],
+    ]
+}
+
+/// Starts `args` in a directory holding a config `web` over an echo
+/// backend, waits until `web` listens and proves it by an echo through it.
+/// Returns the stopped process's output.
+fn serve_one_echo(args: &[&str]) -> Output {
+    let backend = Backend::echo();
+    let config =
+        web_listening_on("127.0.0.1:0").replace("127.0.0.1:8080", &backend.addr().to_string());
+    let mut balancer = Balancer::spawn(args, Some(config_dir(&config, Format::Toml)));
+    balancer.wait_listening(&["web".to_string()]);
+    let mut client = connect(balancer.addr("web"));
+    let back = round_trip(&mut client, b"through");
+    assert_eq!(back.ok(), Some(b"through".to_vec()), "{args:?}");
+    drop(client);
+    balancer.stop()
+}
+
+#[test]
+fn check_prints_the_same_summary_with_global_flags_before_or_after_it() {
+    let dir = config_dir(&web_listening_on("127.0.0.1:0"), Format::Toml);
+    let file = Format::Toml.file_name();
+    let plain = run(["check", file], Some(dir.path()));
+    assert_eq!(plain.code(), 0, "{}", plain.both());
+    for (flag, value) in [("--log-format", "json"), ("--log-level", "debug")] {
+        for args in [
+            vec![flag, value, "check", file],
+            vec!["check", flag, value, file],
+            vec!["check", file, flag, value],
+        ] {
+            let out = run(&args, Some(dir.path()));
+            assert_eq!(out.code(), 0, "{args:?}\n{}", out.both());
+            assert_eq!(out.stdout, plain.stdout, "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn log_format_json_before_or_after_run_or_the_bare_config_writes_every_log_line_as_json() {
+    let file = Format::Toml.file_name();
+    for args in with_global_flag("--log-format", "json", file) {
+        let out = serve_one_echo(&args);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        let objects: Vec<Value> = lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<Value>(line)
+                    .ok()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| panic!("{args:?}: a log line is not a JSON object: {line}"))
+            })
+            .collect();
+        let ready = objects
+            .iter()
+            .any(|o| o["fields"]["message"] == "listening" && o["fields"]["listener"] == "web");
+        assert!(ready, "{args:?}: no JSON readiness line\n{}", out.both());
+        assert!(
+            lines.len() > 1,
+            "{args:?}: no shutdown lines\n{}",
+            out.both()
+        );
+    }
+}
+
+#[test]
+fn log_level_debug_before_or_after_run_or_the_bare_config_logs_each_connection() {
+    let file = Format::Toml.file_name();
+    for args in with_global_flag("--log-level", "debug", file) {
+        let out = serve_one_echo(&args);
+        let connected = out
+            .stderr
+            .lines()
+            .any(|line| line.contains(" DEBUG ") && line.contains("connected"));
+        assert!(
+            connected,
+            "{args:?}: no debug line for the connection\n{}",
+            out.both()
+        );
+    }
 }

@@ -207,8 +207,33 @@ fn strip_ansi(line: &str) -> String {
 }
 
 /// A readiness line: `... listening listener=NAME address=IP:PORT` (the
-/// demo backends say `backend=NAME`). Values may be quoted.
+/// demo backends say `backend=NAME`), in either log format: text, where
+/// values may be quoted, or JSON (`--log-format json`), where they are
+/// fields of the object.
 pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    if line.starts_with('{') {
+        parse_listening_json(line)
+    } else {
+        parse_listening_text(line)
+    }
+}
+
+/// A JSON readiness line: `{"fields":{"message":"listening",
+/// "listener":NAME,"address":IP:PORT,...},...}`.
+fn parse_listening_json(line: &str) -> Option<(String, SocketAddr)> {
+    let object: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = &object["fields"];
+    if fields["message"] != "listening" {
+        return None;
+    }
+    let name = fields["listener"]
+        .as_str()
+        .or_else(|| fields["backend"].as_str())?;
+    let address = fields["address"].as_str()?.parse().ok()?;
+    Some((name.to_string(), address))
+}
+
+fn parse_listening_text(line: &str) -> Option<(String, SocketAddr)> {
     let line = strip_ansi(line);
     if !line.contains(" listening ") {
         return None;
@@ -290,6 +315,16 @@ fn listener_names(config: &str, format: Format) -> Vec<String> {
     }
 }
 
+/// A fresh temporary directory holding `config` under `format`'s file
+/// name, for running the binary in it: errors then name the file as a
+/// user typed it (`balancer.toml`, not a long temporary path).
+pub fn config_dir(config: &str, format: Format) -> TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    std::fs::write(dir.path().join(format.file_name()), config)
+        .expect("the temporary config can be written");
+    dir
+}
+
 /// A running `balancer` process. Killed on drop if still running. When the
 /// test is failing (panicking), the drop prints everything the process
 /// printed, so assertion messages need not repeat it.
@@ -314,10 +349,11 @@ impl Balancer {
     /// Writes `config` to a temporary directory and runs `balancer FLAGS...
     /// FILE` there; does not wait for anything.
     pub fn spawn_with_config(flags: &[&str], config: &str, format: Format) -> Balancer {
-        let dir = tempfile::tempdir().expect("a temporary directory can be created");
         let file = format.file_name();
-        std::fs::write(dir.path().join(file), config).expect("the temporary config can be written");
-        Balancer::spawn(flags.iter().copied().chain([file]), Some(dir))
+        Balancer::spawn(
+            flags.iter().copied().chain([file]),
+            Some(config_dir(config, format)),
+        )
     }
 
     /// Runs `balancer FILE` on a config file as it is and waits until its
@@ -490,13 +526,19 @@ impl Balancer {
         )
     }
 
-    /// Stops the process as an operator would (SIGTERM) and checks that it
-    /// exits 0 and never printed Rust debug formatting.
-    pub fn stop(mut self) {
+    /// Stops the process as an operator would (SIGTERM), checks that it
+    /// exits 0 and never printed Rust debug formatting, and returns all it
+    /// printed (for tests about the shutdown lines too).
+    pub fn stop(mut self) -> Output {
         self.signal(Signal::TERM);
         let status = self.wait_exit(DEADLINE);
         assert!(status.success(), "SIGTERM ended the balancer with {status}");
         assert_no_debug_formatting("the balancer's output", &self.output());
+        Output {
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
     }
 }
 
