@@ -2,8 +2,9 @@
 //! over loopback sockets. One test binary (as ripgrep's `tests/tests.rs`),
 //! so it compiles once.
 //!
-//! - `harness`: start the binary with a temporary config and wait until it
-//!   listens; in-process backends; clients with deadlines; `eventually`.
+//! - `harness/`: start the binary with a temporary config and wait until
+//!   it listens; in-process backends; clients with deadlines; HTTP;
+//!   `eventually` (its `mod.rs` names the file for each job).
 //! - `cli`: help, version, usage errors, every config error, exit codes.
 //! - `tcp`: relaying: bytes unchanged, half-close, idle timeout, `allow`.
 //! - `balancing`: which backend each connection gets, retries, caps.
