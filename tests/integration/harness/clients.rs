@@ -13,17 +13,12 @@ use super::PROMPTLY;
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, PROMPTLY)
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(PROMPTLY))
-        .expect("set a read timeout");
-    stream
-        .set_write_timeout(Some(PROMPTLY))
-        .expect("set a write timeout");
     stream.set_nodelay(true).expect("set TCP_NODELAY");
-    stream
+    with_timeouts(stream)
 }
 
-/// Connects from `source` (any 127.x address works on Linux loopback).
+/// Connects from `source` (any 127.x address works on Linux loopback),
+/// with the same timeouts as [`connect`].
 pub fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
@@ -33,7 +28,11 @@ pub fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
     socket
         .connect_timeout(&addr.into(), PROMPTLY)
         .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
-    let stream: TcpStream = socket.into();
+    with_timeouts(socket.into())
+}
+
+/// `stream` with read and write timeouts of [`PROMPTLY`].
+fn with_timeouts(stream: TcpStream) -> TcpStream {
     stream
         .set_read_timeout(Some(PROMPTLY))
         .expect("set a read timeout");
@@ -102,10 +101,28 @@ pub fn read_until_closed(
     stream: &mut TcpStream,
     within: Duration,
 ) -> Result<(Vec<u8>, Closed), String> {
+    let (received, closed) = read_until(stream, within, |_| false)?;
+    Ok((
+        received,
+        closed.expect("a read that is never complete ends only by a close"),
+    ))
+}
+
+/// Reads from `stream` until `complete` holds for the bytes read so far
+/// (then without a close: `None`) or the stream is closed (EOF or reset),
+/// at most `within`. `Err` if neither came in time.
+pub(super) fn read_until(
+    stream: &mut TcpStream,
+    within: Duration,
+    complete: impl Fn(&[u8]) -> bool,
+) -> Result<(Vec<u8>, Option<Closed>), String> {
     let deadline = Instant::now() + within;
     let mut received = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
+        if complete(&received) {
+            return Ok((received, None));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(format!(
@@ -117,7 +134,7 @@ pub fn read_until_closed(
             .set_read_timeout(Some(left))
             .expect("set a read timeout");
         match stream.read(&mut buf) {
-            Ok(0) => return Ok((received, Closed::Eof)),
+            Ok(0) => return Ok((received, Some(Closed::Eof))),
             Ok(n) => received.extend_from_slice(&buf[..n]),
             Err(e)
                 if matches!(
@@ -125,7 +142,7 @@ pub fn read_until_closed(
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
                 ) =>
             {
-                return Ok((received, Closed::Reset));
+                return Ok((received, Some(Closed::Reset)));
             }
             Err(e)
                 if matches!(

@@ -1,12 +1,12 @@
 //! One HTTP/1.1 request over a fresh loopback connection and its answer
 //! ([`HttpResponse`]): for the demo backends, the admin API and WebDriver.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::PROMPTLY;
-use super::clients::read_until_closed;
+use super::clients::read_until;
 
 /// An HTTP/1.1 answer as a test reads it.
 pub struct HttpResponse {
@@ -29,17 +29,10 @@ impl HttpResponse {
     }
 }
 
-/// Sends `GET path` with `Connection: close` to `addr` and reads the
-/// answer to EOF.
+/// Sends `GET path` to `addr` and reads the answer, as [`http_request`]
+/// does, within [`PROMPTLY`].
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, PROMPTLY)
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("write to {addr}: {e}"))?;
-    let (raw, _) = read_until_closed(&mut stream, PROMPTLY)?;
-    parse_http_response(&String::from_utf8_lossy(&raw))
+    http_request(addr, "GET", path, &[], None, PROMPTLY)
 }
 
 fn parse_http_response(raw: &str) -> Result<HttpResponse, String> {
@@ -67,7 +60,7 @@ fn parse_http_response(raw: &str) -> Result<HttpResponse, String> {
 /// Sends one HTTP/1.1 request with any method, headers and body to `addr`
 /// (`Connection: close`) and reads the answer: its `Content-Length` bytes
 /// of body, or to EOF without one; everything within `within`. For the
-/// admin API and for WebDriver.
+/// demo backends, the admin API and WebDriver.
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -92,46 +85,20 @@ pub fn http_request(
     stream
         .write_all(&request)
         .map_err(|e| format!("write to {addr}: {e}"))?;
-    let deadline = Instant::now() + within;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let answer = parse_http_response(&String::from_utf8_lossy(&raw[..end + 4]))?;
-            let length = answer
-                .header("content-length")
-                .and_then(|v| v.parse::<usize>().ok());
-            if let Some(length) = length {
-                if raw.len() >= end + 4 + length {
-                    let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]);
-                    return Ok(HttpResponse {
-                        body: body.into_owned(),
-                        ..answer
-                    });
-                }
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no whole answer from {addr} within {within:?}"));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| format!("set a read timeout: {e}"))?;
-        match stream.read(&mut buf) {
-            Ok(0) => return parse_http_response(&String::from_utf8_lossy(&raw)),
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            // A reset after the answer (a refused body left unread) still
-            // leaves what was read.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => {
-                return parse_http_response(&String::from_utf8_lossy(&raw));
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(format!("read from {addr}: {e}")),
-        }
-    }
+    let (raw, _) = read_until(&mut stream, within, |raw| answer_end(raw).is_some())
+        .map_err(|e| format!("no whole answer from {addr}: {e}"))?;
+    // Without a Content-Length, or when the server closed (or reset the
+    // connection over a refused body left unread) first, the answer is
+    // what was read.
+    let end = answer_end(&raw).unwrap_or(raw.len());
+    parse_http_response(&String::from_utf8_lossy(&raw[..end]))
+}
+
+/// Where the answer in `raw` ends, once its head and as many body bytes
+/// as its `Content-Length` says have arrived.
+fn answer_end(raw: &[u8]) -> Option<usize> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = parse_http_response(&String::from_utf8_lossy(&raw[..head_end])).ok()?;
+    let length: usize = head.header("content-length")?.parse().ok()?;
+    (raw.len() >= head_end + length).then_some(head_end + length)
 }
