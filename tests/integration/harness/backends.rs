@@ -124,8 +124,12 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        // Aborting drops the listener and the JoinSet of connections.
+        // Aborting drops the listener and the JoinSet of connections, but
+        // later, on a runtime thread. Wait until the task is gone, so the
+        // address is free once the drop returns: the next test to bind a
+        // fixed port (the seed's 8080-8084) must not find it still taken.
         self.task.abort();
+        let _ = runtime().block_on(&mut self.task);
     }
 }
 
