@@ -18,8 +18,9 @@
 //!   least_connections steering, Maglev agreement between two processes,
 //!   bad health-check values.
 //!
-//! Tests that bind fixed ports (`seed`, `demo`) hold
-//! `harness::fixed_ports()` so they never run at the same time.
+//! Tests that bind fixed ports (`seed`, `demo`, the demo's admin port in
+//! `admin`) hold `harness::fixed_ports()` so they never run at the same
+//! time, not even beside another checkout's test run on the same machine.
 
 mod browser;
 mod harness;

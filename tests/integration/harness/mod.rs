@@ -31,6 +31,7 @@ pub use clients::{
 pub use http::{HttpResponse, http_get, http_request};
 pub use process::{Balancer, Output, run};
 
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
@@ -75,14 +76,59 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// Serializes the tests that use fixed ports (the seed's 24003/24004 and
-/// 8080-8084, the demo's): `cargo test` runs the tests of one binary as
-/// threads of one process, so a process-wide lock is enough. Hold the guard
-/// for the whole test.
-pub fn fixed_ports() -> MutexGuard<'static, ()> {
+/// 8080-8084, the demo's 9000 too). Hold the guard for the whole test.
+///
+/// Two locks: a mutex for the tests of this binary, which `cargo test`
+/// runs as threads of one process, and a machine-wide one for other test
+/// processes (another checkout's `cargo test` on the same machine binds the
+/// same ports). The machine-wide lock is a listening Unix socket with an
+/// abstract name: only one process can listen on a name, and the kernel
+/// frees it when that process ends, however it ends.
+pub fn fixed_ports() -> FixedPorts {
     static LOCK: Mutex<()> = Mutex::new(());
     // A test that failed while holding the lock poisons it; the ports are
     // free again once its guards dropped, so the next test may go on.
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    let threads = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    FixedPorts {
+        _processes: machine_lock(),
+        _threads: threads,
+    }
+}
+
+/// The guard of [`fixed_ports`]: the ports are the holder's until it drops.
+pub struct FixedPorts {
+    _processes: Option<UnixListener>,
+    _threads: MutexGuard<'static, ()>,
+}
+
+/// How long another test process may hold the fixed ports before a test
+/// gives up waiting: long enough for its seed, demo and admin tests.
+const OTHER_PROCESS_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Listens on the abstract socket `balancer-tests-fixed-ports`, waiting
+/// while another process does.
+#[cfg(target_os = "linux")]
+fn machine_lock() -> Option<UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = std::os::unix::net::SocketAddr::from_abstract_name("balancer-tests-fixed-ports")
+        .expect("an abstract socket name");
+    let mut held = None;
+    let got = eventually(OTHER_PROCESS_PATIENCE, || {
+        held = UnixListener::bind_addr(&name).ok();
+        held.is_some()
+    });
+    assert!(
+        got,
+        "another test process held the fixed ports for {OTHER_PROCESS_PATIENCE:?}"
+    );
+    held
+}
+
+/// Elsewhere there are no abstract sockets; the mutex alone serializes
+/// this process's tests.
+#[cfg(not(target_os = "linux"))]
+fn machine_lock() -> Option<UnixListener> {
+    None
 }
 
 /// Polls `cond` until it holds or `within` has passed; says which.
