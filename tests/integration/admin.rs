@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::browser::{Browser, tool_or_skip};
 use crate::harness::{
     Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, eventually,
-    fixed_ports, http_request, read_line, round_trip,
+    fixed_ports, http_request, read_line, round_trip, sample,
 };
 
 // === Helpers ===
@@ -668,32 +668,6 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
         .collect();
     assert_eq!(listeners, [("web".to_string(), 4), ("api".to_string(), 1)]);
     demo.stop();
-}
-
-/// The value of the sample `name{labels}` (labels in any order, all of
-/// them) in Prometheus text.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-            let inner = rest.strip_suffix('}')?;
-            let mut found: Vec<(&str, &str)> = inner
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once("=\"")?;
-                    Some((k, v.trim_end_matches('"')))
-                })
-                .collect();
-            let mut wanted = labels.to_vec();
-            found.sort_unstable();
-            wanted.sort_unstable();
-            (metric == name && found == wanted)
-                .then(|| value.parse().ok())
-                .flatten()
-        })
 }
 
 #[test]

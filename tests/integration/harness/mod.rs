@@ -9,6 +9,8 @@
 //!   echo, read until closed, half-close, refused connects.
 //! - `backends`: in-process backends on `127.0.0.1:0` ([`Backend`]).
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
+//! - `metrics_text`: [`sample`] reads one sample out of `/metrics`; it is
+//!   `src/testing/metrics_text.rs`, shared with the unit tests.
 //!
 //! This file holds what they all share: the deadlines, [`eventually`], the
 //! fixtures and config files a test runs on, the lock on fixed ports, and
@@ -23,12 +25,18 @@ mod http;
 mod logs;
 mod process;
 
+/// The Prometheus sample reader the unit tests use too (std only, so it
+/// compiles here as it is).
+#[path = "../../../src/testing/metrics_text.rs"]
+mod metrics_text;
+
 pub use backends::Backend;
 pub use clients::{
     Closed, assert_closed_without_data, backend_name_via, backends_reached, connect, connect_from,
     connect_refused, half_close, read_line, read_until_closed, refused_address, round_trip,
 };
 pub use http::{HttpResponse, http_get, http_request};
+pub use metrics_text::sample;
 pub use process::{Balancer, Output, run};
 
 use std::os::unix::net::UnixListener;
