@@ -110,6 +110,35 @@ fn config(algorithm: &str, backends: &[String], admin_extra: &str) -> String {
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
+/// Runs `program args` with `input` on its stdin and waits for it to end;
+/// what it printed and how it exited. Panics if it did not take all of
+/// `input`, after it ended (so it is never left running).
+fn run_tool(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    // The write end is dropped at the end of the statement: EOF for the tool.
+    let written = child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes());
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{program} finishes: {e}"));
+    if let Err(e) = written {
+        panic!(
+            "{program} did not take its input ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
 /// One sample as the Python parser read it.
 #[derive(Debug)]
 struct Sample {
@@ -153,20 +182,7 @@ fn parse_with_python(
          \x20       samples.append([s.name, s.labels, s.value])\n\
          print(json.dumps({{'families': families, 'samples': samples}}))\n"
     );
-    let mut child = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(text.as_bytes())
-        .expect("the metrics reach the parser");
-    let out = child.wait_with_output().expect("the parser finishes");
+    let out = run_tool("python3", &["-c", &script], text);
     assert!(
         out.status.success(),
         "{parser} refused the metrics: {}\n{text}",
@@ -372,20 +388,7 @@ fn promtool_finds_nothing_to_lint_in_the_metrics() {
     let a = Backend::named("a");
     let admin = Admin::start(&config("round_robin", &[a.addr().to_string()], ""));
     let text = admin.get("/metrics").body;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .expect("write the metrics");
-    let out = child.wait_with_output().expect("promtool finishes");
+    let out = run_tool("promtool", &["check", "metrics"], &text);
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool: {}{}",
