@@ -45,7 +45,7 @@ fn the_seed_setup_cfg_runs_unchanged_and_splits_6_2_4_2_in_smooth_order() {
 fn check_summarizes_the_seed_setup_cfg() {
     let out = run(["check".as_ref(), fixture("setup.cfg").as_os_str()], None);
     assert_eq!(out.code(), 0, "{}", out.both());
-    for expected in [
+    out.assert_stdout_contains(&[
         "24003",
         "24004",
         "weighted_round_robin",
@@ -54,13 +54,7 @@ fn check_summarizes_the_seed_setup_cfg() {
         "127.0.0.1:8082 weight 2",
         "127.0.0.1:8083 weight 1",
         "127.0.0.1:8084 weight 1",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "no {expected:?}\n{}",
-            out.both()
-        );
-    }
+    ]);
     assert_no_debug_formatting("check", &out.both());
 }
 
@@ -108,13 +102,7 @@ fn the_spec_example_with_pre_resolve_workers_and_a_host_name_passes_check() {
         None,
     );
     assert_eq!(out.code(), 0, "{}", out.both());
-    for expected in ["24003", "127.0.0.1:24004", "localhost:8084 weight 1"] {
-        assert!(
-            out.stdout.contains(expected),
-            "no {expected:?}\n{}",
-            out.both()
-        );
-    }
+    out.assert_stdout_contains(&["24003", "127.0.0.1:24004", "localhost:8084 weight 1"]);
 }
 
 #[test]

@@ -313,6 +313,22 @@ impl Output {
             self.stderr, self.stdout
         )
     }
+
+    /// Asserts that stdout contains each of `fragments`: what `--help` or
+    /// `check` must mention. A failure names every missing fragment.
+    #[track_caller]
+    pub fn assert_stdout_contains(&self, fragments: &[&str]) {
+        let missing: Vec<&str> = fragments
+            .iter()
+            .copied()
+            .filter(|fragment| !self.stdout.contains(fragment))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "stdout lacks {missing:?}\n{}",
+            self.both()
+        );
+    }
 }
 
 /// Runs the binary with `args` in `dir` (if given) to completion, which
