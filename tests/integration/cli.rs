@@ -7,22 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use serde_json::Value;
 
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, config_dir, connect,
-    debug_formatting_in, eventually, refused_address, round_trip, run,
+    Backend, Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, check, config_dir,
+    connect, debug_formatting_in, eventually, refused_address, round_trip, run, run_with_config,
 };
-
-/// Writes `text` as `format`'s file name into a fresh directory and runs
-/// `balancer SUBCOMMAND FILE` there, so errors name the file as given.
-fn run_on_config(subcommand: Option<&str>, text: &str, format: Format) -> Output {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join(format.file_name()), text).expect("write the config");
-    let args: Vec<&str> = subcommand.into_iter().chain([format.file_name()]).collect();
-    run(args, Some(dir.path()))
-}
-
-fn check(text: &str, format: Format) -> Output {
-    run_on_config(Some("check"), text, format)
-}
 
 #[test]
 fn help_names_every_subcommand_and_global_flag() {
@@ -623,7 +610,7 @@ fn check_and_a_bad_config_run_bind_nothing() {
     assert_eq!(out.code(), 0, "check must not bind {addr}\n{}", out.both());
 
     let bad = format!("{good}retries = \"many\"\n");
-    let out = run_on_config(None, &bad, Format::Toml);
+    let out = run_with_config(&[], &bad, Format::Toml);
     assert_eq!(out.code(), 2, "{}", out.both());
     assert!(!out.stderr.contains(" listening "), "{}", out.both());
 }
@@ -633,8 +620,8 @@ fn a_listen_address_in_use_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to keep busy");
     let addr = taken.local_addr().expect("a bound address");
     let text = web_listening_on(addr);
-    for subcommand in [None, Some("run")] {
-        let out = run_on_config(subcommand, &text, Format::Toml);
+    for subcommand in [&[][..], &["run"]] {
+        let out = run_with_config(subcommand, &text, Format::Toml);
         assert_eq!(out.code(), 1, "{}", out.both());
         assert!(out.stderr.contains("error: "), "{}", out.both());
         assert!(

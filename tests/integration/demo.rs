@@ -16,8 +16,7 @@ fn local(port: u16) -> SocketAddr {
 
 #[test]
 fn a_demo_backend_answers_health_and_paths_naming_itself() {
-    let mut backend = Balancer::spawn(["backend", "--listen", "127.0.0.1:0", "--name", "b1"], None);
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("b1", &[]);
 
     let health = http_get(addr, "/health").unwrap_or_else(|e| panic!("GET /health: {e}"));
     assert_eq!(health.status, 200);
@@ -39,19 +38,7 @@ fn a_demo_backend_serves_files_from_its_dir() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("hello.txt"), "hello from a file\n").expect("write a file");
     let dir_arg = dir.path().to_string_lossy().into_owned();
-    let mut backend = Balancer::spawn(
-        [
-            "backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "b2",
-            "--dir",
-            dir_arg.as_str(),
-        ],
-        None,
-    );
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("b2", &["--dir", dir_arg.as_str()]);
     let file = http_get(addr, "/hello.txt").unwrap_or_else(|e| panic!("GET /hello.txt: {e}"));
     assert_eq!(file.status, 200);
     assert!(file.body.contains("hello from a file"), "{:?}", file.body);
@@ -61,19 +48,7 @@ fn a_demo_backend_serves_files_from_its_dir() {
 
 #[test]
 fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
-    let mut backend = Balancer::spawn(
-        [
-            "backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "b3",
-            "--allow-from",
-            "10.0.0.0/8",
-        ],
-        None,
-    );
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("b3", &["--allow-from", "10.0.0.0/8"]);
     let answer = http_get(addr, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
     assert_eq!(answer.status, 403);
     assert_eq!(answer.header("X-Backend"), Some("b3"));
@@ -129,19 +104,7 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
 
 #[test]
 fn a_demo_backend_with_delay_answers_no_sooner_than_the_delay() {
-    let mut backend = Balancer::spawn(
-        [
-            "backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "slow",
-            "--delay",
-            "300",
-        ],
-        None,
-    );
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("slow", &["--delay", "300"]);
     let asked = Instant::now();
     let answer = http_get(addr, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
     let took = asked.elapsed();

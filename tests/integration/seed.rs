@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::harness::{
-    Backend, Balancer, Format, assert_no_debug_formatting, backends_reached, fixed_ports, fixture,
-    run,
+    Backend, Balancer, Format, Output, assert_no_debug_formatting, backends_reached, check,
+    fixed_ports, fixture, run,
 };
 
 /// The seed's backends 127.0.0.1:8080-8084, greeting with a..e.
@@ -65,10 +65,7 @@ fn the_converted_seed_config_checks_the_same_and_runs_the_same() {
     assert_eq!(converted.code(), 0, "{}", converted.both());
     assert_no_debug_formatting("convert", &converted.both());
 
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let toml = dir.path().join("balancer.toml");
-    std::fs::write(&toml, &converted.stdout).expect("write the converted config");
-    let checked_toml = run(["check".as_ref(), toml.as_os_str()], None);
+    let checked_toml = check(&converted.stdout, Format::Toml);
     assert_eq!(
         checked_toml.code(),
         0,
@@ -78,12 +75,10 @@ fn the_converted_seed_config_checks_the_same_and_runs_the_same() {
     );
     let checked_ini = run(["check".as_ref(), seed.as_os_str()], None);
     // The summaries may name their file; compare everything else.
-    let summary_of = |out: &crate::harness::Output, path: &std::path::Path| {
-        out.stdout.replace(&*path.to_string_lossy(), "FILE")
-    };
+    let summary_of = |out: &Output, file: &str| out.stdout.replace(file, "FILE");
     assert_eq!(
-        summary_of(&checked_toml, &toml),
-        summary_of(&checked_ini, &seed),
+        summary_of(&checked_toml, Format::Toml.file_name()),
+        summary_of(&checked_ini, &seed.to_string_lossy()),
         "the two files do not describe the same balancer\n--- converted ---\n{}",
         converted.stdout
     );

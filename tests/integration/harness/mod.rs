@@ -37,7 +37,7 @@ pub use clients::{
 };
 pub use http::{HttpResponse, http_get, http_request};
 pub use metrics_text::sample;
-pub use process::{Balancer, Output, run};
+pub use process::{Balancer, Output, check, run, run_with_config};
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};

@@ -98,6 +98,15 @@ impl Balancer {
         balancer
     }
 
+    /// Starts `balancer backend --name NAME FLAGS...` on a free port and
+    /// waits until it listens: the process and its address.
+    pub fn start_demo_backend(name: &str, flags: &[&str]) -> (Balancer, SocketAddr) {
+        let args = ["backend", "--listen", "127.0.0.1:0", "--name", name];
+        let mut process = Balancer::spawn(args.iter().chain(flags), None);
+        let addr = process.wait_listening_once();
+        (process, addr)
+    }
+
     /// Spawns the binary with `args`, in `dir` when given (which it then
     /// owns); does not wait for anything.
     pub fn spawn<I, S>(args: I, dir: Option<TempDir>) -> Balancer
@@ -329,6 +338,22 @@ impl Output {
             self.both()
         );
     }
+}
+
+/// Writes `config` into a fresh directory ([`config_dir`]) and runs
+/// `balancer ARGS... FILE` there to completion, so messages name the file
+/// as a user typed it.
+pub fn run_with_config(args: &[&str], config: &str, format: Format) -> Output {
+    let dir = config_dir(config, format);
+    run(
+        args.iter().copied().chain([format.file_name()]),
+        Some(dir.path()),
+    )
+}
+
+/// `balancer check FILE` on `config` (see [`run_with_config`]).
+pub fn check(config: &str, format: Format) -> Output {
+    run_with_config(&["check"], config, format)
 }
 
 /// Runs the binary with `args` in `dir` (if given) to completion, which
