@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::browser::{Browser, tool_or_skip};
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, eventually,
-    fixed_ports, http_request, read_line, round_trip, sample,
+    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, echoes,
+    eventually, fixed_ports, http_request, read_line, sample,
 };
 
 // === Helpers ===
@@ -285,10 +285,7 @@ fn metrics_parse_with_a_real_prometheus_parser_and_move_with_traffic() {
 
     let mut client = connect(admin.balancer.addr("web"));
     assert_eq!(read_line(&mut client).expect("a greeting"), "a");
-    assert_eq!(
-        round_trip(&mut client, b"hello").expect("an echo"),
-        b"hello"
-    );
+    assert_eq!(echoes(&mut client, b"hello"), Ok(()));
 
     let Some((families, samples)) = parse_with_python(&admin.get("/metrics").body, false) else {
         return;

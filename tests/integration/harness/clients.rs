@@ -77,12 +77,33 @@ pub fn backends_reached(addr: SocketAddr, count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Writes `message` and reads exactly as many bytes back from an echo.
-pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> io::Result<Vec<u8>> {
-    stream.write_all(message)?;
-    let mut back = vec![0u8; message.len()];
-    stream.read_exact(&mut back)?;
-    Ok(back)
+/// Writes `message` and reads as many bytes back: `Ok` when they are the
+/// same (an echo came through whole), else what happened instead. Tests
+/// say `assert_eq!(echoes(&mut client, b"x"), Ok(()))`.
+pub fn echoes(stream: &mut TcpStream, message: &[u8]) -> Result<(), String> {
+    let len = message.len();
+    stream
+        .write_all(message)
+        .map_err(|e| format!("sending {len} bytes: {e}"))?;
+    let mut back = vec![0u8; len];
+    stream
+        .read_exact(&mut back)
+        .map_err(|e| format!("reading {len} bytes back: {e}"))?;
+    match message
+        .iter()
+        .zip(&back)
+        .position(|(sent, got)| sent != got)
+    {
+        None => Ok(()),
+        Some(_) if len <= 64 => Err(format!(
+            "sent {:?}, got {:?} back",
+            String::from_utf8_lossy(message),
+            String::from_utf8_lossy(&back)
+        )),
+        Some(at) => Err(format!(
+            "of {len} bytes sent, byte {at} came back different"
+        )),
+    }
 }
 
 /// How a stream ended when a test expected it to end.

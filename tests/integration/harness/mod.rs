@@ -33,7 +33,7 @@ mod metrics_text;
 pub use backends::Backend;
 pub use clients::{
     Closed, assert_closed_without_data, backend_name_via, backends_reached, connect, connect_from,
-    connect_refused, half_close, read_line, read_until_closed, refused_address, round_trip,
+    connect_refused, echoes, half_close, read_line, read_until_closed, refused_address,
 };
 pub use http::{HttpResponse, http_get, http_request};
 pub use metrics_text::sample;
