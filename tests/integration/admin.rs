@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::browser::{Browser, tool_or_skip};
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, echoes,
-    eventually, fixed_ports, http_request, read_line, sample,
+    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, count, echoes,
+    eventually, fixed_ports, http_request, loopback, read_line, sample,
 };
 
 // === Helpers ===
@@ -485,14 +485,13 @@ fn patching_a_weight_changes_the_split_of_the_next_connections() {
         "",
     ));
     let web = admin.balancer.addr("web");
-    let count = |names: Vec<String>, name: &str| names.iter().filter(|n| *n == name).count();
     let before = backends_reached(web, 10);
-    assert_eq!((count(before.clone(), "a"), count(before, "b")), (5, 5));
+    assert_eq!((count(&before, "a"), count(&before, "b")), (5, 5));
     let path = format!("/api/listeners/web/backends/{}", b.addr());
     let answer = admin.request("PATCH", &path, &[JSON], Some(r#"{"weight": 4}"#));
     assert_eq!(answer.status, 200, "{}", answer.body);
     let after = backends_reached(web, 10);
-    assert_eq!((count(after.clone(), "a"), count(after, "b")), (2, 8));
+    assert_eq!((count(&after, "a"), count(&after, "b")), (2, 8));
     admin.balancer.stop();
 }
 
@@ -637,10 +636,7 @@ fn the_dashboard_in_headless_chromium_shows_every_backend_and_counts_traffic() {
 fn the_demo_serves_its_dashboard_on_port_9000() {
     let _ports = fixed_ports();
     let mut demo = Balancer::spawn(["demo"], None);
-    let listening = [
-        SocketAddr::from(([127, 0, 0, 1], 24003)),
-        SocketAddr::from(([127, 0, 0, 1], 24004)),
-    ];
+    let listening = [loopback(24003), loopback(24004)];
     demo.wait_listening_on(&listening);
     assert!(demo.wait_for_log(DEADLINE, |l| {
         l.contains("admin listening address=127.0.0.1:9000")
@@ -653,7 +649,7 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
         "{}",
         demo.stdout()
     );
-    let admin = SocketAddr::from(([127, 0, 0, 1], 9000));
+    let admin = loopback(9000);
     let status = http_request(admin, "GET", "/api/status", &[], None, DEADLINE)
         .expect("the demo's admin answers");
     let status: Value = serde_json::from_str(&status.body).expect("JSON");

@@ -3,16 +3,12 @@
 //! `fixed_ports()`.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::harness::{Balancer, DEADLINE, fixed_ports, http_get};
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
+use crate::harness::{Balancer, DEADLINE, fixed_ports, http_get, loopback};
 
 #[test]
 fn a_demo_backend_answers_health_and_paths_naming_itself() {
@@ -59,7 +55,7 @@ fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
 fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigint() {
     let _ports = fixed_ports();
     let ports = [24003, 24004, 8080, 8081, 8082, 8083, 8084];
-    let addresses: Vec<SocketAddr> = ports.into_iter().map(local).collect();
+    let addresses: Vec<SocketAddr> = ports.into_iter().map(loopback).collect();
     let mut demo = Balancer::spawn(["demo"], None);
     demo.wait_listening_on(&addresses);
 
@@ -67,7 +63,7 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
     let mut by_backend: HashMap<String, usize> = HashMap::new();
     for i in 0..7 {
         let answer =
-            http_get(local(24003), "/").unwrap_or_else(|e| panic!("GET {i} via 24003: {e}"));
+            http_get(loopback(24003), "/").unwrap_or_else(|e| panic!("GET {i} via 24003: {e}"));
         assert_eq!(answer.status, 200, "GET {i}");
         let Some(backend) = answer.header("X-Backend") else {
             panic!("GET {i} has no X-Backend")
@@ -78,11 +74,12 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
     shares.sort_unstable();
     assert_eq!(shares, [1, 1, 2, 3], "{by_backend:?}");
 
-    let other = http_get(local(24004), "/").unwrap_or_else(|e| panic!("GET via 24004: {e}"));
+    let other = http_get(loopback(24004), "/").unwrap_or_else(|e| panic!("GET via 24004: {e}"));
     assert_eq!(other.status, 200);
     assert!(other.header("X-Backend").is_some());
 
-    let direct = http_get(local(8080), "/").unwrap_or_else(|e| panic!("GET straight to 8080: {e}"));
+    let direct =
+        http_get(loopback(8080), "/").unwrap_or_else(|e| panic!("GET straight to 8080: {e}"));
     assert_eq!(direct.status, 403);
 
     assert!(

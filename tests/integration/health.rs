@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     Backend, Balancer, DEADLINE, Format, backend_name_via, backends_reached, check, connect,
-    connect_from, debug_formatting_in, half_close, read_line, read_until_closed, refused_address,
+    connect_from, count, debug_formatting_in, half_close, read_line, read_until_closed,
+    refused_address,
 };
 
 /// The check interval of these tests.
@@ -54,11 +55,6 @@ fn wait_for_change(balancer: &Balancer, backend: SocketAddr, change: &str, withi
         balancer.wait_for_log(within, |l| l.contains(&line)),
         "no {line:?} within {within:?}"
     );
-}
-
-/// How many of `names` are `name`.
-fn count(names: &[String], name: &str) -> usize {
-    names.iter().filter(|n| *n == name).count()
 }
 
 /// Opens a connection to `addr`, reads the backend's greeting and keeps
@@ -322,12 +318,7 @@ fn digest_after(text: &str, marker: &str) -> Option<String> {
 
 #[test]
 fn two_balancer_processes_with_one_config_send_every_client_to_the_same_backend() {
-    let backends = [
-        Backend::named("a"),
-        Backend::named("b"),
-        Backend::named("c"),
-        Backend::named("d"),
-    ];
+    let backends = Backend::named_each(&["a", "b", "c", "d"]);
     let list: Vec<String> = backends
         .iter()
         .zip([1, 1, 2, 1])

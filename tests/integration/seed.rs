@@ -2,11 +2,9 @@
 //! the seed's weights say, and `check` and `convert` accept it. It uses
 //! fixed ports, so every test that binds them holds `fixed_ports()`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use crate::harness::{
     Backend, Balancer, Format, Output, assert_no_debug_formatting, backends_reached, check,
-    fixed_ports, fixture, run,
+    fixed_ports, fixture, loopback, run,
 };
 
 /// The seed's backends 127.0.0.1:8080-8084, greeting with a..e.
@@ -14,7 +12,7 @@ fn seed_backends() -> Vec<Backend> {
     (8080..=8084)
         .zip(["a", "b", "c", "d", "e"])
         .map(|(port, name)| {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let addr = loopback(port);
             Backend::named_on(addr, name).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
         })
         .collect()
@@ -24,11 +22,11 @@ fn seed_backends() -> Vec<Backend> {
 /// connections to 24003 go a c b a d c a twice (weights 3,1,2,1: 6:2:4:2),
 /// and 24004 always reaches e.
 fn assert_seed_split() {
-    let web = SocketAddr::from((Ipv4Addr::LOCALHOST, 24003));
+    let web = loopback(24003);
     let names = backends_reached(web, 14).concat();
     assert_eq!(names, "acbadcaacbadca");
 
-    let other = SocketAddr::from((Ipv4Addr::LOCALHOST, 24004));
+    let other = loopback(24004);
     assert_eq!(backends_reached(other, 2), ["e", "e"]);
 }
 
@@ -102,7 +100,7 @@ fn the_spec_example_with_pre_resolve_workers_and_a_host_name_passes_check() {
 
 #[test]
 fn a_seed_style_config_on_a_free_port_balances_round_robin() {
-    let backends = [Backend::named("a"), Backend::named("b")];
+    let backends = Backend::named_each(&["a", "b"]);
     let config = format!(
         "[options]\nbuffer_size=4096\nalgorithm=round_robin\n\n[mappings]\n127.0.0.1:0={},{}\n",
         backends[0].addr(),

@@ -4,13 +4,15 @@
 //! read. They run on one shared tokio runtime and stop when dropped.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::task::{JoinHandle, JoinSet};
+
+use super::loopback;
 
 /// The runtime every in-process backend runs on, shared by all tests.
 fn runtime() -> &'static Runtime {
@@ -57,6 +59,11 @@ impl Backend {
     /// Greets each connection with `name\n`, then echoes.
     pub fn named(name: &str) -> Backend {
         Backend::start(any_port(), Behaviour::Named(name.to_string())).expect("bind a backend")
+    }
+
+    /// One backend greeting with each of `names`, in order.
+    pub fn named_each(names: &[&str]) -> Vec<Backend> {
+        names.iter().map(|name| Backend::named(name)).collect()
     }
 
     /// A named backend on a fixed address (for the seed's ports, or to
@@ -134,7 +141,7 @@ impl Drop for Backend {
 }
 
 fn any_port() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+    loopback(0)
 }
 
 async fn serve(

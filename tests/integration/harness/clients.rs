@@ -77,6 +77,11 @@ pub fn backends_reached(addr: SocketAddr, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// How many of `names` (a tally of [`backends_reached`]) are `name`.
+pub fn count(names: &[String], name: &str) -> usize {
+    names.iter().filter(|n| *n == name).count()
+}
+
 /// Writes `message` and reads as many bytes back: `Ok` when they are the
 /// same (an echo came through whole), else what happened instead. Tests
 /// say `assert_eq!(echoes(&mut client, b"x"), Ok(()))`.

@@ -33,12 +33,13 @@ mod metrics_text;
 pub use backends::Backend;
 pub use clients::{
     Closed, assert_closed_without_data, backend_name_via, backends_reached, connect, connect_from,
-    connect_refused, echoes, half_close, read_line, read_until_closed, refused_address,
+    connect_refused, count, echoes, half_close, read_line, read_until_closed, refused_address,
 };
 pub use http::{HttpResponse, http_get, http_request};
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -74,6 +75,11 @@ const DEBUG_FORMATTING: &[&str] = &[
 /// The built binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_balancer")
+}
+
+/// `127.0.0.1:port`: where tests listen and connect (only loopback).
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 /// A fixture file under `tests/fixtures/`.

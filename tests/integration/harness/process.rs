@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -16,7 +16,9 @@ use rustix::process::{Pid, Signal};
 use tempfile::TempDir;
 
 use super::logs::{Lines, parse_listening};
-use super::{DEADLINE, Format, PROMPTLY, assert_no_debug_formatting, bin, config_dir, eventually};
+use super::{
+    DEADLINE, Format, PROMPTLY, assert_no_debug_formatting, bin, config_dir, eventually, loopback,
+};
 
 /// The listener names a test config declares: `name = "..."` lines in
 /// TOML (tests always name their listeners), mapping keys in INI.
@@ -202,7 +204,7 @@ impl Balancer {
             panic!("no listener {name:?} is listening")
         };
         if addr.ip().is_unspecified() {
-            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+            loopback(addr.port())
         } else {
             addr
         }
