@@ -713,8 +713,10 @@ fn with_global_flag<'a>(flag: &'a str, value: &'a str, file: &'a str) -> Vec<Vec
 /// Returns the stopped process's output.
 fn serve_one_echo(args: &[&str]) -> Output {
     let backend = Backend::echo();
-    let config =
-        web_listening_on("127.0.0.1:0").replace("127.0.0.1:8080", &backend.addr().to_string());
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{}\"]\n",
+        backend.addr()
+    );
     let mut balancer = Balancer::spawn(args, Some(config_dir(&config, Format::Toml)));
     balancer.wait_listening(&["web".to_string()]);
     let mut client = connect(balancer.addr("web"));
