@@ -20,16 +20,27 @@ use crate::runtime;
 /// `docs/config.md` itself, so the help and the docs never drift apart.
 pub const CONFIG_REFERENCE: &str = include_str!("../docs/config.md");
 
+/// The usage line of `--help` and of clap's errors: a CONFIG or a
+/// subcommand, never both (see [`Cli`]).
+const USAGE: &str = "balancer [OPTIONS] <CONFIG>\n       balancer [OPTIONS] <COMMAND>";
+
 /// balancer: a fast TCP load balancer.
 ///
 /// Reads the native TOML config (CONFIG ending in .toml) or the seed
 /// project's INI `setup.cfg` (any other name).
+//
+// A bare CONFIG and a subcommand exclude each other, but not through
+// clap's `args_conflicts_with_subcommands`: that setting counts every flag
+// before the subcommand as a conflicting argument, global ones included,
+// so `balancer --log-format json run x.toml` would be refused although
+// SPEC 1 accepts global flags on either side. `execute` refuses the pair
+// instead, with exit 2 like clap's own usage errors.
 #[derive(Debug, Parser)]
 #[command(
     name = "balancer",
     version,
     about,
-    args_conflicts_with_subcommands = true,
+    override_usage = USAGE,
     arg_required_else_help = true
 )]
 pub struct Cli {
@@ -163,6 +174,13 @@ pub fn init_logging(level: LogLevel, format: LogFormat) {
 pub fn execute(cli: Cli) -> Result<(), Error> {
     if cli.help_config {
         return print_out(CONFIG_REFERENCE);
+    }
+    if let (Some(_), Some(config)) = (&cli.command, &cli.config) {
+        return Err(Error::Usage(format!(
+            "\"{}\" cannot be given together with a subcommand: \
+             run a config with `balancer CONFIG` or `balancer run CONFIG` (see --help)",
+            config.display()
+        )));
     }
     init_logging(cli.log_level, cli.log_format);
     match (cli.command, cli.config) {

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::browser::{Browser, tool_or_skip};
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, eventually,
-    fixed_ports, http_request, read_line, round_trip,
+    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, count, echoes,
+    eventually, fixed_ports, http_request, loopback, read_line, sample,
 };
 
 // === Helpers ===
@@ -110,6 +110,35 @@ fn config(algorithm: &str, backends: &[String], admin_extra: &str) -> String {
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
+/// Runs `program args` with `input` on its stdin and waits for it to end;
+/// what it printed and how it exited. Panics if it did not take all of
+/// `input`, after it ended (so it is never left running).
+fn run_tool(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    // The write end is dropped at the end of the statement: EOF for the tool.
+    let written = child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes());
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{program} finishes: {e}"));
+    if let Err(e) = written {
+        panic!(
+            "{program} did not take its input ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
 /// One sample as the Python parser read it.
 #[derive(Debug)]
 struct Sample {
@@ -153,20 +182,7 @@ fn parse_with_python(
          \x20       samples.append([s.name, s.labels, s.value])\n\
          print(json.dumps({{'families': families, 'samples': samples}}))\n"
     );
-    let mut child = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(text.as_bytes())
-        .expect("the metrics reach the parser");
-    let out = child.wait_with_output().expect("the parser finishes");
+    let out = run_tool("python3", &["-c", &script], text);
     assert!(
         out.status.success(),
         "{parser} refused the metrics: {}\n{text}",
@@ -269,10 +285,7 @@ fn metrics_parse_with_a_real_prometheus_parser_and_move_with_traffic() {
 
     let mut client = connect(admin.balancer.addr("web"));
     assert_eq!(read_line(&mut client).expect("a greeting"), "a");
-    assert_eq!(
-        round_trip(&mut client, b"hello").expect("an echo"),
-        b"hello"
-    );
+    assert_eq!(echoes(&mut client, b"hello"), Ok(()));
 
     let Some((families, samples)) = parse_with_python(&admin.get("/metrics").body, false) else {
         return;
@@ -372,20 +385,7 @@ fn promtool_finds_nothing_to_lint_in_the_metrics() {
     let a = Backend::named("a");
     let admin = Admin::start(&config("round_robin", &[a.addr().to_string()], ""));
     let text = admin.get("/metrics").body;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .expect("write the metrics");
-    let out = child.wait_with_output().expect("promtool finishes");
+    let out = run_tool("promtool", &["check", "metrics"], &text);
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool: {}{}",
@@ -485,14 +485,13 @@ fn patching_a_weight_changes_the_split_of_the_next_connections() {
         "",
     ));
     let web = admin.balancer.addr("web");
-    let count = |names: Vec<String>, name: &str| names.iter().filter(|n| *n == name).count();
     let before = backends_reached(web, 10);
-    assert_eq!((count(before.clone(), "a"), count(before, "b")), (5, 5));
+    assert_eq!((count(&before, "a"), count(&before, "b")), (5, 5));
     let path = format!("/api/listeners/web/backends/{}", b.addr());
     let answer = admin.request("PATCH", &path, &[JSON], Some(r#"{"weight": 4}"#));
     assert_eq!(answer.status, 200, "{}", answer.body);
     let after = backends_reached(web, 10);
-    assert_eq!((count(after.clone(), "a"), count(after, "b")), (2, 8));
+    assert_eq!((count(&after, "a"), count(&after, "b")), (2, 8));
     admin.balancer.stop();
 }
 
@@ -637,10 +636,7 @@ fn the_dashboard_in_headless_chromium_shows_every_backend_and_counts_traffic() {
 fn the_demo_serves_its_dashboard_on_port_9000() {
     let _ports = fixed_ports();
     let mut demo = Balancer::spawn(["demo"], None);
-    let listening = [
-        SocketAddr::from(([127, 0, 0, 1], 24003)),
-        SocketAddr::from(([127, 0, 0, 1], 24004)),
-    ];
+    let listening = [loopback(24003), loopback(24004)];
     demo.wait_listening_on(&listening);
     assert!(demo.wait_for_log(DEADLINE, |l| {
         l.contains("admin listening address=127.0.0.1:9000")
@@ -653,7 +649,7 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
         "{}",
         demo.stdout()
     );
-    let admin = SocketAddr::from(([127, 0, 0, 1], 9000));
+    let admin = loopback(9000);
     let status = http_request(admin, "GET", "/api/status", &[], None, DEADLINE)
         .expect("the demo's admin answers");
     let status: Value = serde_json::from_str(&status.body).expect("JSON");
@@ -668,32 +664,6 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
         .collect();
     assert_eq!(listeners, [("web".to_string(), 4), ("api".to_string(), 1)]);
     demo.stop();
-}
-
-/// The value of the sample `name{labels}` (labels in any order, all of
-/// them) in Prometheus text.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-            let inner = rest.strip_suffix('}')?;
-            let mut found: Vec<(&str, &str)> = inner
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once("=\"")?;
-                    Some((k, v.trim_end_matches('"')))
-                })
-                .collect();
-            let mut wanted = labels.to_vec();
-            found.sort_unstable();
-            wanted.sort_unstable();
-            (metric == name && found == wanted)
-                .then(|| value.parse().ok())
-                .flatten()
-        })
 }
 
 #[test]

@@ -2,12 +2,11 @@
 //! weighted round robin, random, refused backends skipped, all backends
 //! down, and the per-listener connection cap.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::harness::{
     Backend, Balancer, DEADLINE, Format, PROMPTLY, assert_closed_without_data, backend_name_via,
-    backends_reached, connect, eventually, refused_address, round_trip,
+    backends_reached, connect, count, echoes, eventually, refused_address,
 };
 
 /// A TOML config with one listener `web` using `algorithm` over
@@ -25,21 +24,13 @@ fn listener(algorithm: &str, backends: &[(SocketAddr, u32)], extra: &str) -> Str
 
 #[test]
 fn round_robin_gives_k_backends_exactly_n_over_k_connections_in_config_order() {
-    let backends = [
-        Backend::named("a"),
-        Backend::named("b"),
-        Backend::named("c"),
-    ];
+    let backends = Backend::named_each(&["a", "b", "c"]);
     let weighted: Vec<_> = backends.iter().map(|b| (b.addr(), 1)).collect();
     let balancer = Balancer::start(&listener("round_robin", &weighted, ""), Format::Toml);
 
     let names = backends_reached(balancer.addr("web"), 12);
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for name in &names {
-        *counts.entry(name).or_default() += 1;
-    }
     for name in ["a", "b", "c"] {
-        assert_eq!(counts.get(name), Some(&4), "{names:?}");
+        assert_eq!(count(&names, name), 4, "{names:?}");
     }
     let successor = |name: &str| match name {
         "a" => "b",
@@ -58,12 +49,7 @@ fn round_robin_gives_k_backends_exactly_n_over_k_connections_in_config_order() {
 
 #[test]
 fn weighted_round_robin_3_1_2_1_hands_out_a_c_b_a_d_c_a_and_repeats() {
-    let backends = [
-        Backend::named("a"),
-        Backend::named("b"),
-        Backend::named("c"),
-        Backend::named("d"),
-    ];
+    let backends = Backend::named_each(&["a", "b", "c", "d"]);
     let weighted: Vec<_> = backends
         .iter()
         .zip([3, 1, 2, 1])
@@ -81,7 +67,7 @@ fn weighted_round_robin_3_1_2_1_hands_out_a_c_b_a_d_c_a_and_repeats() {
 
 #[test]
 fn random_reaches_every_backend() {
-    let backends = [Backend::named("a"), Backend::named("b")];
+    let backends = Backend::named_each(&["a", "b"]);
     let weighted: Vec<_> = backends.iter().map(|b| (b.addr(), 1)).collect();
     let balancer = Balancer::start(&listener("random", &weighted, ""), Format::Toml);
 
@@ -155,8 +141,7 @@ fn over_max_connections_a_new_client_is_closed_at_once_until_a_slot_frees() {
     let mut first = connect(addr);
     let mut second = connect(addr);
     for (i, client) in [&mut first, &mut second].into_iter().enumerate() {
-        let back = round_trip(client, b"hi");
-        assert_eq!(back.ok(), Some(b"hi".to_vec()), "client {i}");
+        assert_eq!(echoes(client, b"hi"), Ok(()), "client {i}");
     }
 
     let mut third = connect(addr);
@@ -165,11 +150,10 @@ fn over_max_connections_a_new_client_is_closed_at_once_until_a_slot_frees() {
     drop(first);
     let served = eventually(DEADLINE, || {
         let mut client = connect(addr);
-        round_trip(&mut client, b"again").is_ok_and(|back| back == b"again")
+        echoes(&mut client, b"again").is_ok()
     });
     assert!(served, "the slot of a closed connection was not given back");
-    let back = round_trip(&mut second, b"still");
-    assert_eq!(back.ok(), Some(b"still".to_vec()));
+    assert_eq!(echoes(&mut second, b"still"), Ok(()));
     drop(second);
     balancer.stop();
 }
@@ -186,8 +170,7 @@ fn the_global_max_connections_caps_all_listeners_together() {
     let balancer = Balancer::start(&config, Format::Toml);
 
     let mut first = connect(balancer.addr("web"));
-    let back = round_trip(&mut first, b"one");
-    assert_eq!(back.ok(), Some(b"one".to_vec()));
+    assert_eq!(echoes(&mut first, b"one"), Ok(()));
 
     let mut over = connect(balancer.addr("api"));
     assert_closed_without_data(&mut over, PROMPTLY);
@@ -196,7 +179,7 @@ fn the_global_max_connections_caps_all_listeners_together() {
     let api = balancer.addr("api");
     let served = eventually(DEADLINE, || {
         let mut client = connect(api);
-        round_trip(&mut client, b"two").is_ok_and(|back| back == b"two")
+        echoes(&mut client, b"two").is_ok()
     });
     assert!(served, "the process-wide slot was not given back");
     balancer.stop();

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::harness::{DEADLINE, eventually, http_request};
+use crate::harness::{DEADLINE, eventually, http_request, loopback};
 
 /// Flags Chromium runs with (the issue's), besides `--user-data-dir`.
 const CHROMIUM_FLAGS: [&str; 8] = [
@@ -80,7 +80,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = loopback(port);
         let mut browser = Browser {
             driver: child,
             addr,

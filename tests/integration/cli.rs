@@ -4,29 +4,18 @@
 
 use std::net::{TcpListener, TcpStream};
 
+use serde_json::Value;
+
 use crate::harness::{
-    Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, debug_formatting_in,
-    eventually, refused_address, run,
+    Backend, Balancer, DEADLINE, Format, Output, assert_no_debug_formatting, check, config_dir,
+    connect, debug_formatting_in, echoes, eventually, refused_address, run, run_with_config,
 };
-
-/// Writes `text` as `format`'s file name into a fresh directory and runs
-/// `balancer SUBCOMMAND FILE` there, so errors name the file as given.
-fn run_on_config(subcommand: Option<&str>, text: &str, format: Format) -> Output {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join(format.file_name()), text).expect("write the config");
-    let args: Vec<&str> = subcommand.into_iter().chain([format.file_name()]).collect();
-    run(args, Some(dir.path()))
-}
-
-fn check(text: &str, format: Format) -> Output {
-    run_on_config(Some("check"), text, format)
-}
 
 #[test]
 fn help_names_every_subcommand_and_global_flag() {
     let out = run(["--help"], None);
     assert_eq!(out.code(), 0, "{}", out.both());
-    for word in [
+    out.assert_stdout_contains(&[
         "run",
         "check",
         "convert",
@@ -36,13 +25,7 @@ fn help_names_every_subcommand_and_global_flag() {
         "--log-format",
         "--help-config",
         "--version",
-    ] {
-        assert!(
-            out.stdout.contains(word),
-            "--help lacks {word:?}\n{}",
-            out.both()
-        );
-    }
+    ]);
 }
 
 #[test]
@@ -60,7 +43,7 @@ fn version_prints_the_package_version() {
 fn help_config_documents_both_formats_and_every_supported_key() {
     let out = run(["--help-config"], None);
     assert_eq!(out.code(), 0, "{}", out.both());
-    for word in [
+    out.assert_stdout_contains(&[
         "[global]",
         "workers",
         "buffer_size",
@@ -82,13 +65,7 @@ fn help_config_documents_both_formats_and_every_supported_key() {
         "weight",
         "[options]",
         "[mappings]",
-    ] {
-        assert!(
-            out.stdout.contains(word),
-            "--help-config lacks {word:?}\n{}",
-            out.both()
-        );
-    }
+    ]);
 }
 
 #[test]
@@ -118,6 +95,53 @@ fn bad_usage_exits_2_with_a_message_and_starts_nothing() {
         let stderr = &out.stderr;
         if out.code() != 2 || stderr.trim().is_empty() || stderr.contains(" listening ") {
             failures.push(format!("{args:?}: exit {}\n{}", out.code(), out.both()));
+        }
+        assert_no_debug_formatting(&format!("{args:?}"), &out.both());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_config_together_with_a_subcommand_or_an_extra_argument_exits_2_naming_it() {
+    // (command line, what the error must name)
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["x.toml", "check", "y.toml"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (
+            &["x.toml", "run", "y.toml"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (
+            &["x.toml", "demo"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (
+            &["--log-format", "json", "x.toml", "convert", "y.cfg"],
+            "\"x.toml\" cannot be given together with a subcommand",
+        ),
+        (&["x.toml", "check"], "<CONFIG>"),
+        (&["run", "x.toml", "extra"], "'extra'"),
+        (
+            &["--log-level", "debug", "run", "x.toml", "extra"],
+            "'extra'",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, named) in cases {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let out = run(*args, Some(dir.path()));
+        if out.code() != 2
+            || !out.stderr.starts_with("error: ")
+            || !out.stderr.contains(named)
+            || out.stderr.contains(" listening ")
+        {
+            failures.push(format!(
+                "{args:?}: exit {}, expected {named:?}\n{}",
+                out.code(),
+                out.both()
+            ));
         }
         assert_no_debug_formatting(&format!("{args:?}"), &out.both());
     }
@@ -566,7 +590,7 @@ fn check_prints_each_listener_with_its_algorithm_and_weighted_backends() {
                 backends = [\"127.0.0.1:9090\"]\n";
     let out = check(text, Format::Toml);
     assert_eq!(out.code(), 0, "{}", out.both());
-    for expected in [
+    out.assert_stdout_contains(&[
         "web",
         "weighted_round_robin",
         "127.0.0.1:8080 weight 3",
@@ -574,13 +598,7 @@ fn check_prints_each_listener_with_its_algorithm_and_weighted_backends() {
         "api",
         "random",
         "127.0.0.1:9090 weight 1",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "no {expected:?}\n{}",
-            out.both()
-        );
-    }
+    ]);
 }
 
 #[test]
@@ -592,7 +610,7 @@ fn check_and_a_bad_config_run_bind_nothing() {
     assert_eq!(out.code(), 0, "check must not bind {addr}\n{}", out.both());
 
     let bad = format!("{good}retries = \"many\"\n");
-    let out = run_on_config(None, &bad, Format::Toml);
+    let out = run_with_config(&[], &bad, Format::Toml);
     assert_eq!(out.code(), 2, "{}", out.both());
     assert!(!out.stderr.contains(" listening "), "{}", out.both());
 }
@@ -602,8 +620,8 @@ fn a_listen_address_in_use_exits_1_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to keep busy");
     let addr = taken.local_addr().expect("a bound address");
     let text = web_listening_on(addr);
-    for subcommand in [None, Some("run")] {
-        let out = run_on_config(subcommand, &text, Format::Toml);
+    for subcommand in [&[][..], &["run"]] {
+        let out = run_with_config(subcommand, &text, Format::Toml);
         assert_eq!(out.code(), 1, "{}", out.both());
         assert!(out.stderr.contains("error: "), "{}", out.both());
         assert!(
@@ -673,4 +691,99 @@ fn a_config_path_names_its_format_by_extension() {
         "{}",
         out.both()
     );
+}
+
+// === Global flags on either side of the subcommand (SPEC 1) ===
+
+/// Every place a global `flag value` may stand around `run CONFIG` and the
+/// bare `CONFIG` (SPEC 1: before or after the subcommand), as command
+/// lines run in the directory that holds `file`.
+fn with_global_flag<'a>(flag: &'a str, value: &'a str, file: &'a str) -> Vec<Vec<&'a str>> {
+    vec![
+        vec![flag, value, "run", file],
+        vec!["run", flag, value, file],
+        vec!["run", file, flag, value],
+        vec![flag, value, file],
+        vec![file, flag, value],
+    ]
+}
+
+/// Starts `args` in a directory holding a config `web` over an echo
+/// backend, waits until `web` listens and proves it by an echo through it.
+/// Returns the stopped process's output.
+fn serve_one_echo(args: &[&str]) -> Output {
+    let backend = Backend::echo();
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{}\"]\n",
+        backend.addr()
+    );
+    let mut balancer = Balancer::spawn(args, Some(config_dir(&config, Format::Toml)));
+    balancer.wait_listening(&["web".to_string()]);
+    let mut client = connect(balancer.addr("web"));
+    assert_eq!(echoes(&mut client, b"through"), Ok(()), "{args:?}");
+    drop(client);
+    balancer.stop()
+}
+
+#[test]
+fn check_prints_the_same_summary_with_global_flags_before_or_after_it() {
+    let dir = config_dir(&web_listening_on("127.0.0.1:0"), Format::Toml);
+    let file = Format::Toml.file_name();
+    let plain = run(["check", file], Some(dir.path()));
+    assert_eq!(plain.code(), 0, "{}", plain.both());
+    for (flag, value) in [("--log-format", "json"), ("--log-level", "debug")] {
+        for args in [
+            vec![flag, value, "check", file],
+            vec!["check", flag, value, file],
+            vec!["check", file, flag, value],
+        ] {
+            let out = run(&args, Some(dir.path()));
+            assert_eq!(out.code(), 0, "{args:?}\n{}", out.both());
+            assert_eq!(out.stdout, plain.stdout, "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn log_format_json_before_or_after_run_or_the_bare_config_writes_every_log_line_as_json() {
+    let file = Format::Toml.file_name();
+    for args in with_global_flag("--log-format", "json", file) {
+        let out = serve_one_echo(&args);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        let objects: Vec<Value> = lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<Value>(line)
+                    .ok()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| panic!("{args:?}: a log line is not a JSON object: {line}"))
+            })
+            .collect();
+        let ready = objects
+            .iter()
+            .any(|o| o["fields"]["message"] == "listening" && o["fields"]["listener"] == "web");
+        assert!(ready, "{args:?}: no JSON readiness line\n{}", out.both());
+        assert!(
+            lines.len() > 1,
+            "{args:?}: no shutdown lines\n{}",
+            out.both()
+        );
+    }
+}
+
+#[test]
+fn log_level_debug_before_or_after_run_or_the_bare_config_logs_each_connection() {
+    let file = Format::Toml.file_name();
+    for args in with_global_flag("--log-level", "debug", file) {
+        let out = serve_one_echo(&args);
+        let connected = out
+            .stderr
+            .lines()
+            .any(|line| line.contains(" DEBUG ") && line.contains("connected"));
+        assert!(
+            connected,
+            "{args:?}: no debug line for the connection\n{}",
+            out.both()
+        );
+    }
 }

@@ -3,21 +3,16 @@
 //! `fixed_ports()`.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::harness::{Balancer, DEADLINE, fixed_ports, http_get};
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
+use crate::harness::{Balancer, DEADLINE, fixed_ports, http_get, loopback};
 
 #[test]
 fn a_demo_backend_answers_health_and_paths_naming_itself() {
-    let mut backend = Balancer::spawn(["backend", "--listen", "127.0.0.1:0", "--name", "b1"], None);
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("b1", &[]);
 
     let health = http_get(addr, "/health").unwrap_or_else(|e| panic!("GET /health: {e}"));
     assert_eq!(health.status, 200);
@@ -39,19 +34,7 @@ fn a_demo_backend_serves_files_from_its_dir() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("hello.txt"), "hello from a file\n").expect("write a file");
     let dir_arg = dir.path().to_string_lossy().into_owned();
-    let mut backend = Balancer::spawn(
-        [
-            "backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "b2",
-            "--dir",
-            dir_arg.as_str(),
-        ],
-        None,
-    );
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("b2", &["--dir", dir_arg.as_str()]);
     let file = http_get(addr, "/hello.txt").unwrap_or_else(|e| panic!("GET /hello.txt: {e}"));
     assert_eq!(file.status, 200);
     assert!(file.body.contains("hello from a file"), "{:?}", file.body);
@@ -61,19 +44,7 @@ fn a_demo_backend_serves_files_from_its_dir() {
 
 #[test]
 fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
-    let mut backend = Balancer::spawn(
-        [
-            "backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "b3",
-            "--allow-from",
-            "10.0.0.0/8",
-        ],
-        None,
-    );
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("b3", &["--allow-from", "10.0.0.0/8"]);
     let answer = http_get(addr, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
     assert_eq!(answer.status, 403);
     assert_eq!(answer.header("X-Backend"), Some("b3"));
@@ -84,7 +55,7 @@ fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
 fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigint() {
     let _ports = fixed_ports();
     let ports = [24003, 24004, 8080, 8081, 8082, 8083, 8084];
-    let addresses: Vec<SocketAddr> = ports.into_iter().map(local).collect();
+    let addresses: Vec<SocketAddr> = ports.into_iter().map(loopback).collect();
     let mut demo = Balancer::spawn(["demo"], None);
     demo.wait_listening_on(&addresses);
 
@@ -92,7 +63,7 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
     let mut by_backend: HashMap<String, usize> = HashMap::new();
     for i in 0..7 {
         let answer =
-            http_get(local(24003), "/").unwrap_or_else(|e| panic!("GET {i} via 24003: {e}"));
+            http_get(loopback(24003), "/").unwrap_or_else(|e| panic!("GET {i} via 24003: {e}"));
         assert_eq!(answer.status, 200, "GET {i}");
         let Some(backend) = answer.header("X-Backend") else {
             panic!("GET {i} has no X-Backend")
@@ -103,11 +74,12 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
     shares.sort_unstable();
     assert_eq!(shares, [1, 1, 2, 3], "{by_backend:?}");
 
-    let other = http_get(local(24004), "/").unwrap_or_else(|e| panic!("GET via 24004: {e}"));
+    let other = http_get(loopback(24004), "/").unwrap_or_else(|e| panic!("GET via 24004: {e}"));
     assert_eq!(other.status, 200);
     assert!(other.header("X-Backend").is_some());
 
-    let direct = http_get(local(8080), "/").unwrap_or_else(|e| panic!("GET straight to 8080: {e}"));
+    let direct =
+        http_get(loopback(8080), "/").unwrap_or_else(|e| panic!("GET straight to 8080: {e}"));
     assert_eq!(direct.status, 403);
 
     assert!(
@@ -129,19 +101,7 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
 
 #[test]
 fn a_demo_backend_with_delay_answers_no_sooner_than_the_delay() {
-    let mut backend = Balancer::spawn(
-        [
-            "backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "slow",
-            "--delay",
-            "300",
-        ],
-        None,
-    );
-    let addr = backend.wait_listening_once();
+    let (backend, addr) = Balancer::start_demo_backend("slow", &["--delay", "300"]);
     let asked = Instant::now();
     let answer = http_get(addr, "/").unwrap_or_else(|e| panic!("GET /: {e}"));
     let took = asked.elapsed();

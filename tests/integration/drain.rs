@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, PROMPTLY, connect, connect_refused, eventually,
-    read_until_closed, round_trip,
+    Backend, Balancer, DEADLINE, Format, PROMPTLY, connect, connect_refused, echoes, eventually,
+    read_until_closed,
 };
 
 fn config(backend: SocketAddr, drain_timeout: &str) -> String {
@@ -25,8 +25,7 @@ fn sigterm_refuses_new_clients_at_once_and_exits_0_when_the_open_connection_ends
     let mut balancer = Balancer::start(&config(backend.addr(), "30s"), Format::Toml);
     let addr = balancer.addr("web");
     let mut open = connect(addr);
-    let back = round_trip(&mut open, b"before");
-    assert_eq!(back.ok(), Some(b"before".to_vec()));
+    assert_eq!(echoes(&mut open, b"before"), Ok(()));
 
     balancer.signal(Signal::TERM);
     assert!(
@@ -34,10 +33,9 @@ fn sigterm_refuses_new_clients_at_once_and_exits_0_when_the_open_connection_ends
         "new connects are still accepted after SIGTERM"
     );
 
-    let back = round_trip(&mut open, b"during the drain");
     assert_eq!(
-        back.ok(),
-        Some(b"during the drain".to_vec()),
+        echoes(&mut open, b"during the drain"),
+        Ok(()),
         "the open connection stopped relaying after SIGTERM"
     );
     assert_eq!(
@@ -56,8 +54,7 @@ fn when_drain_timeout_runs_out_the_held_connection_is_closed_and_the_exit_is_0()
     let backend = Backend::echo();
     let mut balancer = Balancer::start(&config(backend.addr(), "1s"), Format::Toml);
     let mut held = connect(balancer.addr("web"));
-    let back = round_trip(&mut held, b"hold");
-    assert_eq!(back.ok(), Some(b"hold".to_vec()));
+    assert_eq!(echoes(&mut held, b"hold"), Ok(()));
 
     let signalled = Instant::now();
     balancer.signal(Signal::TERM);
@@ -97,8 +94,7 @@ fn sighup_is_logged_and_the_balancer_keeps_serving() {
     assert!(logged, "SIGHUP was not logged");
 
     let mut client = connect(balancer.addr("web"));
-    let back = round_trip(&mut client, b"after SIGHUP");
-    assert_eq!(back.ok(), Some(b"after SIGHUP".to_vec()));
+    assert_eq!(echoes(&mut client, b"after SIGHUP"), Ok(()));
     assert_eq!(balancer.try_exit(), None);
     drop(client);
     balancer.stop();

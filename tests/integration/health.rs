@@ -11,9 +11,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, Output, backend_name_via, backends_reached, connect,
-    connect_from, debug_formatting_in, half_close, read_line, read_until_closed, refused_address,
-    run,
+    Backend, Balancer, DEADLINE, Format, backend_name_via, backends_reached, check, connect,
+    connect_from, count, debug_formatting_in, half_close, read_line, read_until_closed,
+    refused_address,
 };
 
 /// The check interval of these tests.
@@ -55,11 +55,6 @@ fn wait_for_change(balancer: &Balancer, backend: SocketAddr, change: &str, withi
         balancer.wait_for_log(within, |l| l.contains(&line)),
         "no {line:?} within {within:?}"
     );
-}
-
-/// How many of `names` are `name`.
-fn count(names: &[String], name: &str) -> usize {
-    names.iter().filter(|n| *n == name).count()
 }
 
 /// Opens a connection to `addr`, reads the backend's greeting and keeps
@@ -114,14 +109,6 @@ fn a_stopped_backend_stops_getting_connections_within_fall_intervals_and_returns
     balancer.stop();
 }
 
-/// Starts `balancer backend --name NAME` with `flags` on a free port.
-fn demo_backend(name: &str, flags: &[&str]) -> (Balancer, SocketAddr) {
-    let args = ["backend", "--listen", "127.0.0.1:0", "--name", name];
-    let mut process = Balancer::spawn(args.iter().chain(flags), None);
-    let addr = process.wait_listening_once();
-    (process, addr)
-}
-
 /// The `X-Backend` of a `GET /` through `addr`.
 fn http_backend_via(addr: SocketAddr) -> String {
     let answer = crate::harness::http_get(addr, "/").expect("an answer through the balancer");
@@ -131,8 +118,8 @@ fn http_backend_via(addr: SocketAddr) -> String {
 #[test]
 fn an_http_check_answered_with_the_wrong_status_marks_the_backend_down() {
     // b1 answers everyone; b2 only 127.0.0.2, so the checks get 403.
-    let (_b1, b1) = demo_backend("b1", &[]);
-    let (_b2, b2) = demo_backend("b2", &["--allow-from", "127.0.0.2/32"]);
+    let (_b1, b1) = Balancer::start_demo_backend("b1", &[]);
+    let (_b2, b2) = Balancer::start_demo_backend("b2", &["--allow-from", "127.0.0.2/32"]);
     let check = "[listeners.health_check]\nkind = \"http\"\ninterval = \"100ms\"\n\
                  path = \"/health\"\nexpect_status = 200\nfall = 2\n";
     let text = config("round_robin", &[quoted(b1), quoted(b2)], "", check);
@@ -154,8 +141,8 @@ fn http_checks_come_from_the_listeners_source_address() {
     // Both backends only answer 127.0.0.2, the listener's source address:
     // the checks pass and both stay up.
     let allow = ["--allow-from", "127.0.0.2/32"];
-    let (_b1, b1) = demo_backend("b1", &allow);
-    let (_b2, b2) = demo_backend("b2", &allow);
+    let (_b1, b1) = Balancer::start_demo_backend("b1", &allow);
+    let (_b2, b2) = Balancer::start_demo_backend("b2", &allow);
     let check = "[listeners.health_check]\nkind = \"http\"\ninterval = \"100ms\"\nfall = 1\n";
     let text = config(
         "round_robin",
@@ -331,12 +318,7 @@ fn digest_after(text: &str, marker: &str) -> Option<String> {
 
 #[test]
 fn two_balancer_processes_with_one_config_send_every_client_to_the_same_backend() {
-    let backends = [
-        Backend::named("a"),
-        Backend::named("b"),
-        Backend::named("c"),
-        Backend::named("d"),
-    ];
+    let backends = Backend::named_each(&["a", "b", "c", "d"]);
     let list: Vec<String> = backends
         .iter()
         .zip([1, 1, 2, 1])
@@ -376,28 +358,19 @@ fn two_balancer_processes_with_one_config_send_every_client_to_the_same_backend(
         first.stderr()
     );
     assert_eq!(d1, d2);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join("balancer.toml"), &text).expect("write the config");
-    let check = run(["check", "balancer.toml"], Some(dir.path()));
-    assert_eq!(check.code(), 0, "{}", check.both());
+    let checked = check(&text, Format::Toml);
+    assert_eq!(checked.code(), 0, "{}", checked.both());
     assert_eq!(
-        digest_after(&check.stdout, "digest "),
+        digest_after(&checked.stdout, "digest "),
         d1,
         "{}",
-        check.stdout
+        checked.stdout
     );
     first.stop();
     second.stop();
 }
 
 // === bad input ===
-
-/// Runs `balancer check` on `text` and returns what it printed.
-fn check(text: &str) -> Output {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join("balancer.toml"), text).expect("write the config");
-    run(["check", "balancer.toml"], Some(dir.path()))
-}
 
 #[test]
 fn bad_health_check_values_exit_2_naming_file_line_key_and_value() {
@@ -419,7 +392,7 @@ fn bad_health_check_values_exit_2_naming_file_line_key_and_value() {
     ];
     let mut failures = Vec::new();
     for (line, key, value) in cases {
-        let out = check(&format!("{header}{line}\n"));
+        let out = check(&format!("{header}{line}\n"), Format::Toml);
         let expected = [
             "error: balancer.toml:6: ",
             "listener \"web\"",
@@ -449,18 +422,12 @@ fn check_describes_health_settings_and_the_maglev_table() {
         "slow_start = \"5s\"",
         "[listeners.health_check]\nkind = \"http\"\npath = \"/ready\"\n",
     );
-    let out = check(&text);
+    let out = check(&text, Format::Toml);
     assert_eq!(out.code(), 0, "{}", out.both());
-    for expected in [
+    out.assert_stdout_contains(&[
         "health check: http GET /ready expecting 200 every 2s, timeout 1s, rise 2, fall 3",
         "passive check: down after 3 failed connects, tried again after 10s",
         "slow start: 5s",
         "maglev table of 65537 entries, digest ",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "no {expected:?}\n{}",
-            out.stdout
-        );
-    }
+    ]);
 }

@@ -2,8 +2,9 @@
 //! over loopback sockets. One test binary (as ripgrep's `tests/tests.rs`),
 //! so it compiles once.
 //!
-//! - `harness`: start the binary with a temporary config and wait until it
-//!   listens; in-process backends; clients with deadlines; `eventually`.
+//! - `harness/`: start the binary with a temporary config and wait until
+//!   it listens; in-process backends; clients with deadlines; HTTP;
+//!   `eventually` (its `mod.rs` names the file for each job).
 //! - `cli`: help, version, usage errors, every config error, exit codes.
 //! - `tcp`: relaying: bytes unchanged, half-close, idle timeout, `allow`.
 //! - `balancing`: which backend each connection gets, retries, caps.
@@ -17,8 +18,9 @@
 //!   least_connections steering, Maglev agreement between two processes,
 //!   bad health-check values.
 //!
-//! Tests that bind fixed ports (`seed`, `demo`) hold
-//! `harness::fixed_ports()` so they never run at the same time.
+//! Tests that bind fixed ports (`seed`, `demo`, the demo's admin port in
+//! `admin`) hold `harness::fixed_ports()` so they never run at the same
+//! time, not even beside another checkout's test run on the same machine.
 
 mod browser;
 mod harness;

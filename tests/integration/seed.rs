@@ -2,11 +2,9 @@
 //! the seed's weights say, and `check` and `convert` accept it. It uses
 //! fixed ports, so every test that binds them holds `fixed_ports()`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use crate::harness::{
-    Backend, Balancer, Format, assert_no_debug_formatting, backends_reached, fixed_ports, fixture,
-    run,
+    Backend, Balancer, Format, Output, assert_no_debug_formatting, backends_reached, check,
+    fixed_ports, fixture, loopback, run,
 };
 
 /// The seed's backends 127.0.0.1:8080-8084, greeting with a..e.
@@ -14,7 +12,7 @@ fn seed_backends() -> Vec<Backend> {
     (8080..=8084)
         .zip(["a", "b", "c", "d", "e"])
         .map(|(port, name)| {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let addr = loopback(port);
             Backend::named_on(addr, name).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
         })
         .collect()
@@ -24,11 +22,11 @@ fn seed_backends() -> Vec<Backend> {
 /// connections to 24003 go a c b a d c a twice (weights 3,1,2,1: 6:2:4:2),
 /// and 24004 always reaches e.
 fn assert_seed_split() {
-    let web = SocketAddr::from((Ipv4Addr::LOCALHOST, 24003));
+    let web = loopback(24003);
     let names = backends_reached(web, 14).concat();
     assert_eq!(names, "acbadcaacbadca");
 
-    let other = SocketAddr::from((Ipv4Addr::LOCALHOST, 24004));
+    let other = loopback(24004);
     assert_eq!(backends_reached(other, 2), ["e", "e"]);
 }
 
@@ -45,7 +43,7 @@ fn the_seed_setup_cfg_runs_unchanged_and_splits_6_2_4_2_in_smooth_order() {
 fn check_summarizes_the_seed_setup_cfg() {
     let out = run(["check".as_ref(), fixture("setup.cfg").as_os_str()], None);
     assert_eq!(out.code(), 0, "{}", out.both());
-    for expected in [
+    out.assert_stdout_contains(&[
         "24003",
         "24004",
         "weighted_round_robin",
@@ -54,13 +52,7 @@ fn check_summarizes_the_seed_setup_cfg() {
         "127.0.0.1:8082 weight 2",
         "127.0.0.1:8083 weight 1",
         "127.0.0.1:8084 weight 1",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "no {expected:?}\n{}",
-            out.both()
-        );
-    }
+    ]);
     assert_no_debug_formatting("check", &out.both());
 }
 
@@ -71,10 +63,7 @@ fn the_converted_seed_config_checks_the_same_and_runs_the_same() {
     assert_eq!(converted.code(), 0, "{}", converted.both());
     assert_no_debug_formatting("convert", &converted.both());
 
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let toml = dir.path().join("balancer.toml");
-    std::fs::write(&toml, &converted.stdout).expect("write the converted config");
-    let checked_toml = run(["check".as_ref(), toml.as_os_str()], None);
+    let checked_toml = check(&converted.stdout, Format::Toml);
     assert_eq!(
         checked_toml.code(),
         0,
@@ -84,12 +73,10 @@ fn the_converted_seed_config_checks_the_same_and_runs_the_same() {
     );
     let checked_ini = run(["check".as_ref(), seed.as_os_str()], None);
     // The summaries may name their file; compare everything else.
-    let summary_of = |out: &crate::harness::Output, path: &std::path::Path| {
-        out.stdout.replace(&*path.to_string_lossy(), "FILE")
-    };
+    let summary_of = |out: &Output, file: &str| out.stdout.replace(file, "FILE");
     assert_eq!(
-        summary_of(&checked_toml, &toml),
-        summary_of(&checked_ini, &seed),
+        summary_of(&checked_toml, Format::Toml.file_name()),
+        summary_of(&checked_ini, &seed.to_string_lossy()),
         "the two files do not describe the same balancer\n--- converted ---\n{}",
         converted.stdout
     );
@@ -108,18 +95,12 @@ fn the_spec_example_with_pre_resolve_workers_and_a_host_name_passes_check() {
         None,
     );
     assert_eq!(out.code(), 0, "{}", out.both());
-    for expected in ["24003", "127.0.0.1:24004", "localhost:8084 weight 1"] {
-        assert!(
-            out.stdout.contains(expected),
-            "no {expected:?}\n{}",
-            out.both()
-        );
-    }
+    out.assert_stdout_contains(&["24003", "127.0.0.1:24004", "localhost:8084 weight 1"]);
 }
 
 #[test]
 fn a_seed_style_config_on_a_free_port_balances_round_robin() {
-    let backends = [Backend::named("a"), Backend::named("b")];
+    let backends = Backend::named_each(&["a", "b"]);
     let config = format!(
         "[options]\nbuffer_size=4096\nalgorithm=round_robin\n\n[mappings]\n127.0.0.1:0={},{}\n",
         backends[0].addr(),
