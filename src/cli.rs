@@ -3,7 +3,7 @@
 //! the one call it stands for. Clap itself prints `--help`/`--version` and
 //! exits 2 on usage errors.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::balance;
 use crate::config;
 use crate::demo;
 use crate::error::Error;
+use crate::net;
 use crate::runtime;
 
 /// The reference of both config formats, printed by `--help-config`. It is
@@ -103,7 +104,7 @@ pub struct BackendArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Only answer clients from this network (repeatable); others get 403.
-    #[arg(long = "allow-from", value_name = "CIDR", value_parser = parse_cidr)]
+    #[arg(long = "allow-from", value_name = "CIDR", value_parser = net::addr::cidr)]
     pub allow_from: Vec<IpNet>,
     /// Serve files from this directory.
     #[arg(long, value_name = "DIR")]
@@ -135,16 +136,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// A CIDR, or a bare address meaning just that host.
-fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net);
-    }
-    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("\"{text}\" is not a network (CIDR such as 127.0.0.2/32) or an address")
-    })
 }
 
 /// Sets up logging to stderr as the global flags say.
@@ -199,7 +190,10 @@ pub fn execute(cli: Cli) -> Result<(), Error> {
             let config = config::load(&path)?;
             print_out(&config::to_toml(&config))
         }
-        (Some(Command::Demo), _) => demo::run(),
+        (Some(Command::Demo), _) => demo::run(|instructions| {
+            // Best effort: a closed stdout must not stop the demo.
+            let _ = print_out(instructions);
+        }),
         (Some(Command::Backend(args)), _) => demo::run_backend(
             demo::backend::BackendOptions {
                 name: args.name.unwrap_or_else(|| args.listen.to_string()),

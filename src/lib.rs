@@ -38,8 +38,9 @@
 //! - `proxy`: the data plane of one client connection: pick, connect
 //!   with retries, relay bytes both ways (copy or splice) with half-close
 //!   and idle timeout.
-//! - [`admin`]: the admin server (SPEC 7) on its own listener: the
-//!   dashboard, `/metrics` (every metric name in `admin::metrics::names`)
+//! - `admin`: the admin server (SPEC 7) on its own listener: the
+//!   dashboard, `/metrics` (every metric name in [`metric_names`], which
+//!   the integration tests read too)
 //!   and the JSON API, whose changes are `state::change` calls.
 //! - `runtime`: owns lifecycles: binding, accept loops and admission
 //!   (allow list, caps), health tasks, the admin server, signals, drain.
@@ -52,7 +53,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub(crate) mod backend;
 pub(crate) mod balance;
 pub mod cli;
@@ -67,4 +68,5 @@ pub(crate) mod state;
 #[cfg(test)]
 mod testing;
 
+pub use admin::metrics::names as metric_names;
 pub use error::Error;

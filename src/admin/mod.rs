@@ -37,7 +37,8 @@ use crate::net::accept::accept_loop;
 use crate::net::http_server::HttpServer;
 use crate::state::Listeners;
 
-pub use body::BODY_LIMIT;
+#[cfg(test)]
+use body::BODY_LIMIT;
 pub use error::AdminError;
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ impl Ewma {
     }
 
     /// The decay time in use.
+    #[cfg(test)]
     pub fn decay(&self) -> Duration {
         Duration::from_secs_f64(self.decay)
     }
@@ -162,11 +163,6 @@ impl PeakEwma {
     /// estimate.
     pub fn set_decay(&self, decay: Duration) {
         self.current.rcu(|ewma| ewma.with_decay(decay));
-    }
-
-    /// The current value, for tests and the admin API.
-    pub fn value(&self) -> Ewma {
-        **self.current.load()
     }
 }
 

@@ -331,17 +331,13 @@ impl Health {
         self.lock().policy = policy;
     }
 
-    /// The policy in force.
-    pub fn policy(&self) -> HealthPolicy {
-        self.lock().policy
-    }
-
     /// The current state; one atomic load.
     pub fn state(&self) -> BackendState {
         decode(self.state.load(Ordering::Relaxed)).0
     }
 
     /// What marked the backend down, when it is down.
+    #[cfg(test)]
     pub fn down_cause(&self) -> Option<DownCause> {
         decode(self.state.load(Ordering::Relaxed)).1
     }

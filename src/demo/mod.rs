@@ -41,8 +41,9 @@ pub fn config() -> Result<Config, Error> {
 }
 
 /// `balancer demo`: five backends and the balancer in one process, until
-/// Ctrl-C (or SIGTERM).
-pub fn run() -> Result<(), Error> {
+/// Ctrl-C (or SIGTERM). Once everything listens, `announce` is given what
+/// to tell a newcomer: what runs and what to try.
+pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
     let config = config()?;
     let runtime = runtime::build_runtime(config.global.workers)?;
     runtime.block_on(async move {
@@ -64,7 +65,7 @@ pub fn run() -> Result<(), Error> {
             };
             spawn_backend(&backends, socket, options, stop_backends.clone())?;
         }
-        print_instructions(&bound);
+        announce(&instructions(&bound));
         runtime::run(config, bound, signals.shutdown()).await;
         stop_backends.cancel();
         backends.close();
@@ -108,8 +109,8 @@ fn spawn_backend(
     Ok(())
 }
 
-/// What the demo prints for a newcomer: what runs and what to try.
-fn print_instructions(bound: &runtime::Bound) {
+/// What the demo tells a newcomer: what runs and what to try.
+fn instructions(bound: &runtime::Bound) -> String {
     let addresses = bound.addresses();
     let address_of = |listener: &str, default: &str| {
         addresses
@@ -122,7 +123,7 @@ fn print_instructions(bound: &runtime::Bound) {
     let admin = bound
         .admin_address()
         .map_or_else(|| "127.0.0.1:9000".to_string(), |a| a.to_string());
-    let text = format!(
+    format!(
         "\
 balancer demo is running:
   backends b1..b5 on 127.0.0.1:8080-8084 answer only the balancer (127.0.0.2)
@@ -142,7 +143,5 @@ Try, in another terminal:
 
 Press Ctrl-C to stop.
 "
-    );
-    // Best effort: a closed stdout must not stop the demo.
-    let _ = crate::cli::print_out(&text);
+    )
 }

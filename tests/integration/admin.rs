@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 
-use balancer::admin::metrics::names;
+use balancer::metric_names as names;
 use serde_json::Value;
 
 use crate::browser::{Browser, tool_or_skip};
