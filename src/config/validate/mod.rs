@@ -1,0 +1,247 @@
+//! Raw structs to the validated model: every semantic check, shared by both
+//! formats. This file owns the pass: the entry point [`validate`], the
+//! [`Validator`] state, how a problem is reported, and how one key is read
+//! into a value; the files beside it check one part of a config each.
+//!
+//! Each check reports a [`ConfigError`] carrying the line (from the raw
+//! value's span), the path to the value and the problem, and validation goes
+//! on, so one run lists every problem. A listener with any error is left out
+//! of the model; the model is returned only when nothing was found.
+//!
+//! Backend host names are resolved here, once per host, with the system
+//! resolver (`net::addr::resolve_blocking`); the first address is kept. IP literals need no
+//! resolution. This is the only I/O in `config`.
+//!
+//! - `global.rs`: `[global]`, `[admin]` and the INI `[options]` algorithm.
+//! - `listener.rs`: one listener: name, listen address (and conflicts),
+//!   mode, algorithm, timeouts, allow list, health checks.
+//! - `backend.rs`: a listener's backend list: weights, duplicates,
+//!   resolution.
+//! - `values.rs`: small pure checks of one value (durations, names, the
+//!   token, a check path, listen conflicts).
+//! - `tests.rs`: the pass end to end, one row per error a user can see.
+
+mod backend;
+mod global;
+mod listener;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::net::addr::ResolveError;
+
+use super::error::{ConfigError, ConfigErrors, Context, Problem};
+use super::native::RawConfig;
+use super::{Config, Format};
+use values::{duration, duration_or_zero};
+
+/// Largest `workers`: far above any core count, low enough to catch typos.
+pub(crate) const MAX_WORKERS: i64 = 1024;
+/// Largest `buffer_size` (16 MiB): anything above is a typo, and it is
+/// allocated twice per connection.
+pub(crate) const MAX_BUFFER_SIZE: i64 = 16 * 1024 * 1024;
+/// Largest `max_connections`, global or per listener.
+pub(crate) const MAX_CONNECTIONS: i64 = 10_000_000;
+/// Largest `retries`.
+pub(crate) const MAX_RETRIES: i64 = 100;
+/// Largest backend `weight`.
+pub(crate) const MAX_WEIGHT: i64 = 10_000;
+/// Longest duration, in days: keeps timer arithmetic far from overflow.
+pub(crate) const MAX_DURATION_DAYS: u64 = 365;
+/// Largest `rise` or `fall`: more is a typo, and would take hours to act.
+pub(crate) const MAX_RISE_FALL: i64 = 100;
+/// The HTTP status codes an http check may expect.
+const STATUS_RANGE: (i64, i64) = (100, 599);
+
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text.bytes().take(offset).filter(|&b| b == b'\n').count() + 1
+}
+
+/// Checks `raw` (read from `text` in `format`) and builds the model, or
+/// returns every problem found, `found` (the reader's own) included.
+/// `origin` names the file in errors.
+pub(crate) fn validate(
+    raw: RawConfig,
+    found: Vec<ConfigError>,
+    text: &str,
+    format: Format,
+    origin: &str,
+) -> Result<Config, ConfigErrors> {
+    // With lines already refused, an empty listener list says nothing new.
+    let refused_lines = !found.is_empty();
+    let mut v = Validator {
+        text,
+        format,
+        origin,
+        errors: found,
+        names: HashMap::new(),
+        listens: Vec::new(),
+        resolved: HashMap::new(),
+    };
+    let global = v.global(&raw.global);
+    let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
+    let algorithm = v.default_algorithm(raw.algorithm.as_ref());
+    if raw.listeners.is_empty() && !refused_lines {
+        let problem = match format {
+            Format::Toml => Problem::NoListeners,
+            Format::Ini => Problem::NoMappings,
+        };
+        v.errors.push(v.error(None, Vec::new(), problem));
+    }
+    let listeners = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| v.listener(i, l, &global, algorithm))
+        .collect();
+    match ConfigErrors::from_list(v.errors) {
+        Some(errors) => Err(errors),
+        None => Ok(Config {
+            global,
+            admin,
+            listeners,
+        }),
+    }
+}
+
+/// State of one validation pass.
+struct Validator<'a> {
+    text: &'a str,
+    format: Format,
+    origin: &'a str,
+    errors: Vec<ConfigError>,
+    /// Listener names seen, with their line.
+    names: HashMap<String, Option<usize>>,
+    /// Listen addresses seen: address, whose, line.
+    listens: Vec<(SocketAddr, Context, Option<usize>)>,
+    /// Host name resolutions, once per host: an address or the reason.
+    resolved: HashMap<String, Result<IpAddr, ResolveError>>,
+}
+
+/// A checked listener's fields, before it joins the model.
+type Checked<T> = Option<T>;
+
+impl Validator<'_> {
+    fn line(&self, span: Range<usize>) -> usize {
+        line_of(self.text, span.start)
+    }
+
+    fn error(&self, line: Option<usize>, context: Vec<Context>, problem: Problem) -> ConfigError {
+        ConfigError {
+            origin: self.origin.to_string(),
+            line,
+            context,
+            problem,
+        }
+    }
+
+    fn report(&mut self, span: Range<usize>, context: Vec<Context>, problem: Problem) {
+        let line = Some(self.line(span));
+        self.errors.push(self.error(line, context, problem));
+    }
+
+    // === typed values ===
+
+    /// An integer key checked against `min..=max`: `Some(None)` when absent,
+    /// `None` when bad (reported).
+    fn int(
+        &mut self,
+        raw: &Option<Spanned<i64>>,
+        scope: &[Context],
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Checked<Option<i64>> {
+        let Some(value) = raw else {
+            return Some(None);
+        };
+        let n = *value.get_ref();
+        if (min..=max).contains(&n) {
+            return Some(Some(n));
+        }
+        let problem = Problem::OutOfRange { value: n, min, max };
+        self.report(value.span(), with_key(scope, key), problem);
+        None
+    }
+
+    /// A duration key, more than zero and at most a year: `Some(None)` when
+    /// absent, `None` when bad (reported).
+    fn duration(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        scope: &[Context],
+        key: &str,
+    ) -> Checked<Option<Duration>> {
+        let Some(value) = raw else {
+            return Some(None);
+        };
+        match duration(value.get_ref()) {
+            Ok(d) => Some(Some(d)),
+            Err(problem) => {
+                self.report(value.span(), with_key(scope, key), problem);
+                None
+            }
+        }
+    }
+
+    /// A duration key that may be zero (`"0s"`: off): `Some(None)` when
+    /// absent, `None` when bad (reported).
+    fn duration_or_zero(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        scope: &[Context],
+        key: &str,
+    ) -> Checked<Option<Duration>> {
+        self.text(raw, scope, key, duration_or_zero)
+    }
+
+    /// A string key turned into a value by `check`: `Some(None)` when absent,
+    /// `None` when bad (reported).
+    fn text<T>(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        scope: &[Context],
+        key: &str,
+        check: impl FnOnce(&str) -> Result<T, Problem>,
+    ) -> Checked<Option<T>> {
+        let Some(value) = raw else {
+            return Some(None);
+        };
+        match check(value.get_ref()) {
+            Ok(v) => Some(Some(v)),
+            Err(problem) => {
+                self.report(value.span(), with_key(scope, key), problem);
+                None
+            }
+        }
+    }
+}
+
+// === context paths ===
+
+/// `scope` followed by `key "key"`.
+fn with_key(scope: &[Context], key: &str) -> Vec<Context> {
+    with(scope, Context::Key(key.to_string()))
+}
+
+fn with(scope: &[Context], last: Context) -> Vec<Context> {
+    let mut context = scope.to_vec();
+    context.push(last);
+    context
+}
+
+/// A checked count as `usize`, or `default` when absent or unusable.
+fn to_usize(checked: Checked<Option<i64>>, default: usize) -> usize {
+    match checked.flatten() {
+        Some(n) => usize::try_from(n).unwrap_or(default),
+        None => default,
+    }
+}
