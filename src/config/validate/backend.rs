@@ -15,6 +15,9 @@ use crate::net::addr;
 use super::{MAX_WEIGHT, Validator, with, with_key};
 
 impl Validator<'_> {
+    /// A listener's backends; a missing list is reported on the listener's
+    /// line. Every entry is checked (and reported), and the list stands
+    /// only when all of them pass.
     pub(super) fn backends(
         &mut self,
         raw: Option<&Spanned<Vec<Spanned<RawBackend>>>>,
@@ -22,8 +25,7 @@ impl Validator<'_> {
         scope: &[Context],
     ) -> Option<Vec<BackendSpec>> {
         let Some(list) = raw else {
-            let problem = Problem::MissingKey("backends".into());
-            self.report(header.clone(), scope.to_vec(), problem);
+            self.missing(header.clone(), scope, "backends");
             return None;
         };
         if list.get_ref().is_empty() {
@@ -34,56 +36,51 @@ impl Validator<'_> {
             self.report(list.span(), context, Problem::NoBackends);
             return None;
         }
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut specs = Some(Vec::new());
-        for entry in list.get_ref() {
-            let raw = entry.get_ref();
-            let line = self.line(entry.span());
-            let spec = self.backend(entry, scope);
-            if let Some(&first) = seen.get(raw.address.as_str()) {
-                let context = with(scope, Context::Backend(raw.address.clone()));
-                self.report(
-                    entry.span(),
-                    context,
-                    Problem::DuplicateBackend(Some(first)),
-                );
-                specs = None;
-            } else {
-                seen.insert(&raw.address, line);
-            }
-            match (spec, specs.as_mut()) {
-                (Some(spec), Some(specs)) => specs.push(spec),
-                (None, _) => specs = None,
-                (Some(_), None) => {}
-            }
-        }
-        specs
+        // The line each address was first listed on.
+        let mut first_lines: HashMap<&str, usize> = HashMap::new();
+        let specs: Vec<Option<BackendSpec>> = list
+            .get_ref()
+            .iter()
+            .map(|entry| {
+                let spec = self.backend(entry, scope);
+                let address = entry.get_ref().address.as_str();
+                match first_lines.get(address) {
+                    Some(&first) => {
+                        let context = with(scope, Context::Backend(address.to_string()));
+                        let problem = Problem::DuplicateBackend(Some(first));
+                        self.report(entry.span(), context, problem);
+                        None
+                    }
+                    None => {
+                        first_lines.insert(address, self.line(entry.span()));
+                        spec
+                    }
+                }
+            })
+            .collect();
+        specs.into_iter().collect()
     }
 
+    /// One backend: its weight in range and its address resolved.
     fn backend(&mut self, entry: &Spanned<RawBackend>, scope: &[Context]) -> Option<BackendSpec> {
         let raw = entry.get_ref();
         let context = with(scope, Context::Backend(raw.address.clone()));
         let weight = match &raw.weight {
             None => Some(defaults::WEIGHT),
-            Some(w) => match u32::try_from(*w.get_ref()) {
-                Ok(n) if n >= 1 && i64::from(n) <= MAX_WEIGHT => Some(n),
-                _ => {
-                    let problem = Problem::WeightOutOfRange {
-                        value: *w.get_ref(),
+            Some(w) => {
+                let value = *w.get_ref();
+                let weight = match u32::try_from(value) {
+                    Ok(n) if n >= 1 && i64::from(n) <= MAX_WEIGHT => Ok(n),
+                    _ => Err(Problem::WeightOutOfRange {
+                        value,
                         max: MAX_WEIGHT,
-                    };
-                    self.report(w.span(), context.clone(), problem);
-                    None
-                }
-            },
-        };
-        let resolved = match self.backend_address(&raw.address) {
-            Ok(addr) => Some(addr),
-            Err(problem) => {
-                self.report(entry.span(), context, problem);
-                None
+                    }),
+                };
+                self.ok_or_report(weight, w.span(), context.clone())
             }
         };
+        let resolved = self.backend_address(&raw.address);
+        let resolved = self.ok_or_report(resolved, entry.span(), context);
         Some(BackendSpec {
             address: raw.address.clone(),
             resolved: resolved?,

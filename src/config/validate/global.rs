@@ -4,9 +4,9 @@
 
 use toml::Spanned;
 
-use super::values::{algorithm, token};
-use super::{MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_WORKERS, Validator, to_usize};
-use crate::config::error::{Context, Problem};
+use super::values::{algorithm, duration, token};
+use super::{MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_WORKERS, Validator};
+use crate::config::error::Context;
 use crate::config::native::{RawAdmin, RawGlobal};
 use crate::config::{Admin, Algorithm, Format, Global, defaults};
 
@@ -19,7 +19,7 @@ impl Validator<'_> {
         let scope = [table];
         let workers = self.int(&raw.workers, &scope, "workers", 0, MAX_WORKERS);
         let buffer_size = self.int(&raw.buffer_size, &scope, "buffer_size", 1, MAX_BUFFER_SIZE);
-        let drain_timeout = self.duration(&raw.drain_timeout, &scope, "drain_timeout");
+        let drain_timeout = self.text(&raw.drain_timeout, &scope, "drain_timeout", duration);
         let max_connections = self.int(
             &raw.max_connections,
             &scope,
@@ -27,31 +27,24 @@ impl Validator<'_> {
             1,
             MAX_CONNECTIONS,
         );
+        // Built even when a value is bad (reported): listeners copy from
+        // it, and the pass fails anyway.
         Global {
-            workers: to_usize(workers, defaults::WORKERS),
-            buffer_size: to_usize(buffer_size, defaults::BUFFER_SIZE),
+            workers: workers.flatten().unwrap_or(defaults::WORKERS),
+            buffer_size: buffer_size.flatten().unwrap_or(defaults::BUFFER_SIZE),
             drain_timeout: drain_timeout.flatten().unwrap_or(defaults::DRAIN_TIMEOUT),
-            max_connections: to_usize(max_connections, defaults::GLOBAL_MAX_CONNECTIONS),
+            max_connections: max_connections
+                .flatten()
+                .unwrap_or(defaults::GLOBAL_MAX_CONNECTIONS),
         }
     }
 
     /// The INI `[options] algorithm`, checked once; round robin when absent.
     /// `None` when it is bad (already reported).
-    pub(super) fn default_algorithm(&mut self, raw: Option<&Spanned<String>>) -> Option<Algorithm> {
-        let Some(value) = raw else {
-            return Some(Algorithm::RoundRobin);
-        };
-        match algorithm(value.get_ref()) {
-            Ok(a) => Some(a),
-            Err(problem) => {
-                let context = vec![
-                    Context::Table("options".into()),
-                    Context::Key("algorithm".into()),
-                ];
-                self.report(value.span(), context, problem);
-                None
-            }
-        }
+    pub(super) fn default_algorithm(&mut self, raw: &Option<Spanned<String>>) -> Option<Algorithm> {
+        let scope = [Context::Table("options".into())];
+        let algorithm = self.text(raw, &scope, "algorithm", algorithm)?;
+        Some(algorithm.unwrap_or(Algorithm::RoundRobin))
     }
 
     /// Checks `[admin]` (TOML) or `[options] admin` (INI); `None` when
@@ -68,20 +61,18 @@ impl Validator<'_> {
         let scope = [Context::Table(table.into())];
         let listen = match &raw.listen {
             None => {
-                let problem = Problem::MissingKey(listen_key.into());
-                self.report(spanned.span(), scope.to_vec(), problem);
+                self.missing(spanned.span(), &scope, listen_key);
                 None
             }
             Some(value) => self.listen_value(value, &scope, listen_key, false),
         };
         let token = self.text(&raw.token, &scope, "token", token);
         if let (Some(addr), Some(written)) = (listen, &raw.listen) {
-            let line = Some(self.line(written.span()));
             let here = match self.format {
                 Format::Toml => Context::Table("admin".into()),
                 Format::Ini => Context::Key("admin".into()),
             };
-            self.listens.push((addr, here, line));
+            self.claim_listen(addr, written.span(), here);
         }
         if self.errors.len() > errors_before {
             return None;

@@ -1,6 +1,6 @@
-//! One listener: its name, listen address (and whether it can be bound next
-//! to the others), mode, algorithm, timeouts, allow list and health checks.
-//! Its backends are checked in `backend.rs`.
+//! One listener: its name, listen address, mode, algorithm, timeouts, allow
+//! list and health checks, and that its name and address are its own. Its
+//! backends are checked in `backend.rs`, listen addresses in `listen.rs`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -13,12 +13,13 @@ use crate::config::native::{RawHealthCheck, RawListener, RawPassiveCheck};
 use crate::config::{
     Algorithm, Format, Global, HealthCheck, Listener, Mode, PassiveCheck, defaults,
 };
-use crate::net::addr::{self, AddrError};
+use crate::net::addr;
 
-use super::values::{algorithm, check_kind, check_path, conflicts, mode, proxy_protocol};
+use super::values::{
+    algorithm, check_kind, check_path, duration, duration_or_zero, mode, proxy_protocol,
+};
 use super::{
-    Checked, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, STATUS_RANGE, Validator, to_usize, with,
-    with_key,
+    Checked, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, STATUS_RANGE, Validator, with, with_key,
 };
 
 impl Validator<'_> {
@@ -34,12 +35,7 @@ impl Validator<'_> {
         let errors_before = self.errors.len();
         let given = raw.name.as_ref().filter(|n| !n.get_ref().is_empty());
         let name = given.or(raw.listen.as_ref());
-        let name_text = name.map(|n| n.get_ref().clone());
-        let here = match (&name_text, self.format) {
-            (Some(n), Format::Ini) => Context::Mapping(n.clone()),
-            (Some(n), Format::Toml) => Context::Listener(n.clone()),
-            (None, _) => Context::ListenerNumber(index + 1),
-        };
+        let here = self.listener_context(index, name);
         let scope = [here.clone()];
         let header = spanned.span();
 
@@ -52,8 +48,8 @@ impl Validator<'_> {
             Some(_) => self.text(&raw.algorithm, &scope, "algorithm", algorithm),
             None => default_algorithm.map(Some),
         };
-        let connect_timeout = self.duration(&raw.connect_timeout, &scope, "connect_timeout");
-        let idle_timeout = self.duration(&raw.idle_timeout, &scope, "idle_timeout");
+        let connect_timeout = self.text(&raw.connect_timeout, &scope, "connect_timeout", duration);
+        let idle_timeout = self.text(&raw.idle_timeout, &scope, "idle_timeout", duration);
         let retries = self.int(&raw.retries, &scope, "retries", 0, MAX_RETRIES);
         let source_address = self.text(&raw.source_address, &scope, "source_address", |t| {
             Ok(addr::ip(t)?)
@@ -73,8 +69,8 @@ impl Validator<'_> {
             MAX_CONNECTIONS,
         );
         let backends = self.backends(raw.backends.as_ref(), &header, &scope);
-        let slow_start = self.duration_or_zero(&raw.slow_start, &scope, "slow_start");
-        let ewma_decay = self.duration(&raw.ewma_decay, &scope, "ewma_decay");
+        let slow_start = self.text(&raw.slow_start, &scope, "slow_start", duration_or_zero);
+        let ewma_decay = self.text(&raw.ewma_decay, &scope, "ewma_decay", duration);
         let health_check = match &raw.health_check {
             Some(check) => self.health_check(check.get_ref(), &scope).map(Some),
             None => Some(None),
@@ -85,22 +81,23 @@ impl Validator<'_> {
         };
 
         if let (Some(name), Some(written), Some(addr)) = (name, &raw.listen, listen) {
-            self.check_unique(name, written, addr, here);
+            self.claim_name(name, here.clone());
+            self.claim_listen(addr, written.span(), here);
         }
         if self.errors.len() > errors_before {
             return None;
         }
         Some(Listener {
-            name: name_text?,
+            name: name?.get_ref().clone(),
             listen: listen?,
             mode: mode.flatten().unwrap_or(Mode::Tcp),
             algorithm: algorithm.flatten().unwrap_or(Algorithm::RoundRobin),
             connect_timeout: connect_timeout?.unwrap_or(defaults::CONNECT_TIMEOUT),
             idle_timeout: idle_timeout?.unwrap_or(defaults::IDLE_TIMEOUT),
-            retries: retries?.map_or(defaults::RETRIES, |n| u32::try_from(n).unwrap_or(0)),
+            retries: retries?.unwrap_or(defaults::RETRIES),
             source_address: source_address?,
             allow: allow?,
-            max_connections: to_usize(max_connections, defaults::LISTENER_MAX_CONNECTIONS),
+            max_connections: max_connections?.unwrap_or(defaults::LISTENER_MAX_CONNECTIONS),
             buffer_size: global.buffer_size,
             backends: backends?,
             slow_start: slow_start?.unwrap_or(defaults::SLOW_START),
@@ -110,6 +107,76 @@ impl Validator<'_> {
         })
     }
 
+    /// How errors name the listener at `index` (0-based): by `name` (its
+    /// name, else its listen address as written), as a mapping in INI; by
+    /// its position when it has neither.
+    fn listener_context(&self, index: usize, name: Option<&Spanned<String>>) -> Context {
+        match (name, self.format) {
+            (Some(n), Format::Ini) => Context::Mapping(n.get_ref().clone()),
+            (Some(n), Format::Toml) => Context::Listener(n.get_ref().clone()),
+            (None, _) => Context::ListenerNumber(index + 1),
+        }
+    }
+
+    fn check_name(&mut self, name: &Spanned<String>, scope: &[Context]) {
+        if name.get_ref().is_empty() {
+            self.report(name.span(), with_key(scope, "name"), Problem::EmptyName);
+        }
+    }
+
+    /// Records `name` as taken by `here`, or reports that an earlier
+    /// listener has it.
+    fn claim_name(&mut self, name: &Spanned<String>, here: Context) {
+        if let Some(&first) = self.names.get(name.get_ref()) {
+            self.report(name.span(), vec![here], Problem::DuplicateName(first));
+        } else {
+            let line = Some(self.line(name.span()));
+            self.names.insert(name.get_ref().clone(), line);
+        }
+    }
+
+    /// The listen address; a missing one is reported on the listener's line.
+    fn listen(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        header: &Range<usize>,
+        scope: &[Context],
+    ) -> Option<SocketAddr> {
+        let Some(value) = raw else {
+            self.missing(header.clone(), scope, "listen");
+            return None;
+        };
+        // An INI mapping is named by its listen address already.
+        let named_by_value = self.format == Format::Ini;
+        self.listen_value(value, scope, "listen", named_by_value)
+    }
+
+    /// The client networks let in: every entry is checked (and reported),
+    /// and the list stands only when all of them pass.
+    fn allow(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+        scope: &[Context],
+    ) -> Option<Vec<IpNet>> {
+        let Some(list) = raw else {
+            return Some(Vec::new());
+        };
+        let context = with_key(scope, "allow");
+        if list.get_ref().is_empty() {
+            self.report(list.span(), context, Problem::EmptyAllow);
+            return None;
+        }
+        let nets: Vec<Option<IpNet>> = list
+            .get_ref()
+            .iter()
+            .map(|entry| {
+                let net = addr::cidr(entry.get_ref()).map_err(Problem::from);
+                self.ok_or_report(net, entry.span(), context.clone())
+            })
+            .collect();
+        nets.into_iter().collect()
+    }
+
     // === health checks ===
 
     /// `[listeners.health_check]`; `None` when anything in it is bad
@@ -117,8 +184,8 @@ impl Validator<'_> {
     fn health_check(&mut self, raw: &RawHealthCheck, scope: &[Context]) -> Option<HealthCheck> {
         let scope = with(scope, Context::Table("listeners.health_check".into()));
         let kind = self.text(&raw.kind, &scope, "kind", check_kind);
-        let interval = self.duration(&raw.interval, &scope, "interval");
-        let timeout = self.duration(&raw.timeout, &scope, "timeout");
+        let interval = self.text(&raw.interval, &scope, "interval", duration);
+        let timeout = self.text(&raw.timeout, &scope, "timeout", duration);
         let path = self.text(&raw.path, &scope, "path", check_path);
         let (min, max) = STATUS_RANGE;
         let status = self.int(&raw.expect_status, &scope, "expect_status", min, max);
@@ -129,11 +196,9 @@ impl Validator<'_> {
             interval: interval?.unwrap_or(defaults::CHECK_INTERVAL),
             timeout: timeout?.unwrap_or(defaults::CHECK_TIMEOUT),
             path: path?.unwrap_or_else(|| defaults::CHECK_PATH.to_string()),
-            expect_status: status?.map_or(defaults::EXPECT_STATUS, |n| {
-                u16::try_from(n).unwrap_or(defaults::EXPECT_STATUS)
-            }),
-            rise: rise?.map_or(defaults::RISE, |n| u32::try_from(n).unwrap_or(1)),
-            fall: fall?.map_or(defaults::FALL, |n| u32::try_from(n).unwrap_or(1)),
+            expect_status: status?.unwrap_or(defaults::EXPECT_STATUS),
+            rise: rise?.unwrap_or(defaults::RISE),
+            fall: fall?.unwrap_or(defaults::FALL),
         })
     }
 
@@ -146,133 +211,12 @@ impl Validator<'_> {
     ) -> Checked<Option<PassiveCheck>> {
         let scope = with(scope, Context::Table("listeners.passive_check".into()));
         let fall = self.int(&raw.fall, &scope, "fall", 1, MAX_RISE_FALL);
-        let backoff = self.duration(&raw.backoff, &scope, "backoff");
+        let backoff = self.text(&raw.backoff, &scope, "backoff", duration);
         let check = PassiveCheck {
-            fall: fall?.map_or(defaults::PASSIVE_FALL, |n| u32::try_from(n).unwrap_or(1)),
+            fall: fall?.unwrap_or(defaults::PASSIVE_FALL),
             backoff: backoff?.unwrap_or(defaults::PASSIVE_BACKOFF),
         };
         let enabled = raw.enabled.as_ref().is_none_or(|e| *e.get_ref());
         Some(enabled.then_some(check))
-    }
-
-    fn check_name(&mut self, name: &Spanned<String>, scope: &[Context]) {
-        if name.get_ref().is_empty() {
-            self.report(name.span(), with_key(scope, "name"), Problem::EmptyName);
-        }
-    }
-
-    /// The listen address; a missing one is reported on the listener's line.
-    fn listen(
-        &mut self,
-        raw: Option<&Spanned<String>>,
-        header: &Range<usize>,
-        scope: &[Context],
-    ) -> Option<SocketAddr> {
-        let Some(value) = raw else {
-            let problem = Problem::MissingKey("listen".into());
-            self.report(header.clone(), scope.to_vec(), problem);
-            return None;
-        };
-        // An INI mapping is named by its listen address already.
-        let named_by_value = self.format == Format::Ini;
-        self.listen_value(value, scope, "listen", named_by_value)
-    }
-
-    /// A listen address given under `key`. A bad one is reported with the
-    /// value in the context when the problem does not quote it itself,
-    /// unless the scope already names the value (`named_by_value`).
-    pub(super) fn listen_value(
-        &mut self,
-        value: &Spanned<String>,
-        scope: &[Context],
-        key: &str,
-        named_by_value: bool,
-    ) -> Option<SocketAddr> {
-        let problem = match addr::listen_address(value.get_ref()) {
-            Ok(addr) => return Some(addr),
-            Err(problem) => problem,
-        };
-        let unquoted = matches!(
-            problem,
-            AddrError::MissingPort | AddrError::MissingHost | AddrError::PortNotNumber
-        );
-        let context = if named_by_value {
-            scope.to_vec()
-        } else if unquoted {
-            with(
-                scope,
-                Context::KeyValue(key.into(), value.get_ref().clone()),
-            )
-        } else {
-            with_key(scope, key)
-        };
-        self.report(value.span(), context, problem.into());
-        None
-    }
-
-    /// Names must be unique; listen addresses must be bindable side by side.
-    fn check_unique(
-        &mut self,
-        name: &Spanned<String>,
-        written: &Spanned<String>,
-        listen: SocketAddr,
-        here: Context,
-    ) {
-        if let Some(&first) = self.names.get(name.get_ref()) {
-            self.report(
-                name.span(),
-                vec![here.clone()],
-                Problem::DuplicateName(first),
-            );
-        } else {
-            let line = Some(self.line(name.span()));
-            self.names.insert(name.get_ref().clone(), line);
-        }
-        let line = Some(self.line(written.span()));
-        let clash = self
-            .listens
-            .iter()
-            .find(|(other, _, _)| conflicts(listen, *other))
-            .cloned();
-        if let Some((other_addr, other, other_line)) = clash {
-            let problem = Problem::ListenConflict {
-                addr: listen,
-                other: Box::new(other),
-                other_addr,
-                other_line,
-            };
-            self.errors.push(self.error(line, vec![here], problem));
-        } else {
-            self.listens.push((listen, here, line));
-        }
-    }
-
-    fn allow(
-        &mut self,
-        raw: Option<&Spanned<Vec<Spanned<String>>>>,
-        scope: &[Context],
-    ) -> Option<Vec<IpNet>> {
-        let Some(list) = raw else {
-            return Some(Vec::new());
-        };
-        if list.get_ref().is_empty() {
-            self.report(list.span(), with_key(scope, "allow"), Problem::EmptyAllow);
-            return None;
-        }
-        let mut nets = Some(Vec::new());
-        for entry in list.get_ref() {
-            match addr::cidr(entry.get_ref()) {
-                Ok(net) => {
-                    if let Some(nets) = nets.as_mut() {
-                        nets.push(net);
-                    }
-                }
-                Err(problem) => {
-                    self.report(entry.span(), with_key(scope, "allow"), problem.into());
-                    nets = None;
-                }
-            }
-        }
-        nets
     }
 }

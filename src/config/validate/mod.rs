@@ -9,20 +9,23 @@
 //! of the model; the model is returned only when nothing was found.
 //!
 //! Backend host names are resolved here, once per host, with the system
-//! resolver (`net::addr::resolve_blocking`); the first address is kept. IP literals need no
-//! resolution. This is the only I/O in `config`.
+//! resolver (`net::addr::resolve_blocking`); the first address is kept. IP
+//! literals need no resolution. This is the only I/O in `config`.
 //!
 //! - `global.rs`: `[global]`, `[admin]` and the INI `[options]` algorithm.
-//! - `listener.rs`: one listener: name, listen address (and conflicts),
-//!   mode, algorithm, timeouts, allow list, health checks.
+//! - `listener.rs`: one listener: name, listen address, mode, algorithm,
+//!   timeouts, allow list, health checks.
+//! - `listen.rs`: listen addresses (listeners' and the admin server's) and
+//!   the conflicts between them.
 //! - `backend.rs`: a listener's backend list: weights, duplicates,
 //!   resolution.
 //! - `values.rs`: small pure checks of one value (durations, names, the
-//!   token, a check path, listen conflicts).
+//!   token, a check path).
 //! - `tests.rs`: the pass end to end, one row per error a user can see.
 
 mod backend;
 mod global;
+mod listen;
 mod listener;
 #[cfg(test)]
 mod tests;
@@ -31,7 +34,6 @@ mod values;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::time::Duration;
 
 use toml::Spanned;
 
@@ -40,7 +42,6 @@ use crate::net::addr::ResolveError;
 use super::error::{ConfigError, ConfigErrors, Context, Problem};
 use super::native::RawConfig;
 use super::{Config, Format};
-use values::{duration, duration_or_zero};
 
 /// Largest `workers`: far above any core count, low enough to catch typos.
 pub(crate) const MAX_WORKERS: i64 = 1024;
@@ -88,7 +89,7 @@ pub(crate) fn validate(
     };
     let global = v.global(&raw.global);
     let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
-    let algorithm = v.default_algorithm(raw.algorithm.as_ref());
+    let algorithm = v.default_algorithm(&raw.algorithm);
     if raw.listeners.is_empty() && !refused_lines {
         let problem = match format {
             Format::Toml => Problem::NoListeners,
@@ -148,63 +149,57 @@ impl Validator<'_> {
         self.errors.push(self.error(line, context, problem));
     }
 
+    /// `result`'s value, or `None` with its problem reported at `span`
+    /// under `context`.
+    fn ok_or_report<T>(
+        &mut self,
+        result: Result<T, Problem>,
+        span: Range<usize>,
+        context: Vec<Context>,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.report(span, context, problem);
+                None
+            }
+        }
+    }
+
+    /// A required key that is absent, reported at `span` (the table's or
+    /// the listener's header).
+    fn missing(&mut self, span: Range<usize>, scope: &[Context], key: &str) {
+        self.report(span, scope.to_vec(), Problem::MissingKey(key.into()));
+    }
+
     // === typed values ===
 
-    /// An integer key checked against `min..=max`: `Some(None)` when absent,
-    /// `None` when bad (reported).
-    fn int(
+    /// An integer key checked against `min..=max`, in the model's type `T`:
+    /// `Some(None)` when absent, `None` when bad (reported).
+    fn int<T: TryFrom<i64>>(
         &mut self,
         raw: &Option<Spanned<i64>>,
         scope: &[Context],
         key: &str,
         min: i64,
         max: i64,
-    ) -> Checked<Option<i64>> {
+    ) -> Checked<Option<T>> {
         let Some(value) = raw else {
             return Some(None);
         };
         let n = *value.get_ref();
-        if (min..=max).contains(&n) {
-            return Some(Some(n));
-        }
-        let problem = Problem::OutOfRange { value: n, min, max };
-        self.report(value.span(), with_key(scope, key), problem);
-        None
-    }
-
-    /// A duration key, more than zero and at most a year: `Some(None)` when
-    /// absent, `None` when bad (reported).
-    fn duration(
-        &mut self,
-        raw: &Option<Spanned<String>>,
-        scope: &[Context],
-        key: &str,
-    ) -> Checked<Option<Duration>> {
-        let Some(value) = raw else {
-            return Some(None);
+        // Every caller's bounds fit `T`, so the conversion fails only where
+        // the range check does: the value is refused, never replaced.
+        let checked = match T::try_from(n) {
+            Ok(v) if (min..=max).contains(&n) => Ok(v),
+            _ => Err(Problem::OutOfRange { value: n, min, max }),
         };
-        match duration(value.get_ref()) {
-            Ok(d) => Some(Some(d)),
-            Err(problem) => {
-                self.report(value.span(), with_key(scope, key), problem);
-                None
-            }
-        }
+        self.ok_or_report(checked, value.span(), with_key(scope, key))
+            .map(Some)
     }
 
-    /// A duration key that may be zero (`"0s"`: off): `Some(None)` when
-    /// absent, `None` when bad (reported).
-    fn duration_or_zero(
-        &mut self,
-        raw: &Option<Spanned<String>>,
-        scope: &[Context],
-        key: &str,
-    ) -> Checked<Option<Duration>> {
-        self.text(raw, scope, key, duration_or_zero)
-    }
-
-    /// A string key turned into a value by `check`: `Some(None)` when absent,
-    /// `None` when bad (reported).
+    /// A string key turned into a value by `check` (one of `values.rs`):
+    /// `Some(None)` when absent, `None` when bad (reported).
     fn text<T>(
         &mut self,
         raw: &Option<Spanned<String>>,
@@ -215,13 +210,8 @@ impl Validator<'_> {
         let Some(value) = raw else {
             return Some(None);
         };
-        match check(value.get_ref()) {
-            Ok(v) => Some(Some(v)),
-            Err(problem) => {
-                self.report(value.span(), with_key(scope, key), problem);
-                None
-            }
-        }
+        self.ok_or_report(check(value.get_ref()), value.span(), with_key(scope, key))
+            .map(Some)
     }
 }
 
@@ -236,12 +226,4 @@ fn with(scope: &[Context], last: Context) -> Vec<Context> {
     let mut context = scope.to_vec();
     context.push(last);
     context
-}
-
-/// A checked count as `usize`, or `default` when absent or unusable.
-fn to_usize(checked: Checked<Option<i64>>, default: usize) -> usize {
-    match checked.flatten() {
-        Some(n) => usize::try_from(n).unwrap_or(default),
-        None => default,
-    }
 }

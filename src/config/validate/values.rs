@@ -1,9 +1,7 @@
 //! Small pure checks of one value, each a function from the text as typed
 //! to the model's value or the [`Problem`] with it: durations, names of
-//! algorithms, modes and check kinds, the admin token, a check path, and
-//! whether two listen addresses can be bound side by side.
+//! algorithms, modes and check kinds, the admin token, a check path.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::error::{Feature, Problem};
@@ -95,33 +93,5 @@ pub(super) fn proxy_protocol(value: &str) -> Result<(), Problem> {
             value.to_string(),
         ))),
         _ => Err(Problem::UnknownProxyProtocol(value.to_string())),
-    }
-}
-
-/// Whether two listen addresses cannot both be bound: equal, or the same
-/// port where one is the unspecified address of the same family. Port 0
-/// (any free port) never conflicts.
-pub(super) fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
-    if a.port() == 0 || a.port() != b.port() {
-        return false;
-    }
-    a.ip() == b.ip()
-        || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listen_conflicts_follow_what_can_bind() {
-        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert!(conflicts(a("127.0.0.1:80"), a("127.0.0.1:80")));
-        assert!(conflicts(a("0.0.0.0:80"), a("127.0.0.2:80")));
-        assert!(conflicts(a("[::1]:80"), a("[::]:80")));
-        assert!(!conflicts(a("127.0.0.1:80"), a("127.0.0.2:80")));
-        assert!(!conflicts(a("0.0.0.0:80"), a("[::1]:80")));
-        assert!(!conflicts(a("127.0.0.1:80"), a("127.0.0.1:81")));
-        assert!(!conflicts(a("0.0.0.0:0"), a("0.0.0.0:0")));
     }
 }
