@@ -150,7 +150,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::validate::{
+    use crate::config::limits::{
         MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MAX_WORKERS,
     };
     use crate::config::{Algorithm, CheckKind, Format, PassiveCheck, parse};
@@ -265,7 +265,7 @@ mod tests {
             BackendSpec {
                 address: resolved.to_string(),
                 resolved,
-                weight: u32::try_from(weight).unwrap(),
+                weight,
             }
         })
     }

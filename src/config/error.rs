@@ -191,8 +191,8 @@ pub enum Problem {
     WeightOutOfRange {
         /// The weight given.
         value: i64,
-        /// The largest allowed.
-        max: i64,
+        /// The largest allowed ([`super::limits::MAX_WEIGHT`]).
+        max: u32,
     },
     /// The same backend address twice in one listener (it names the backend
     /// in metrics and the admin API, so it must be unique); carries the line

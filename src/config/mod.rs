@@ -313,6 +313,32 @@ pub mod defaults {
     };
 }
 
+/// The bounds validation enforces, beside [`defaults`] for the same reason:
+/// the reference (`docs/config.md`), the admin API and the tests agree with
+/// validation. A bound on a number read from a file is an `i64`, the type
+/// the file's integers are read as (so a negative value reaches validation);
+/// [`MAX_WEIGHT`](limits::MAX_WEIGHT) is a `u32`, the model's weight, because
+/// the admin API holds the weights it is sent to the same bound.
+pub mod limits {
+    /// Largest backend `weight`, in a config file or sent to the admin API.
+    pub const MAX_WEIGHT: u32 = 10_000;
+    /// Largest `workers`: far above any core count, low enough to catch typos.
+    pub(crate) const MAX_WORKERS: i64 = 1024;
+    /// Largest `buffer_size` (16 MiB): anything above is a typo, and it is
+    /// allocated twice per connection.
+    pub(crate) const MAX_BUFFER_SIZE: i64 = 16 * 1024 * 1024;
+    /// Largest `max_connections`, global or per listener.
+    pub(crate) const MAX_CONNECTIONS: i64 = 10_000_000;
+    /// Largest `retries`.
+    pub(crate) const MAX_RETRIES: i64 = 100;
+    /// Longest duration, in days: keeps timer arithmetic far from overflow.
+    pub(crate) const MAX_DURATION_DAYS: u64 = 365;
+    /// Largest `rise` or `fall`: more is a typo, and would take hours to act.
+    pub(crate) const MAX_RISE_FALL: i64 = 100;
+    /// The HTTP status codes an http check may expect.
+    pub(crate) const STATUS_RANGE: (i64, i64) = (100, 599);
+}
+
 /// Reads and validates the config at `path`, in the format its name says.
 /// Errors name the file (as given), the line where it is known, the key and
 /// the bad value.

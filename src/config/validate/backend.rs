@@ -8,11 +8,12 @@ use std::ops::Range;
 use toml::Spanned;
 
 use crate::config::error::{Context, Problem};
+use crate::config::limits::MAX_WEIGHT;
 use crate::config::native::RawBackend;
 use crate::config::{BackendSpec, Format, defaults};
 use crate::net::addr;
 
-use super::{MAX_WEIGHT, Validator, with, with_key};
+use super::{Validator, with, with_key};
 
 impl Validator<'_> {
     /// A listener's backends; a missing list is reported on the listener's
@@ -70,7 +71,7 @@ impl Validator<'_> {
             Some(w) => {
                 let value = *w.get_ref();
                 let weight = match u32::try_from(value) {
-                    Ok(n) if n >= 1 && i64::from(n) <= MAX_WEIGHT => Ok(n),
+                    Ok(n) if (1..=MAX_WEIGHT).contains(&n) => Ok(n),
                     _ => Err(Problem::WeightOutOfRange {
                         value,
                         max: MAX_WEIGHT,

@@ -4,9 +4,10 @@
 
 use toml::Spanned;
 
+use super::Validator;
 use super::values::{algorithm, duration, token};
-use super::{MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_WORKERS, Validator};
 use crate::config::error::Context;
+use crate::config::limits::{MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_WORKERS};
 use crate::config::native::{RawAdmin, RawGlobal};
 use crate::config::{Admin, Algorithm, Format, Global, defaults};
 

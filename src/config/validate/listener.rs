@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::config::error::{Context, Problem};
+use crate::config::limits::{MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, STATUS_RANGE};
 use crate::config::native::{RawHealthCheck, RawListener, RawPassiveCheck};
 use crate::config::{
     Algorithm, Format, Global, HealthCheck, Listener, Mode, PassiveCheck, defaults,
@@ -18,9 +19,7 @@ use crate::net::addr;
 use super::values::{
     algorithm, check_kind, check_path, duration, duration_or_zero, mode, proxy_protocol,
 };
-use super::{
-    Checked, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, STATUS_RANGE, Validator, with, with_key,
-};
+use super::{Checked, Validator, with, with_key};
 
 impl Validator<'_> {
     /// Checks one listener; `None` when anything in it is bad (reported).

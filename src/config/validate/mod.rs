@@ -43,24 +43,6 @@ use super::error::{ConfigError, ConfigErrors, Context, Problem};
 use super::native::RawConfig;
 use super::{Config, Format};
 
-/// Largest `workers`: far above any core count, low enough to catch typos.
-pub(crate) const MAX_WORKERS: i64 = 1024;
-/// Largest `buffer_size` (16 MiB): anything above is a typo, and it is
-/// allocated twice per connection.
-pub(crate) const MAX_BUFFER_SIZE: i64 = 16 * 1024 * 1024;
-/// Largest `max_connections`, global or per listener.
-pub(crate) const MAX_CONNECTIONS: i64 = 10_000_000;
-/// Largest `retries`.
-pub(crate) const MAX_RETRIES: i64 = 100;
-/// Largest backend `weight`.
-pub(crate) const MAX_WEIGHT: i64 = 10_000;
-/// Longest duration, in days: keeps timer arithmetic far from overflow.
-pub(crate) const MAX_DURATION_DAYS: u64 = 365;
-/// Largest `rise` or `fall`: more is a typo, and would take hours to act.
-pub(crate) const MAX_RISE_FALL: i64 = 100;
-/// The HTTP status codes an http check may expect.
-const STATUS_RANGE: (i64, i64) = (100, 599);
-
 /// The 1-based line of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.bytes().take(offset).filter(|&b| b == b'\n').count() + 1

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::error::{Feature, Problem};
 use crate::config::{Algorithm, CheckKind, Mode};
 
-use super::MAX_DURATION_DAYS;
+use crate::config::limits::MAX_DURATION_DAYS;
 
 /// A duration with a unit; more than zero, at most [`MAX_DURATION_DAYS`].
 pub(super) fn duration(text: &str) -> Result<Duration, Problem> {
