@@ -357,14 +357,10 @@ pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config, ConfigE
     validate::validate(raw, found, text, format, origin)
 }
 
-/// The summary `balancer check` prints: listeners, algorithms, backends.
-pub fn summary(config: &Config) -> String {
-    summary_with(config, |_| None)
-}
-
-/// [`summary`], with a line from `extra` added to each listener's part
-/// when it gives one (`balancer check` adds the Maglev table digest, which
-/// `config` cannot compute without depending on `balance`).
+/// The summary `balancer check` prints: listeners, algorithms, backends,
+/// with a line from `extra` added to each listener's part when it gives one
+/// (`balancer check` adds the Maglev table digest, which `config` cannot
+/// compute without depending on `balance`).
 pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
