@@ -7,7 +7,7 @@
 //! millisecond. A backend of weight 1 is a bare string, others a table.
 //! Backends keep their address as written (`localhost:8084`), so a host name
 //! is resolved again when the TOML is loaded. The output loads back into an
-//! equal [`Config`]: `parse(&to_toml(&c), Format::Toml, _) == Ok(c)`.
+//! equal [`Config`]: `parse(&to_toml(&c), FileFormat::Toml, _) == Ok(c)`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -153,12 +153,12 @@ mod tests {
     use crate::config::limits::{
         MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MAX_WORKERS,
     };
-    use crate::config::{Algorithm, CheckKind, Format, PassiveCheck, parse};
+    use crate::config::{Algorithm, CheckKind, FileFormat, PassiveCheck, parse};
 
     fn round_trip(config: &Config) {
         let text = to_toml(config);
         assert_eq!(
-            parse(&text, Format::Toml, "x").as_ref(),
+            parse(&text, FileFormat::Toml, "x").as_ref(),
             Ok(config),
             "{text}"
         );
@@ -169,7 +169,7 @@ mod tests {
         let text = "[options]\nbuffer_size=4096\nalgorithm=weighted_round_robin\n\n[mappings]\n\
                     24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1\n\
                     127.0.0.1:24004=localhost:8084\n";
-        let config = parse(text, Format::Ini, "setup.cfg").unwrap();
+        let config = parse(text, FileFormat::Ini, "setup.cfg").unwrap();
         round_trip(&config);
         let toml = to_toml(&config);
         assert!(toml.contains("name = \"24003\"\nlisten = \"0.0.0.0:24003\"\n"));
@@ -189,7 +189,7 @@ mod tests {
                     connect_timeout = \"250us\"\nidle_timeout = \"90m\"\nretries = 0\n\
                     source_address = \"::1\"\nallow = [\"::1\", \"10.1.0.0/16\"]\n\
                     backends = [\"[::1]:8080\", { address = \"[::1]:8081\", weight = 7 }]\n";
-        let config = parse(text, Format::Toml, "x").unwrap();
+        let config = parse(text, FileFormat::Toml, "x").unwrap();
         round_trip(&config);
         let toml = to_toml(&config);
         assert!(toml.contains("drain_timeout = \"1500ms\"\n"), "{toml}");
@@ -202,7 +202,7 @@ mod tests {
         let seed = "[options]\nbuffer_size=4096\nalgorithm=weighted_round_robin\n[mappings]\n\
                     24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1\n\
                     24004=127.0.0.1:8084:1\n";
-        let toml = to_toml(&parse(seed, Format::Ini, "setup.cfg").unwrap());
+        let toml = to_toml(&parse(seed, FileFormat::Ini, "setup.cfg").unwrap());
         let start = toml.find("[global]").unwrap();
         let end = toml.find("\n\n[[listeners]]\nname = \"24004\"").unwrap();
         let shown: String = toml[start..end]
@@ -410,7 +410,7 @@ mod tests {
         #[test]
         fn any_valid_config_round_trips_through_toml(config in config_strategy()) {
             let text = to_toml(&config);
-            prop_assert_eq!(parse(&text, Format::Toml, "x"), Ok(config), "{}", text);
+            prop_assert_eq!(parse(&text, FileFormat::Toml, "x"), Ok(config), "{}", text);
         }
     }
 }

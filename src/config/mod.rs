@@ -44,21 +44,22 @@ use ipnet::IpNet;
 pub use convert::{format_duration, to_toml};
 pub use error::{ConfigError, ConfigErrors};
 
-/// Which of the two file formats a config is written in.
+/// Which of the two file formats a config is written in. (`FileFormat`,
+/// not `Format`, which `admin::metrics` names its exposition formats.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum FileFormat {
     /// The native TOML format (SPEC 2); chosen for files ending in `.toml`.
     Toml,
     /// The seed project's INI format (`setup.cfg`, SPEC 3); any other ending.
     Ini,
 }
 
-impl Format {
+impl FileFormat {
     /// The format a file is read as, decided by its name alone.
-    pub fn of_path(path: &Path) -> Format {
+    pub fn of_path(path: &Path) -> FileFormat {
         match path.extension() {
-            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
-            _ => Format::Ini,
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => FileFormat::Toml,
+            _ => FileFormat::Ini,
         }
     }
 }
@@ -345,14 +346,14 @@ pub mod limits {
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(&origin, &e))?;
-    parse(&text, Format::of_path(path), &origin)
+    parse(&text, FileFormat::of_path(path), &origin)
 }
 
 /// Parses and validates config text; `origin` is how errors name the file.
-pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config, ConfigErrors> {
+pub fn parse(text: &str, format: FileFormat, origin: &str) -> Result<Config, ConfigErrors> {
     let (raw, found) = match format {
-        Format::Toml => (native::parse(text, origin)?, Vec::new()),
-        Format::Ini => ini::parse(text, origin),
+        FileFormat::Toml => (native::parse(text, origin)?, Vec::new()),
+        FileFormat::Ini => ini::parse(text, origin),
     };
     validate::validate(raw, found, text, format, origin)
 }

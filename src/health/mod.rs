@@ -230,7 +230,7 @@ mod tests {
 
     use super::{first_delay, jittered, run};
     use crate::backend::{BackendState, DownCause};
-    use crate::config::{Format, parse};
+    use crate::config::{FileFormat, parse};
     use crate::runtime::state::{ListenerSlot, ListenerState, Registry};
 
     /// How long a condition may take before a test fails: generous for a
@@ -258,7 +258,7 @@ mod tests {
              backends = [{}]\n[listeners.health_check]\n{check}",
             list.join(", ")
         );
-        let config = parse(&text, Format::Toml, "t.toml").unwrap();
+        let config = parse(&text, FileFormat::Toml, "t.toml").unwrap();
         let listener = config.listeners.into_iter().next().unwrap();
         Registry::new().add(ListenerState::new(listener))
     }
@@ -407,7 +407,7 @@ mod tests {
     #[tokio::test]
     async fn a_listener_without_a_health_check_has_no_checker_to_run() {
         let text = "[[listeners]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:9\"]\n";
-        let config = parse(text, Format::Toml, "t.toml").unwrap();
+        let config = parse(text, FileFormat::Toml, "t.toml").unwrap();
         let listener = config.listeners.into_iter().next().unwrap();
         let slot = Registry::new().add(ListenerState::new(listener));
         let done = tokio::time::timeout(DEADLINE, run(slot, CancellationToken::new())).await;

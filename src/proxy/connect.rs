@@ -111,7 +111,7 @@ mod tests {
 
     use super::connect;
     use crate::backend::{BackendState, DownCause};
-    use crate::config::{Format, parse};
+    use crate::config::{FileFormat, parse};
     use crate::runtime::state::ListenerState;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -123,7 +123,7 @@ mod tests {
             "[[listeners]]\nlisten = \"127.0.0.1:0\"\nretries = 3\nbackends = [{}]\n{extra}\n",
             list.join(", ")
         );
-        let config = parse(&text, Format::Toml, "t.toml").unwrap();
+        let config = parse(&text, FileFormat::Toml, "t.toml").unwrap();
         ListenerState::new(config.listeners.into_iter().next().unwrap())
     }
 

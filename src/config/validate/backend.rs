@@ -10,7 +10,7 @@ use toml::Spanned;
 use crate::config::error::{Context, Problem};
 use crate::config::limits::MAX_WEIGHT;
 use crate::config::native::RawBackend;
-use crate::config::{BackendSpec, Format, defaults};
+use crate::config::{BackendSpec, FileFormat, defaults};
 use crate::net::addr;
 
 use super::{Validator, with, with_key};
@@ -31,8 +31,8 @@ impl Validator<'_> {
         };
         if list.get_ref().is_empty() {
             let context = match self.format {
-                Format::Toml => with_key(scope, "backends"),
-                Format::Ini => scope.to_vec(),
+                FileFormat::Toml => with_key(scope, "backends"),
+                FileFormat::Ini => scope.to_vec(),
             };
             self.report(list.span(), context, Problem::NoBackends);
             return None;

@@ -9,13 +9,13 @@ use super::values::{algorithm, duration, token};
 use crate::config::error::Context;
 use crate::config::limits::{MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_WORKERS};
 use crate::config::native::{RawAdmin, RawGlobal};
-use crate::config::{Admin, Algorithm, Format, Global, defaults};
+use crate::config::{Admin, Algorithm, FileFormat, Global, defaults};
 
 impl Validator<'_> {
     pub(super) fn global(&mut self, raw: &RawGlobal) -> Global {
         let table = Context::Table(match self.format {
-            Format::Toml => "global".into(),
-            Format::Ini => "options".into(),
+            FileFormat::Toml => "global".into(),
+            FileFormat::Ini => "options".into(),
         });
         let scope = [table];
         let workers = self.int(&raw.workers, &scope, "workers", 0, MAX_WORKERS);
@@ -56,8 +56,8 @@ impl Validator<'_> {
         let errors_before = self.errors.len();
         // TOML: `[admin]: key "listen"`; INI: `[options]: key "admin"`.
         let (table, listen_key) = match self.format {
-            Format::Toml => ("admin", "listen"),
-            Format::Ini => ("options", "admin"),
+            FileFormat::Toml => ("admin", "listen"),
+            FileFormat::Ini => ("options", "admin"),
         };
         let scope = [Context::Table(table.into())];
         let listen = match &raw.listen {
@@ -70,8 +70,8 @@ impl Validator<'_> {
         let token = self.text(&raw.token, &scope, "token", token);
         if let (Some(addr), Some(written)) = (listen, &raw.listen) {
             let here = match self.format {
-                Format::Toml => Context::Table("admin".into()),
-                Format::Ini => Context::Key("admin".into()),
+                FileFormat::Toml => Context::Table("admin".into()),
+                FileFormat::Ini => Context::Key("admin".into()),
             };
             self.claim_listen(addr, written.span(), here);
         }

@@ -12,7 +12,7 @@ use crate::config::error::{Context, Problem};
 use crate::config::limits::{MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, STATUS_RANGE};
 use crate::config::native::{RawHealthCheck, RawListener, RawPassiveCheck};
 use crate::config::{
-    Algorithm, Format, Global, HealthCheck, Listener, Mode, PassiveCheck, defaults,
+    Algorithm, FileFormat, Global, HealthCheck, Listener, Mode, PassiveCheck, defaults,
 };
 use crate::net::addr;
 
@@ -111,8 +111,8 @@ impl Validator<'_> {
     /// its position when it has neither.
     fn listener_context(&self, index: usize, name: Option<&Spanned<String>>) -> Context {
         match (name, self.format) {
-            (Some(n), Format::Ini) => Context::Mapping(n.get_ref().clone()),
-            (Some(n), Format::Toml) => Context::Listener(n.get_ref().clone()),
+            (Some(n), FileFormat::Ini) => Context::Mapping(n.get_ref().clone()),
+            (Some(n), FileFormat::Toml) => Context::Listener(n.get_ref().clone()),
             (None, _) => Context::ListenerNumber(index + 1),
         }
     }
@@ -146,7 +146,7 @@ impl Validator<'_> {
             return None;
         };
         // An INI mapping is named by its listen address already.
-        let named_by_value = self.format == Format::Ini;
+        let named_by_value = self.format == FileFormat::Ini;
         self.listen_value(value, scope, "listen", named_by_value)
     }
 

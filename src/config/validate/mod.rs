@@ -41,7 +41,7 @@ use crate::net::addr::ResolveError;
 
 use super::error::{ConfigError, ConfigErrors, Context, Problem};
 use super::native::RawConfig;
-use super::{Config, Format};
+use super::{Config, FileFormat};
 
 /// The 1-based line of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
@@ -55,7 +55,7 @@ pub(crate) fn validate(
     raw: RawConfig,
     found: Vec<ConfigError>,
     text: &str,
-    format: Format,
+    format: FileFormat,
     origin: &str,
 ) -> Result<Config, ConfigErrors> {
     // With lines already refused, an empty listener list says nothing new.
@@ -74,8 +74,8 @@ pub(crate) fn validate(
     let algorithm = v.default_algorithm(&raw.algorithm);
     if raw.listeners.is_empty() && !refused_lines {
         let problem = match format {
-            Format::Toml => Problem::NoListeners,
-            Format::Ini => Problem::NoMappings,
+            FileFormat::Toml => Problem::NoListeners,
+            FileFormat::Ini => Problem::NoMappings,
         };
         v.errors.push(v.error(None, Vec::new(), problem));
     }
@@ -98,7 +98,7 @@ pub(crate) fn validate(
 /// State of one validation pass.
 struct Validator<'a> {
     text: &'a str,
-    format: Format,
+    format: FileFormat,
     origin: &'a str,
     errors: Vec<ConfigError>,
     /// Listener names seen, with their line.

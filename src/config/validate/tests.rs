@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::error::assert_readable;
-use crate::config::{Algorithm, CheckKind, Format, HealthCheck, Mode, defaults, parse};
+use crate::config::{Algorithm, CheckKind, FileFormat, HealthCheck, Mode, defaults, parse};
 
 /// A listener header for TOML rows: one valid listener around `body`.
 fn toml_listener(body: &str) -> String {
@@ -369,7 +369,7 @@ const INI_CASES: &[(&str, &str)] = &[
     ),
 ];
 
-fn check_row(text: &str, format: Format, origin: &str, expected: &str) {
+fn check_row(text: &str, format: FileFormat, origin: &str, expected: &str) {
     let rendered = match parse(text, format, origin) {
         Ok(_) => panic!("no error for:\n{text}"),
         Err(errors) => errors.to_string(),
@@ -388,14 +388,14 @@ fn check_row(text: &str, format: Format, origin: &str, expected: &str) {
 #[test]
 fn toml_semantic_errors_name_line_listener_key_and_value() {
     for (text, expected) in toml_cases() {
-        check_row(&text, Format::Toml, "b.toml", expected);
+        check_row(&text, FileFormat::Toml, "b.toml", expected);
     }
 }
 
 #[test]
 fn ini_semantic_errors_name_line_mapping_and_value() {
     for (text, expected) in INI_CASES {
-        check_row(text, Format::Ini, "s.cfg", expected);
+        check_row(text, FileFormat::Ini, "s.cfg", expected);
     }
 }
 
@@ -403,7 +403,7 @@ fn ini_semantic_errors_name_line_mapping_and_value() {
 fn every_problem_in_a_file_is_reported_in_one_run() {
     let text = "[global]\nbuffer_size = 0\n\n[[listeners]]\nlisten = \"127.0.0.1:1\"\n\
                 algorithm = \"x\"\nbackends = [{ address = \"127.0.0.1:2\", weight = 0 }]\n";
-    let errors = parse(text, Format::Toml, "b.toml").unwrap_err();
+    let errors = parse(text, FileFormat::Toml, "b.toml").unwrap_err();
     let lines: Vec<_> = errors.errors().iter().map(|e| e.line).collect();
     assert_eq!(lines, [Some(2), Some(6), Some(7)]);
 }
@@ -454,7 +454,7 @@ backends = ["localhost:8084"]
 
 #[test]
 fn the_spec_toml_example_parses_to_the_model() {
-    let config = parse(SPEC_EXAMPLE, Format::Toml, "balancer.toml").unwrap();
+    let config = parse(SPEC_EXAMPLE, FileFormat::Toml, "balancer.toml").unwrap();
     let g = &config.global;
     assert_eq!(
         (g.workers, g.buffer_size, g.max_connections),
@@ -525,7 +525,7 @@ fn every_unsupported_key_of_the_spec_example_is_refused_by_name() {
     let text = SPEC_EXAMPLE
         .replace("mode = \"tcp\"", "mode = \"http\"")
         .replace("proxy_protocol = \"off\"", "proxy_protocol = \"v1\"");
-    let errors = parse(&text, Format::Toml, "balancer.toml").unwrap_err();
+    let errors = parse(&text, FileFormat::Toml, "balancer.toml").unwrap_err();
     let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
     assert_eq!(
         rendered,
@@ -545,43 +545,43 @@ fn admin_settings_are_checked_with_their_line() {
     let mapping = "[mappings]\n127.0.0.1:24003=127.0.0.1:8080\n";
     let cases = [
         (
-            Format::Toml,
+            FileFormat::Toml,
             format!("[admin]\ntoken = \"t\"\n{listener}"),
             "b.toml:1: [admin]: missing key \"listen\"",
         ),
         (
-            Format::Toml,
+            FileFormat::Toml,
             format!("[admin]\nlisten = \"localhost:9000\"\n{listener}"),
             "b.toml:2: [admin]: key \"listen\": listen host \"localhost\" is not an IP address",
         ),
         (
-            Format::Toml,
+            FileFormat::Toml,
             format!("[admin]\nlisten = \"127.0.0.1\"\n{listener}"),
             "b.toml:2: [admin]: key \"listen\" = \"127.0.0.1\": missing port (expected host:port)",
         ),
         (
-            Format::Toml,
+            FileFormat::Toml,
             format!("[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"\"\n{listener}"),
             "b.toml:3: [admin]: key \"token\": the token is empty (leave the key out for no token)",
         ),
         (
-            Format::Toml,
+            FileFormat::Toml,
             format!("[admin]\nlisten = \"127.0.0.1:9000\"\ntoken = \"a b\"\n{listener}"),
             "b.toml:3: [admin]: key \"token\": the token must be printable ASCII without spaces",
         ),
         (
-            Format::Toml,
+            FileFormat::Toml,
             format!("[admin]\nlisten = \"127.0.0.1:24003\"\n{listener}"),
             "b.toml:5: listener \"web\": listen address 127.0.0.1:24003 conflicts with \
              [admin] (127.0.0.1:24003, line 2): both cannot be bound",
         ),
         (
-            Format::Ini,
+            FileFormat::Ini,
             format!("[options]\nadmin=127.0.0.1\n{mapping}"),
             "b.toml:2: [options]: key \"admin\" = \"127.0.0.1\": missing port (expected host:port)",
         ),
         (
-            Format::Ini,
+            FileFormat::Ini,
             format!("[options]\nadmin=0.0.0.0:24003\n{mapping}"),
             "b.toml:4: mapping \"127.0.0.1:24003\": listen address 127.0.0.1:24003 conflicts \
              with key \"admin\" (0.0.0.0:24003, line 2): both cannot be bound",
@@ -598,7 +598,7 @@ fn admin_settings_are_checked_with_their_line() {
 #[test]
 fn the_ini_admin_option_is_the_admin_listen_address_without_a_token() {
     let text = "[options]\nADMIN=127.0.0.1:9000\n[mappings]\n24003=127.0.0.1:8080\n";
-    let config = parse(text, Format::Ini, "setup.cfg").unwrap();
+    let config = parse(text, FileFormat::Ini, "setup.cfg").unwrap();
     let admin = config.admin.unwrap();
     assert_eq!(admin.listen, "127.0.0.1:9000".parse().unwrap());
     assert_eq!(admin.token, None);
@@ -613,7 +613,7 @@ fn health_keys_have_their_defaults_and_take_every_algorithm() {
              [listeners.health_check]\nkind = \"http\"\npath = \"/ready?x=1\"\n\
              [listeners.passive_check]\nenabled = false\n"
         );
-        let config = parse(&text, Format::Toml, "b.toml").unwrap();
+        let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
         let l = config.listeners.first().unwrap();
         assert_eq!(l.algorithm.name(), algorithm);
         assert_eq!(
@@ -632,7 +632,7 @@ fn health_keys_have_their_defaults_and_take_every_algorithm() {
         assert_eq!((check.expect_status, check.rise, check.fall), (200, 2, 3));
         assert_eq!(l.passive_check, None);
     }
-    let ini = parse("[mappings]\n1=127.0.0.1:8080\n", Format::Ini, "s.cfg").unwrap();
+    let ini = parse("[mappings]\n1=127.0.0.1:8080\n", FileFormat::Ini, "s.cfg").unwrap();
     let l = ini.listeners.first().unwrap();
     assert_eq!(l.health_check, None);
     assert_eq!(l.passive_check, Some(defaults::PASSIVE_CHECK));
@@ -648,6 +648,6 @@ fn port_zero_listeners_never_conflict() {
                 backends = [\"127.0.0.1:1\"]\n\
                 [[listeners]]\nname = \"b\"\nlisten = \"127.0.0.1:0\"\n\
                 backends = [\"127.0.0.1:1\"]\n";
-    let config = parse(text, Format::Toml, "b.toml").unwrap();
+    let config = parse(text, FileFormat::Toml, "b.toml").unwrap();
     assert_eq!(config.listeners.len(), 2);
 }
