@@ -19,7 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{Admin, Algorithm, BackendSpec, Config, Global, Listener, Mode};
+use crate::config::{
+    Admin, Algorithm, BackendSpec, Config, Global, Listener, ModeSettings, TcpSettings,
+};
 use crate::runtime;
 
 /// How long any one step may take before the test fails.
@@ -82,7 +84,9 @@ fn listener(name: &str, algorithm: Algorithm, backends: &[(&str, u32)]) -> Liste
     Listener {
         name: name.to_string(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        mode: Mode::Tcp,
+        mode: ModeSettings::Tcp(TcpSettings {
+            buffer_size: 16 * 1024,
+        }),
         algorithm,
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
@@ -90,7 +94,6 @@ fn listener(name: &str, algorithm: Algorithm, backends: &[(&str, u32)]) -> Liste
         source_address: None,
         allow: Vec::new(),
         max_connections: 1000,
-        buffer_size: 16 * 1024,
         backends: backends
             .iter()
             .map(|&(address, weight)| BackendSpec {

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Admin, BackendSpec, Config, Global, HealthCheck, Listener, Mode};
+use super::{Admin, BackendSpec, Config, Global, HealthCheck, Listener};
 
 /// TOML text that loads back into an equal `Config`.
 pub fn to_toml(config: &Config) -> String {
@@ -47,13 +47,10 @@ fn admin(out: &mut String, a: &Admin) {
 }
 
 fn listener(out: &mut String, l: &Listener) {
-    let mode = match l.mode {
-        Mode::Tcp => "tcp",
-    };
     let _ = writeln!(out, "[[listeners]]");
     let _ = writeln!(out, "name = {}", string(&l.name));
     let _ = writeln!(out, "listen = {}", string(&l.listen.to_string()));
-    let _ = writeln!(out, "mode = {}", string(mode));
+    let _ = writeln!(out, "mode = {}", string(l.mode().name()));
     let _ = writeln!(out, "algorithm = {}", string(l.algorithm.name()));
     let _ = writeln!(out, "connect_timeout = {}", duration(l.connect_timeout));
     let _ = writeln!(out, "idle_timeout = {}", duration(l.idle_timeout));
@@ -153,7 +150,9 @@ mod tests {
     use crate::config::limits::{
         MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MAX_WORKERS,
     };
-    use crate::config::{Algorithm, CheckKind, FileFormat, PassiveCheck, parse};
+    use crate::config::{
+        Algorithm, CheckKind, FileFormat, ModeSettings, PassiveCheck, TcpSettings, parse,
+    };
 
     fn round_trip(config: &Config) {
         let text = to_toml(config);
@@ -348,7 +347,7 @@ mod tests {
                 Listener {
                     name: format!("l{name}"),
                     listen: SocketAddr::new(ip, 0),
-                    mode: Mode::Tcp,
+                    mode: ModeSettings::Tcp(TcpSettings { buffer_size: 0 }),
                     algorithm,
                     connect_timeout,
                     idle_timeout,
@@ -356,7 +355,6 @@ mod tests {
                     source_address,
                     allow,
                     max_connections: usize::try_from(max_connections).unwrap(),
-                    buffer_size: 0,
                     backends,
                     slow_start,
                     ewma_decay,
@@ -383,7 +381,7 @@ mod tests {
                         .enumerate()
                         .map(|(i, mut l)| {
                             l.name = format!("{i}{}", l.name);
-                            l.buffer_size = buffer_size;
+                            l.mode = ModeSettings::Tcp(TcpSettings { buffer_size });
                             l
                         })
                         .collect();

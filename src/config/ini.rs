@@ -329,7 +329,9 @@ fn split_weight(text: &str) -> (&str, Option<&str>) {
 mod tests {
     use super::*;
     use crate::config::error::assert_readable;
-    use crate::config::{Algorithm, FileFormat, Mode, defaults, parse as parse_config};
+    use crate::config::{
+        Algorithm, FileFormat, Mode, ModeSettings, TcpSettings, defaults, parse as parse_config,
+    };
 
     /// The seed project's `setup.cfg`, unchanged.
     pub(crate) const SEED: &str = "[options]
@@ -451,9 +453,12 @@ algorithm=weighted_round_robin
         assert_eq!(names, ["24003", "24004"]);
         let first = config.listeners.first().unwrap();
         assert_eq!(first.listen, "0.0.0.0:24003".parse().unwrap());
-        assert_eq!(first.mode, Mode::Tcp);
+        assert_eq!(first.mode(), Mode::Tcp);
         assert_eq!(first.algorithm, Algorithm::WeightedRoundRobin);
-        assert_eq!(first.buffer_size, 4096);
+        assert_eq!(
+            first.mode,
+            ModeSettings::Tcp(TcpSettings { buffer_size: 4096 })
+        );
         assert_eq!(first.connect_timeout, defaults::CONNECT_TIMEOUT);
         assert_eq!(first.idle_timeout, defaults::IDLE_TIMEOUT);
         assert_eq!(first.retries, defaults::RETRIES);

@@ -97,12 +97,57 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
-/// How a listener treats its traffic. Only `Tcp` is served today; `http`
+/// How a listener treats its traffic, by name only: what status, logs and
+/// `balancer check` show, and what an error names. The settings that come
+/// with a mode are in [`ModeSettings`]. Only `Tcp` is served today; `http`
 /// is refused at validation with a "not supported yet" error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Layer 4: bytes are relayed unchanged.
     Tcp,
+}
+
+impl Mode {
+    /// The name used in the config (`mode = "tcp"`) and in status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Tcp => "tcp",
+        }
+    }
+}
+
+/// A listener's mode together with the settings that apply to that mode
+/// only.
+///
+/// An enum, not optional fields on [`Listener`], so that a tcp listener
+/// cannot carry an http setting nor the reverse: the settings of a mode
+/// exist only inside its variant, and code that needs them (the proxy's one
+/// `match` on mode) reaches them only by matching the mode. Settings every
+/// mode has (timeouts, backends, health checks) stay on `Listener`. http
+/// mode brings an `Http(HttpSettings)` variant (`request_header_timeout`,
+/// `max_header_bytes`, ...), checked in `validate/mode.rs`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModeSettings {
+    /// Layer 4: bytes are relayed unchanged.
+    Tcp(TcpSettings),
+}
+
+impl ModeSettings {
+    /// The mode, by name.
+    pub fn mode(&self) -> Mode {
+        match self {
+            ModeSettings::Tcp(_) => Mode::Tcp,
+        }
+    }
+}
+
+/// What only a tcp listener has (`proxy_protocol` joins it when built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSettings {
+    /// Bytes per direction per connection when the relay copies in user
+    /// space. Not a listener key: every tcp listener takes `[global]
+    /// buffer_size` (INI `[options] buffer_size`).
+    pub buffer_size: usize,
 }
 
 /// The balancing algorithm of a listener (SPEC 2).
@@ -145,9 +190,7 @@ impl fmt::Display for Algorithm {
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Mode::Tcp => f.write_str("tcp"),
-        }
+        f.write_str(self.name())
     }
 }
 
@@ -159,8 +202,9 @@ pub struct Listener {
     pub name: String,
     /// Where to accept clients.
     pub listen: SocketAddr,
-    /// tcp (the only mode today).
-    pub mode: Mode,
+    /// The mode, with the settings that apply to it only;
+    /// [`Listener::mode`] gives its name.
+    pub mode: ModeSettings,
     /// How a backend is picked for each new client connection.
     pub algorithm: Algorithm,
     /// How long one connect attempt to a backend may take.
@@ -175,9 +219,6 @@ pub struct Listener {
     pub allow: Vec<IpNet>,
     /// Cap on this listener's open client connections.
     pub max_connections: usize,
-    /// Bytes per direction per connection (from `[global] buffer_size`, or
-    /// the INI `[options] buffer_size`).
-    pub buffer_size: usize,
     /// The backends, in config order; never empty.
     pub backends: Vec<BackendSpec>,
     /// How long a backend that comes back up (or is added) takes to ramp
@@ -191,6 +232,14 @@ pub struct Listener {
     pub health_check: Option<HealthCheck>,
     /// Passive detection (failed real connects), or `None` when it is off.
     pub passive_check: Option<PassiveCheck>,
+}
+
+impl Listener {
+    /// The listener's mode by name (for status, logs and the summary); its
+    /// settings are in the `mode` field.
+    pub fn mode(&self) -> Mode {
+        self.mode.mode()
+    }
 }
 
 /// What an active health check does to a backend.
@@ -274,6 +323,8 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     /// `[global] max_connections`.
     pub const GLOBAL_MAX_CONNECTIONS: usize = 100_000;
+    /// `mode` of a listener.
+    pub const MODE: super::Mode = super::Mode::Tcp;
     /// `connect_timeout` of a listener.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     /// `idle_timeout` of a listener.
@@ -392,7 +443,7 @@ pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>
             "listener {} on {} ({}, {}), {} backend{}:",
             l.name,
             l.listen,
-            l.mode,
+            l.mode(),
             l.algorithm,
             l.backends.len(),
             if l.backends.len() == 1 { "" } else { "s" }

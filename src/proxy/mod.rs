@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ModeSettings;
 use crate::runtime::state::ListenerState;
 
 /// Serves one admitted client: connect to a backend (with retries), relay
@@ -53,8 +54,11 @@ pub fn handle(
         };
         let address = guard.backend().address.as_str();
         tracing::debug!(listener, client = %peer, backend = address, "connected");
+        // tcp is the only mode served yet; with http, this becomes the one
+        // `match` on mode.
+        let ModeSettings::Tcp(settings) = &state.config.mode;
         let options = tcp::RelayOptions {
-            buffer_size: state.config.buffer_size,
+            buffer_size: settings.buffer_size,
             idle_timeout: state.config.idle_timeout,
             zero_copy: true,
         };

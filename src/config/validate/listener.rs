@@ -1,6 +1,7 @@
 //! One listener: its name, listen address, mode, algorithm, timeouts, allow
 //! list and health checks, and that its name and address are its own. Its
-//! backends are checked in `backend.rs`, listen addresses in `listen.rs`.
+//! backends are checked in `backend.rs`, listen addresses in `listen.rs`,
+//! the keys of one mode only in `mode.rs`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -11,14 +12,10 @@ use toml::Spanned;
 use crate::config::error::{Context, Problem};
 use crate::config::limits::{MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, STATUS_RANGE};
 use crate::config::native::{RawHealthCheck, RawListener, RawPassiveCheck};
-use crate::config::{
-    Algorithm, FileFormat, Global, HealthCheck, Listener, Mode, PassiveCheck, defaults,
-};
+use crate::config::{Algorithm, FileFormat, Global, HealthCheck, Listener, PassiveCheck, defaults};
 use crate::net::addr;
 
-use super::values::{
-    algorithm, check_kind, check_path, duration, duration_or_zero, mode, proxy_protocol,
-};
+use super::values::{algorithm, check_kind, check_path, duration, duration_or_zero, mode};
 use super::{Checked, Validator, with, with_key};
 
 impl Validator<'_> {
@@ -42,7 +39,7 @@ impl Validator<'_> {
             self.check_name(name, &scope);
         }
         let listen = self.listen(raw.listen.as_ref(), &header, &scope);
-        let mode = self.text(&raw.mode, &scope, "mode", mode);
+        let mode_name = self.text(&raw.mode, &scope, "mode", mode);
         let algorithm = match &raw.algorithm {
             Some(_) => self.text(&raw.algorithm, &scope, "algorithm", algorithm),
             None => default_algorithm.map(Some),
@@ -53,12 +50,7 @@ impl Validator<'_> {
         let source_address = self.text(&raw.source_address, &scope, "source_address", |t| {
             Ok(addr::ip(t)?)
         });
-        self.text(
-            &raw.proxy_protocol,
-            &scope,
-            "proxy_protocol",
-            proxy_protocol,
-        );
+        let mode = self.mode_settings(raw, &scope, global, mode_name);
         let allow = self.allow(raw.allow.as_ref(), &scope);
         let max_connections = self.int(
             &raw.max_connections,
@@ -89,7 +81,7 @@ impl Validator<'_> {
         Some(Listener {
             name: name?.get_ref().clone(),
             listen: listen?,
-            mode: mode.flatten().unwrap_or(Mode::Tcp),
+            mode: mode?,
             algorithm: algorithm.flatten().unwrap_or(Algorithm::RoundRobin),
             connect_timeout: connect_timeout?.unwrap_or(defaults::CONNECT_TIMEOUT),
             idle_timeout: idle_timeout?.unwrap_or(defaults::IDLE_TIMEOUT),
@@ -97,7 +89,6 @@ impl Validator<'_> {
             source_address: source_address?,
             allow: allow?,
             max_connections: max_connections?.unwrap_or(defaults::LISTENER_MAX_CONNECTIONS),
-            buffer_size: global.buffer_size,
             backends: backends?,
             slow_start: slow_start?.unwrap_or(defaults::SLOW_START),
             ewma_decay: ewma_decay?.unwrap_or(defaults::EWMA_DECAY),

@@ -15,6 +15,8 @@
 //! - `global.rs`: `[global]`, `[admin]` and the INI `[options]` algorithm.
 //! - `listener.rs`: one listener: name, listen address, mode, algorithm,
 //!   timeouts, allow list, health checks.
+//! - `mode.rs`: the settings of one mode only: which keys belong to which
+//!   mode (a key of another mode is refused there), a function per mode.
 //! - `listen.rs`: listen addresses (listeners' and the admin server's) and
 //!   the conflicts between them.
 //! - `backend.rs`: a listener's backend list: weights, duplicates,
@@ -27,6 +29,7 @@ mod backend;
 mod global;
 mod listen;
 mod listener;
+mod mode;
 #[cfg(test)]
 mod tests;
 mod values;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::error::assert_readable;
-use crate::config::{Algorithm, CheckKind, FileFormat, HealthCheck, Mode, defaults, parse};
+use crate::config::{
+    Algorithm, CheckKind, FileFormat, HealthCheck, Mode, ModeSettings, TcpSettings, defaults, parse,
+};
 
 /// A listener header for TOML rows: one valid listener around `body`.
 fn toml_listener(body: &str) -> String {
@@ -467,7 +469,7 @@ fn the_spec_toml_example_parses_to_the_model() {
     let web = config.listeners.first().unwrap();
     assert_eq!(web.name, "web");
     assert_eq!(web.listen, "127.0.0.1:24003".parse().unwrap());
-    assert_eq!(web.mode, Mode::Tcp);
+    assert_eq!(web.mode(), Mode::Tcp);
     assert_eq!(web.algorithm, Algorithm::WeightedRoundRobin);
     assert_eq!(web.connect_timeout, Duration::from_secs(3));
     assert_eq!(web.idle_timeout, Duration::from_secs(300));
@@ -475,7 +477,10 @@ fn the_spec_toml_example_parses_to_the_model() {
     assert_eq!(web.source_address, Some("127.0.0.2".parse().unwrap()));
     assert_eq!(web.allow, ["127.0.0.0/8".parse::<IpNet>().unwrap()]);
     assert_eq!(web.max_connections, 10_000);
-    assert_eq!(web.buffer_size, 16384);
+    assert_eq!(
+        web.mode,
+        ModeSettings::Tcp(TcpSettings { buffer_size: 16384 })
+    );
     let backends: Vec<_> = web
         .backends
         .iter()
