@@ -22,6 +22,8 @@ fn toml_cases() -> Vec<(String, &'static str)> {
     let l = |body: &str| toml_listener(&format!("{body}{BACKENDS}"));
     // A health check table whose key on line 6 is `body`.
     let check = |body: &str| format!("{}[listeners.health_check]\n{body}", l(""));
+    // A `[global]` table whose key on line 2 is `body`, and a listener.
+    let global = |body: &str| format!("[global]\n{body}{}", l(""));
     vec![
         (
             l("algorithm = \"fastest\"\n"),
@@ -223,26 +225,26 @@ fn toml_cases() -> Vec<(String, &'static str)> {
             "b.toml:4: listener \"web\": backend \"[::g]:80\": \"::g\" is not an IP address",
         ),
         (
-            format!("[global]\nbuffer_size = 0\n{}", l("")),
+            global("buffer_size = 0\n"),
             "b.toml:2: [global]: key \"buffer_size\": 0 is out of range \
              (expected 1 to 16777216)",
         ),
         (
-            format!("[global]\nbuffer_size = 16777217\n{}", l("")),
+            global("buffer_size = 16777217\n"),
             "b.toml:2: [global]: key \"buffer_size\": 16777217 is out of range \
              (expected 1 to 16777216)",
         ),
         (
-            format!("[global]\nworkers = -1\n{}", l("")),
+            global("workers = -1\n"),
             "b.toml:2: [global]: key \"workers\": -1 is out of range (expected 0 to 1024)",
         ),
         (
-            format!("[global]\nmax_connections = 0\n{}", l("")),
+            global("max_connections = 0\n"),
             "b.toml:2: [global]: key \"max_connections\": 0 is out of range \
              (expected 1 to 10000000)",
         ),
         (
-            format!("[global]\ndrain_timeout = \"0s\"\n{}", l("")),
+            global("drain_timeout = \"0s\"\n"),
             "b.toml:2: [global]: key \"drain_timeout\": duration must be more than zero",
         ),
         (
