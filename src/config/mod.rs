@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! balancer.toml --native.rs--\
-//!                             >-- native::RawConfig --validate.rs--> Config --convert.rs--> TOML
+//!                             >-- native::RawConfig --validate/--> Config --convert.rs--> TOML
 //! setup.cfg     ----ini.rs---/
 //! ```
 //!
@@ -17,6 +17,10 @@
 //! `balancer check` and `balancer convert` are free, and every error can be
 //! tested from a string. `docs/config.md` is the user's reference to both
 //! formats.
+//!
+//! A listener's settings that apply to one mode only sit in its
+//! [`ModeSettings`]; [`defaults`] and [`limits`] hold the default and the
+//! bounds of every key.
 // Config text comes from outside: nothing here may panic on it.
 #![cfg_attr(
     not(test),
