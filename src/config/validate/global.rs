@@ -4,14 +4,16 @@
 
 use toml::Spanned;
 
-use super::Validator;
-use super::values::{algorithm, duration, token};
 use crate::config::error::Context;
 use crate::config::limits::{MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_WORKERS};
 use crate::config::native::{RawAdmin, RawGlobal};
 use crate::config::{Admin, Algorithm, FileFormat, Global, defaults};
 
+use super::Validator;
+use super::values::{algorithm, duration, token};
+
 impl Validator<'_> {
+    /// `[global]` (INI `[options]`), every key at its default when absent.
     pub(super) fn global(&mut self, raw: &RawGlobal) -> Global {
         let table = Context::Table(match self.format {
             FileFormat::Toml => "global".into(),
