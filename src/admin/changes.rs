@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 
 use super::body::{Body, encode_segment};
 use super::status::backend_answer;
-use super::{Admin, AdminError, MAX_WEIGHT};
+use super::{Admin, AdminError};
 use crate::backend::BackendState;
+use crate::config::limits::MAX_WEIGHT;
 use crate::config::{BackendSpec, defaults};
 use crate::net::addr;
 use crate::state::change::{self, BackendChange};

@@ -44,9 +44,6 @@ pub use error::AdminError;
 #[cfg(test)]
 mod tests;
 
-/// The largest weight a backend may be given (as in the config files).
-pub const MAX_WEIGHT: u32 = 10_000;
-
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

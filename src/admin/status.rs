@@ -146,7 +146,7 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
     ListenerStatus {
         name: slot.name.clone(),
         listen: slot.listen.to_string(),
-        mode: state.config.mode.to_string(),
+        mode: state.config.mode().to_string(),
         algorithm: state.config.algorithm.to_string(),
         active_connections: backends.iter().map(|b| b.active_connections).sum(),
         total_connections: backends.iter().map(|b| b.total_connections).sum(),

@@ -7,12 +7,12 @@
 //! millisecond. A backend of weight 1 is a bare string, others a table.
 //! Backends keep their address as written (`localhost:8084`), so a host name
 //! is resolved again when the TOML is loaded. The output loads back into an
-//! equal [`Config`]: `parse(&to_toml(&c), Format::Toml, _) == Ok(c)`.
+//! equal [`Config`]: `parse(&to_toml(&c), FileFormat::Toml, _) == Ok(c)`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Admin, BackendSpec, Config, Global, HealthCheck, Listener, Mode};
+use super::{Admin, BackendSpec, Config, Global, HealthCheck, Listener};
 
 /// TOML text that loads back into an equal `Config`.
 pub fn to_toml(config: &Config) -> String {
@@ -47,13 +47,10 @@ fn admin(out: &mut String, a: &Admin) {
 }
 
 fn listener(out: &mut String, l: &Listener) {
-    let mode = match l.mode {
-        Mode::Tcp => "tcp",
-    };
     let _ = writeln!(out, "[[listeners]]");
     let _ = writeln!(out, "name = {}", string(&l.name));
     let _ = writeln!(out, "listen = {}", string(&l.listen.to_string()));
-    let _ = writeln!(out, "mode = {}", string(mode));
+    let _ = writeln!(out, "mode = {}", string(l.mode().name()));
     let _ = writeln!(out, "algorithm = {}", string(l.algorithm.name()));
     let _ = writeln!(out, "connect_timeout = {}", duration(l.connect_timeout));
     let _ = writeln!(out, "idle_timeout = {}", duration(l.idle_timeout));
@@ -150,15 +147,17 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::validate::{
+    use crate::config::limits::{
         MAX_BUFFER_SIZE, MAX_CONNECTIONS, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MAX_WORKERS,
     };
-    use crate::config::{Algorithm, CheckKind, Format, PassiveCheck, parse};
+    use crate::config::{
+        Algorithm, CheckKind, FileFormat, ModeSettings, PassiveCheck, TcpSettings, parse,
+    };
 
     fn round_trip(config: &Config) {
         let text = to_toml(config);
         assert_eq!(
-            parse(&text, Format::Toml, "x").as_ref(),
+            parse(&text, FileFormat::Toml, "x").as_ref(),
             Ok(config),
             "{text}"
         );
@@ -169,7 +168,7 @@ mod tests {
         let text = "[options]\nbuffer_size=4096\nalgorithm=weighted_round_robin\n\n[mappings]\n\
                     24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1\n\
                     127.0.0.1:24004=localhost:8084\n";
-        let config = parse(text, Format::Ini, "setup.cfg").unwrap();
+        let config = parse(text, FileFormat::Ini, "setup.cfg").unwrap();
         round_trip(&config);
         let toml = to_toml(&config);
         assert!(toml.contains("name = \"24003\"\nlisten = \"0.0.0.0:24003\"\n"));
@@ -189,7 +188,7 @@ mod tests {
                     connect_timeout = \"250us\"\nidle_timeout = \"90m\"\nretries = 0\n\
                     source_address = \"::1\"\nallow = [\"::1\", \"10.1.0.0/16\"]\n\
                     backends = [\"[::1]:8080\", { address = \"[::1]:8081\", weight = 7 }]\n";
-        let config = parse(text, Format::Toml, "x").unwrap();
+        let config = parse(text, FileFormat::Toml, "x").unwrap();
         round_trip(&config);
         let toml = to_toml(&config);
         assert!(toml.contains("drain_timeout = \"1500ms\"\n"), "{toml}");
@@ -202,7 +201,7 @@ mod tests {
         let seed = "[options]\nbuffer_size=4096\nalgorithm=weighted_round_robin\n[mappings]\n\
                     24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1\n\
                     24004=127.0.0.1:8084:1\n";
-        let toml = to_toml(&parse(seed, Format::Ini, "setup.cfg").unwrap());
+        let toml = to_toml(&parse(seed, FileFormat::Ini, "setup.cfg").unwrap());
         let start = toml.find("[global]").unwrap();
         let end = toml.find("\n\n[[listeners]]\nname = \"24004\"").unwrap();
         let shown: String = toml[start..end]
@@ -265,7 +264,7 @@ mod tests {
             BackendSpec {
                 address: resolved.to_string(),
                 resolved,
-                weight: u32::try_from(weight).unwrap(),
+                weight,
             }
         })
     }
@@ -348,7 +347,7 @@ mod tests {
                 Listener {
                     name: format!("l{name}"),
                     listen: SocketAddr::new(ip, 0),
-                    mode: Mode::Tcp,
+                    mode: ModeSettings::Tcp(TcpSettings { buffer_size: 0 }),
                     algorithm,
                     connect_timeout,
                     idle_timeout,
@@ -356,7 +355,6 @@ mod tests {
                     source_address,
                     allow,
                     max_connections: usize::try_from(max_connections).unwrap(),
-                    buffer_size: 0,
                     backends,
                     slow_start,
                     ewma_decay,
@@ -383,7 +381,7 @@ mod tests {
                         .enumerate()
                         .map(|(i, mut l)| {
                             l.name = format!("{i}{}", l.name);
-                            l.buffer_size = buffer_size;
+                            l.mode = ModeSettings::Tcp(TcpSettings { buffer_size });
                             l
                         })
                         .collect();
@@ -410,7 +408,7 @@ mod tests {
         #[test]
         fn any_valid_config_round_trips_through_toml(config in config_strategy()) {
             let text = to_toml(&config);
-            prop_assert_eq!(parse(&text, Format::Toml, "x"), Ok(config), "{}", text);
+            prop_assert_eq!(parse(&text, FileFormat::Toml, "x"), Ok(config), "{}", text);
         }
     }
 }

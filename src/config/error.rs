@@ -15,6 +15,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::Mode;
 use crate::net::addr::{AddrError, ResolveError};
 use crate::net::{Plain, Quoted, io_reason};
 
@@ -154,6 +155,15 @@ pub enum Problem {
     /// A proxy_protocol other than off, v1 or v2.
     #[error("unknown proxy_protocol {} (expected off, v1 or v2)", Quoted(.0))]
     UnknownProxyProtocol(String),
+    /// A key that applies to listeners of one mode only, set on a listener
+    /// of another (an http-only key on a tcp listener).
+    #[error("the key applies only to {only} listeners (this listener's mode is {mode})")]
+    KeyNotForMode {
+        /// The mode the key belongs to.
+        only: Mode,
+        /// The listener's mode.
+        mode: Mode,
+    },
     /// A SPEC feature that is not built yet.
     #[error("{0} is not supported yet")]
     NotSupported(Feature),
@@ -191,8 +201,8 @@ pub enum Problem {
     WeightOutOfRange {
         /// The weight given.
         value: i64,
-        /// The largest allowed.
-        max: i64,
+        /// The largest allowed ([`super::limits::MAX_WEIGHT`]).
+        max: u32,
     },
     /// The same backend address twice in one listener (it names the backend
     /// in metrics and the admin API, so it must be unique); carries the line

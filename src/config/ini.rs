@@ -329,7 +329,9 @@ fn split_weight(text: &str) -> (&str, Option<&str>) {
 mod tests {
     use super::*;
     use crate::config::error::assert_readable;
-    use crate::config::{Algorithm, Format, Mode, defaults, parse as parse_config};
+    use crate::config::{
+        Algorithm, FileFormat, Mode, ModeSettings, TcpSettings, defaults, parse as parse_config,
+    };
 
     /// The seed project's `setup.cfg`, unchanged.
     pub(crate) const SEED: &str = "[options]
@@ -414,7 +416,7 @@ algorithm=weighted_round_robin
     #[test]
     fn ini_errors_name_the_line_and_the_problem() {
         for (text, expected) in CASES {
-            let rendered = parse_config(text, Format::Ini, "s.cfg")
+            let rendered = parse_config(text, FileFormat::Ini, "s.cfg")
                 .unwrap_err()
                 .to_string();
             assert_eq!(&rendered, expected, "for input:\n{text}");
@@ -426,7 +428,7 @@ algorithm=weighted_round_robin
     fn every_bad_line_is_reported_in_one_pass() {
         let text = "stray=1\n[options]\nnope\nalgorithm=fastest\n[extra]\nignored\n\
                     [mappings]\n1=127.0.0.1:1:w\nabc=127.0.0.1:1\n2=127.0.0.1:1:0\n";
-        let errors = parse_config(text, Format::Ini, "s.cfg").unwrap_err();
+        let errors = parse_config(text, FileFormat::Ini, "s.cfg").unwrap_err();
         let lines: Vec<_> = errors.errors().iter().map(|e| e.line).collect();
         assert_eq!(
             lines,
@@ -444,16 +446,19 @@ algorithm=weighted_round_robin
 
     #[test]
     fn the_seed_setup_cfg_reads_unchanged() {
-        let config = parse_config(SEED, Format::Ini, "setup.cfg").unwrap();
+        let config = parse_config(SEED, FileFormat::Ini, "setup.cfg").unwrap();
         assert_eq!(config.global.buffer_size, 4096);
         assert_eq!(config.global.workers, defaults::WORKERS);
         let names: Vec<_> = config.listeners.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["24003", "24004"]);
         let first = config.listeners.first().unwrap();
         assert_eq!(first.listen, "0.0.0.0:24003".parse().unwrap());
-        assert_eq!(first.mode, Mode::Tcp);
+        assert_eq!(first.mode(), Mode::Tcp);
         assert_eq!(first.algorithm, Algorithm::WeightedRoundRobin);
-        assert_eq!(first.buffer_size, 4096);
+        assert_eq!(
+            first.mode,
+            ModeSettings::Tcp(TcpSettings { buffer_size: 4096 })
+        );
         assert_eq!(first.connect_timeout, defaults::CONNECT_TIMEOUT);
         assert_eq!(first.idle_timeout, defaults::IDLE_TIMEOUT);
         assert_eq!(first.retries, defaults::RETRIES);
@@ -490,7 +495,7 @@ pre_resolve_workers=1
 24003=127.0.0.1:8080:3,127.0.0.1:8081:1,127.0.0.1:8082:2,127.0.0.1:8083:1
 127.0.0.1:24004=localhost:8084
 ";
-        let config = parse_config(text, Format::Ini, "setup.cfg").unwrap();
+        let config = parse_config(text, FileFormat::Ini, "setup.cfg").unwrap();
         let second = config.listeners.get(1).unwrap();
         assert_eq!(second.name, "127.0.0.1:24004");
         assert_eq!(second.listen, "127.0.0.1:24004".parse().unwrap());
@@ -505,7 +510,7 @@ pre_resolve_workers=1
     fn ipv6_crlf_bom_comments_and_defaults_are_handled() {
         let text = "\u{feff}; comment\r\n[mappings]\r\n  # indented comment\r\n\
                     [::1]:24005 = [::1]:8080:2 , [::1]:8081\r\n";
-        let config = parse_config(text, Format::Ini, "s.cfg").unwrap();
+        let config = parse_config(text, FileFormat::Ini, "s.cfg").unwrap();
         assert_eq!(config.global.buffer_size, defaults::BUFFER_SIZE);
         let listener = config.listeners.first().unwrap();
         assert_eq!(listener.name, "[::1]:24005");

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! balancer.toml --native.rs--\
-//!                             >-- native::RawConfig --validate.rs--> Config --convert.rs--> TOML
+//!                             >-- native::RawConfig --validate/--> Config --convert.rs--> TOML
 //! setup.cfg     ----ini.rs---/
 //! ```
 //!
@@ -17,6 +17,10 @@
 //! `balancer check` and `balancer convert` are free, and every error can be
 //! tested from a string. `docs/config.md` is the user's reference to both
 //! formats.
+//!
+//! A listener's settings that apply to one mode only sit in its
+//! [`ModeSettings`]; [`defaults`] and [`limits`] hold the default and the
+//! bounds of every key.
 // Config text comes from outside: nothing here may panic on it.
 #![cfg_attr(
     not(test),
@@ -44,21 +48,22 @@ use ipnet::IpNet;
 pub use convert::{format_duration, to_toml};
 pub use error::ConfigErrors;
 
-/// Which of the two file formats a config is written in.
+/// Which of the two file formats a config is written in. (`FileFormat`,
+/// not `Format`, which `admin::metrics` names its exposition formats.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum FileFormat {
     /// The native TOML format (SPEC 2); chosen for files ending in `.toml`.
     Toml,
     /// The seed project's INI format (`setup.cfg`, SPEC 3); any other ending.
     Ini,
 }
 
-impl Format {
+impl FileFormat {
     /// The format a file is read as, decided by its name alone.
-    pub fn of_path(path: &Path) -> Format {
+    pub fn of_path(path: &Path) -> FileFormat {
         match path.extension() {
-            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
-            _ => Format::Ini,
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => FileFormat::Toml,
+            _ => FileFormat::Ini,
         }
     }
 }
@@ -96,12 +101,57 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
-/// How a listener treats its traffic. Only `Tcp` is served today; `http`
+/// How a listener treats its traffic, by name only: what status, logs and
+/// `balancer check` show, and what an error names. The settings that come
+/// with a mode are in [`ModeSettings`]. Only `Tcp` is served today; `http`
 /// is refused at validation with a "not supported yet" error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Layer 4: bytes are relayed unchanged.
     Tcp,
+}
+
+impl Mode {
+    /// The name used in the config (`mode = "tcp"`) and in status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Tcp => "tcp",
+        }
+    }
+}
+
+/// A listener's mode together with the settings that apply to that mode
+/// only.
+///
+/// An enum, not optional fields on [`Listener`], so that a tcp listener
+/// cannot carry an http setting nor the reverse: the settings of a mode
+/// exist only inside its variant, and code that needs them (the proxy's one
+/// `match` on mode) reaches them only by matching the mode. Settings every
+/// mode has (timeouts, backends, health checks) stay on `Listener`. http
+/// mode brings an `Http(HttpSettings)` variant (`request_header_timeout`,
+/// `max_header_bytes`, ...), checked in `validate/mode.rs`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModeSettings {
+    /// Layer 4: bytes are relayed unchanged.
+    Tcp(TcpSettings),
+}
+
+impl ModeSettings {
+    /// The mode, by name.
+    pub fn mode(&self) -> Mode {
+        match self {
+            ModeSettings::Tcp(_) => Mode::Tcp,
+        }
+    }
+}
+
+/// What only a tcp listener has (`proxy_protocol` joins it when built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSettings {
+    /// Bytes per direction per connection when the relay copies in user
+    /// space. Not a listener key: every tcp listener takes `[global]
+    /// buffer_size` (INI `[options] buffer_size`).
+    pub buffer_size: usize,
 }
 
 /// The balancing algorithm of a listener (SPEC 2).
@@ -144,9 +194,7 @@ impl fmt::Display for Algorithm {
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Mode::Tcp => f.write_str("tcp"),
-        }
+        f.write_str(self.name())
     }
 }
 
@@ -158,8 +206,9 @@ pub struct Listener {
     pub name: String,
     /// Where to accept clients.
     pub listen: SocketAddr,
-    /// tcp (the only mode today).
-    pub mode: Mode,
+    /// The mode, with the settings that apply to it only;
+    /// [`Listener::mode`] gives its name.
+    pub mode: ModeSettings,
     /// How a backend is picked for each new client connection.
     pub algorithm: Algorithm,
     /// How long one connect attempt to a backend may take.
@@ -174,9 +223,6 @@ pub struct Listener {
     pub allow: Vec<IpNet>,
     /// Cap on this listener's open client connections.
     pub max_connections: usize,
-    /// Bytes per direction per connection (from `[global] buffer_size`, or
-    /// the INI `[options] buffer_size`).
-    pub buffer_size: usize,
     /// The backends, in config order; never empty.
     pub backends: Vec<BackendSpec>,
     /// How long a backend that comes back up (or is added) takes to ramp
@@ -190,6 +236,14 @@ pub struct Listener {
     pub health_check: Option<HealthCheck>,
     /// Passive detection (failed real connects), or `None` when it is off.
     pub passive_check: Option<PassiveCheck>,
+}
+
+impl Listener {
+    /// The listener's mode by name (for status, logs and the summary); its
+    /// settings are in the `mode` field.
+    pub fn mode(&self) -> Mode {
+        self.mode.mode()
+    }
 }
 
 /// What an active health check does to a backend.
@@ -273,6 +327,8 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     /// `[global] max_connections`.
     pub const GLOBAL_MAX_CONNECTIONS: usize = 100_000;
+    /// `mode` of a listener.
+    pub const MODE: super::Mode = super::Mode::Tcp;
     /// `connect_timeout` of a listener.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     /// `idle_timeout` of a listener.
@@ -313,28 +369,54 @@ pub mod defaults {
     };
 }
 
+/// The bounds validation enforces, beside [`defaults`] for the same reason:
+/// the reference (`docs/config.md`), the admin API and the tests agree with
+/// validation. A bound on a number read from a file is an `i64`, the type
+/// the file's integers are read as (so a negative value reaches validation);
+/// [`MAX_WEIGHT`](limits::MAX_WEIGHT) is a `u32`, the model's weight, because
+/// the admin API holds the weights it is sent to the same bound.
+pub mod limits {
+    /// Largest backend `weight`, in a config file or sent to the admin API.
+    pub const MAX_WEIGHT: u32 = 10_000;
+    /// Largest `workers`: far above any core count, low enough to catch typos.
+    pub(crate) const MAX_WORKERS: i64 = 1024;
+    /// Largest `buffer_size` (16 MiB): anything above is a typo, and it is
+    /// allocated twice per connection.
+    pub(crate) const MAX_BUFFER_SIZE: i64 = 16 * 1024 * 1024;
+    /// Largest `max_connections`, global or per listener.
+    pub(crate) const MAX_CONNECTIONS: i64 = 10_000_000;
+    /// Largest `retries`.
+    pub(crate) const MAX_RETRIES: i64 = 100;
+    /// Longest duration, in days: keeps timer arithmetic far from overflow.
+    pub(crate) const MAX_DURATION_DAYS: u64 = 365;
+    /// Largest `rise` or `fall`: more is a typo, and would take hours to act.
+    pub(crate) const MAX_RISE_FALL: i64 = 100;
+    /// The HTTP status codes an http check may expect.
+    pub(crate) const STATUS_RANGE: (i64, i64) = (100, 599);
+}
+
 /// Reads and validates the config at `path`, in the format its name says.
 /// Errors name the file (as given), the line where it is known, the key and
 /// the bad value.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(&origin, &e))?;
-    parse(&text, Format::of_path(path), &origin)
+    parse(&text, FileFormat::of_path(path), &origin)
 }
 
 /// Parses and validates config text; `origin` is how errors name the file.
-pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config, ConfigErrors> {
+pub fn parse(text: &str, format: FileFormat, origin: &str) -> Result<Config, ConfigErrors> {
     let (raw, found) = match format {
-        Format::Toml => (native::parse(text, origin)?, Vec::new()),
-        Format::Ini => ini::parse(text, origin),
+        FileFormat::Toml => (native::parse(text, origin)?, Vec::new()),
+        FileFormat::Ini => ini::parse(text, origin),
     };
     validate::validate(raw, found, text, format, origin)
 }
 
 /// The summary `balancer check` prints: listeners, algorithms, backends,
-/// with a line from `extra` added to each listener's part
-/// when it gives one (`balancer check` adds the Maglev table digest, which
-/// `config` cannot compute without depending on `balance`).
+/// with a line from `extra` added to each listener's part when it gives one
+/// (`balancer check` adds the Maglev table digest, which `config` cannot
+/// compute without depending on `balance`).
 pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -365,7 +447,7 @@ pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>
             "listener {} on {} ({}, {}), {} backend{}:",
             l.name,
             l.listen,
-            l.mode,
+            l.mode(),
             l.algorithm,
             l.backends.len(),
             if l.backends.len() == 1 { "" } else { "s" }

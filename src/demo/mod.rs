@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, Config, Format};
+use crate::config::{self, Config, FileFormat};
 use crate::error::Error;
 use crate::runtime::{self, listener, signals::Signals};
 use backend::BackendOptions;
@@ -37,7 +37,7 @@ const DEMO_BACKENDS: [(&str, u16); 5] = [
 
 /// The validated demo config.
 pub fn config() -> Result<Config, Error> {
-    Ok(config::parse(DEMO_CONFIG, Format::Toml, "demo.toml")?)
+    Ok(config::parse(DEMO_CONFIG, FileFormat::Toml, "demo.toml")?)
 }
 
 /// `balancer demo`: five backends and the balancer in one process, until

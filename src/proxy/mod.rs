@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ModeSettings;
 use crate::state::Snapshot;
 
 /// Serves one admitted client: connect to a backend (with retries), relay
@@ -53,7 +54,10 @@ pub fn handle(
         };
         let address = guard.backend().address.as_str();
         tracing::debug!(listener, client = %peer, backend = address, "connected");
-        let options = tcp::RelayOptions::new(state.config.buffer_size, state.config.idle_timeout);
+        // tcp is the only mode served yet; with http, this becomes the one
+        // `match` on mode.
+        let ModeSettings::Tcp(settings) = &state.config.mode;
+        let options = tcp::RelayOptions::new(settings.buffer_size, state.config.idle_timeout);
         let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
         tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
     }

@@ -164,7 +164,7 @@ pub(crate) fn config(head: &str, listeners: &[ListenerBuilder]) -> crate::config
     for listener in listeners {
         text.push_str(&listener.toml());
     }
-    match crate::config::parse(&text, crate::config::Format::Toml, "test.toml") {
+    match crate::config::parse(&text, crate::config::FileFormat::Toml, "test.toml") {
         Ok(config) => config,
         Err(errors) => panic!("invalid test config:\n{text}\n{errors}"),
     }

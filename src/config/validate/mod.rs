@@ -1,0 +1,214 @@
+//! Raw structs to the validated model: every semantic check, shared by both
+//! formats. This file owns the pass: the entry point [`validate`], the
+//! [`Validator`] state, how a problem is reported, and how one key is read
+//! into a value; the files beside it check one part of a config each.
+//!
+//! Each check reports a [`ConfigError`] carrying the line (from the raw
+//! value's span), the path to the value and the problem, and validation goes
+//! on, so one run lists every problem. A listener with any error is left out
+//! of the model; the model is returned only when nothing was found.
+//!
+//! Backend host names are resolved here, once per host, with the system
+//! resolver (`net::addr::resolve_blocking`); the first address is kept. IP
+//! literals need no resolution. This is the only I/O in `config`.
+//!
+//! - `global.rs`: `[global]`, `[admin]` and the INI `[options]` algorithm.
+//! - `listener.rs`: one listener: name, listen address, mode, algorithm,
+//!   timeouts, allow list, health checks.
+//! - `mode.rs`: the settings of one mode only: which keys belong to which
+//!   mode (a key of another mode is refused there), a function per mode.
+//! - `listen.rs`: listen addresses (listeners' and the admin server's) and
+//!   the conflicts between them.
+//! - `backend.rs`: a listener's backend list: weights, duplicates,
+//!   resolution.
+//! - `values.rs`: small pure checks of one value (durations, names, the
+//!   token, a check path).
+//! - `tests.rs`: the pass end to end, one row per error a user can see.
+
+mod backend;
+mod global;
+mod listen;
+mod listener;
+mod mode;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+use toml::Spanned;
+
+use crate::net::addr::ResolveError;
+
+use super::error::{ConfigError, ConfigErrors, Context, Problem};
+use super::native::RawConfig;
+use super::{Config, FileFormat};
+
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text.bytes().take(offset).filter(|&b| b == b'\n').count() + 1
+}
+
+/// Checks `raw` (read from `text` in `format`) and builds the model, or
+/// returns every problem found, `found` (the reader's own) included.
+/// `origin` names the file in errors.
+pub(crate) fn validate(
+    raw: RawConfig,
+    found: Vec<ConfigError>,
+    text: &str,
+    format: FileFormat,
+    origin: &str,
+) -> Result<Config, ConfigErrors> {
+    // With lines already refused, an empty listener list says nothing new.
+    let refused_lines = !found.is_empty();
+    let mut v = Validator {
+        text,
+        format,
+        origin,
+        errors: found,
+        names: HashMap::new(),
+        listens: Vec::new(),
+        resolved: HashMap::new(),
+    };
+    let global = v.global(&raw.global);
+    let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
+    let algorithm = v.default_algorithm(&raw.algorithm);
+    if raw.listeners.is_empty() && !refused_lines {
+        let problem = match format {
+            FileFormat::Toml => Problem::NoListeners,
+            FileFormat::Ini => Problem::NoMappings,
+        };
+        v.errors.push(v.error(None, Vec::new(), problem));
+    }
+    let listeners = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| v.listener(i, l, &global, algorithm))
+        .collect();
+    match ConfigErrors::from_list(v.errors) {
+        Some(errors) => Err(errors),
+        None => Ok(Config {
+            global,
+            admin,
+            listeners,
+        }),
+    }
+}
+
+/// State of one validation pass.
+struct Validator<'a> {
+    text: &'a str,
+    format: FileFormat,
+    origin: &'a str,
+    errors: Vec<ConfigError>,
+    /// Listener names seen, with their line.
+    names: HashMap<String, Option<usize>>,
+    /// Listen addresses seen: address, whose, line.
+    listens: Vec<(SocketAddr, Context, Option<usize>)>,
+    /// Host name resolutions, once per host: an address or the reason.
+    resolved: HashMap<String, Result<IpAddr, ResolveError>>,
+}
+
+/// A checked listener's fields, before it joins the model.
+type Checked<T> = Option<T>;
+
+impl Validator<'_> {
+    fn line(&self, span: Range<usize>) -> usize {
+        line_of(self.text, span.start)
+    }
+
+    fn error(&self, line: Option<usize>, context: Vec<Context>, problem: Problem) -> ConfigError {
+        ConfigError {
+            origin: self.origin.to_string(),
+            line,
+            context,
+            problem,
+        }
+    }
+
+    fn report(&mut self, span: Range<usize>, context: Vec<Context>, problem: Problem) {
+        let line = Some(self.line(span));
+        self.errors.push(self.error(line, context, problem));
+    }
+
+    /// `result`'s value, or `None` with its problem reported at `span`
+    /// under `context`.
+    fn ok_or_report<T>(
+        &mut self,
+        result: Result<T, Problem>,
+        span: Range<usize>,
+        context: Vec<Context>,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.report(span, context, problem);
+                None
+            }
+        }
+    }
+
+    /// A required key that is absent, reported at `span` (the table's or
+    /// the listener's header).
+    fn missing(&mut self, span: Range<usize>, scope: &[Context], key: &str) {
+        self.report(span, scope.to_vec(), Problem::MissingKey(key.into()));
+    }
+
+    // === typed values ===
+
+    /// An integer key checked against `min..=max`, in the model's type `T`:
+    /// `Some(None)` when absent, `None` when bad (reported).
+    fn int<T: TryFrom<i64>>(
+        &mut self,
+        raw: &Option<Spanned<i64>>,
+        scope: &[Context],
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Checked<Option<T>> {
+        let Some(value) = raw else {
+            return Some(None);
+        };
+        let n = *value.get_ref();
+        // Every caller's bounds fit `T`, so the conversion fails only where
+        // the range check does: the value is refused, never replaced.
+        let checked = match T::try_from(n) {
+            Ok(v) if (min..=max).contains(&n) => Ok(v),
+            _ => Err(Problem::OutOfRange { value: n, min, max }),
+        };
+        self.ok_or_report(checked, value.span(), with_key(scope, key))
+            .map(Some)
+    }
+
+    /// A string key turned into a value by `check` (one of `values.rs`):
+    /// `Some(None)` when absent, `None` when bad (reported).
+    fn text<T>(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        scope: &[Context],
+        key: &str,
+        check: impl FnOnce(&str) -> Result<T, Problem>,
+    ) -> Checked<Option<T>> {
+        let Some(value) = raw else {
+            return Some(None);
+        };
+        self.ok_or_report(check(value.get_ref()), value.span(), with_key(scope, key))
+            .map(Some)
+    }
+}
+
+// === context paths ===
+
+/// `scope` followed by `key "key"`.
+fn with_key(scope: &[Context], key: &str) -> Vec<Context> {
+    with(scope, Context::Key(key.to_string()))
+}
+
+fn with(scope: &[Context], last: Context) -> Vec<Context> {
+    let mut context = scope.to_vec();
+    context.push(last);
+    context
+}

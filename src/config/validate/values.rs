@@ -1,0 +1,97 @@
+//! Small pure checks of one value, each a function from the text as typed
+//! to the model's value or the [`Problem`] with it: durations, names of
+//! algorithms, modes and check kinds, the admin token, a check path.
+
+use std::time::Duration;
+
+use crate::config::error::{Feature, Problem};
+use crate::config::{Algorithm, CheckKind, Mode};
+
+use crate::config::limits::MAX_DURATION_DAYS;
+
+/// A duration with a unit; more than zero, at most [`MAX_DURATION_DAYS`].
+pub(super) fn duration(text: &str) -> Result<Duration, Problem> {
+    let d = duration_or_zero(text)?;
+    if d.is_zero() {
+        return Err(Problem::ZeroDuration);
+    }
+    Ok(d)
+}
+
+/// A duration with a unit; zero allowed, at most [`MAX_DURATION_DAYS`].
+pub(super) fn duration_or_zero(text: &str) -> Result<Duration, Problem> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|_| Problem::BadDuration(text.to_string()))?;
+    if d > Duration::from_secs(MAX_DURATION_DAYS * 24 * 3600) {
+        return Err(Problem::DurationTooLong {
+            value: text.to_string(),
+            max_days: MAX_DURATION_DAYS,
+        });
+    }
+    Ok(d)
+}
+
+/// An admin token: sent as `Authorization: Bearer TOKEN`, so printable
+/// ASCII without spaces, and not empty.
+pub(super) fn token(text: &str) -> Result<String, Problem> {
+    if text.is_empty() {
+        return Err(Problem::EmptyToken);
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::BadToken);
+    }
+    Ok(text.to_string())
+}
+
+/// An algorithm name of SPEC 2.
+pub(super) fn algorithm(name: &str) -> Result<Algorithm, Problem> {
+    match name {
+        "round_robin" => Ok(Algorithm::RoundRobin),
+        "random" => Ok(Algorithm::Random),
+        "weighted_round_robin" => Ok(Algorithm::WeightedRoundRobin),
+        "least_connections" => Ok(Algorithm::LeastConnections),
+        "power_of_two" => Ok(Algorithm::PowerOfTwo),
+        "source_hash" => Ok(Algorithm::SourceHash),
+        _ => Err(Problem::UnknownAlgorithm(name.to_string())),
+    }
+}
+
+pub(super) fn check_kind(name: &str) -> Result<CheckKind, Problem> {
+    match name {
+        "tcp" => Ok(CheckKind::Tcp),
+        "http" => Ok(CheckKind::Http),
+        _ => Err(Problem::UnknownCheckKind(name.to_string())),
+    }
+}
+
+/// A path for an http check's request line: starts with `/`, and is
+/// visible ASCII only (no space, control character or non-ASCII byte could
+/// go into `GET path HTTP/1.1` unescaped).
+pub(super) fn check_path(path: &str) -> Result<String, Problem> {
+    if !path.starts_with('/') {
+        return Err(Problem::CheckPathNotAbsolute(path.to_string()));
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::CheckPathNotPrintable(path.to_string()));
+    }
+    Ok(path.to_string())
+}
+
+pub(super) fn mode(name: &str) -> Result<Mode, Problem> {
+    match name {
+        "tcp" => Ok(Mode::Tcp),
+        "http" => Err(Problem::NotSupported(Feature::HttpMode)),
+        _ => Err(Problem::UnknownMode(name.to_string())),
+    }
+}
+
+/// Only `off` is served; `v1` and `v2` are known but not built.
+pub(super) fn proxy_protocol(value: &str) -> Result<(), Problem> {
+    match value {
+        "off" => Ok(()),
+        "v1" | "v2" => Err(Problem::NotSupported(Feature::ProxyProtocol(
+            value.to_string(),
+        ))),
+        _ => Err(Problem::UnknownProxyProtocol(value.to_string())),
+    }
+}
