@@ -18,8 +18,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use super::error::{ConfigError, ConfigErrors, Context, Problem};
-use super::validate::line_of;
+use super::error::{ConfigError, ConfigErrors, Context, Problem, line_of};
 
 /// A whole config as typed.
 #[derive(Debug, Default, Deserialize)]

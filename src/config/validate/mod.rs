@@ -42,14 +42,9 @@ use toml::Spanned;
 
 use crate::net::addr::ResolveError;
 
-use super::error::{ConfigError, ConfigErrors, Context, Problem};
+use super::error::{ConfigError, ConfigErrors, Context, Problem, line_of};
 use super::native::RawConfig;
 use super::{Config, FileFormat};
-
-/// The 1-based line of byte `offset` in `text`.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text.bytes().take(offset).filter(|&b| b == b'\n').count() + 1
-}
 
 /// Checks `raw` (read from `text` in `format`) and builds the model, or
 /// returns every problem found, `found` (the reader's own) included.
