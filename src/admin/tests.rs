@@ -91,6 +91,23 @@ fn listener(name: &str, algorithm: Algorithm, backends: &[(&str, u32)]) -> Liste
         .table("[listeners.passive_check]\nenabled = false")
 }
 
+/// Backend `a` behind round-robin listener `web`; no admin token.
+async fn web_over_a() -> (TestBackend, Running) {
+    let a = TestBackend::start("a").await;
+    let web = listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)]);
+    (a, Running::start(vec![web], None).await)
+}
+
+/// Backends `a` and `b` behind round-robin listener `web`; no admin token.
+async fn web_over_a_and_b() -> (TestBackend, TestBackend, Running) {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let backends = [(a.address(), 1), (b.address(), 1)];
+    let backends: Vec<(&str, u32)> = backends.iter().map(|(s, w)| (s.as_str(), *w)).collect();
+    let web = listener("web", Algorithm::RoundRobin, &backends);
+    (a, b, Running::start(vec![web], None).await)
+}
+
 /// A balancer running in this test's runtime, with an admin port.
 struct Running {
     admin: SocketAddr,
@@ -341,12 +358,7 @@ async fn one_backend_can_be_read_on_its_own_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_one_html_page_that_polls_the_status() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let answer = running.get("/").await;
     assert_eq!(answer.status, 200);
     assert_eq!(
@@ -373,12 +385,7 @@ fn the_dashboard_loads_nothing_from_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_list_every_metric_name_in_the_format_asked_for() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let text = running.get("/metrics").await;
     assert_eq!(text.status, 200);
     assert_eq!(
@@ -428,12 +435,7 @@ async fn metrics_list_every_metric_name_in_the_format_asked_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic_and_the_active_gauge_returns_to_zero() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let address = a.address();
     let labels = [("listener", "web"), ("backend", address.as_str())];
 
@@ -599,17 +601,7 @@ async fn patching_a_weight_changes_the_split() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patching_a_backend_to_draining_stops_new_connections_and_up_brings_it_back() {
-    let a = TestBackend::start("a").await;
-    let b = TestBackend::start("b").await;
-    let running = Running::start(
-        vec![listener(
-            "web",
-            Algorithm::RoundRobin,
-            &[(&a.address(), 1), (&b.address(), 1)],
-        )],
-        None,
-    )
-    .await;
+    let (a, b, running) = web_over_a_and_b().await;
     let (held, _) = open(running.addr("web")).await;
     let path = format!("/api/listeners/web/backends/{}", a.address());
     let answer = http(
@@ -653,17 +645,7 @@ async fn patching_a_backend_to_draining_stops_new_connections_and_up_brings_it_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_backend_drains_it_then_removes_it_once_idle() {
-    let a = TestBackend::start("a").await;
-    let b = TestBackend::start("b").await;
-    let running = Running::start(
-        vec![listener(
-            "web",
-            Algorithm::RoundRobin,
-            &[(&a.address(), 1), (&b.address(), 1)],
-        )],
-        None,
-    )
-    .await;
+    let (a, b, running) = web_over_a_and_b().await;
     let (held, name) = open(running.addr("web")).await;
     assert_eq!(name, "a");
     let path = format!("/api/listeners/web/backends/{}", a.address());
@@ -695,17 +677,7 @@ async fn deleting_a_backend_drains_it_then_removes_it_once_idle() {
 async fn a_patch_to_up_during_a_removal_answers_that_the_removal_is_cancelled() {
     // Regression (issue 16 item 8): the answer said "up" and "removing"
     // at once, and the removal was cancelled about 90 ms later.
-    let a = TestBackend::start("a").await;
-    let b = TestBackend::start("b").await;
-    let running = Running::start(
-        vec![listener(
-            "web",
-            Algorithm::RoundRobin,
-            &[(&a.address(), 1), (&b.address(), 1)],
-        )],
-        None,
-    )
-    .await;
+    let (a, b, running) = web_over_a_and_b().await;
     let (held, _) = open(running.addr("web")).await;
     let path = format!("/api/listeners/web/backends/{}", a.address());
     let deleted = http(running.admin, "DELETE", &path, &[], None).await;
@@ -731,17 +703,7 @@ async fn a_patch_to_up_during_a_removal_answers_that_the_removal_is_cancelled() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_backend_cannot_be_deleted() {
-    let a = TestBackend::start("a").await;
-    let b = TestBackend::start("b").await;
-    let running = Running::start(
-        vec![listener(
-            "web",
-            Algorithm::RoundRobin,
-            &[(&a.address(), 1), (&b.address(), 1)],
-        )],
-        None,
-    )
-    .await;
+    let (a, b, running) = web_over_a_and_b().await;
     let delete = |address: String| {
         let admin = running.admin;
         async move {
@@ -848,12 +810,7 @@ async fn with_a_token_changes_need_it_and_reads_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_changes_are_refused_with_400_naming_the_problem_and_change_nothing() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let before = running.status().await;
     let backends = "/api/listeners/web/backends";
     let one = format!("{backends}/{}", a.address());
@@ -969,12 +926,7 @@ async fn bad_changes_are_refused_with_400_naming_the_problem_and_change_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_listeners_backends_and_paths_are_404() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let cases = [
         ("GET", "/nope".to_string(), "no such path: /nope"),
         ("GET", "/api/status/extra".to_string(), "no such path"),
@@ -1025,12 +977,7 @@ async fn unknown_listeners_backends_and_paths_are_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_are_405_with_the_allowed_ones() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let cases = [
         ("POST", "/api/status", "GET, HEAD"),
         ("DELETE", "/metrics", "GET, HEAD"),
@@ -1059,12 +1006,7 @@ async fn wrong_methods_are_405_with_the_allowed_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_413() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let big = format!(
         r#"{{"address": "127.0.0.1:9", "pad": "{}"}}"#,
         "x".repeat(super::BODY_LIMIT)
@@ -1090,12 +1032,7 @@ async fn bodies_over_the_limit_are_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_port_closes_when_the_balancer_stops() {
-    let a = TestBackend::start("a").await;
-    let running = Running::start(
-        vec![listener("web", Algorithm::RoundRobin, &[(&a.address(), 1)])],
-        None,
-    )
-    .await;
+    let (a, running) = web_over_a().await;
     let admin = running.admin;
     // A keep-alive connection left open must not hold the stop up.
     let mut idle = TcpStream::connect(admin).await.unwrap();
