@@ -358,7 +358,7 @@ async fn one_backend_can_be_read_on_its_own_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_one_html_page_that_polls_the_status() {
-    let (a, running) = web_over_a().await;
+    let (_a, running) = web_over_a().await;
     let answer = running.get("/").await;
     assert_eq!(answer.status, 200);
     assert_eq!(
@@ -601,7 +601,7 @@ async fn patching_a_weight_changes_the_split() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patching_a_backend_to_draining_stops_new_connections_and_up_brings_it_back() {
-    let (a, b, running) = web_over_a_and_b().await;
+    let (a, _b, running) = web_over_a_and_b().await;
     let (held, _) = open(running.addr("web")).await;
     let path = format!("/api/listeners/web/backends/{}", a.address());
     let answer = http(
@@ -645,7 +645,7 @@ async fn patching_a_backend_to_draining_stops_new_connections_and_up_brings_it_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_backend_drains_it_then_removes_it_once_idle() {
-    let (a, b, running) = web_over_a_and_b().await;
+    let (a, _b, running) = web_over_a_and_b().await;
     let (held, name) = open(running.addr("web")).await;
     assert_eq!(name, "a");
     let path = format!("/api/listeners/web/backends/{}", a.address());
@@ -677,7 +677,7 @@ async fn deleting_a_backend_drains_it_then_removes_it_once_idle() {
 async fn a_patch_to_up_during_a_removal_answers_that_the_removal_is_cancelled() {
     // Regression (issue 16 item 8): the answer said "up" and "removing"
     // at once, and the removal was cancelled about 90 ms later.
-    let (a, b, running) = web_over_a_and_b().await;
+    let (a, _b, running) = web_over_a_and_b().await;
     let (held, _) = open(running.addr("web")).await;
     let path = format!("/api/listeners/web/backends/{}", a.address());
     let deleted = http(running.admin, "DELETE", &path, &[], None).await;
@@ -926,7 +926,7 @@ async fn bad_changes_are_refused_with_400_naming_the_problem_and_change_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_listeners_backends_and_paths_are_404() {
-    let (a, running) = web_over_a().await;
+    let (_a, running) = web_over_a().await;
     let cases = [
         ("GET", "/nope".to_string(), "no such path: /nope"),
         ("GET", "/api/status/extra".to_string(), "no such path"),
@@ -977,7 +977,7 @@ async fn unknown_listeners_backends_and_paths_are_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_are_405_with_the_allowed_ones() {
-    let (a, running) = web_over_a().await;
+    let (_a, running) = web_over_a().await;
     let cases = [
         ("POST", "/api/status", "GET, HEAD"),
         ("DELETE", "/metrics", "GET, HEAD"),
@@ -1006,7 +1006,7 @@ async fn wrong_methods_are_405_with_the_allowed_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_413() {
-    let (a, running) = web_over_a().await;
+    let (_a, running) = web_over_a().await;
     let big = format!(
         r#"{{"address": "127.0.0.1:9", "pad": "{}"}}"#,
         "x".repeat(super::BODY_LIMIT)
@@ -1032,7 +1032,7 @@ async fn bodies_over_the_limit_are_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_port_closes_when_the_balancer_stops() {
-    let (a, running) = web_over_a().await;
+    let (_a, running) = web_over_a().await;
     let admin = running.admin;
     // A keep-alive connection left open must not hold the stop up.
     let mut idle = TcpStream::connect(admin).await.unwrap();
