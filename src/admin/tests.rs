@@ -128,9 +128,10 @@ impl Running {
         let admin = bound.admin_address().unwrap();
         let listeners = bound.addresses().into_iter().collect();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(runtime::run(config, bound, async {
+        let stopped = async {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(runtime::run(config, bound, stopped, std::future::pending()));
         Running {
             admin,
             listeners,

@@ -47,7 +47,7 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
     let config = config()?;
     let runtime = runtime::build_runtime(config.global.workers)?;
     runtime.block_on(async move {
-        let signals = Signals::install()?;
+        let shutdown = Signals::install()?.listen();
         let mut sockets = Vec::new();
         for (name, port) in DEMO_BACKENDS {
             let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
@@ -66,7 +66,7 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
             spawn_backend(&backends, socket, options, stop_backends.clone())?;
         }
         announce(&instructions(&bound));
-        runtime::run(config, bound, signals.shutdown()).await;
+        runtime::run(config, bound, shutdown.requested(), shutdown.forced()).await;
         stop_backends.cancel();
         backends.close();
         backends.wait().await;
@@ -78,12 +78,12 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
 pub fn run_backend(options: BackendOptions, listen: SocketAddr) -> Result<(), Error> {
     let runtime = runtime::build_runtime(1)?;
     runtime.block_on(async move {
-        let signals = Signals::install()?;
+        let shutdown = Signals::install()?.listen();
         let socket = listener::bind(listen, &format!("backend {}", options.name))?;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         spawn_backend(&tasks, socket, options, stop.clone())?;
-        signals.shutdown().await;
+        shutdown.requested().await;
         stop.cancel();
         tasks.close();
         tasks.wait().await;

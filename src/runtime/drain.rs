@@ -22,8 +22,10 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// Runs the drain sequence; returns once every task has ended.
-    pub async fn run(&self, timeout: Duration) {
+    /// Runs the drain sequence; returns once every task has ended. When
+    /// `forced` resolves first (a second SIGTERM), what is still open is
+    /// closed at once.
+    pub async fn run(&self, timeout: Duration, forced: impl Future<Output = ()>) {
         self.stop_accepting.cancel();
         self.listeners.close();
         self.listeners.wait().await;
@@ -38,17 +40,24 @@ impl Drain {
             drain_timeout = %humantime::format_duration(timeout),
             "stopped accepting; waiting for open connections to finish"
         );
-        if tokio::time::timeout(timeout, self.connections.wait())
-            .await
-            .is_ok()
-        {
-            tracing::info!("all connections finished; stopped");
-            return;
+        tokio::select! {
+            finished = tokio::time::timeout(timeout, self.connections.wait()) => {
+                if finished.is_ok() {
+                    tracing::info!("all connections finished; stopped");
+                    return;
+                }
+                tracing::warn!(
+                    open_connections = self.connections.len(),
+                    "drain timeout reached; closing the remaining connections"
+                );
+            }
+            () = forced => {
+                tracing::warn!(
+                    open_connections = self.connections.len(),
+                    "drain cut short; closing the remaining connections"
+                );
+            }
         }
-        tracing::warn!(
-            open_connections = self.connections.len(),
-            "drain timeout reached; closing the remaining connections"
-        );
         self.close_connections.cancel();
         self.connections.wait().await;
         tracing::info!("stopped");

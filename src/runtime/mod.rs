@@ -95,9 +95,9 @@ pub fn build_runtime(workers: usize) -> Result<tokio::runtime::Runtime, Error> {
 pub fn serve(config: Config) -> Result<(), Error> {
     let runtime = build_runtime(config.global.workers)?;
     runtime.block_on(async move {
-        let signals = Signals::install()?;
+        let shutdown = Signals::install()?.listen();
         let bound = bind(&config)?;
-        run(config, bound, signals.shutdown()).await;
+        run(config, bound, shutdown.requested(), shutdown.forced()).await;
         Ok(())
     })
 }
@@ -108,7 +108,12 @@ pub fn serve(config: Config) -> Result<(), Error> {
 /// draining process takes no new connections, so health no longer matters).
 /// The admin server, when bound, serves through the drain (so it can be
 /// watched) and stops last.
-pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    config: Config,
+    bound: Bound,
+    shutdown: impl Future<Output = ()>,
+    forced: impl Future<Output = ()>,
+) {
     let drain = Drain::default();
     let health = HealthTasks::default();
     let listeners = Arc::new(Listeners::new());
@@ -129,7 +134,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: impl Future<Output = ()
     }
     shutdown.await;
     health.stop().await;
-    drain.run(config.global.drain_timeout).await;
+    drain.run(config.global.drain_timeout, forced).await;
     admin_stop.cancel();
     admin_task.close();
     admin_task.wait().await;

@@ -1,22 +1,32 @@
 //! The only code that touches Unix signals. Everything else takes a
 //! shutdown future and never knows where it came from.
+//!
+//! SIGTERM or SIGINT asks for a shutdown (the drain); a second one cuts the
+//! drain short, as HAProxy and nginx do. SIGHUP (config reload), SIGUSR1
+//! (reopen the access log) and SIGUSR2 are logged and ignored until the
+//! features behind them exist, rather than left to their default action,
+//! which would kill the process.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::error::Error;
 
 /// The installed handlers. Installing them early (before listeners are
-/// announced) means a SIGTERM sent as soon as the balancer is ready is
+/// announced) means a signal sent as soon as the balancer is ready is
 /// caught, never the default action that kills the process.
 pub struct Signals {
     terminate: Signal,
     interrupt: Signal,
     hangup: Signal,
+    user1: Signal,
+    user2: Signal,
 }
 
 impl Signals {
-    /// Installs handlers for SIGTERM, SIGINT and SIGHUP. Must be called
-    /// inside the tokio runtime.
+    /// Installs handlers for SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2.
+    /// Must be called inside the tokio runtime.
     pub fn install() -> Result<Signals, Error> {
         let install = |kind: SignalKind, name: &str| {
             signal(kind).map_err(|e| {
@@ -30,26 +40,83 @@ impl Signals {
             terminate: install(SignalKind::terminate(), "SIGTERM")?,
             interrupt: install(SignalKind::interrupt(), "SIGINT")?,
             hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            user1: install(SignalKind::user_defined1(), "SIGUSR1")?,
+            user2: install(SignalKind::user_defined2(), "SIGUSR2")?,
         })
     }
 
-    /// Resolves on the first SIGTERM or SIGINT. SIGHUP (config reload, a
-    /// later feature) is logged and ignored meanwhile.
-    pub async fn shutdown(mut self) {
+    /// Starts listening on a task of the current runtime, owned by the
+    /// returned [`Shutdown`] (dropping it stops listening).
+    pub fn listen(self) -> Shutdown {
+        let (count, requests) = watch::channel(0u32);
+        let task = tokio::spawn(self.count_stops(count));
+        Shutdown { requests, task }
+    }
+
+    /// Counts SIGTERM and SIGINT into `count`, logging every signal.
+    async fn count_stops(mut self, count: watch::Sender<u32>) {
         loop {
-            tokio::select! {
-                _ = self.terminate.recv() => {
-                    tracing::info!(signal = "SIGTERM", "shutdown requested");
-                    return;
-                }
-                _ = self.interrupt.recv() => {
-                    tracing::info!(signal = "SIGINT", "shutdown requested");
-                    return;
-                }
+            let name = tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
                 _ = self.hangup.recv() => {
                     tracing::warn!(signal = "SIGHUP", "config reload is not supported yet; ignoring");
+                    continue;
                 }
+                _ = self.user1.recv() => {
+                    tracing::info!(signal = "SIGUSR1", "there is no log file to reopen; ignoring");
+                    continue;
+                }
+                _ = self.user2.recv() => {
+                    tracing::info!(signal = "SIGUSR2", "ignoring");
+                    continue;
+                }
+            };
+            count.send_modify(|n| *n = n.saturating_add(1));
+            if *count.borrow() == 1 {
+                tracing::info!(signal = name, "shutdown requested");
+            } else {
+                tracing::warn!(
+                    signal = name,
+                    "second shutdown signal: closing open connections and exiting now"
+                );
             }
         }
+    }
+}
+
+/// The shutdown requests signals have made: the first starts the drain,
+/// the second cuts it short. Owns the task that listens for them.
+pub struct Shutdown {
+    /// How many SIGTERM/SIGINT arrived so far.
+    requests: watch::Receiver<u32>,
+    /// The listening task, stopped on drop.
+    task: JoinHandle<()>,
+}
+
+impl Shutdown {
+    /// Resolves once a shutdown was requested (the first SIGTERM or SIGINT).
+    pub fn requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.at_least(1)
+    }
+
+    /// Resolves once a second SIGTERM or SIGINT arrived.
+    pub fn forced(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.at_least(2)
+    }
+
+    fn at_least(&self, n: u32) -> impl Future<Output = ()> + Send + 'static {
+        let mut requests = self.requests.clone();
+        async move {
+            // An error means the listener is gone: only at exit, so
+            // resolving then changes nothing.
+            let _ = requests.wait_for(|count| *count >= n).await;
+        }
+    }
+}
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -1,6 +1,7 @@
 //! Signals (SPEC 5): SIGTERM and SIGINT stop accepting at once, let open
 //! connections finish for up to `drain_timeout`, then exit 0; SIGHUP does
-//! not stop the balancer.
+//! not stop the balancer; a second SIGTERM cuts the drain short; SIGUSR1
+//! and SIGUSR2 are logged and ignored.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -95,6 +96,60 @@ fn sighup_is_logged_and_the_balancer_keeps_serving() {
 
     let mut client = connect(balancer.addr("web"));
     assert_eq!(echoes(&mut client, b"after SIGHUP"), Ok(()));
+    assert_eq!(balancer.try_exit(), None);
+    drop(client);
+    balancer.stop();
+}
+
+#[test]
+fn a_second_sigterm_during_the_drain_closes_what_is_open_and_exits_0_at_once() {
+    // Regression (issue 16 item 14): the second signal was ignored, so
+    // with a long drain_timeout only SIGKILL ended the process.
+    let backend = Backend::echo();
+    let mut balancer = Balancer::start(&config(backend.addr(), "1h"), Format::Toml);
+    let mut held = connect(balancer.addr("web"));
+    assert_eq!(echoes(&mut held, b"hold"), Ok(()));
+
+    balancer.signal(Signal::TERM);
+    assert!(
+        balancer.wait_for_log(PROMPTLY, |line| line
+            .contains("waiting for open connections")),
+        "the drain did not start"
+    );
+    assert_eq!(
+        balancer.try_exit(),
+        None,
+        "exited while a connection was open"
+    );
+    balancer.signal(Signal::TERM);
+    let status = balancer.wait_exit(PROMPTLY);
+    assert!(status.success(), "exit {status}");
+    assert!(
+        balancer.stderr().contains("second shutdown signal"),
+        "the second signal was not logged:\n{}",
+        balancer.stderr()
+    );
+    let closed = read_until_closed(&mut held, PROMPTLY);
+    assert!(
+        matches!(closed, Ok((ref data, _)) if data.is_empty()),
+        "the held client was not closed: {closed:?}"
+    );
+}
+
+#[test]
+fn sigusr1_and_sigusr2_are_logged_and_the_balancer_keeps_serving() {
+    // Regression (issue 16 item 15): their default action killed it.
+    let backend = Backend::echo();
+    let mut balancer = Balancer::start(&config(backend.addr(), "30s"), Format::Toml);
+    for (signal, name) in [(Signal::USR1, "SIGUSR1"), (Signal::USR2, "SIGUSR2")] {
+        balancer.signal(signal);
+        assert!(
+            balancer.wait_for_log(PROMPTLY, |line| line.contains(name)),
+            "{name} was not logged"
+        );
+    }
+    let mut client = connect(balancer.addr("web"));
+    assert_eq!(echoes(&mut client, b"after SIGUSR1 and SIGUSR2"), Ok(()));
     assert_eq!(balancer.try_exit(), None);
     drop(client);
     balancer.stop();
