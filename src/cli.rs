@@ -14,6 +14,7 @@ use crate::balance;
 use crate::config;
 use crate::demo;
 use crate::error::Error;
+use crate::logging;
 use crate::net;
 use crate::runtime;
 
@@ -139,7 +140,7 @@ pub enum LogFormat {
 }
 
 /// Sets up logging to stderr as the global flags say.
-pub fn init_logging(level: LogLevel, format: LogFormat) {
+pub fn init_logging(level: LogLevel, format: LogFormat) -> Option<logging::LogGuard> {
     let level = match level {
         LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warn => tracing::Level::WARN,
@@ -147,17 +148,7 @@ pub fn init_logging(level: LogLevel, format: LogFormat) {
         LogLevel::Debug => tracing::Level::DEBUG,
         LogLevel::Trace => tracing::Level::TRACE,
     };
-    // Colours only for a person at a terminal, never in files or pipes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_max_level(level);
-    // A second initialisation (only possible in tests) keeps the first.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    logging::init(level, format == LogFormat::Json)
 }
 
 /// Does what the command line asks. Output meant for the user (summaries,
@@ -173,7 +164,8 @@ pub fn execute(cli: Cli) -> Result<(), Error> {
             config.display()
         )));
     }
-    init_logging(cli.log_level, cli.log_format);
+    // Held until the command is done, so queued log lines are written.
+    let _log = init_logging(cli.log_level, cli.log_format);
     match (cli.command, cli.config) {
         (Some(Command::Run { config }), _) | (None, Some(config)) => {
             let config = config::load(&config)?;

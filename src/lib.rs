@@ -61,6 +61,7 @@ pub(crate) mod config;
 pub(crate) mod demo;
 pub mod error;
 pub(crate) mod health;
+pub(crate) mod logging;
 pub(crate) mod net;
 pub(crate) mod proxy;
 pub(crate) mod runtime;

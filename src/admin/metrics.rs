@@ -48,6 +48,9 @@ pub mod names {
     pub const CONNECTION_DURATION_SECONDS: &str = "balancer_connection_duration_seconds";
     /// Counter `{listener,reason}`: clients turned away at accept.
     pub const REJECTED_CONNECTIONS_TOTAL: &str = "balancer_rejected_connections_total";
+    /// Counter: application log lines dropped because stderr did not keep
+    /// up (the log never blocks the balancer).
+    pub const LOG_LINES_DROPPED_TOTAL: &str = "balancer_log_lines_dropped_total";
     /// Gauge `{version}`: always 1; the running version as a label.
     pub const BUILD_INFO: &str = "balancer_build_info";
     /// Gauge: file descriptors the process has open.
@@ -64,7 +67,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -76,6 +79,7 @@ pub mod names {
         REQUESTS_TOTAL,
         CONNECTION_DURATION_SECONDS,
         REJECTED_CONNECTIONS_TOTAL,
+        LOG_LINES_DROPPED_TOTAL,
         BUILD_INFO,
         PROCESS_OPEN_FDS,
         PROCESS_MAX_FDS,
@@ -352,6 +356,13 @@ impl Collector for BalancerCollector {
                 }
                 Ok(())
             },
+        )?;
+        family(
+            e,
+            names::LOG_LINES_DROPPED_TOTAL,
+            "Application log lines dropped because stderr did not keep up.",
+            MetricType::Counter,
+            |m| m.encode_counter::<NoLabelSet, _, f64>(&crate::logging::dropped_lines(), None),
         )?;
         family(
             e,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::BackendSpec;
+use crate::logging::Throttle;
 pub use ewma::PeakEwma;
 pub use health::{BackendState, Health, HealthPolicy, Transition};
 pub use stats::{ConnectingGuard, ConnectionGuard, Stats};
@@ -46,7 +47,14 @@ pub struct Backend {
     pub health: Health,
     /// Peak EWMA of connect latency.
     pub latency: PeakEwma,
+    /// Keeps "connect failed" to one line per [`FAILURE_LOG_INTERVAL`]
+    /// while the backend keeps failing.
+    pub failure_log: Throttle,
 }
+
+/// How often a backend that keeps failing connects is logged: the first
+/// failure at once, then one line per interval with the count left out.
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Backend {
     /// A new backend, up at full weight, with zeroed counters and the
@@ -60,6 +68,7 @@ impl Backend {
             stats: Stats::default(),
             health: Health::default(),
             latency: PeakEwma::default(),
+            failure_log: Throttle::new(FAILURE_LOG_INTERVAL),
         }
     }
 

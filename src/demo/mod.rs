@@ -53,6 +53,7 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
             let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
             sockets.push((name, listener::bind(addr, &format!("demo backend {name}"))?));
         }
+        runtime::limits::fit_open_files(&config);
         let bound = runtime::bind(&config)?;
         let stop_backends = CancellationToken::new();
         let backends = TaskTracker::new();

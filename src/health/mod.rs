@@ -87,7 +87,7 @@ impl From<ConnectError> for ProbeError {
     fn from(err: ConnectError) -> Self {
         match err {
             ConnectError::Timeout(t) => ProbeError::Timeout(t),
-            ConnectError::Io(e) => ProbeError::Io(e),
+            ConnectError::Io(e) | ConnectError::Local(e) => ProbeError::Io(e),
         }
     }
 }

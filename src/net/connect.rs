@@ -18,8 +18,36 @@ use super::io_reason;
 pub enum ConnectError {
     /// The connect did not finish within its timeout.
     Timeout(Duration),
-    /// The connect failed (refused, unreachable, no source address, ...).
+    /// The connect failed (refused, unreachable, reset, ...).
     Io(io::Error),
+    /// It failed on this machine, whatever the backend: out of file
+    /// descriptors, buffers or ports, or the source address cannot be
+    /// bound. Says nothing about the backend's health.
+    Local(io::Error),
+}
+
+impl ConnectError {
+    /// Whether the failure is this machine's, not the backend's.
+    pub fn is_local(&self) -> bool {
+        matches!(self, ConnectError::Local(_))
+    }
+
+    /// Sorts an error of the connect itself: ours when the kernel ran out
+    /// of something on this machine, else the backend's.
+    fn of_connect(err: io::Error) -> ConnectError {
+        use rustix::io::Errno;
+        let ours = [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+            Errno::ADDRNOTAVAIL,
+        ];
+        match Errno::from_io_error(&err) {
+            Some(errno) if ours.contains(&errno) => ConnectError::Local(err),
+            _ => ConnectError::Io(err),
+        }
+    }
 }
 
 impl fmt::Display for ConnectError {
@@ -29,6 +57,7 @@ impl fmt::Display for ConnectError {
                 write!(f, "timed out after {}", humantime::format_duration(*t))
             }
             ConnectError::Io(e) => f.write_str(&io_reason(e)),
+            ConnectError::Local(e) => write!(f, "{} (on this machine)", io_reason(e)),
         }
     }
 }
@@ -43,15 +72,16 @@ pub async fn connect(
     source: Option<IpAddr>,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {
+    // Making and binding the socket can only fail on this machine.
+    let socket = socket_for(target, source).map_err(ConnectError::Local)?;
     let connect = async {
-        let socket = socket_for(target, source)?;
         let stream = socket.connect(target).await?;
         stream.set_nodelay(true)?;
         Ok::<_, io::Error>(stream)
     };
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(ConnectError::Io(e)),
+        Ok(Err(e)) => Err(ConnectError::of_connect(e)),
         Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
@@ -95,6 +125,26 @@ mod tests {
         drop(listener);
         let err = connect(addr, None, TIMEOUT).await.unwrap_err();
         assert_eq!(err.to_string(), "connection refused");
+    }
+
+    #[tokio::test]
+    async fn a_source_address_that_is_not_ours_is_a_local_failure() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // TEST-NET-1 (RFC 5737): never an address of this machine.
+        let source = Some("192.0.2.1".parse().unwrap());
+        let err = connect(listener.local_addr().unwrap(), source, TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(err.is_local(), "{err}");
+        assert!(err.to_string().ends_with("(on this machine)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_the_backends_failure() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        assert!(!connect(addr, None, TIMEOUT).await.unwrap_err().is_local());
     }
 
     #[tokio::test]

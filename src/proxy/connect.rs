@@ -16,25 +16,35 @@ use crate::health::passive;
 use crate::net::{self, connect::ConnectError};
 use crate::state::Snapshot;
 
-/// Why no backend could be reached for a client.
+/// Why a client got no backend.
 #[derive(Debug)]
-pub struct NoBackendReached {
-    /// How many backends were tried.
-    pub attempts: usize,
-    /// The last attempt's backend and failure, if any was tried.
-    pub last: Option<(String, ConnectError)>,
+pub enum NoBackend {
+    /// Every backend tried failed, or none could be picked.
+    Unreachable {
+        /// How many backends were tried.
+        attempts: usize,
+        /// The last attempt's backend and failure, if any was tried.
+        last: Option<(String, ConnectError)>,
+    },
+    /// A connect failed on this machine (out of file descriptors, buffers
+    /// or ports; the source address cannot be bound): no backend is to
+    /// blame, and trying others would fail the same way.
+    Local(ConnectError),
 }
 
-impl fmt::Display for NoBackendReached {
+impl fmt::Display for NoBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.last {
-            None => f.write_str("no backend is available"),
-            Some((backend, err)) => write!(
+        match self {
+            NoBackend::Unreachable { last: None, .. } => f.write_str("no backend is available"),
+            NoBackend::Unreachable {
+                attempts,
+                last: Some((backend, err)),
+            } => write!(
                 f,
-                "{} backend{} tried, the last ({backend}): {err}",
-                self.attempts,
-                if self.attempts == 1 { "" } else { "s" }
+                "{attempts} backend{} tried, the last ({backend}): {err}",
+                if *attempts == 1 { "" } else { "s" }
             ),
+            NoBackend::Local(err) => write!(f, "cannot connect: {err}"),
         }
     }
 }
@@ -49,10 +59,13 @@ impl fmt::Display for NoBackendReached {
 /// balancer has no backend left (none is up, or every one that is was
 /// tried), the backends marked down by failed connects only are tried as a
 /// last resort, within the same budget of attempts.
+///
+/// A failure that is this machine's (see [`NoBackend::Local`]) is neither
+/// held against the backend nor retried elsewhere.
 pub async fn connect(
     state: &Snapshot,
     client: IpAddr,
-) -> Result<(TcpStream, ConnectionGuard), NoBackendReached> {
+) -> Result<(TcpStream, ConnectionGuard), NoBackend> {
     let config = &state.config;
     let attempts_max = usize::try_from(config.retries)
         .unwrap_or(usize::MAX)
@@ -88,14 +101,21 @@ pub async fn connect(
                 passive::connect_succeeded(&config.name, backend, now - started, now);
                 return Ok((stream, ConnectionGuard::new(Arc::clone(backend))));
             }
+            Err(err) if err.is_local() => return Err(NoBackend::Local(err)),
             Err(err) => {
                 passive::connect_failed(&config.name, backend, &err, now);
-                tracing::info!(listener = %config.name, backend = %backend.address, error = %err, "connect failed");
+                // Every failure at debug; otherwise a few lines, however
+                // many clients a refusing backend fails.
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    tracing::debug!(listener = %config.name, backend = %backend.address, error = %err, "connect failed");
+                } else if let Some(left_out) = backend.failure_log.admit() {
+                    tracing::info!(listener = %config.name, backend = %backend.address, error = %err, left_out, "connect failed");
+                }
                 last = Some((backend.address.clone(), err));
             }
         }
     }
-    Err(NoBackendReached {
+    Err(NoBackend::Unreachable {
         attempts: tried.len(),
         last,
     })
@@ -108,7 +128,7 @@ mod tests {
 
     use tokio::net::TcpListener;
 
-    use super::connect;
+    use super::{NoBackend, connect};
     use crate::backend::BackendState;
     use crate::backend::health::DownCause;
     use crate::state::Snapshot;
@@ -232,7 +252,7 @@ mod tests {
             state.backends[0].health.record_check(Err("refused"), now);
         }
         let err = connect(&state, CLIENT).await.unwrap_err();
-        assert_eq!(err.attempts, 0);
+        assert!(matches!(err, NoBackend::Unreachable { attempts: 0, .. }));
         assert_eq!(err.to_string(), "no backend is available");
     }
 }

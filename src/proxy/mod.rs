@@ -15,7 +15,27 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ModeSettings;
-use crate::state::Snapshot;
+use crate::state::{ListenerSlot, Rejection, Snapshot};
+use connect::NoBackend;
+
+/// Logs (throttled) and counts why `peer` got no backend.
+fn no_backend(slot: &ListenerSlot, peer: SocketAddr, err: &NoBackend) {
+    let listener = slot.name.as_str();
+    tracing::debug!(listener, client = %peer, error = %err, "client closed: no backend");
+    match err {
+        NoBackend::Local(_) => {
+            slot.stats.record_rejection(Rejection::LocalResources);
+            if let Some(left_out) = slot.logs.local.admit() {
+                tracing::warn!(listener, client = %peer, error = %err, left_out, "client closed: out of resources on this machine (raise ulimit -n, or lower max_connections)");
+            }
+        }
+        NoBackend::Unreachable { .. } => {
+            if let Some(left_out) = slot.logs.unreachable.admit() {
+                tracing::warn!(listener, client = %peer, error = %err, left_out, "client closed: no backend could be reached");
+            }
+        }
+    }
+}
 
 /// Serves one admitted client: connect to a backend (with retries), relay
 /// until both sides are done, the connection idles out, or `close` is
@@ -25,12 +45,13 @@ use crate::state::Snapshot;
 /// are stored once in it: this future lives as long as the connection, and
 /// its size is most of what an idle connection costs.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn handle(
+pub fn handle<'a>(
     client: TcpStream,
     peer: SocketAddr,
+    slot: &'a ListenerSlot,
     state: Arc<Snapshot>,
     close: CancellationToken,
-) -> impl Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send + 'a {
     async move {
         let _ = client.set_nodelay(true);
         // Boxed: the connect phase (retries, timeouts) is short-lived, so
@@ -47,10 +68,7 @@ pub fn handle(
         let (backend, guard) = match connected {
             None => return,
             Some(Ok(found)) => found,
-            Some(Err(err)) => {
-                tracing::warn!(listener, client = %peer, error = %err, "client closed: no backend could be reached");
-                return;
-            }
+            Some(Err(err)) => return no_backend(slot, peer, &err),
         };
         let address = guard.backend().address.as_str();
         tracing::debug!(listener, client = %peer, backend = address, "connected");

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -33,45 +32,6 @@ pub struct AcceptContext {
     pub connections: TaskTracker,
     /// The process-wide connection cap.
     pub global_slots: Arc<Semaphore>,
-    /// Clients turned away, for rate-limited warnings.
-    pub rejected: RejectionLog,
-}
-
-/// Counts rejected clients and warns at most once a second, so a flood of
-/// rejections cannot flood the log too.
-#[derive(Debug)]
-pub struct RejectionLog {
-    count: AtomicU64,
-    start: Instant,
-    last_warn_ms: AtomicU64,
-}
-
-impl Default for RejectionLog {
-    fn default() -> Self {
-        RejectionLog {
-            count: AtomicU64::new(0),
-            start: Instant::now(),
-            last_warn_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl RejectionLog {
-    fn record(&self, listener: &str, client: SocketAddr, why: Rejection) {
-        let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::debug!(listener, client = %client, reason = why.reason(), "client rejected");
-        let now_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_warn_ms.load(Ordering::Relaxed);
-        let due = total == 1 || now_ms.saturating_sub(last) >= 1000;
-        if due
-            && self
-                .last_warn_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(listener, client = %client, reason = why.reason(), rejected_total = total, "client rejected");
-        }
-    }
 }
 
 /// Accepts clients until the slot's `stop_accepting` is cancelled, then
@@ -94,7 +54,11 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
     let ip = client.ip().to_canonical();
     let reject = |why: Rejection| {
         ctx.slot.stats.record_rejection(why);
-        ctx.rejected.record(name, client, why);
+        let reason = why.reason();
+        tracing::debug!(listener = %name, client = %client, reason, "client rejected");
+        if let Some(left_out) = ctx.slot.logs.rejected.admit() {
+            tracing::warn!(listener = %name, client = %client, reason, left_out, "client rejected");
+        }
     };
     if !allow.is_empty() && !allow.iter().any(|net| net.contains(&ip)) {
         reject(Rejection::NotAllowed);
@@ -114,7 +78,7 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
         // The permits live as long as the connection: dropping them frees
         // the slots whatever way the task ends.
         let _slots: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (global, local);
-        proxy::handle(stream, client, state, close).await;
+        proxy::handle(stream, client, &slot, state, close).await;
         slot.stats.connection_duration.observe(accepted.elapsed());
     });
 }

@@ -6,6 +6,7 @@
 //! read back the real address.
 
 pub mod drain;
+pub mod limits;
 pub mod listener;
 pub mod signals;
 
@@ -23,7 +24,7 @@ use crate::error::Error;
 use crate::health;
 use crate::state::{ListenerSlot, Listeners, Snapshot};
 use drain::Drain;
-use listener::{AcceptContext, RejectionLog};
+use listener::AcceptContext;
 use signals::Signals;
 
 /// Listen sockets bound for a config, not yet served.
@@ -96,6 +97,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
     let runtime = build_runtime(config.global.workers)?;
     runtime.block_on(async move {
         let shutdown = Signals::install()?.listen();
+        limits::fit_open_files(&config);
         let bound = bind(&config)?;
         run(config, bound, shutdown.requested(), shutdown.forced()).await;
         Ok(())
@@ -175,7 +177,6 @@ fn serve_listener(
         close_connections: drain.close_connections.clone(),
         connections: drain.connections.clone(),
         global_slots: Arc::clone(global_slots),
-        rejected: RejectionLog::default(),
     };
     drain
         .listeners

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use snapshot::Snapshot;
-pub use stats::{ListenerStats, Rejection};
+pub use stats::{ListenerLogs, ListenerStats, Rejection};
 
 /// A listener's name, its current snapshot, and what outlives its
 /// snapshots.
@@ -45,6 +45,8 @@ pub struct ListenerSlot {
     pub listen: SocketAddr,
     /// Its counters (rejections, connection durations).
     pub stats: ListenerStats,
+    /// The throttles of its per-client log messages.
+    pub logs: ListenerLogs,
     /// The current snapshot; loaded once per connection by the accept loop.
     pub snapshot: ArcSwap<Snapshot>,
     /// Cancelled to stop this listener's accept loop: by the drain (it is
@@ -68,6 +70,7 @@ impl ListenerSlot {
             name: snapshot.config.name.clone(),
             listen,
             stats: ListenerStats::default(),
+            logs: ListenerLogs::default(),
             connection_slots: Arc::new(Semaphore::new(snapshot.config.max_connections)),
             snapshot: ArcSwap::from_pointee(snapshot),
             stop_accepting,

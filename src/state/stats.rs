@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::logging::Throttle;
+
 /// Why a client was turned away at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -18,14 +20,18 @@ pub enum Rejection {
     ListenerFull,
     /// The process-wide `max_connections` is reached.
     GlobalFull,
+    /// A connect failed on this machine (out of file descriptors, buffers
+    /// or ports): the client was admitted, then closed.
+    LocalResources,
 }
 
 impl Rejection {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Rejection; 3] = [
+    pub const ALL: [Rejection; 4] = [
         Rejection::NotAllowed,
         Rejection::ListenerFull,
         Rejection::GlobalFull,
+        Rejection::LocalResources,
     ];
 
     /// The reason in words, for logs.
@@ -34,6 +40,7 @@ impl Rejection {
             Rejection::NotAllowed => "not in the allow list",
             Rejection::ListenerFull => "listener max_connections reached",
             Rejection::GlobalFull => "global max_connections reached",
+            Rejection::LocalResources => "out of resources on this machine",
         }
     }
 
@@ -45,6 +52,7 @@ impl Rejection {
             Rejection::NotAllowed => "not_allowed",
             Rejection::ListenerFull => "listener_max_connections",
             Rejection::GlobalFull => "global_max_connections",
+            Rejection::LocalResources => "local_resources",
         }
     }
 
@@ -53,6 +61,7 @@ impl Rejection {
             Rejection::NotAllowed => 0,
             Rejection::ListenerFull => 1,
             Rejection::GlobalFull => 2,
+            Rejection::LocalResources => 3,
         }
     }
 }
@@ -119,6 +128,32 @@ impl DurationHistogram {
             sum,
             count,
             buckets,
+        }
+    }
+}
+
+/// How often a listener logs a message it could repeat for every client:
+/// the first occurrence at once, then one line per interval with the count
+/// left out.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The throttles of the messages one listener can repeat per client.
+#[derive(Debug)]
+pub struct ListenerLogs {
+    /// "client rejected" (allow list, caps).
+    pub rejected: Throttle,
+    /// "client closed: no backend could be reached".
+    pub unreachable: Throttle,
+    /// "cannot connect: out of resources on this machine".
+    pub local: Throttle,
+}
+
+impl Default for ListenerLogs {
+    fn default() -> Self {
+        ListenerLogs {
+            rejected: Throttle::new(LOG_INTERVAL),
+            unreachable: Throttle::new(LOG_INTERVAL),
+            local: Throttle::new(LOG_INTERVAL),
         }
     }
 }

@@ -35,21 +35,7 @@ impl Admin {
     /// until its listeners and the admin server listen.
     fn start(config: &str) -> Admin {
         let balancer = Balancer::start(config, Format::Toml);
-        let logged = balancer.wait_for_log(DEADLINE, |l| l.contains("admin listening"));
-        assert!(logged, "no `admin listening` line:\n{}", balancer.output());
-        let addr = balancer
-            .stderr()
-            .lines()
-            .filter(|l| l.contains("admin listening"))
-            .flat_map(str::split_whitespace)
-            .find_map(|token| {
-                token
-                    .strip_prefix("address=")?
-                    .trim_matches('"')
-                    .parse()
-                    .ok()
-            })
-            .expect("the admin line names its address");
+        let addr = balancer.wait_admin();
         Admin { balancer, addr }
     }
 

@@ -180,7 +180,9 @@ fn without_a_health_check_fall_failed_connects_mark_a_backend_down() {
         "",
         passive,
     );
-    let balancer = Balancer::start(&text, Format::Toml);
+    // At debug every failed connect is logged (at info they are throttled).
+    let mut balancer = Balancer::spawn_with_config(&["--log-level", "debug"], &text, Format::Toml);
+    balancer.wait_listening(&["web".to_string()]);
     // Every client reaches a: a failed connect moves on to it.
     assert_eq!(backends_reached(balancer.addr("web"), 10), vec!["a"; 10]);
     wait_for_change(

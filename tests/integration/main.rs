@@ -14,6 +14,8 @@
 //! - `admin`: the admin API, metrics (read by a real Prometheus parser),
 //!   changes at run time, and the dashboard in headless Chromium
 //!   (`browser`: chromedriver over WebDriver).
+//! - `hardening`: issue 16's cases: a stuck stderr, log floods, running
+//!   out of file descriptors, admin slowloris and DNS rebinding.
 //! - `health`: active and passive health checks, slow start,
 //!   least_connections steering, Maglev agreement between two processes,
 //!   bad health-check values.
@@ -30,6 +32,7 @@ mod balancing;
 mod cli;
 mod demo;
 mod drain;
+mod hardening;
 mod health;
 mod seed;
 mod tcp;

@@ -21,6 +21,9 @@ pub(super) struct Lines {
 struct LinesState {
     lines: Vec<String>,
     closed: bool,
+    /// While set, the thread reads nothing more, so the child's pipe fills
+    /// as if nobody read it.
+    paused: bool,
 }
 
 impl Lines {
@@ -33,6 +36,7 @@ impl Lines {
             let mut buf = Vec::new();
             loop {
                 buf.clear();
+                sink.wait_unpaused();
                 match reader.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
@@ -48,6 +52,20 @@ impl Lines {
 
     fn state(&self) -> MutexGuard<'_, LinesState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops (`true`) or resumes (`false`) reading the stream.
+    pub(super) fn pause(&self, paused: bool) {
+        self.state().paused = paused;
+        self.changed.notify_all();
+    }
+
+    fn wait_unpaused(&self) {
+        let state = self.state();
+        let _state = self
+            .changed
+            .wait_while(state, |s| s.paused)
+            .unwrap_or_else(|p| p.into_inner());
     }
 
     fn push(&self, line: String) {

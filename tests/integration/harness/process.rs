@@ -91,6 +91,20 @@ impl Balancer {
         )
     }
 
+    /// Like [`Balancer::spawn_with_config`], with the open-file limit
+    /// (soft and hard) set to `files` by the shell that starts it.
+    pub fn spawn_under_ulimit(files: u32, config: &str, format: Format) -> Balancer {
+        let dir = config_dir(config, format);
+        let script = format!("ulimit -n {files} && exec \"$0\" \"$1\"");
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &script, bin(), format.file_name()])
+            .current_dir(dir.path());
+        let mut balancer = Balancer::from_command(command);
+        balancer._dir = Some(dir);
+        balancer
+    }
+
     /// Runs `balancer FILE` on a config file as it is and waits until its
     /// listeners (of `format`) are listening.
     pub fn start_file(path: &Path, format: Format) -> Balancer {
@@ -127,14 +141,20 @@ impl Balancer {
         S: AsRef<OsStr>,
     {
         let mut command = Command::new(bin());
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(args);
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
+        Balancer::from_command(command)
+    }
+
+    /// Spawns `command` (the binary, or a shell that execs it) with its
+    /// output drained by threads.
+    fn from_command(mut command: Command) -> Balancer {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("the balancer binary can be spawned");
         let stdout: ChildStdout = child.stdout.take().expect("stdout was piped");
         let stderr: ChildStderr = child.stderr.take().expect("stderr was piped");
@@ -249,6 +269,36 @@ impl Balancer {
         self.stderr
             .wait_for(within, |lines| lines.iter().any(|l| pred(l)).then_some(()))
             .is_some()
+    }
+
+    /// Waits until the admin server listens and returns its address (from
+    /// the `admin listening address=...` line).
+    pub fn wait_admin(&self) -> SocketAddr {
+        let logged = self.wait_for_log(DEADLINE, |l| l.contains("admin listening"));
+        assert!(logged, "no `admin listening` line:\n{}", self.output());
+        self.stderr()
+            .lines()
+            .filter(|l| l.contains("admin listening"))
+            .flat_map(str::split_whitespace)
+            .find_map(|token| {
+                token
+                    .strip_prefix("address=")?
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+            })
+            .expect("the admin line names its address")
+    }
+
+    /// Stops reading the process's stderr, so its pipe fills as a stderr
+    /// nobody reads would; [`Balancer::resume_stderr`] reads on.
+    pub fn pause_stderr(&self) {
+        self.stderr.pause(true);
+    }
+
+    /// Reads the process's stderr again, from where it stopped.
+    pub fn resume_stderr(&self) {
+        self.stderr.pause(false);
     }
 
     /// Everything the process printed on stderr so far.
