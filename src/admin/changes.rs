@@ -50,7 +50,7 @@ pub async fn add_backend(
         address,
         weight,
     };
-    let backend = change::add_backend(&admin.listeners, listener, &spec)?;
+    let backend = change::add_backend(&admin.listeners, listener, &spec).await?;
     tracing::info!(listener, backend = %spec.address, weight, "backend added through the admin API");
     let mut answer = backend_answer(admin, StatusCode::CREATED, listener, &backend);
     let location = format!(
@@ -66,7 +66,7 @@ pub async fn add_backend(
 
 /// `PATCH /api/listeners/{name}/backends/{address}`: sets its weight and/or
 /// its state (`draining` or `up`). Answers 200 with the backend.
-pub fn change_backend(
+pub async fn change_backend(
     admin: &Admin,
     listener: &str,
     address: &str,
@@ -83,7 +83,7 @@ pub fn change_backend(
     if wanted == BackendChange::default() {
         return Err(AdminError::NothingToChange);
     }
-    let backend = change::change_backend(&admin.listeners, listener, address, wanted)?;
+    let backend = change::change_backend(&admin.listeners, listener, address, wanted).await?;
     tracing::info!(
         listener,
         backend = address,
@@ -98,12 +98,12 @@ pub fn change_backend(
 /// (no new connections, open ones finish) and removes it once idle.
 /// Answers 202 with the backend, draining. A PATCH back to `up` before it
 /// is removed cancels the removal.
-pub fn remove_backend(
+pub async fn remove_backend(
     admin: &Admin,
     listener: &str,
     address: &str,
 ) -> Result<Response<Body>, AdminError> {
-    let backend = change::remove_backend(&admin.listeners, listener, address)?;
+    let backend = change::remove_backend(&admin.listeners, listener, address).await?;
     Ok(backend_answer(
         admin,
         StatusCode::ACCEPTED,

@@ -115,6 +115,7 @@ impl AdminError {
             AdminError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             AdminError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AdminError::Metrics => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Change(ChangeError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::BodyUnreadable(_)
             | AdminError::BadPathSegment(_)
             | AdminError::InvalidJson(_)

@@ -104,11 +104,11 @@ async fn route(
         (Route::Backend { listener, address }, Method::PATCH) => {
             authorize(admin, &request)?;
             let body = read_object(request).await?;
-            changes::change_backend(admin, listener, address, &body)
+            changes::change_backend(admin, listener, address, &body).await
         }
         (Route::Backend { listener, address }, Method::DELETE) => {
             authorize(admin, &request)?;
-            changes::remove_backend(admin, listener, address)
+            changes::remove_backend(admin, listener, address).await
         }
         (route, method) => Err(AdminError::MethodNotAllowed {
             method: method.to_string(),

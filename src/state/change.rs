@@ -54,6 +54,9 @@ pub enum ChangeError {
         /// The backend's address.
         address: String,
     },
+    /// The runtime is shutting down; nothing changed.
+    #[error("the balancer is shutting down")]
+    ShuttingDown,
     /// A removal that would leave the listener without a backend.
     #[error(
         "backend {} is the last one of listener {} and cannot be removed",
@@ -90,7 +93,16 @@ pub struct BackendsSet {
 }
 
 /// Adds a backend to `listener`, up, at full weight, with zeroed counters.
-pub fn add_backend(
+pub async fn add_backend(
+    listeners: &Arc<Listeners>,
+    listener: &str,
+    spec: &BackendSpec,
+) -> Result<Arc<Backend>, ChangeError> {
+    let (listeners, listener, spec) = (Arc::clone(listeners), listener.to_string(), spec.clone());
+    off_the_workers(move || add_backend_now(&listeners, &listener, &spec)).await
+}
+
+fn add_backend_now(
     listeners: &Listeners,
     listener: &str,
     spec: &BackendSpec,
@@ -112,7 +124,21 @@ pub fn add_backend(
 /// Changes the weight and/or the state of backend `address` of
 /// `listener`. Setting it `up` while it drains to be removed cancels the
 /// removal.
-pub fn change_backend(
+pub async fn change_backend(
+    listeners: &Arc<Listeners>,
+    listener: &str,
+    address: &str,
+    change: BackendChange,
+) -> Result<Arc<Backend>, ChangeError> {
+    let (listeners, listener, address) = (
+        Arc::clone(listeners),
+        listener.to_string(),
+        address.to_string(),
+    );
+    off_the_workers(move || change_backend_now(&listeners, &listener, &address, change)).await
+}
+
+fn change_backend_now(
     listeners: &Listeners,
     listener: &str,
     address: &str,
@@ -138,7 +164,20 @@ pub fn change_backend(
 /// `listeners`. Refused when it is the last backend that is not already
 /// being removed. Draining one that is already being removed changes
 /// nothing.
-pub fn remove_backend(
+pub async fn remove_backend(
+    listeners: &Arc<Listeners>,
+    listener: &str,
+    address: &str,
+) -> Result<Arc<Backend>, ChangeError> {
+    let (listeners, listener, address) = (
+        Arc::clone(listeners),
+        listener.to_string(),
+        address.to_string(),
+    );
+    off_the_workers(move || remove_backend_now(&listeners, &listener, &address)).await
+}
+
+fn remove_backend_now(
     listeners: &Arc<Listeners>,
     listener: &str,
     address: &str,
@@ -183,7 +222,17 @@ pub fn remove_backend(
         reason = "reload (issue 10) and DNS discovery (issue 13) are its callers"
     )
 )]
-pub fn set_backends(
+pub async fn set_backends(
+    listeners: &Arc<Listeners>,
+    listener: &str,
+    specs: &[BackendSpec],
+) -> Result<BackendsSet, ChangeError> {
+    let (listeners, listener, specs) =
+        (Arc::clone(listeners), listener.to_string(), specs.to_vec());
+    off_the_workers(move || set_backends_now(&listeners, &listener, &specs)).await
+}
+
+fn set_backends_now(
     listeners: &Arc<Listeners>,
     listener: &str,
     specs: &[BackendSpec],
@@ -230,6 +279,21 @@ pub fn set_backends(
         }
         Ok((current.next(backends), done))
     })
+}
+
+/// Runs `change` on tokio's blocking pool, never on a worker thread: a
+/// change rebuilds the listener's balancer, and a Maglev table over
+/// thousands of backends takes a third of a second to build; on a worker
+/// it would stall every connection scheduled there. The snapshot is
+/// published when it is ready.
+async fn off_the_workers<T: Send + 'static>(
+    change: impl FnOnce() -> Result<T, ChangeError> + Send + 'static,
+) -> Result<T, ChangeError> {
+    match tokio::task::spawn_blocking(change).await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ChangeError::ShuttingDown),
+    }
 }
 
 /// Applies `change` to the current snapshot of `listener`.
@@ -304,7 +368,6 @@ async fn remove_when_idle(
     backend: Arc<Backend>,
     cancelled: CancellationToken,
 ) {
-    let (listener, address) = (&key.0, &key.1);
     let mut poll = tokio::time::interval(REMOVAL_POLL);
     loop {
         tokio::select! {
@@ -315,22 +378,12 @@ async fn remove_when_idle(
             break;
         }
     }
-    // Decided under the writer lock, where cancellations happen too: either
-    // the removal was cancelled first, or the backend goes now.
-    let removed = listeners.update(listener, |current| {
-        if cancelled.is_cancelled() {
-            return Err(());
-        }
-        listeners.removals().remove(&key);
-        let backends = current
-            .backends
-            .iter()
-            .filter(|b| !Arc::ptr_eq(b, &backend))
-            .cloned()
-            .collect();
-        Ok((current.next(backends), ()))
-    });
-    match removed {
+    let removing = {
+        let (listeners, key) = (Arc::clone(&listeners), key.clone());
+        tokio::task::spawn_blocking(move || remove_now(&listeners, &key, &backend, &cancelled))
+    };
+    let (listener, address) = (&key.0, &key.1);
+    match removing.await.ok().flatten() {
         Some(Ok(())) => tracing::info!(listener = %listener, backend = %address, "backend removed"),
         Some(Err(())) => {}
         // The listener itself is gone: nothing is left to remove it from.
@@ -338,6 +391,30 @@ async fn remove_when_idle(
             listeners.removals().remove(&key);
         }
     }
+}
+
+/// Removes `backend` from its listener, unless its removal was cancelled
+/// (`Err`); decided under the writer lock, where cancellations happen too.
+/// `None` when the listener is gone.
+fn remove_now(
+    listeners: &Listeners,
+    key: &(String, String),
+    backend: &Arc<Backend>,
+    cancelled: &CancellationToken,
+) -> Option<Result<(), ()>> {
+    listeners.update(&key.0, |current| {
+        if cancelled.is_cancelled() {
+            return Err(());
+        }
+        listeners.removals().remove(key);
+        let backends = current
+            .backends
+            .iter()
+            .filter(|b| !Arc::ptr_eq(b, backend))
+            .cloned()
+            .collect();
+        Ok((current.next(backends), ()))
+    })
 }
 
 #[cfg(test)]
@@ -379,19 +456,55 @@ mod tests {
     #[tokio::test]
     async fn an_added_backend_is_published_up_and_a_second_add_is_refused() {
         let (listeners, slot) = web(1);
-        let added = add_backend(&listeners, "web", &spec("127.0.0.1:9", 3)).unwrap();
+        let added = add_backend(&listeners, "web", &spec("127.0.0.1:9", 3))
+            .await
+            .unwrap();
         assert_eq!(added.state(), BackendState::Up);
         assert_eq!(addresses(&slot), ["127.0.0.1:1", "127.0.0.1:9"]);
-        let again = add_backend(&listeners, "web", &spec("127.0.0.1:9", 1));
+        let again = add_backend(&listeners, "web", &spec("127.0.0.1:9", 1)).await;
         assert_eq!(
             again.unwrap_err().to_string(),
             "listener \"web\" already has backend \"127.0.0.1:9\""
         );
-        let nowhere = add_backend(&listeners, "api", &spec("127.0.0.1:9", 1));
+        let nowhere = add_backend(&listeners, "api", &spec("127.0.0.1:9", 1)).await;
         assert_eq!(
             nowhere.unwrap_err(),
             ChangeError::UnknownListener("api".into())
         );
+    }
+
+    // One worker thread: if the rebuild ran on it, nothing else could run
+    // until the change was done.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_change_rebuilds_the_balancer_off_the_runtime_threads() {
+        // Regression (issue 16 item 5): a POST to a 10,000-backend
+        // source_hash listener built its Maglev table on a worker for 333
+        // ms, stalling every connection on that worker.
+        let (listeners, slot) = (1..=2_000u16)
+            .fold(testing::listener("web"), |l, port| {
+                l.backend(format!("127.0.0.1:{port}"))
+            })
+            .set("algorithm", "source_hash")
+            .registered();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let change = tokio::spawn({
+            let (listeners, done) = (Arc::clone(&listeners), Arc::clone(&done));
+            async move {
+                add_backend(&listeners, "web", &spec("127.0.0.2:1", 1))
+                    .await
+                    .unwrap();
+                done.store(true, Relaxed);
+            }
+        });
+        // Lets the change start; it must give this thread back while the
+        // table is built.
+        tokio::task::yield_now().await;
+        assert!(
+            !done.load(Relaxed),
+            "the change ran to its end on the runtime's only thread"
+        );
+        change.await.unwrap();
+        assert_eq!(slot.snapshot.load().backends.len(), 2_001);
     }
 
     #[tokio::test]
@@ -403,11 +516,15 @@ mod tests {
             weight: Some(5),
             state: Some(BackendState::Draining),
         };
-        let after = change_backend(&listeners, "web", "127.0.0.1:2", change).unwrap();
+        let after = change_backend(&listeners, "web", "127.0.0.1:2", change)
+            .await
+            .unwrap();
         assert!(Arc::ptr_eq(&before, &after));
         assert_eq!((after.weight(), after.state()), (5, BackendState::Draining));
         assert_eq!(after.stats.connect_failures.load(Relaxed), 1);
-        let missing = change_backend(&listeners, "web", "127.0.0.1:7", change).unwrap_err();
+        let missing = change_backend(&listeners, "web", "127.0.0.1:7", change)
+            .await
+            .unwrap_err();
         assert_eq!(
             missing.to_string(),
             "listener \"web\" has no backend \"127.0.0.1:7\""
@@ -421,11 +538,15 @@ mod tests {
         let (listeners, slot) = web(2);
         let backend = Arc::clone(&slot.snapshot.load().backends[0]);
         let open = ConnectionGuard::new(Arc::clone(&backend));
-        remove_backend(&listeners, "web", "127.0.0.1:1").unwrap();
+        remove_backend(&listeners, "web", "127.0.0.1:1")
+            .await
+            .unwrap();
         assert_eq!(backend.state(), BackendState::Draining);
         assert!(listeners.is_removing("web", "127.0.0.1:1"));
         // The last one left cannot be removed as well.
-        let last = remove_backend(&listeners, "web", "127.0.0.1:2").unwrap_err();
+        let last = remove_backend(&listeners, "web", "127.0.0.1:2")
+            .await
+            .unwrap_err();
         assert!(matches!(last, ChangeError::LastBackend { .. }), "{last}");
         // Still listed while its connection is open.
         tokio::time::sleep(REMOVAL_POLL * 3).await;
@@ -444,12 +565,16 @@ mod tests {
         let (listeners, slot) = web(2);
         let backend = Arc::clone(&slot.snapshot.load().backends[0]);
         let open = ConnectionGuard::new(Arc::clone(&backend));
-        remove_backend(&listeners, "web", "127.0.0.1:1").unwrap();
+        remove_backend(&listeners, "web", "127.0.0.1:1")
+            .await
+            .unwrap();
         let up = BackendChange {
             weight: None,
             state: Some(BackendState::Up),
         };
-        change_backend(&listeners, "web", "127.0.0.1:1", up).unwrap();
+        change_backend(&listeners, "web", "127.0.0.1:1", up)
+            .await
+            .unwrap();
         // At once: no window in which it is up and still being removed
         // (issue 16 item 8).
         assert!(!listeners.is_removing("web", "127.0.0.1:1"));
@@ -471,7 +596,7 @@ mod tests {
             spec("127.0.0.1:3", 1),
             spec("127.0.0.1:4", 1),
         ];
-        let done = set_backends(&listeners, "web", &wanted).unwrap();
+        let done = set_backends(&listeners, "web", &wanted).await.unwrap();
         assert_eq!(done.kept, ["127.0.0.1:2", "127.0.0.1:3"]);
         assert_eq!(done.added, ["127.0.0.1:4"]);
         assert_eq!(done.removed, ["127.0.0.1:1"]);
@@ -505,7 +630,7 @@ mod tests {
             resolved: "127.0.0.2:1".parse().unwrap(),
             weight: 1,
         };
-        let done = set_backends(&listeners, "web", &[moved]).unwrap();
+        let done = set_backends(&listeners, "web", &[moved]).await.unwrap();
         assert_eq!(
             (done.added.len(), done.kept.len(), done.removed.len()),
             (1, 0, 0)
