@@ -27,6 +27,11 @@ pub enum AdminError {
     /// A mutating call without the right `Authorization: Bearer` token.
     #[error("this call needs the admin token: send the header \"Authorization: Bearer TOKEN\"")]
     Unauthorized,
+    /// A `Host` that is not an IP address, `localhost` or an allowed name.
+    #[error(
+        "host \"{0}\" is not allowed (use an IP address or localhost, or add the name to [admin] allowed_hosts)"
+    )]
+    HostNotAllowed(String),
     /// A change sent by a browser from a page of another origin.
     #[error("changes from a page of another origin ({0}) are refused")]
     CrossOrigin(String),
@@ -112,7 +117,7 @@ impl AdminError {
             ) => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AdminError::CrossOrigin(_) => StatusCode::FORBIDDEN,
+            AdminError::CrossOrigin(_) | AdminError::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             AdminError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AdminError::Metrics => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Change(ChangeError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,

@@ -60,6 +60,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct Settings {
     /// When set, every mutating call needs `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
+    /// Names besides IP addresses and `localhost` that requests may give
+    /// as `Host` (`/metrics` takes any).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The admin server's shared state: what every request handler sees.
@@ -70,6 +73,8 @@ pub struct Admin {
     listeners: Arc<Listeners>,
     /// The bearer token mutating calls need, if any.
     token: Option<String>,
+    /// Names a request may give as `Host` besides IPs and `localhost`.
+    allowed_hosts: Vec<String>,
     /// The Prometheus registry, collected at scrape time.
     metrics: metrics::Metrics,
     /// When the admin server was built (uptime in `/api/status`).
@@ -89,6 +94,7 @@ impl Admin {
             metrics: metrics::Metrics::new(Arc::clone(&listeners)),
             listeners,
             token: settings.token.filter(|t| !t.is_empty()),
+            allowed_hosts: settings.allowed_hosts,
             started: Instant::now(),
             stop,
         })

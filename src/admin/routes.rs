@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::auth::authorize;
+use super::auth::{allowed_host, authorize};
 use super::body::{Body, decode_segment, json_response, read_object, response};
 use super::{Admin, AdminError, changes, dashboard, metrics, status};
 
@@ -86,6 +86,10 @@ async fn route(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, AdminError> {
     let route = Route::parse(request.uri().path())?;
+    // Scrapers and probes may use any name; everything else only allowed ones.
+    if route != Route::Metrics {
+        allowed_host(admin, &request)?;
+    }
     let method = request.method().clone();
     let read = method == Method::GET || method == Method::HEAD;
     match (&route, method) {

@@ -228,8 +228,14 @@ async fn http(
 ) -> Answer {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        // The admin address as `Host`, unless the test gives its own.
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            request.push_str(&format!("Host: {addr}\r\n"));
+        }
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -1029,6 +1035,80 @@ async fn bodies_over_the_limit_are_413() {
     running.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_is_not_an_ip_localhost_or_allowed_is_refused_except_for_metrics() {
+    // Regression (issue 16 item 4): with DNS rebinding, a page of
+    // rebind.example reaches the admin port as its own origin.
+    let (a, running) = web_over_a().await;
+    let port = running.admin.port();
+    let rebound = format!("rebind.example:{port}");
+    let origin = format!("http://{rebound}");
+    let path = format!("/api/listeners/web/backends/{}", a.address());
+    let headers = [
+        ("Host", rebound.as_str()),
+        ("Origin", origin.as_str()),
+        JSON,
+    ];
+    let refused = http(
+        running.admin,
+        "PATCH",
+        &path,
+        &headers,
+        Some(r#"{"weight": 7}"#),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(
+        refused.error(),
+        format!(
+            "host \"{rebound}\" is not allowed (use an IP address or localhost, \
+             or add the name to [admin] allowed_hosts)"
+        )
+    );
+    let status = running.backend_status("web", &a.address()).await;
+    assert_eq!(
+        status.map(|b| b["weight"].clone()),
+        Some(1.into()),
+        "nothing changed"
+    );
+    let read = http(
+        running.admin,
+        "GET",
+        "/api/status",
+        &[("Host", &rebound)],
+        None,
+    )
+    .await;
+    assert_eq!(read.status, 403, "reads are refused too: {}", read.body);
+
+    // Scrapers may use any name; IPs and localhost are always fine.
+    let scrape = http(
+        running.admin,
+        "GET",
+        "/metrics",
+        &[("Host", &rebound)],
+        None,
+    )
+    .await;
+    assert_eq!(scrape.status, 200, "{}", scrape.body);
+    for host in [
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "127.0.0.1".to_string(),
+    ] {
+        let answer = http(
+            running.admin,
+            "GET",
+            "/api/status",
+            &[("Host", &host)],
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "Host {host}: {}", answer.body);
+    }
+    running.stop().await;
+}
+
 // === Lifecycle ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1037,7 +1117,7 @@ async fn the_admin_port_closes_when_the_balancer_stops() {
     let admin = running.admin;
     // A keep-alive connection left open must not hold the stop up.
     let mut idle = TcpStream::connect(admin).await.unwrap();
-    idle.write_all(b"GET /api/status HTTP/1.1\r\nHost: a\r\n\r\n")
+    idle.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut first = [0u8; 12];
@@ -1056,6 +1136,7 @@ fn only_a_non_loopback_address_without_a_token_is_exposed() {
     let none = Settings::default();
     let token = Settings {
         token: Some("t".into()),
+        ..Settings::default()
     };
     let public: SocketAddr = "0.0.0.0:9000".parse().unwrap();
     let loopback: SocketAddr = "127.0.0.1:9000".parse().unwrap();
@@ -1095,8 +1176,9 @@ async fn changes_from_a_page_of_another_origin_are_refused() {
         "nothing changed"
     );
 
-    // The test client sends `Host: admin`; a page served from there may.
-    let own = [("Origin", "http://admin"), JSON];
+    // The test client sends `Host: ADDRESS`; a page served from there may.
+    let origin = format!("http://{}", running.admin);
+    let own = [("Origin", origin.as_str()), JSON];
     let accepted = http(running.admin, "POST", path, &own, Some(&body)).await;
     assert_eq!(accepted.status, 201, "{}", accepted.body);
     running.stop().await;

@@ -68,6 +68,8 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
         Some(a) => {
             let settings = admin::Settings {
                 token: a.token.clone(),
+                // `[admin] allowed_hosts` comes with the config change of issue 16.
+                allowed_hosts: Vec::new(),
             };
             Some((settings, listener::bind(a.listen, "admin")?))
         }
