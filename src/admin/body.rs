@@ -2,6 +2,8 @@
 //! size limit, answers in JSON or another content type (never cached: they
 //! are live), and the percent-encoding of path segments both ways.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -16,6 +18,11 @@ use crate::net::http_server::percent_decode;
 /// The largest request body accepted, in bytes: a backend change is a few
 /// dozen bytes.
 pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// How long a request body may take to arrive, once its head has (the
+/// head has its own timeout in the server): a client that announces a
+/// body and stalls is answered 408 and closed, not waited for.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body every answer has.
 pub type Body = Full<Bytes>;
@@ -34,13 +41,12 @@ pub(super) async fn read_object(
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return Err(too_large);
     }
-    let bytes = match Limited::new(request.into_body(), BODY_LIMIT)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
-        Err(e) => return Err(AdminError::BodyUnreadable(e.to_string())),
+    let collect = Limited::new(request.into_body(), BODY_LIMIT).collect();
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Err(_) => return Err(AdminError::BodyTimeout(BODY_TIMEOUT)),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+        Ok(Err(e)) => return Err(AdminError::BodyUnreadable(e.to_string())),
     };
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),

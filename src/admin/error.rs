@@ -41,6 +41,9 @@ pub enum AdminError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The request body did not arrive in time.
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     /// The request body could not be read.
     #[error("cannot read the request body: {0}")]
     BodyUnreadable(String),
@@ -119,6 +122,7 @@ impl AdminError {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::CrossOrigin(_) | AdminError::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             AdminError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AdminError::Metrics => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Change(ChangeError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::BodyUnreadable(_)
@@ -152,6 +156,11 @@ impl AdminError {
             }
             AdminError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // The rest of the body was not read: the connection cannot
+            // carry another request.
+            AdminError::BodyTimeout(_) | AdminError::BodyTooLarge { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -24,8 +24,9 @@ pub mod metrics;
 mod routes;
 pub mod status;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::logging::Throttle;
 use crate::net::accept::accept_loop;
 use crate::net::http_server::HttpServer;
 use crate::state::Listeners;
@@ -50,6 +52,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Admin connections open at once; more are closed at accept, so a flood
 /// of idle connections cannot pile up tasks.
 const MAX_CONNECTIONS: usize = 256;
+
+/// Admin connections open at once from one client address: one client
+/// (a script gone wrong, a slowloris) cannot take every slot.
+const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
+
+/// How often turning admin connections away is logged: the first at
+/// once, then one line per interval with the count left out.
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// On stop, how long open admin requests may take to finish before their
 /// connections are closed.
@@ -113,15 +123,74 @@ pub fn is_exposed_without_token(listen: SocketAddr, settings: &Settings) -> bool
 pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     let server = HttpServer::new("admin", HEADER_READ_TIMEOUT);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_client = Arc::new(PerClient::default());
+    let refused = Throttle::new(REFUSED_LOG_INTERVAL);
     accept_loop(listener, &admin.stop, "admin", |stream, client| {
+        let turned_away = |why: &str| {
+            tracing::debug!(client = %client, reason = why, "admin connection closed");
+            if let Some(left_out) = refused.admit() {
+                tracing::warn!(client = %client, reason = why, left_out, "admin connection closed");
+            }
+        };
+        let Some(own) = per_client.take(client.ip()) else {
+            return turned_away("too many open from this client");
+        };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!(client = %client, max = MAX_CONNECTIONS, "admin connection closed: too many open");
-            return;
+            return turned_away("too many open");
         };
         let handler = Arc::clone(&admin);
         let service = service_fn(move |request| routes::handle(Arc::clone(&handler), request));
-        server.serve(stream, client, service, slot);
+        server.serve(stream, client, service, (slot, own));
     })
     .await;
     server.shutdown(Some(SHUTDOWN_GRACE)).await;
+}
+
+/// Admin connections open per client address.
+#[derive(Debug, Default)]
+struct PerClient {
+    /// Open connections by address; an address leaves the map when its
+    /// last connection ends (a std mutex: held for one lookup).
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerClient {
+    /// A slot for one more connection from `ip`, or `None` when it has
+    /// [`MAX_CONNECTIONS_PER_CLIENT`] open already.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.lock();
+        let count = open.entry(ip).or_default();
+        if *count >= MAX_CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            owner: Arc::clone(self),
+            ip,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One connection's place in [`PerClient`]; given back on drop.
+#[derive(Debug)]
+struct ClientSlot {
+    owner: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }

@@ -169,3 +169,76 @@ fn running_out_of_file_descriptors_is_counted_as_local_and_never_marks_backends_
     drop(client);
     balancer.stop();
 }
+
+/// One `GET path` to the admin port from `source`, answered in time: its
+/// status line.
+fn status_line_from(source: std::net::Ipv4Addr, admin: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut client = crate::harness::connect_from(source, admin);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    client
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut answer = String::new();
+    let _ = client.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn admin_slowloris_from_one_address_neither_locks_out_others_nor_holds_its_connections() {
+    // Regression (issue 16 item 3): 256 connections that sent a POST head
+    // announcing 100 body bytes and 6 of them locked the admin port (and
+    // /metrics) out indefinitely; 256 silent ones did so in 10 s rounds.
+    use std::io::Write;
+    let balancer = Balancer::start(&config(&[refused_address()], ""), Format::Toml);
+    let admin = balancer.wait_admin();
+    let stalled = b"POST /api/listeners/web/backends HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+        Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"add";
+    let mut attack: Vec<std::net::TcpStream> = Vec::new();
+    for i in 0..256 {
+        let mut stream = connect(admin);
+        if i % 2 == 0 {
+            // Half stall in the body; the others never send a byte.
+            let _ = stream.write_all(stalled);
+        }
+        attack.push(stream);
+    }
+
+    // Another client is served at once, /metrics included.
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    assert_eq!(
+        status_line_from(other, admin, "/metrics"),
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        status_line_from(other, admin, "/api/status"),
+        "HTTP/1.1 200 OK"
+    );
+    assert!(
+        balancer.wait_for_log(PROMPTLY, |l| l.contains("WARN")
+            && l.contains("admin connection closed")
+            && l.contains("too many open from this client")),
+        "turning the flood away was not logged as a warning"
+    );
+
+    // Every attacking connection is closed: at accept (over the cap per
+    // client), or when its head or body did not arrive in time; a stalled
+    // body is answered 408.
+    let mut timed_out = 0;
+    for (i, stream) in attack.iter_mut().enumerate() {
+        let closed = read_until_closed(stream, DEADLINE);
+        let Ok((answer, _)) = closed else {
+            panic!("attacking connection {i} still open after {DEADLINE:?}");
+        };
+        if answer.starts_with(b"HTTP/1.1 408") {
+            timed_out += 1;
+        }
+    }
+    assert!(timed_out >= 1, "no stalled body was answered 408");
+    assert_eq!(
+        status_line_from(std::net::Ipv4Addr::LOCALHOST, admin, "/metrics"),
+        "HTTP/1.1 200 OK",
+        "the attacking address is served again once its connections are gone"
+    );
+    balancer.stop();
+}
