@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::logging::Throttle;
 use crate::net::accept::accept_loop;
 use crate::net::http_server::HttpServer;
-use crate::state::Listeners;
+use crate::state::{Listeners, Process};
 
 #[cfg(test)]
 use body::BODY_LIMIT;
@@ -81,6 +81,8 @@ pub struct Admin {
     /// The live listeners: read for status and metrics, changed through
     /// `state::change`.
     listeners: Arc<Listeners>,
+    /// Serving or draining (`/ready`).
+    process: Arc<Process>,
     /// The bearer token mutating calls need, if any.
     token: Option<String>,
     /// Names a request may give as `Host` besides IPs and `localhost`.
@@ -97,10 +99,12 @@ impl Admin {
     /// The admin state over `listeners`; `stop` ends the server.
     pub fn new(
         listeners: Arc<Listeners>,
+        process: Arc<Process>,
         settings: Settings,
         stop: CancellationToken,
     ) -> Arc<Admin> {
         Arc::new(Admin {
+            process,
             metrics: metrics::Metrics::new(Arc::clone(&listeners)),
             listeners,
             token: settings.token.filter(|t| !t.is_empty()),

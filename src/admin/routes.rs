@@ -24,6 +24,10 @@ enum Route {
     Metrics,
     /// `/api/status`.
     Status,
+    /// `/ready`: 200 while serving, 503 once draining.
+    Ready,
+    /// `/live`: 200 while the process runs.
+    Live,
     /// `/api/listeners/{name}/backends`.
     Backends { listener: String },
     /// `/api/listeners/{name}/backends/{address}`.
@@ -38,6 +42,8 @@ impl Route {
             [""] => Route::Dashboard,
             ["metrics"] => Route::Metrics,
             ["api", "status"] => Route::Status,
+            ["ready"] => Route::Ready,
+            ["live"] => Route::Live,
             ["api", "listeners", name, "backends"] if !name.is_empty() => Route::Backends {
                 listener: decode_segment(name)?,
             },
@@ -56,7 +62,9 @@ impl Route {
     /// The methods this route takes, as the `Allow` header lists them.
     fn allow(&self) -> &'static str {
         match self {
-            Route::Dashboard | Route::Metrics | Route::Status => "GET, HEAD",
+            Route::Dashboard | Route::Metrics | Route::Status | Route::Ready | Route::Live => {
+                "GET, HEAD"
+            }
             Route::Backends { .. } => "POST",
             Route::Backend { .. } => "GET, HEAD, PATCH, DELETE",
         }
@@ -87,7 +95,7 @@ async fn route(
 ) -> Result<Response<Body>, AdminError> {
     let route = Route::parse(request.uri().path())?;
     // Scrapers and probes may use any name; everything else only allowed ones.
-    if route != Route::Metrics {
+    if !matches!(route, Route::Metrics | Route::Ready | Route::Live) {
         allowed_host(admin, &request)?;
     }
     let method = request.method().clone();
@@ -96,6 +104,8 @@ async fn route(
         (Route::Dashboard, _) if read => Ok(dashboard::page()),
         (Route::Metrics, _) if read => metrics_response(admin, &request),
         (Route::Status, _) if read => Ok(json_response(StatusCode::OK, &status::all(admin))),
+        (Route::Ready, _) if read => Ok(probe(admin.process.is_ready(), "ready", "draining")),
+        (Route::Live, _) if read => Ok(probe(true, "live", "")),
         (Route::Backend { listener, address }, _) if read => {
             let backend = status::backend(admin, listener, address)?;
             Ok(json_response(StatusCode::OK, &backend))
@@ -120,6 +130,20 @@ async fn route(
             allow: route.allow(),
         }),
     }
+}
+
+/// A probe's answer: 200 with `yes`, or 503 with `no`, as plain text.
+fn probe(ok: bool, yes: &'static str, no: &'static str) -> Response<Body> {
+    let (status, text) = if ok {
+        (StatusCode::OK, yes)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, no)
+    };
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(format!("{text}\n")),
+    )
 }
 
 /// `GET /metrics`, in the format the client asks for: OpenMetrics when its

@@ -22,7 +22,7 @@ use crate::admin;
 use crate::config::{Config, Listener};
 use crate::error::Error;
 use crate::health;
-use crate::state::{ListenerSlot, Listeners, Snapshot};
+use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
 use drain::Drain;
 use listener::AcceptContext;
 use signals::Signals;
@@ -121,6 +121,7 @@ pub async fn run(
     let drain = Drain::default();
     let health = HealthTasks::default();
     let listeners = Arc::new(Listeners::new());
+    let process = Arc::new(Process::default());
     let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
     for (listener_config, socket) in bound.listeners {
         let Some(slot) = serve_listener(listener_config, socket, &listeners, &drain, &global_slots)
@@ -134,9 +135,17 @@ pub async fn run(
     let admin_stop = CancellationToken::new();
     let admin_task = TaskTracker::new();
     if let Some((settings, socket)) = bound.admin {
-        start_admin(&admin_task, socket, settings, &listeners, &admin_stop);
+        start_admin(
+            &admin_task,
+            socket,
+            settings,
+            &listeners,
+            &process,
+            &admin_stop,
+        );
     }
     shutdown.await;
+    process.start_draining();
     health.stop().await;
     drain.run(config.global.drain_timeout, forced).await;
     admin_stop.cancel();
@@ -192,6 +201,7 @@ fn start_admin(
     socket: std::net::TcpListener,
     settings: admin::Settings,
     listeners: &Arc<Listeners>,
+    process: &Arc<Process>,
     stop: &CancellationToken,
 ) {
     let address = socket.local_addr().ok();
@@ -208,7 +218,12 @@ fn start_admin(
         }
         tracing::info!(address = %address, "admin listening");
     }
-    let admin = admin::Admin::new(Arc::clone(listeners), settings, stop.clone());
+    let admin = admin::Admin::new(
+        Arc::clone(listeners),
+        Arc::clone(process),
+        settings,
+        stop.clone(),
+    );
     tasks.spawn(admin::serve(admin, socket));
 }
 

@@ -20,6 +20,7 @@
 //! import it; it imports none of them.
 
 pub mod change;
+mod process;
 mod snapshot;
 pub mod stats;
 
@@ -32,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use process::Process;
 pub use snapshot::Snapshot;
 pub use stats::{ListenerLogs, ListenerStats, Rejection};
 

@@ -10,7 +10,7 @@ use rustix::process::Signal;
 
 use crate::harness::{
     Backend, Balancer, DEADLINE, Format, PROMPTLY, connect, connect_refused, echoes, eventually,
-    read_until_closed,
+    http_get, read_until_closed,
 };
 
 fn config(backend: SocketAddr, drain_timeout: &str) -> String {
@@ -153,4 +153,36 @@ fn sigusr1_and_sigusr2_are_logged_and_the_balancer_keeps_serving() {
     assert_eq!(balancer.try_exit(), None);
     drop(client);
     balancer.stop();
+}
+
+#[test]
+fn ready_answers_503_from_sigterm_on_while_live_stays_200_through_the_drain() {
+    let backend = Backend::echo();
+    // `[admin]` after `[global]`, before the listeners.
+    let config = config(backend.addr(), "30s").replace(
+        "\n\n[[listeners]]",
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listeners]]",
+    );
+    let mut balancer = Balancer::start(&config, Format::Toml);
+    let admin = balancer.wait_admin();
+    let probe = |path: &str| {
+        let answer = http_get(admin, path).expect("the admin port answers");
+        (answer.status, answer.body.trim().to_string())
+    };
+    assert_eq!(probe("/ready"), (200, "ready".to_string()));
+    assert_eq!(probe("/live"), (200, "live".to_string()));
+    let mut held = connect(balancer.addr("web"));
+    assert_eq!(echoes(&mut held, b"hold"), Ok(()));
+
+    balancer.signal(Signal::TERM);
+    assert!(
+        eventually(PROMPTLY, || probe("/ready").0 == 503),
+        "/ready still answers 200 after SIGTERM"
+    );
+    assert_eq!(probe("/ready"), (503, "draining".to_string()));
+    assert_eq!(probe("/live"), (200, "live".to_string()));
+    assert_eq!(echoes(&mut held, b"still relayed"), Ok(()));
+    drop(held);
+    let status = balancer.wait_exit(DEADLINE);
+    assert!(status.success(), "exit {status}");
 }
