@@ -243,10 +243,25 @@ mod tests {
         }
     }
 
+    /// Any IP address but an IPv4-mapped one, which no listen address may be.
     fn ip() -> impl Strategy<Value = IpAddr> {
         prop_oneof![
             any::<u32>().prop_map(|n| IpAddr::V4(Ipv4Addr::from(n))),
-            any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(n))),
+            any::<u128>()
+                .prop_filter("not IPv4-mapped", |n| {
+                    Ipv6Addr::from(*n).to_ipv4_mapped().is_none()
+                })
+                .prop_map(|n| IpAddr::V6(Ipv6Addr::from(n))),
+        ]
+    }
+
+    /// A source address this machine has: loopback, of either family (the
+    /// listener keeps it only when its backends are of that family).
+    fn source_strategy() -> impl Strategy<Value = Option<IpAddr>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            Just(Some(IpAddr::V6(Ipv6Addr::LOCALHOST))),
         ]
     }
 
@@ -319,7 +334,7 @@ mod tests {
                 0..=MAX_RETRIES,
             ),
             (
-                proptest::option::of(ip()),
+                source_strategy(),
                 proptest::collection::vec((ip(), 0u8..=128), 0..3),
                 1..=MAX_CONNECTIONS,
                 proptest::collection::vec(backend_strategy(), 1..5),
@@ -344,6 +359,10 @@ mod tests {
                     .collect();
                 let mut seen = std::collections::HashSet::new();
                 backends.retain(|b| seen.insert(b.address.clone()));
+                let source_address = source_address.filter(|source: &IpAddr| {
+                    let family = source.is_ipv4();
+                    backends.iter().all(|b| b.resolved.is_ipv4() == family)
+                });
                 Listener {
                     name: format!("l{name}"),
                     listen: SocketAddr::new(ip, 0),

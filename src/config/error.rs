@@ -13,7 +13,7 @@
 //! ```
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::Mode;
 use crate::net::addr::{AddrError, ResolveError};
@@ -187,6 +187,33 @@ pub enum Problem {
     /// A backend host that does not resolve.
     #[error(transparent)]
     Unresolved(#[from] ResolveError),
+    /// A source address of one family and a backend of the other: no
+    /// connect to that backend could bind it.
+    #[error(
+        "source address {ip} is {} but backend {} (connects to it would fail)",
+        Family(*.ip),
+        OtherEnd::new(.backend, *.resolved, *.by_name)
+    )]
+    SourceFamily {
+        /// The source address.
+        ip: IpAddr,
+        /// The first backend of the other family, as written.
+        backend: String,
+        /// The address it is connected to.
+        resolved: IpAddr,
+        /// Whether `backend` is a host name (the message then shows what it
+        /// resolved to).
+        by_name: bool,
+    },
+    /// A source address this machine cannot bind: every connect from it
+    /// would fail. Carries the reason in words.
+    #[error("source address {ip} cannot be bound: {reason}")]
+    SourceNotBindable {
+        /// The source address.
+        ip: IpAddr,
+        /// Why, in words ("address not available on this machine").
+        reason: String,
+    },
     /// A listener with an empty backend list.
     #[error("the backend list is empty")]
     NoBackends,
@@ -331,6 +358,49 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 // === rendering helpers ===
+
+/// `IPv4` or `IPv6`.
+struct Family(IpAddr);
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_ipv4() { "IPv4" } else { "IPv6" })
+    }
+}
+
+/// A backend and its family: `"127.0.0.1:8080" is IPv4`, or for a host
+/// name `"db:5432" resolves to IPv4 address 10.0.0.5`.
+struct OtherEnd<'a> {
+    address: &'a str,
+    resolved: IpAddr,
+    by_name: bool,
+}
+
+impl<'a> OtherEnd<'a> {
+    fn new(address: &'a str, resolved: IpAddr, by_name: bool) -> Self {
+        OtherEnd {
+            address,
+            resolved,
+            by_name,
+        }
+    }
+}
+
+impl fmt::Display for OtherEnd<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let family = Family(self.resolved);
+        if self.by_name {
+            let resolved = self.resolved;
+            write!(
+                f,
+                "{} resolves to {family} address {resolved}",
+                Quoted(self.address)
+            )
+        } else {
+            write!(f, "{} is {family}", Quoted(self.address))
+        }
+    }
+}
 
 /// ` (first on line N)` when the line is known, else nothing.
 struct FirstOn(Option<usize>);
@@ -494,6 +564,27 @@ mod tests {
             assert_eq!(rendered, expected);
             assert_readable(&rendered);
         }
+    }
+
+    #[test]
+    fn a_source_family_mismatch_names_both_ends_and_what_a_host_name_resolved_to() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mismatch = |backend: &str, resolved: &str, by_name: bool| Problem::SourceFamily {
+            ip: ip("::1"),
+            backend: backend.into(),
+            resolved: ip(resolved),
+            by_name,
+        };
+        assert_eq!(
+            mismatch("127.0.0.1:8080", "127.0.0.1", false).to_string(),
+            "source address ::1 is IPv6 but backend \"127.0.0.1:8080\" is IPv4 \
+             (connects to it would fail)"
+        );
+        assert_eq!(
+            mismatch("db.internal:5432", "10.0.0.5", true).to_string(),
+            "source address ::1 is IPv6 but backend \"db.internal:5432\" resolves to IPv4 \
+             address 10.0.0.5 (connects to it would fail)"
+        );
     }
 
     #[test]

@@ -12,10 +12,11 @@
 //! that gives the line); the model here holds only checked values: resolved
 //! addresses, `Duration`s, enums. Errors ([`ConfigError`], in `error.rs`)
 //! carry the file, line, path to the value and the problem, and one run
-//! reports every problem it can find. Nothing in this module binds a socket
-//! or spawns a task (host names are resolved, which is the only I/O), so
-//! `balancer check` and `balancer convert` are free, and every error can be
-//! tested from a string. `docs/config.md` is the user's reference to both
+//! reports every problem it can find. Nothing in this module listens,
+//! connects or spawns a task (host names are resolved, and a
+//! `source_address` is bound on a throwaway socket to learn whether this
+//! machine has it: the only I/O), so `balancer check` and `balancer
+//! convert` are free, and every error can be tested from a string. `docs/config.md` is the user's reference to both
 //! formats.
 //!
 //! A listener's settings that apply to one mode only sit in its

@@ -1,7 +1,7 @@
 //! One listener: its name, listen address, mode, algorithm, timeouts, allow
 //! list and health checks, and that its name and address are its own. Its
-//! backends are checked in `backend.rs`, listen addresses in `listen.rs`,
-//! the keys of one mode only in `mode.rs`.
+//! backends are checked in `backend.rs`, its source address in `source.rs`,
+//! listen addresses in `listen.rs`, the keys of one mode only in `mode.rs`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -47,9 +47,6 @@ impl Validator<'_> {
         let connect_timeout = self.text(&raw.connect_timeout, &scope, "connect_timeout", duration);
         let idle_timeout = self.text(&raw.idle_timeout, &scope, "idle_timeout", duration);
         let retries = self.int(&raw.retries, &scope, "retries", 0, MAX_RETRIES);
-        let source_address = self.text(&raw.source_address, &scope, "source_address", |t| {
-            Ok(addr::ip(t)?)
-        });
         let mode = self.mode_settings(raw, &scope, global, mode_name);
         let allow = self.allow(raw.allow.as_ref(), &scope);
         let max_connections = self.int(
@@ -60,6 +57,7 @@ impl Validator<'_> {
             MAX_CONNECTIONS,
         );
         let backends = self.backends(raw.backends.as_ref(), &header, &scope);
+        let source_address = self.source_address(&raw.source_address, &scope, backends.as_deref());
         let slow_start = self.text(&raw.slow_start, &scope, "slow_start", duration_or_zero);
         let ewma_decay = self.text(&raw.ewma_decay, &scope, "ewma_decay", duration);
         let health_check = match &raw.health_check {

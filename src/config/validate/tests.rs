@@ -289,6 +289,42 @@ fn toml_cases() -> Vec<(String, &'static str)> {
              with listener \"web\" (127.0.0.1:24003, line 3): both cannot be bound",
         ),
         (
+            format!(
+                "[[listeners]]\nname = \"web\"\nlisten = \"[::ffff:127.0.0.1]:80\"\n{BACKENDS}"
+            ),
+            "b.toml:3: listener \"web\": key \"listen\": \"::ffff:127.0.0.1\" is an \
+             IPv4-mapped IPv6 address (write the IPv4 address 127.0.0.1)",
+        ),
+        (
+            l("source_address = \"::ffff:127.0.0.2\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": \"::ffff:127.0.0.2\" is an \
+             IPv4-mapped IPv6 address (write the IPv4 address 127.0.0.2)",
+        ),
+        (
+            l("source_address = \"::1\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": source address ::1 is IPv6 \
+             but backend \"127.0.0.1:8080\" is IPv4 (connects to it would fail)",
+        ),
+        (
+            toml_listener(
+                "source_address = \"127.0.0.1\"\nbackends = [\"127.0.0.1:1\", \"[::1]:2\", \"[::1]:3\"]\n",
+            ),
+            "b.toml:4: listener \"web\": key \"source_address\": source address 127.0.0.1 is \
+             IPv4 but backend \"[::1]:2\" is IPv6 (connects to it would fail)",
+        ),
+        (
+            l("source_address = \"192.0.2.1\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": source address 192.0.2.1 \
+             cannot be bound: address not available on this machine",
+        ),
+        (
+            l("source_address = \"2001:db8::1\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": source address 2001:db8::1 \
+             is IPv6 but backend \"127.0.0.1:8080\" is IPv4 (connects to it would fail)\n\
+             b.toml:4: listener \"web\": key \"source_address\": source address 2001:db8::1 \
+             cannot be bound: address not available on this machine",
+        ),
+        (
             toml_listener("backends = [\"nosuch.invalid:80\"]\n"),
             "b.toml:4: listener \"web\": backend \"nosuch.invalid:80\": \
              host \"nosuch.invalid\" does not resolve (",
@@ -370,6 +406,11 @@ const INI_CASES: &[(&str, &str)] = &[
     (
         "[options]\nbuffer_size=1\n",
         "s.cfg: no mappings (expected at least one line in [mappings])",
+    ),
+    (
+        "[mappings]\n[::ffff:127.0.0.1]:24003=127.0.0.1:1\n",
+        "s.cfg:2: mapping \"[::ffff:127.0.0.1]:24003\": \"::ffff:127.0.0.1\" is an \
+         IPv4-mapped IPv6 address (write the IPv4 address 127.0.0.1)",
     ),
 ];
 
@@ -581,6 +622,12 @@ fn admin_settings_are_checked_with_their_line() {
             format!("[admin]\nlisten = \"127.0.0.1:24003\"\n{listener}"),
             "b.toml:5: listener \"web\": listen address 127.0.0.1:24003 conflicts with \
              [admin] (127.0.0.1:24003, line 2): both cannot be bound",
+        ),
+        (
+            FileFormat::Toml,
+            format!("[admin]\nlisten = \"[::ffff:127.0.0.1]:9000\"\n{listener}"),
+            "b.toml:2: [admin]: key \"listen\": \"::ffff:127.0.0.1\" is an IPv4-mapped IPv6 \
+             address (write the IPv4 address 127.0.0.1)",
         ),
         (
             FileFormat::Ini,
