@@ -118,6 +118,34 @@ pub enum Problem {
     /// A duration that does not parse; carries the text.
     #[error("{} is not a duration (expected a number and a unit: ms, s, m or h)", Quoted(.0))]
     BadDuration(String),
+    /// A duration whose unit is not one of `ms`, `s`, `m` and `h`; carries
+    /// the text and the unit as written.
+    #[error(
+        "{} is not a duration: unknown unit {} (expected ms, s, m or h)",
+        Quoted(.value),
+        Quoted(.unit)
+    )]
+    DurationUnit {
+        /// The text given.
+        value: String,
+        /// The unit in it that is not known.
+        unit: String,
+    },
+    /// A duration with a fraction (`1.5s`); carries the text.
+    #[error(
+        "{} is not a duration: the number must be whole \
+         (use a smaller unit, as in \"1500ms\" for 1.5s)",
+        Quoted(.0)
+    )]
+    DurationFraction(String),
+    /// A duration whose parts are not largest unit first, each unit once
+    /// (`30m 1h`, `1s 1s`); carries the text.
+    #[error(
+        "{} is not a duration: its parts must go from the largest unit to the smallest, \
+         each unit once (as in \"1h 30m\")",
+        Quoted(.0)
+    )]
+    DurationOrder(String),
     /// A duration of zero where time must pass.
     #[error("duration must be more than zero")]
     ZeroDuration,

@@ -21,7 +21,9 @@
 //!
 //! A listener's settings that apply to one mode only sit in its
 //! [`ModeSettings`]; [`defaults`] and [`limits`] hold the default and the
-//! bounds of every key.
+//! bounds of every key. `duration.rs` is the one grammar of durations, and
+//! [`format_duration`] the one way they are printed (`check`, `convert`,
+//! logs).
 // Config text comes from outside: nothing here may panic on it.
 #![cfg_attr(
     not(test),
@@ -34,6 +36,7 @@
 )]
 
 mod convert;
+mod duration;
 mod error;
 mod ini;
 mod native;
@@ -46,7 +49,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use convert::{format_duration, to_toml};
+pub use convert::to_toml;
+pub use duration::format_duration;
 pub use error::ConfigErrors;
 
 /// Which of the two file formats a config is written in. (`FileFormat`,
@@ -431,7 +435,7 @@ pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>
         out,
         "global: workers {workers}, buffer_size {}, drain_timeout {}, max_connections {}",
         g.buffer_size,
-        humantime::format_duration(g.drain_timeout),
+        format_duration(g.drain_timeout),
         g.max_connections
     );
     if let Some(admin) = &config.admin {

@@ -1,7 +1,8 @@
-//! What `balancer check` refuses before anything runs (issue 16): configs
-//! that would pass `check` and then fail, such as an IPv4-mapped listen
-//! address or a source address of the wrong family or not on this machine.
-//! Each test runs the real binary on a file, as a user does.
+//! What `balancer check` refuses before anything runs, and how it prints
+//! what it accepts (issue 16): configs that would pass `check` and then
+//! fail (an IPv4-mapped listen address, a source address of the wrong
+//! family or not on this machine), and durations outside the documented
+//! grammar. Each test runs the real binary on a file, as a user does.
 
 use crate::harness::{Format, Output, assert_no_debug_formatting, check, run_with_config};
 
@@ -157,4 +158,54 @@ fn a_local_source_address_of_the_backends_family_passes_check() {
         return;
     }
     assert_no_debug_formatting("check", &out.both());
+}
+// === item 10: durations ===
+
+#[test]
+fn durations_outside_the_documented_grammar_are_refused_naming_key_and_value_issue_16() {
+    let cases = [
+        ("365d", "unknown unit \"d\""),
+        ("1us", "unknown unit \"us\""),
+        ("1ns", "unknown unit \"ns\""),
+        ("1sec", "unknown unit \"sec\""),
+        ("1.5s", "whole"),
+        ("30m 1h", "largest unit"),
+        ("30", "expected a number and a unit"),
+    ];
+    for (value, problem) in cases {
+        let text = web(
+            "127.0.0.1:0",
+            &format!("idle_timeout = \"{value}\""),
+            "[\"127.0.0.1:8080\"]",
+        );
+        let quoted = format!("\"{value}\"");
+        assert_refused(
+            Format::Toml,
+            &text,
+            "4",
+            &["listener \"web\"", "key \"idle_timeout\"", &quoted, problem],
+        );
+    }
+}
+
+#[test]
+fn check_prints_every_duration_in_the_largest_unit_that_divides_it_issue_16() {
+    let text = format!(
+        "[global]\ndrain_timeout = \"8760h\"\n{}\
+         slow_start = \"1h 30m\"\n\
+         [listeners.health_check]\ninterval = \"1h 30m\"\ntimeout = \"1500ms\"\n\
+         [listeners.passive_check]\nbackoff = \"90s\"\n",
+        web("127.0.0.1:0", "", "[\"127.0.0.1:8080\"]")
+    );
+    let out = check(&text, Format::Toml);
+    assert_eq!(out.code(), 0, "{}", out.both());
+    out.assert_stdout_contains(&[
+        "drain_timeout 8760h,",
+        "every 90m, timeout 1500ms,",
+        "tried again after 90s",
+        "slow start: 90m",
+    ]);
+    for humantime_word in ["months", "days", "1h 30m"] {
+        assert!(!out.stdout.contains(humantime_word), "{}", out.both());
+    }
 }

@@ -68,9 +68,25 @@ fn toml_cases() -> Vec<(String, &'static str)> {
              duration (expected a number and a unit: ms, s, m or h)",
         ),
         (
-            l("idle_timeout = \"400days\"\n"),
-            "b.toml:4: listener \"web\": key \"idle_timeout\": \"400days\" is too long \
+            l("idle_timeout = \"8761h\"\n"),
+            "b.toml:4: listener \"web\": key \"idle_timeout\": \"8761h\" is too long \
              (at most 365 days)",
+        ),
+        (
+            l("idle_timeout = \"365d\"\n"),
+            "b.toml:4: listener \"web\": key \"idle_timeout\": \"365d\" is not a duration: \
+             unknown unit \"d\" (expected ms, s, m or h)",
+        ),
+        (
+            l("connect_timeout = \"1.5s\"\n"),
+            "b.toml:4: listener \"web\": key \"connect_timeout\": \"1.5s\" is not a duration: \
+             the number must be whole (use a smaller unit, as in \"1500ms\" for 1.5s)",
+        ),
+        (
+            global("drain_timeout = \"30s 1m\"\n"),
+            "b.toml:2: [global]: key \"drain_timeout\": \"30s 1m\" is not a duration: \
+             its parts must go from the largest unit to the smallest, each unit once \
+             (as in \"1h 30m\")",
         ),
         (
             l("retries = -1\n"),

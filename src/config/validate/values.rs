@@ -9,7 +9,8 @@ use crate::config::{Algorithm, CheckKind, Mode};
 
 use crate::config::limits::MAX_DURATION_DAYS;
 
-/// A duration with a unit; more than zero, at most [`MAX_DURATION_DAYS`].
+/// A duration in the grammar of [`crate::config::duration`]; more than
+/// zero, at most [`MAX_DURATION_DAYS`].
 pub(super) fn duration(text: &str) -> Result<Duration, Problem> {
     let d = duration_or_zero(text)?;
     if d.is_zero() {
@@ -18,10 +19,10 @@ pub(super) fn duration(text: &str) -> Result<Duration, Problem> {
     Ok(d)
 }
 
-/// A duration with a unit; zero allowed, at most [`MAX_DURATION_DAYS`].
+/// A duration in the grammar of [`crate::config::duration`]; zero allowed,
+/// at most [`MAX_DURATION_DAYS`].
 pub(super) fn duration_or_zero(text: &str) -> Result<Duration, Problem> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|_| Problem::BadDuration(text.to_string()))?;
+    let d = crate::config::duration::parse(text)?;
     if d > Duration::from_secs(MAX_DURATION_DAYS * 24 * 3600) {
         return Err(Problem::DurationTooLong {
             value: text.to_string(),
