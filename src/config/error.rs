@@ -52,6 +52,9 @@ pub enum Context {
     KeyValue(String, String),
     /// A backend, by its address as written.
     Backend(String),
+    /// A backend whose address is not a string; 1-based position in its
+    /// listener's list.
+    BackendNumber(usize),
 }
 
 /// Something that exists in SPEC but is not built yet: refused with an error
@@ -73,6 +76,16 @@ pub enum Problem {
     /// A TOML syntax or type error, in the parser's words (tidied).
     #[error("{0}")]
     Syntax(String),
+    /// A value of another type than its key takes, found by validation (a
+    /// backend table's values are kept as typed): what was typed, in TOML's
+    /// words (``float `1.5` ``), and what the key takes (`an integer`).
+    #[error("invalid type: {found}, expected {expected}")]
+    WrongType {
+        /// What was typed.
+        found: String,
+        /// What the key takes.
+        expected: &'static str,
+    },
     /// A key the table does not have; carries the keys it does have.
     #[error("unknown key (expected {})", OneOf(.0))]
     UnknownKey(Vec<String>),
@@ -254,8 +267,8 @@ pub enum Problem {
     /// A backend weight outside 1..=max.
     #[error("weight {value} is out of range (expected 1 to {max})")]
     WeightOutOfRange {
-        /// The weight given.
-        value: i64,
+        /// The weight given (an `i128`: TOML integers beyond `i64` too).
+        value: i128,
         /// The largest allowed ([`super::limits::MAX_WEIGHT`]).
         max: u32,
     },
@@ -309,6 +322,7 @@ impl fmt::Display for Context {
             Context::Key(key) => write!(f, "key {}", Quoted(key)),
             Context::KeyValue(key, value) => write!(f, "key {} = {}", Quoted(key), Quoted(value)),
             Context::Backend(address) => write!(f, "backend {}", Quoted(address)),
+            Context::BackendNumber(n) => write!(f, "backend #{n}"),
         }
     }
 }

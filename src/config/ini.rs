@@ -27,7 +27,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::error::{ConfigError, Context, Problem};
-use super::native::{RawAdmin, RawBackend, RawConfig, RawListener};
+use super::native::{RawAdmin, RawBackend, RawConfig, RawListener, Typed};
 
 /// The keys `[options]` knows, for the "unknown key" message.
 const OPTION_KEYS: [&str; 4] = ["buffer_size", "algorithm", "pre_resolve_workers", "admin"];
@@ -310,11 +310,14 @@ fn backend(item: &str, span: &Range<usize>) -> Result<RawBackend, Problem> {
     let weight = match weight {
         None => None,
         Some(text) => match text.trim().parse::<i64>() {
-            Ok(n) => Some(Spanned::new(span.clone(), n)),
+            Ok(n) => Some(Spanned::new(span.clone(), Typed::Value(i128::from(n)))),
             Err(_) => return Err(Problem::WeightNotNumber(text.to_string())),
         },
     };
-    Ok(RawBackend { address, weight })
+    Ok(RawBackend {
+        address: Typed::Value(address),
+        weight,
+    })
 }
 
 /// `port[:weight]` split at its `:`.
@@ -528,12 +531,13 @@ pre_resolve_workers=1
     fn a_mapping_value_splits_at_the_first_equals_sign() {
         let (key, value) = "127.0.0.1:24004=localhost:8084=x".split_once('=').unwrap();
         assert_eq!((key, value), ("127.0.0.1:24004", "localhost:8084=x"));
+        let address = |b: &RawBackend| b.address.value().cloned().unwrap_or_default();
         let b = backend("127.0.0.1:8080:3", &(0..1)).unwrap();
-        assert_eq!(b.address, "127.0.0.1:8080");
-        assert_eq!(b.weight.map(|w| *w.get_ref()), Some(3));
+        assert_eq!(address(&b), "127.0.0.1:8080");
+        assert_eq!(b.weight.map(|w| w.into_inner()), Some(Typed::Value(3)));
         let b = backend("[::1]:8080", &(0..1)).unwrap();
-        assert_eq!((b.address.as_str(), b.weight), ("[::1]:8080", None));
+        assert_eq!((address(&b).as_str(), b.weight), ("[::1]:8080", None));
         let b = backend("::1:8080", &(0..1)).unwrap();
-        assert_eq!(b.address, "::1:8080");
+        assert_eq!(address(&b), "::1:8080");
     }
 }

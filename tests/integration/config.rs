@@ -1,8 +1,9 @@
 //! What `balancer check` refuses before anything runs, and how it prints
 //! what it accepts (issue 16): configs that would pass `check` and then
 //! fail (an IPv4-mapped listen address, a source address of the wrong
-//! family or not on this machine), and durations outside the documented
-//! grammar. Each test runs the real binary on a file, as a user does.
+//! family or not on this machine), durations outside the documented
+//! grammar, and wrong types inside a backend table, which must name their
+//! listener. Each test runs the real binary on a file, as a user does.
 
 use crate::harness::{Format, Output, assert_no_debug_formatting, check, run_with_config};
 
@@ -208,4 +209,79 @@ fn check_prints_every_duration_in_the_largest_unit_that_divides_it_issue_16() {
     for humantime_word in ["months", "days", "1h 30m"] {
         assert!(!out.stdout.contains(humantime_word), "{}", out.both());
     }
+}
+// === item 11: type errors inside a backend table ===
+
+#[test]
+fn a_mistyped_weight_in_a_backend_table_names_the_listener_the_backend_and_the_key_issue_16() {
+    for weight in ["1.5", "\"3\"", "true"] {
+        let backends = format!("[{{ address = \"127.0.0.1:8080\", weight = {weight} }}]");
+        let text = web("127.0.0.1:0", "", &backends);
+        let value = weight.trim_matches('"');
+        assert_refused(
+            Format::Toml,
+            &text,
+            "5",
+            &[
+                "listener \"web\"",
+                "backend \"127.0.0.1:8080\"",
+                "key \"weight\"",
+                value,
+                "expected an integer",
+            ],
+        );
+    }
+    // A number too large for any weight is out of range, not mistyped.
+    let huge = web(
+        "127.0.0.1:0",
+        "",
+        "[{ address = \"127.0.0.1:8080\", weight = 99999999999999999999 }]",
+    );
+    assert_refused(
+        Format::Toml,
+        &huge,
+        "5",
+        &[
+            "listener \"web\"",
+            "backend \"127.0.0.1:8080\"",
+            "weight 99999999999999999999 is out of range",
+        ],
+    );
+    // The array-of-tables form, with another problem: both are reported,
+    // since a mistyped weight no longer stops the reading.
+    let text = "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nalgorithm = \"fastest\"\n\
+                [[listeners.backends]]\naddress = \"127.0.0.1:8080\"\nweight = 2.5\n";
+    let out = assert_refused(
+        Format::Toml,
+        text,
+        "7",
+        &[
+            "listener \"web\"",
+            "backend \"127.0.0.1:8080\"",
+            "key \"weight\"",
+            "2.5",
+        ],
+    );
+    assert!(out.stderr.contains("fastest"), "{}", out.both());
+}
+
+#[test]
+fn a_mistyped_backend_address_names_the_listener_and_the_key_issue_16() {
+    let text = web(
+        "127.0.0.1:0",
+        "",
+        "[\"127.0.0.1:8081\", { address = 8080 }]",
+    );
+    assert_refused(
+        Format::Toml,
+        &text,
+        "5",
+        &[
+            "listener \"web\"",
+            "backend #2",
+            "key \"address\"",
+            "8080",
+            "expected a string",
+        ],
+    );
 }

@@ -204,6 +204,43 @@ fn toml_cases() -> Vec<(String, &'static str)> {
              weight -3 is out of range (expected 1 to 10000)",
         ),
         (
+            toml_listener("backends = [{ address = \"127.0.0.1:8080\", weight = 1.5 }]\n"),
+            "b.toml:4: listener \"web\": backend \"127.0.0.1:8080\": key \"weight\": \
+             invalid type: float `1.5`, expected an integer",
+        ),
+        (
+            toml_listener("backends = [{ address = \"127.0.0.1:8080\", weight = \"3\" }]\n"),
+            "b.toml:4: listener \"web\": backend \"127.0.0.1:8080\": key \"weight\": \
+             invalid type: string \"3\", expected an integer",
+        ),
+        (
+            toml_listener(
+                "backends = [{ address = \"127.0.0.1:8080\", weight = 99999999999999999999 }]\n",
+            ),
+            "b.toml:4: listener \"web\": backend \"127.0.0.1:8080\": \
+             weight 99999999999999999999 is out of range (expected 1 to 10000)",
+        ),
+        (
+            toml_listener("[[listeners.backends]]\naddress = \"127.0.0.1:8080\"\nweight = []\n"),
+            "b.toml:6: listener \"web\": backend \"127.0.0.1:8080\": key \"weight\": \
+             invalid type: array, expected an integer",
+        ),
+        (
+            toml_listener("backends = [\"127.0.0.1:1\", { address = 8080, weight = 2 }]\n"),
+            "b.toml:4: listener \"web\": backend #2: key \"address\": \
+             invalid type: integer `8080`, expected a string",
+        ),
+        (
+            toml_listener(
+                "algorithm = \"fastest\"\nbackends = [{ address = \"127.0.0.1:1\", weight = 0.5 }]\n",
+            ),
+            "b.toml:4: listener \"web\": key \"algorithm\": unknown algorithm \"fastest\" \
+             (expected one of round_robin, random, weighted_round_robin, \
+             least_connections, power_of_two or source_hash)\n\
+             b.toml:5: listener \"web\": backend \"127.0.0.1:1\": key \"weight\": \
+             invalid type: float `0.5`, expected an integer",
+        ),
+        (
             toml_listener("backends = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n"),
             "b.toml:4: listener \"web\": backend \"127.0.0.1:1\": \
              backend is listed twice in this listener (first on line 4)",
