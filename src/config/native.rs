@@ -103,6 +103,11 @@ pub(crate) struct RawListener {
     pub health_check: Option<Spanned<RawHealthCheck>>,
     /// `[listeners.passive_check]`: what failed real connects do.
     pub passive_check: Option<Spanned<RawPassiveCheck>>,
+    /// INI only: the reader refused (and reported) some items of the
+    /// mapping's backend list, which holds the others; an empty list then
+    /// says nothing new.
+    #[serde(skip)]
+    pub refused_backends: bool,
 }
 
 /// `[listeners.health_check]` as typed.

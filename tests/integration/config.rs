@@ -2,8 +2,9 @@
 //! what it accepts (issue 16): configs that would pass `check` and then
 //! fail (an IPv4-mapped listen address, a source address of the wrong
 //! family or not on this machine), durations outside the documented
-//! grammar, and wrong types inside a backend table, which must name their
-//! listener. Each test runs the real binary on a file, as a user does.
+//! grammar, wrong types inside a backend table, which must name their
+//! listener, and every bad backend of an INI mapping, all in one run. Each
+//! test runs the real binary on a file, as a user does.
 
 use crate::harness::{Format, Output, assert_no_debug_formatting, check, run_with_config};
 
@@ -284,4 +285,29 @@ fn a_mistyped_backend_address_names_the_listener_and_the_key_issue_16() {
             "expected a string",
         ],
     );
+}
+// === item 12: every bad backend of an INI mapping ===
+
+#[test]
+fn every_bad_backend_of_an_ini_mapping_is_reported_in_one_run_issue_16() {
+    let text = "[mappings]\n24003=127.0.0.1:8080:0,127.0.0.1:8081:abc,127.0.0.1:8082:2\n";
+    let out = assert_refused(
+        Format::Ini,
+        text,
+        "2",
+        &[
+            "mapping \"24003\"",
+            "backend \"127.0.0.1:8080\"",
+            "weight 0",
+        ],
+    );
+    assert!(
+        out.stderr.contains(
+            "error: setup.cfg:2: mapping \"24003\": backend \"127.0.0.1:8081:abc\": \
+             weight \"abc\" is not a number"
+        ),
+        "{}",
+        out.both()
+    );
+    assert_eq!(out.stderr.lines().count(), 2, "{}", out.both());
 }

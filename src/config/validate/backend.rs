@@ -19,10 +19,13 @@ use super::{Validator, with, with_key};
 impl Validator<'_> {
     /// A listener's backends; a missing list is reported on the listener's
     /// line. Every entry is checked (and reported), and the list stands
-    /// only when all of them pass.
+    /// only when all of them pass. `refused` says the INI reader left out
+    /// items it reported already: the list does not stand, and being empty
+    /// is no news.
     pub(super) fn backends(
         &mut self,
         raw: Option<&Spanned<Vec<Spanned<RawBackend>>>>,
+        refused: bool,
         header: &Range<usize>,
         scope: &[Context],
     ) -> Option<Vec<BackendSpec>> {
@@ -30,6 +33,9 @@ impl Validator<'_> {
             self.missing(header.clone(), scope, "backends");
             return None;
         };
+        if list.get_ref().is_empty() && refused {
+            return None;
+        }
         if list.get_ref().is_empty() {
             let context = match self.format {
                 FileFormat::Toml => with_key(scope, "backends"),
@@ -64,7 +70,8 @@ impl Validator<'_> {
                 }
             })
             .collect();
-        specs.into_iter().collect()
+        let specs: Option<Vec<BackendSpec>> = specs.into_iter().collect();
+        specs.filter(|_| !refused)
     }
 
     /// One backend, whose address is `address`: its weight an integer in

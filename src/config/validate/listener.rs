@@ -56,7 +56,7 @@ impl Validator<'_> {
             1,
             MAX_CONNECTIONS,
         );
-        let backends = self.backends(raw.backends.as_ref(), &header, &scope);
+        let backends = self.backends(raw.backends.as_ref(), raw.refused_backends, &header, &scope);
         let source_address = self.source_address(&raw.source_address, &scope, backends.as_deref());
         let slow_start = self.text(&raw.slow_start, &scope, "slow_start", duration_or_zero);
         let ewma_decay = self.text(&raw.ewma_decay, &scope, "ewma_decay", duration);
