@@ -217,6 +217,17 @@ pub enum Problem {
     /// A listener name that is empty.
     #[error("name is empty")]
     EmptyName,
+    /// A listener name with a control character (newline, tab, NUL, ...),
+    /// which would split or garble the text log lines it is written into.
+    #[error(
+        "name {} must not contain control characters such as newline, tab or NUL \
+         (it is written into log lines)",
+        Quoted(.0)
+    )]
+    NameNotPrintable(String),
+    /// A listener name of spaces only.
+    #[error("name {} is blank (expected at least one visible character)", Quoted(.0))]
+    BlankName(String),
     /// `allow = []`: it would read as "no one", but an absent list means
     /// everyone, so an empty one is refused as ambiguous.
     #[error("the allow list is empty (leave the key out to let every client in)")]

@@ -1,10 +1,11 @@
 //! What `balancer check` refuses before anything runs, and how it prints
-//! what it accepts (issue 16): configs that would pass `check` and then
-//! fail (an IPv4-mapped listen address, a source address of the wrong
-//! family or not on this machine), durations outside the documented
-//! grammar, wrong types inside a backend table, which must name their
-//! listener, and every bad backend of an INI mapping, all in one run. Each
-//! test runs the real binary on a file, as a user does.
+//! what it accepts (issue 16, items 9 to 13): configs that would pass
+//! `check` and then fail (an IPv4-mapped listen address, a source address
+//! of the wrong family or not on this machine), durations outside the
+//! documented grammar, wrong types inside a backend table, which must name
+//! their listener, every bad backend of an INI mapping in one run, and
+//! listener names that would split log lines. Each test runs the real
+//! binary on a file, as a user does.
 
 use crate::harness::{Format, Output, assert_no_debug_formatting, check, run_with_config};
 
@@ -310,4 +311,38 @@ fn every_bad_backend_of_an_ini_mapping_is_reported_in_one_run_issue_16() {
         out.both()
     );
     assert_eq!(out.stderr.lines().count(), 2, "{}", out.both());
+}
+
+// === item 13: listener names ===
+
+#[test]
+fn listener_names_with_control_characters_or_only_spaces_are_refused_issue_16() {
+    // (the name as a TOML basic string, what the error shows of it)
+    let cases = [
+        ("a\\nb", "name \"a\\nb\""),
+        ("a\\u0000b", "name \"a\\u{0}b\""),
+        ("a\\tb", "name \"a\\tb\""),
+        ("web\\r", "name \"web\\r\""),
+        ("   ", "name \"   \""),
+    ];
+    for (name, shown) in cases {
+        let text = format!(
+            "[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\
+             backends = [\"127.0.0.1:8080\"]\n"
+        );
+        assert_refused(
+            Format::Toml,
+            &text,
+            "2",
+            &["listener \"127.0.0.1:0\"", "key \"name\"", shown],
+        );
+    }
+}
+
+#[test]
+fn a_default_name_is_the_listen_address_without_the_spaces_around_it_issue_16() {
+    let text = "[[listeners]]\nlisten = \" 127.0.0.1:0\\n\"\nbackends = [\"127.0.0.1:8080\"]\n";
+    let out = check(text, Format::Toml);
+    assert_eq!(out.code(), 0, "{}", out.both());
+    out.assert_stdout_contains(&["listener 127.0.0.1:0 on 127.0.0.1:0 "]);
 }

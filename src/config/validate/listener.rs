@@ -15,7 +15,9 @@ use crate::config::native::{RawHealthCheck, RawListener, RawPassiveCheck};
 use crate::config::{Algorithm, FileFormat, Global, HealthCheck, Listener, PassiveCheck, defaults};
 use crate::net::addr;
 
-use super::values::{algorithm, check_kind, check_path, duration, duration_or_zero, mode};
+use super::values::{
+    algorithm, check_kind, check_path, duration, duration_or_zero, listener_name, mode,
+};
 use super::{Checked, Validator, with, with_key};
 
 impl Validator<'_> {
@@ -29,13 +31,12 @@ impl Validator<'_> {
     ) -> Option<Listener> {
         let raw = spanned.get_ref();
         let errors_before = self.errors.len();
-        let given = raw.name.as_ref().filter(|n| !n.get_ref().is_empty());
-        let name = given.or(raw.listen.as_ref());
-        let here = self.listener_context(index, name);
+        let name = self.name_of(raw);
+        let here = self.listener_context(index, name.as_ref());
         let scope = [here.clone()];
         let header = spanned.span();
 
-        if let Some(name) = &raw.name {
+        if let (Some(name), FileFormat::Toml) = (&raw.name, self.format) {
             self.check_name(name, &scope);
         }
         let listen = self.listen(raw.listen.as_ref(), &header, &scope);
@@ -69,7 +70,7 @@ impl Validator<'_> {
             None => Some(Some(defaults::PASSIVE_CHECK)),
         };
 
-        if let (Some(name), Some(written), Some(addr)) = (name, &raw.listen, listen) {
+        if let (Some(name), Some(written), Some(addr)) = (&name, &raw.listen, listen) {
             self.claim_name(name, here.clone());
             self.claim_listen(addr, written.span(), here);
         }
@@ -77,7 +78,7 @@ impl Validator<'_> {
             return None;
         }
         Some(Listener {
-            name: name?.get_ref().clone(),
+            name: name?.into_inner(),
             listen: listen?,
             mode: mode?,
             algorithm: algorithm.flatten().unwrap_or(Algorithm::RoundRobin),
@@ -106,9 +107,31 @@ impl Validator<'_> {
         }
     }
 
+    /// The listener's name: its `name` when a listener may be called so,
+    /// else its listen address as written, without the spaces around it,
+    /// which the address grammar ignores too (a newline there would end up
+    /// in every log line naming the listener). A bad `name` is reported by
+    /// [`Self::check_name`].
+    fn name_of(&self, raw: &RawListener) -> Option<Spanned<String>> {
+        let usable = |name: &&Spanned<String>| match self.format {
+            FileFormat::Toml => listener_name(name.get_ref()).is_ok(),
+            // An INI mapping is named by its key, which is its listen
+            // address as well: the listen grammar refuses what a name may
+            // not hold, so the key names its errors as written.
+            FileFormat::Ini => true,
+        };
+        match raw.name.as_ref().filter(usable) {
+            Some(name) => Some(name.clone()),
+            None => raw
+                .listen
+                .as_ref()
+                .map(|listen| Spanned::new(listen.span(), listen.get_ref().trim().to_string())),
+        }
+    }
+
     fn check_name(&mut self, name: &Spanned<String>, scope: &[Context]) {
-        if name.get_ref().is_empty() {
-            self.report(name.span(), with_key(scope, "name"), Problem::EmptyName);
+        if let Err(problem) = listener_name(name.get_ref()) {
+            self.report(name.span(), with_key(scope, "name"), problem);
         }
     }
 

@@ -309,6 +309,32 @@ fn toml_cases() -> Vec<(String, &'static str)> {
             "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name is empty",
         ),
         (
+            format!("[[listeners]]\nname = \"a\\nb\"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"a\\nb\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"\\u0000\"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"\\u{0}\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"web\\t2\"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"web\\t2\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"  \"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"  \" is blank \
+             (expected at least one visible character)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"\\r\\n\"\n{BACKENDS}"),
+            "b.toml:1: listener #1: missing key \"listen\"\n\
+             b.toml:2: listener #1: key \"name\": name \"\\r\\n\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
             format!("[[listeners]]\n{BACKENDS}"),
             "b.toml:1: listener #1: missing key \"listen\"",
         ),
@@ -746,6 +772,45 @@ fn health_keys_have_their_defaults_and_take_every_algorithm() {
     assert_eq!(
         (l.slow_start, l.ewma_decay),
         (defaults::SLOW_START, defaults::EWMA_DECAY)
+    );
+}
+
+#[test]
+fn names_may_hold_spaces_and_any_printable_character() {
+    // (the name as a TOML basic string, the name)
+    let cases = [
+        ("web", "web"),
+        ("web 2", "web 2"),
+        (" web", " web"),
+        ("wéb/🙂", "wéb/🙂"),
+        ("a\\\"b", "a\"b"),
+    ];
+    for (written, name) in cases {
+        let text =
+            format!("[[listeners]]\nname = \"{written}\"\nlisten = \"127.0.0.1:0\"\n{BACKENDS}");
+        let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
+        assert_eq!(config.listeners.first().unwrap().name, name);
+    }
+}
+
+#[test]
+fn a_default_name_is_the_listen_address_as_written_without_spaces_around_it_issue_16() {
+    let text = format!("[[listeners]]\nlisten = \" 127.0.0.1:0\\n\"\n{BACKENDS}");
+    let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
+    assert_eq!(config.listeners.first().unwrap().name, "127.0.0.1:0");
+}
+
+#[test]
+fn an_ini_mapping_key_with_a_control_character_is_refused_by_the_listen_grammar() {
+    let text = "[mappings]\n24\t003=127.0.0.1:1\n[::1]:24\u{0}003=127.0.0.1:1\n";
+    let errors = parse(text, FileFormat::Ini, "s.cfg").unwrap_err();
+    let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        rendered,
+        [
+            "s.cfg:2: mapping \"24\\t003\": port is not a number",
+            "s.cfg:3: mapping \"[::1]:24\\u{0}003\": port is not a number",
+        ]
     );
 }
 

@@ -1,6 +1,7 @@
 //! Small pure checks of one value, each a function from the text as typed
-//! to the model's value or the [`Problem`] with it: durations, names of
-//! algorithms, modes and check kinds, the admin token, a check path.
+//! to the model's value or the [`Problem`] with it: durations, listener
+//! names, names of algorithms, modes and check kinds, the admin token, a
+//! check path.
 
 use std::time::Duration;
 
@@ -42,6 +43,22 @@ pub(super) fn token(text: &str) -> Result<String, Problem> {
         return Err(Problem::BadToken);
     }
     Ok(text.to_string())
+}
+
+/// A listener's name: not empty, not only spaces, and without control
+/// characters (newline, tab, NUL, ...), since it is written into text log
+/// lines, which one would split or garble.
+pub(super) fn listener_name(name: &str) -> Result<(), Problem> {
+    if name.is_empty() {
+        return Err(Problem::EmptyName);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Problem::NameNotPrintable(name.to_string()));
+    }
+    if name.trim().is_empty() {
+        return Err(Problem::BlankName(name.to_string()));
+    }
+    Ok(())
 }
 
 /// An algorithm name of SPEC 2.
