@@ -469,7 +469,7 @@ algorithm=weighted_round_robin
                  (letters, digits, \"-\", \".\" and \"_\")",
             ]
         );
-        // A mapping whose every item was refused adds no \"empty list\" error,
+        // A mapping whose every item was refused adds no "empty list" error,
         // but its key is still checked.
         let text = "[mappings]\nabc=127.0.0.1:1:x\n";
         let errors = parse_config(text, FileFormat::Ini, "s.cfg").unwrap_err();

@@ -16,14 +16,14 @@
 //! connects or spawns a task (host names are resolved, and a
 //! `source_address` is bound on a throwaway socket to learn whether this
 //! machine has it: the only I/O), so `balancer check` and `balancer
-//! convert` are free, and every error can be tested from a string. `docs/config.md` is the user's reference to both
-//! formats.
+//! convert` are free, and every error can be tested from a string.
+//! `docs/config.md` is the user's reference to both formats.
 //!
 //! A listener's settings that apply to one mode only sit in its
 //! [`ModeSettings`]; [`defaults`] and [`limits`] hold the default and the
 //! bounds of every key. `duration.rs` is the one grammar of durations, and
-//! [`format_duration`] the one way they are printed (`check`, `convert`,
-//! logs).
+//! [`format_duration`] the one way they are printed (`check` and `convert`
+//! today; log lines that show a duration are to use it too).
 // Config text comes from outside: nothing here may panic on it.
 #![cfg_attr(
     not(test),

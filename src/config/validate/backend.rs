@@ -33,15 +33,14 @@ impl Validator<'_> {
             self.missing(header.clone(), scope, "backends");
             return None;
         };
-        if list.get_ref().is_empty() && refused {
-            return None;
-        }
         if list.get_ref().is_empty() {
-            let context = match self.format {
-                FileFormat::Toml => with_key(scope, "backends"),
-                FileFormat::Ini => scope.to_vec(),
-            };
-            self.report(list.span(), context, Problem::NoBackends);
+            if !refused {
+                let context = match self.format {
+                    FileFormat::Toml => with_key(scope, "backends"),
+                    FileFormat::Ini => scope.to_vec(),
+                };
+                self.report(list.span(), context, Problem::NoBackends);
+            }
             return None;
         }
         // The line each address was first listed on.
@@ -51,9 +50,12 @@ impl Validator<'_> {
             .iter()
             .enumerate()
             .map(|(index, entry)| {
-                let Typed::Value(address) = &entry.get_ref().address else {
-                    self.mistyped_address(entry, index, scope);
-                    return None;
+                let address = match &entry.get_ref().address {
+                    Typed::Value(address) => address,
+                    Typed::Wrong(found) => {
+                        self.mistyped_address(entry.span(), found, index, scope);
+                        return None;
+                    }
                 };
                 let spec = self.backend(entry, address, scope);
                 match first_lines.get(address.as_str()) {
@@ -108,19 +110,22 @@ impl Validator<'_> {
         })
     }
 
-    /// Reports a backend table whose `address` is not a string; `index` is
-    /// its 0-based place in the list, which names it.
-    fn mistyped_address(&mut self, entry: &Spanned<RawBackend>, index: usize, scope: &[Context]) {
-        let Typed::Wrong(found) = &entry.get_ref().address else {
-            return;
-        };
+    /// Reports a backend table (at `span`) whose `address` is `found`, not
+    /// a string; `index` is its 0-based place in the list, which names it.
+    fn mistyped_address(
+        &mut self,
+        span: Range<usize>,
+        found: &str,
+        index: usize,
+        scope: &[Context],
+    ) {
         let mut context = with(scope, Context::BackendNumber(index + 1));
         context.push(Context::Key("address".into()));
         let problem = Problem::WrongType {
-            found: found.clone(),
+            found: found.to_string(),
             expected: "a string",
         };
-        self.report(entry.span(), context, problem);
+        self.report(span, context, problem);
     }
 
     /// `host:port` to the address connected to: IP literals as they are,
