@@ -13,7 +13,7 @@
 //! ```
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::Mode;
 use crate::net::addr::{AddrError, ResolveError};
@@ -52,6 +52,9 @@ pub enum Context {
     KeyValue(String, String),
     /// A backend, by its address as written.
     Backend(String),
+    /// A backend whose address is not a string; 1-based position in its
+    /// listener's list.
+    BackendNumber(usize),
 }
 
 /// Something that exists in SPEC but is not built yet: refused with an error
@@ -73,6 +76,16 @@ pub enum Problem {
     /// A TOML syntax or type error, in the parser's words (tidied).
     #[error("{0}")]
     Syntax(String),
+    /// A value of another type than its key takes, found by validation (a
+    /// backend table's values are kept as typed): what was typed, in TOML's
+    /// words (``float `1.5` ``), and what the key takes (`an integer`).
+    #[error("invalid type: {found}, expected {expected}")]
+    WrongType {
+        /// What was typed.
+        found: String,
+        /// What the key takes.
+        expected: &'static str,
+    },
     /// A key the table does not have; carries the keys it does have.
     #[error("unknown key (expected {})", OneOf(.0))]
     UnknownKey(Vec<String>),
@@ -118,6 +131,34 @@ pub enum Problem {
     /// A duration that does not parse; carries the text.
     #[error("{} is not a duration (expected a number and a unit: ms, s, m or h)", Quoted(.0))]
     BadDuration(String),
+    /// A duration whose unit is not one of `ms`, `s`, `m` and `h`; carries
+    /// the text and the unit as written.
+    #[error(
+        "{} is not a duration: unknown unit {} (expected ms, s, m or h)",
+        Quoted(.value),
+        Quoted(.unit)
+    )]
+    DurationUnit {
+        /// The text given.
+        value: String,
+        /// The unit in it that is not known.
+        unit: String,
+    },
+    /// A duration with a fraction (`1.5s`); carries the text.
+    #[error(
+        "{} is not a duration: the number must be whole \
+         (use a smaller unit, as in \"1500ms\" for 1.5s)",
+        Quoted(.0)
+    )]
+    DurationFraction(String),
+    /// A duration whose parts are not largest unit first, each unit once
+    /// (`30m 1h`, `1s 1s`); carries the text.
+    #[error(
+        "{} is not a duration: its parts must go from the largest unit to the smallest, \
+         each unit once (as in \"1h 30m\")",
+        Quoted(.0)
+    )]
+    DurationOrder(String),
     /// A duration of zero where time must pass.
     #[error("duration must be more than zero")]
     ZeroDuration,
@@ -176,6 +217,17 @@ pub enum Problem {
     /// A listener name that is empty.
     #[error("name is empty")]
     EmptyName,
+    /// A listener name with a control character (newline, tab, NUL, ...),
+    /// which would split or garble the text log lines it is written into.
+    #[error(
+        "name {} must not contain control characters such as newline, tab or NUL \
+         (it is written into log lines)",
+        Quoted(.0)
+    )]
+    NameNotPrintable(String),
+    /// A listener name of spaces only.
+    #[error("name {} is blank (expected at least one visible character)", Quoted(.0))]
+    BlankName(String),
     /// `allow = []`: it would read as "no one", but an absent list means
     /// everyone, so an empty one is refused as ambiguous.
     #[error("the allow list is empty (leave the key out to let every client in)")]
@@ -187,6 +239,33 @@ pub enum Problem {
     /// A backend host that does not resolve.
     #[error(transparent)]
     Unresolved(#[from] ResolveError),
+    /// A source address of one family and a backend of the other: no
+    /// connect to that backend could bind it.
+    #[error(
+        "source address {ip} is {} but backend {} (connects to it would fail)",
+        Family(*.ip),
+        OtherEnd::new(.backend, *.resolved, *.by_name)
+    )]
+    SourceFamily {
+        /// The source address.
+        ip: IpAddr,
+        /// The first backend of the other family, as written.
+        backend: String,
+        /// The address it is connected to.
+        resolved: IpAddr,
+        /// Whether `backend` is a host name (the message then shows what it
+        /// resolved to).
+        by_name: bool,
+    },
+    /// A source address this machine cannot bind: every connect from it
+    /// would fail. Carries the reason in words.
+    #[error("source address {ip} cannot be bound: {reason}")]
+    SourceNotBindable {
+        /// The source address.
+        ip: IpAddr,
+        /// Why, in words ("address not available on this machine").
+        reason: String,
+    },
     /// A listener with an empty backend list.
     #[error("the backend list is empty")]
     NoBackends,
@@ -199,8 +278,8 @@ pub enum Problem {
     /// A backend weight outside 1..=max.
     #[error("weight {value} is out of range (expected 1 to {max})")]
     WeightOutOfRange {
-        /// The weight given.
-        value: i64,
+        /// The weight given (an `i128`: TOML integers beyond `i64` too).
+        value: i128,
         /// The largest allowed ([`super::limits::MAX_WEIGHT`]).
         max: u32,
     },
@@ -254,6 +333,7 @@ impl fmt::Display for Context {
             Context::Key(key) => write!(f, "key {}", Quoted(key)),
             Context::KeyValue(key, value) => write!(f, "key {} = {}", Quoted(key), Quoted(value)),
             Context::Backend(address) => write!(f, "backend {}", Quoted(address)),
+            Context::BackendNumber(n) => write!(f, "backend #{n}"),
         }
     }
 }
@@ -331,6 +411,49 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 // === rendering helpers ===
+
+/// `IPv4` or `IPv6`.
+struct Family(IpAddr);
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_ipv4() { "IPv4" } else { "IPv6" })
+    }
+}
+
+/// A backend and its family: `"127.0.0.1:8080" is IPv4`, or for a host
+/// name `"db:5432" resolves to IPv4 address 10.0.0.5`.
+struct OtherEnd<'a> {
+    address: &'a str,
+    resolved: IpAddr,
+    by_name: bool,
+}
+
+impl<'a> OtherEnd<'a> {
+    fn new(address: &'a str, resolved: IpAddr, by_name: bool) -> Self {
+        OtherEnd {
+            address,
+            resolved,
+            by_name,
+        }
+    }
+}
+
+impl fmt::Display for OtherEnd<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let family = Family(self.resolved);
+        if self.by_name {
+            let resolved = self.resolved;
+            write!(
+                f,
+                "{} resolves to {family} address {resolved}",
+                Quoted(self.address)
+            )
+        } else {
+            write!(f, "{} is {family}", Quoted(self.address))
+        }
+    }
+}
 
 /// ` (first on line N)` when the line is known, else nothing.
 struct FirstOn(Option<usize>);
@@ -494,6 +617,27 @@ mod tests {
             assert_eq!(rendered, expected);
             assert_readable(&rendered);
         }
+    }
+
+    #[test]
+    fn a_source_family_mismatch_names_both_ends_and_what_a_host_name_resolved_to() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mismatch = |backend: &str, resolved: &str, by_name: bool| Problem::SourceFamily {
+            ip: ip("::1"),
+            backend: backend.into(),
+            resolved: ip(resolved),
+            by_name,
+        };
+        assert_eq!(
+            mismatch("127.0.0.1:8080", "127.0.0.1", false).to_string(),
+            "source address ::1 is IPv6 but backend \"127.0.0.1:8080\" is IPv4 \
+             (connects to it would fail)"
+        );
+        assert_eq!(
+            mismatch("db.internal:5432", "10.0.0.5", true).to_string(),
+            "source address ::1 is IPv6 but backend \"db.internal:5432\" resolves to IPv4 \
+             address 10.0.0.5 (connects to it would fail)"
+        );
     }
 
     #[test]

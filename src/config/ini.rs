@@ -27,7 +27,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::error::{ConfigError, Context, Problem};
-use super::native::{RawAdmin, RawBackend, RawConfig, RawListener};
+use super::native::{RawAdmin, RawBackend, RawConfig, RawListener, Typed};
 
 /// The keys `[options]` knows, for the "unknown key" message.
 const OPTION_KEYS: [&str; 4] = ["buffer_size", "algorithm", "pre_resolve_workers", "admin"];
@@ -66,8 +66,10 @@ struct Reader<'a> {
 }
 
 /// Parses INI text into raw structs, with every bad line found. A mapping
-/// line with an error is left out of the raw structs, so validation, which
-/// runs anyway to report the other lines' problems, does not add spurious ones.
+/// whose backend list has items this reader refuses keeps the other items,
+/// so validation, which runs anyway, reports their problems too (every
+/// problem in one pass); it is marked so that an empty list adds nothing
+/// spurious. A mapping key seen before is left out.
 pub(crate) fn parse(text: &str, origin: &str) -> (RawConfig, Vec<ConfigError>) {
     let mut reader = Reader {
         origin,
@@ -244,9 +246,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        if self.errors.len() > errors_before {
-            return;
-        }
+        let refused_backends = self.errors.len() > errors_before;
         let listen = if entry.key.contains(':') {
             entry.key.to_string()
         } else {
@@ -256,6 +256,7 @@ impl<'a> Reader<'a> {
             name: spanned(entry.key.to_string()),
             listen: spanned(listen),
             backends: Some(Spanned::new(entry.span.clone(), backends)),
+            refused_backends,
             ..RawListener::default()
         };
         self.raw
@@ -310,11 +311,14 @@ fn backend(item: &str, span: &Range<usize>) -> Result<RawBackend, Problem> {
     let weight = match weight {
         None => None,
         Some(text) => match text.trim().parse::<i64>() {
-            Ok(n) => Some(Spanned::new(span.clone(), n)),
+            Ok(n) => Some(Spanned::new(span.clone(), Typed::Value(i128::from(n)))),
             Err(_) => return Err(Problem::WeightNotNumber(text.to_string())),
         },
     };
-    Ok(RawBackend { address, weight })
+    Ok(RawBackend {
+        address: Typed::Value(address),
+        weight,
+    })
 }
 
 /// `port[:weight]` split at its `:`.
@@ -445,6 +449,41 @@ algorithm=weighted_round_robin
     }
 
     #[test]
+    fn every_bad_backend_of_a_mapping_is_reported_in_one_pass_issue_16() {
+        let text = "[mappings]\n24003=127.0.0.1:8080:0,127.0.0.1:8081:abc,,127.0.0.1:8082:2\n\
+                    24004=127.0.0.1:1:x,nosuch host:1\n";
+        let errors = parse_config(text, FileFormat::Ini, "s.cfg").unwrap_err();
+        let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            rendered,
+            [
+                "s.cfg:2: mapping \"24003\": backend \"127.0.0.1:8081:abc\": \
+                 weight \"abc\" is not a number",
+                "s.cfg:2: mapping \"24003\": empty item in the backend list",
+                "s.cfg:2: mapping \"24003\": backend \"127.0.0.1:8080\": \
+                 weight 0 is out of range (expected 1 to 10000)",
+                "s.cfg:3: mapping \"24004\": backend \"127.0.0.1:1:x\": \
+                 weight \"x\" is not a number",
+                "s.cfg:3: mapping \"24004\": backend \"nosuch host:1\": \
+                 host \"nosuch host\" is not a valid host name \
+                 (letters, digits, \"-\", \".\" and \"_\")",
+            ]
+        );
+        // A mapping whose every item was refused adds no "empty list" error,
+        // but its key is still checked.
+        let text = "[mappings]\nabc=127.0.0.1:1:x\n";
+        let errors = parse_config(text, FileFormat::Ini, "s.cfg").unwrap_err();
+        let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            rendered,
+            [
+                "s.cfg:2: mapping \"abc\": backend \"127.0.0.1:1:x\": weight \"x\" is not a number",
+                "s.cfg:2: mapping \"abc\": port is not a number",
+            ]
+        );
+    }
+
+    #[test]
     fn the_seed_setup_cfg_reads_unchanged() {
         let config = parse_config(SEED, FileFormat::Ini, "setup.cfg").unwrap();
         assert_eq!(config.global.buffer_size, 4096);
@@ -528,12 +567,13 @@ pre_resolve_workers=1
     fn a_mapping_value_splits_at_the_first_equals_sign() {
         let (key, value) = "127.0.0.1:24004=localhost:8084=x".split_once('=').unwrap();
         assert_eq!((key, value), ("127.0.0.1:24004", "localhost:8084=x"));
+        let address = |b: &RawBackend| b.address.value().cloned().unwrap_or_default();
         let b = backend("127.0.0.1:8080:3", &(0..1)).unwrap();
-        assert_eq!(b.address, "127.0.0.1:8080");
-        assert_eq!(b.weight.map(|w| *w.get_ref()), Some(3));
+        assert_eq!(address(&b), "127.0.0.1:8080");
+        assert_eq!(b.weight.map(|w| w.into_inner()), Some(Typed::Value(3)));
         let b = backend("[::1]:8080", &(0..1)).unwrap();
-        assert_eq!((b.address.as_str(), b.weight), ("[::1]:8080", None));
+        assert_eq!((address(&b).as_str(), b.weight), ("[::1]:8080", None));
         let b = backend("::1:8080", &(0..1)).unwrap();
-        assert_eq!(b.address, "::1:8080");
+        assert_eq!(address(&b), "::1:8080");
     }
 }

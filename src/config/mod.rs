@@ -12,15 +12,18 @@
 //! that gives the line); the model here holds only checked values: resolved
 //! addresses, `Duration`s, enums. Errors ([`ConfigError`], in `error.rs`)
 //! carry the file, line, path to the value and the problem, and one run
-//! reports every problem it can find. Nothing in this module binds a socket
-//! or spawns a task (host names are resolved, which is the only I/O), so
-//! `balancer check` and `balancer convert` are free, and every error can be
-//! tested from a string. `docs/config.md` is the user's reference to both
-//! formats.
+//! reports every problem it can find. Nothing in this module listens,
+//! connects or spawns a task (host names are resolved, and a
+//! `source_address` is bound on a throwaway socket to learn whether this
+//! machine has it: the only I/O), so `balancer check` and `balancer
+//! convert` are free, and every error can be tested from a string.
+//! `docs/config.md` is the user's reference to both formats.
 //!
 //! A listener's settings that apply to one mode only sit in its
 //! [`ModeSettings`]; [`defaults`] and [`limits`] hold the default and the
-//! bounds of every key.
+//! bounds of every key. `duration.rs` is the one grammar of durations, and
+//! [`format_duration`] the one way they are printed (`check` and `convert`
+//! today; log lines that show a duration are to use it too).
 // Config text comes from outside: nothing here may panic on it.
 #![cfg_attr(
     not(test),
@@ -33,6 +36,7 @@
 )]
 
 mod convert;
+mod duration;
 mod error;
 mod ini;
 mod native;
@@ -45,7 +49,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use convert::{format_duration, to_toml};
+pub use convert::to_toml;
+pub use duration::format_duration;
 pub use error::ConfigErrors;
 
 /// Which of the two file formats a config is written in. (`FileFormat`,
@@ -430,7 +435,7 @@ pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>
         out,
         "global: workers {workers}, buffer_size {}, drain_timeout {}, max_connections {}",
         g.buffer_size,
-        humantime::format_duration(g.drain_timeout),
+        format_duration(g.drain_timeout),
         g.max_connections
     );
     if let Some(admin) = &config.admin {

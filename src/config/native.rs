@@ -9,16 +9,21 @@
 //! refused here by serde (`deny_unknown_fields`); the parser's message is
 //! tidied into the project's voice and located with
 //! [`toml::de::Error::span`]. serde stops at the first such error, so TOML
-//! syntax errors come one at a time; semantic errors are all reported.
+//! syntax errors come one at a time; semantic errors are all reported. The
+//! values of a backend table are the exception: they are kept as typed
+//! ([`Typed`]), so a wrong type there is reported by validation, which can
+//! name the listener it is in.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Context, Problem, line_of};
+use crate::net::Quoted;
 
 /// A whole config as typed.
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +103,11 @@ pub(crate) struct RawListener {
     pub health_check: Option<Spanned<RawHealthCheck>>,
     /// `[listeners.passive_check]`: what failed real connects do.
     pub passive_check: Option<Spanned<RawPassiveCheck>>,
+    /// INI only: the reader refused (and reported) some items of the
+    /// mapping's backend list, which holds the others; an empty list then
+    /// says nothing new.
+    #[serde(skip)]
+    pub refused_backends: bool,
 }
 
 /// `[listeners.health_check]` as typed.
@@ -136,18 +146,48 @@ pub(crate) struct RawPassiveCheck {
 /// table `{ address = "host:port", weight = 3 }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RawBackend {
-    /// `host:port` or `[ipv6]:port`, as written.
-    pub address: String,
-    /// Absent means the default weight.
-    pub weight: Option<Spanned<i64>>,
+    /// `host:port` or `[ipv6]:port`, as written (or, in the table form,
+    /// what was typed instead of a string).
+    pub address: Typed<String>,
+    /// Absent means the default weight. An `i128`, so a number too large
+    /// for any weight is refused as out of range, not as a type error.
+    pub weight: Option<Spanned<Typed<i128>>>,
+}
+
+/// A value of a backend table as typed: the value, or, when it has another
+/// type, what was typed instead.
+///
+/// serde stops at a type error and knows only the table it is in, not the
+/// listener, so a mistyped `weight` was reported alone and named neither
+/// the key nor the listener (issue 16). Kept here instead, it reaches
+/// validation, which reports it with the listener, the backend and the
+/// key, together with the rest of the file's problems.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Typed<T> {
+    /// A value of the expected type.
+    Value(T),
+    /// What was typed instead, in TOML's words: ``float `1.5` ``,
+    /// ``string "3"``, `array`, `table`.
+    Wrong(String),
+}
+
+#[cfg(test)]
+impl<T> Typed<T> {
+    /// The value, when it has the expected type.
+    pub(crate) fn value(&self) -> Option<&T> {
+        match self {
+            Typed::Value(value) => Some(value),
+            Typed::Wrong(_) => None,
+        }
+    }
 }
 
 /// The table form of a backend.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 struct BackendTable {
-    address: String,
-    weight: Option<Spanned<i64>>,
+    address: Typed<String>,
+    weight: Option<Spanned<Typed<i128>>>,
 }
 
 impl<'de> Deserialize<'de> for RawBackend {
@@ -169,7 +209,7 @@ impl<'de> Visitor<'de> for BackendVisitor {
 
     fn visit_str<E: de::Error>(self, address: &str) -> Result<RawBackend, E> {
         Ok(RawBackend {
-            address: address.to_string(),
+            address: Typed::Value(address.to_string()),
             weight: None,
         })
     }
@@ -180,6 +220,109 @@ impl<'de> Visitor<'de> for BackendVisitor {
             address: table.address,
             weight: table.weight,
         })
+    }
+}
+
+/// The types a backend table's values have: how a value of another type
+/// is told apart from one of this type.
+trait Scalar: Sized {
+    fn from_integer(n: i128) -> Option<Self>;
+    fn from_str(text: &str) -> Option<Self>;
+}
+
+impl Scalar for i128 {
+    fn from_integer(n: i128) -> Option<Self> {
+        Some(n)
+    }
+
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+impl Scalar for String {
+    fn from_integer(_: i128) -> Option<Self> {
+        None
+    }
+
+    fn from_str(text: &str) -> Option<Self> {
+        Some(text.to_string())
+    }
+}
+
+impl<'de, T: Scalar> Deserialize<'de> for Typed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TypedVisitor(PhantomData))
+    }
+}
+
+/// Takes any TOML value: one of type `T`, or the words for what it is.
+struct TypedVisitor<T>(PhantomData<T>);
+
+impl<T> TypedVisitor<T> {
+    fn integer(n: impl Into<i128> + fmt::Display + Copy) -> Typed<T>
+    where
+        T: Scalar,
+    {
+        match T::from_integer(n.into()) {
+            Some(value) => Typed::Value(value),
+            None => Typed::Wrong(format!("integer `{n}`")),
+        }
+    }
+}
+
+impl<'de, T: Scalar> Visitor<'de> for TypedVisitor<T> {
+    type Value = Typed<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TOML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Typed<T>, E> {
+        Ok(Typed::Wrong(format!("boolean `{v}`")))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Typed<T>, E> {
+        Ok(Self::integer(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Typed<T>, E> {
+        Ok(Self::integer(v))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Typed<T>, E> {
+        Ok(Self::integer(v))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Typed<T>, E> {
+        Ok(match i128::try_from(v) {
+            Ok(n) => Self::integer(n),
+            Err(_) => Typed::Wrong(format!("integer `{v}`")),
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Typed<T>, E> {
+        Ok(Typed::Wrong(format!("float `{v}`")))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Typed<T>, E> {
+        Ok(match T::from_str(v) {
+            Some(value) => Typed::Value(value),
+            None => Typed::Wrong(format!("string {}", Quoted(v))),
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Typed<T>, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Typed::Wrong("array".to_string()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Typed<T>, A::Error> {
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Typed::Wrong("table".to_string()))
     }
 }
 
@@ -331,10 +474,6 @@ mod tests {
              or a table with address and weight",
         ),
         (
-            "[[listeners]]\nbackends = [{ address = \"127.0.0.1:2\", weight = \"3\" }]\n",
-            "b.toml:2: invalid type: string \"3\", expected an integer",
-        ),
-        (
             "[[listeners]]\nname = \"a\"\nname = \"b\"\n",
             "b.toml:3: key \"name\": duplicate key",
         ),
@@ -366,10 +505,14 @@ mod tests {
             .iter()
             .map(|b| {
                 let b = b.get_ref();
-                (b.address.as_str(), b.weight.as_ref().map(|w| *w.get_ref()))
+                let weight = b.weight.as_ref().and_then(|w| w.get_ref().value().copied());
+                (b.address.value().map(String::as_str), weight)
             })
             .collect();
-        assert_eq!(got, [("127.0.0.1:1", None), ("[::1]:2", Some(3))]);
+        assert_eq!(
+            got,
+            [(Some("127.0.0.1:1"), None), (Some("[::1]:2"), Some(3))]
+        );
         let lines: Vec<_> = backends
             .iter()
             .map(|b| line_of(text, b.span().start))
@@ -390,6 +533,47 @@ mod tests {
             parse(text, "b.toml").unwrap_err().to_string(),
             "b.toml:2: key \"after\": unknown key (expected one of enabled, fall or backoff)"
         );
+    }
+
+    #[test]
+    fn a_backend_table_keeps_values_of_the_wrong_type_for_validation_issue_16() {
+        let text = "[[listeners]]\nbackends = [\n  { address = \"a:1\", weight = 1.5 },\n  \
+                    { address = \"a:2\", weight = 99999999999999999999 },\n  \
+                    { address = \"a:3\", weight = -99999999999999999999 },\n  \
+                    { address = \"a:4\", weight = \"3\" },\n  \
+                    { address = \"a:5\", weight = true },\n  \
+                    { address = \"a:6\", weight = [1] },\n  \
+                    { address = \"a:7\", weight = { n = 1 } },\n  \
+                    { address = 8, weight = 2 },\n]\n";
+        let raw = parse(text, "b.toml").unwrap();
+        let listener = raw.listeners.first().unwrap().get_ref();
+        let backends = listener.backends.as_ref().unwrap().get_ref();
+        let weights: Vec<_> = backends
+            .iter()
+            .map(|b| b.get_ref().weight.as_ref().unwrap().get_ref().clone())
+            .collect();
+        let wrong = |found: &str| Typed::Wrong(found.to_string());
+        assert_eq!(
+            weights,
+            [
+                wrong("float `1.5`"),
+                Typed::Value(99_999_999_999_999_999_999),
+                Typed::Value(-99_999_999_999_999_999_999),
+                wrong("string \"3\""),
+                wrong("boolean `true`"),
+                wrong("array"),
+                wrong("table"),
+                Typed::Value(2),
+            ]
+        );
+        let last = backends.last().unwrap().get_ref();
+        assert_eq!(last.address, Typed::Wrong("integer `8`".to_string()));
+        // Each weight keeps its own line.
+        let lines: Vec<_> = backends
+            .iter()
+            .map(|b| line_of(text, b.get_ref().weight.as_ref().unwrap().span().start))
+            .collect();
+        assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9, 10]);
     }
 
     #[test]

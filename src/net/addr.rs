@@ -7,7 +7,10 @@
 //!   `_`), resolved by [`resolve_blocking`] (config load) or [`resolve`]
 //!   (at run time, bounded by a timeout). The first address a name
 //!   resolves to is the one connected to.
-//! - A listen address is an IP literal and a port, 0 meaning any free port.
+//! - A listen address is an IP literal and a port, 0 meaning any free port,
+//!   never an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:80`): listen
+//!   sockets for IPv6 are IPv6-only, so it could never be bound. A source
+//!   address ([`source_ip`]) refuses it too.
 //! - A CIDR network is `ip/prefix` or a bare IP (one host); host bits are
 //!   cleared, so `10.1.2.3/8` is `10.0.0.0/8`.
 //!
@@ -16,7 +19,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -46,6 +49,19 @@ pub enum AddrError {
     /// An IPv6 address written without brackets (`::1:8080`).
     #[error("IPv6 addresses must be in brackets, as in [::1]:8080")]
     UnbracketedIpv6,
+    /// An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) where an address
+    /// of this machine is bound (a listen or source address): no socket of
+    /// balancer can use it, and the IPv4 address says what was meant.
+    #[error(
+        "{} is an IPv4-mapped IPv6 address (write the IPv4 address {ipv4})",
+        Quoted(.written)
+    )]
+    Ipv4Mapped {
+        /// The address as written, brackets removed.
+        written: String,
+        /// The IPv4 address it maps.
+        ipv4: Ipv4Addr,
+    },
     /// A value that must be an IP address is not.
     #[error("{} is not an IP address", Quoted(.0))]
     BadIp(String),
@@ -156,14 +172,15 @@ pub fn backend_address(address: &str) -> Result<HostPort<'_>, AddrError> {
     Ok(HostPort { host, port })
 }
 
-/// A listen address: an IP literal and a port (0 = any free port).
+/// A listen address: an IP literal, not IPv4-mapped, and a port (0 = any
+/// free port).
 pub fn listen_address(text: &str) -> Result<SocketAddr, AddrError> {
     let (host, port) = split_host_port(text)?;
     let port = port_number(port, 0)?;
     let ip = host
         .ip
         .ok_or_else(|| AddrError::ListenHostNotIp(host.text.to_string()))?;
-    Ok(SocketAddr::new(ip, port))
+    Ok(SocketAddr::new(not_ipv4_mapped(ip, host.text)?, port))
 }
 
 /// An IP address (surrounding spaces ignored).
@@ -171,6 +188,28 @@ pub fn ip(text: &str) -> Result<IpAddr, AddrError> {
     text.trim()
         .parse()
         .map_err(|_| AddrError::BadIp(text.to_string()))
+}
+
+/// A source address outgoing connections bind to: an IP address, not
+/// IPv4-mapped (surrounding spaces ignored). Whether this machine has it is
+/// the caller's to find out.
+pub fn source_ip(text: &str) -> Result<IpAddr, AddrError> {
+    not_ipv4_mapped(ip(text)?, text.trim())
+}
+
+/// `ip`, or the error naming the IPv4 address to write when it is an
+/// IPv4-mapped IPv6 address (`written` is how the user wrote it).
+fn not_ipv4_mapped(ip: IpAddr, written: &str) -> Result<IpAddr, AddrError> {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(ipv4) => Err(AddrError::Ipv4Mapped {
+                written: written.to_string(),
+                ipv4,
+            }),
+            None => Ok(ip),
+        },
+        IpAddr::V4(_) => Ok(ip),
+    }
 }
 
 /// A CIDR network, or a bare IP address as /32 or /128. Host bits are
@@ -296,6 +335,28 @@ mod tests {
             listen_address("localhost:80"),
             Err(AddrError::ListenHostNotIp("localhost".into()))
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_refused_where_they_would_be_bound_issue_16() {
+        let mapped = |written: &str| AddrError::Ipv4Mapped {
+            written: written.into(),
+            ipv4: Ipv4Addr::new(127, 0, 0, 1),
+        };
+        assert_eq!(
+            listen_address("[::ffff:127.0.0.1]:80"),
+            Err(mapped("::ffff:127.0.0.1"))
+        );
+        assert_eq!(source_ip(" ::ffff:7f00:1 "), Err(mapped("::ffff:7f00:1")));
+        assert_eq!(
+            mapped("::ffff:127.0.0.1").to_string(),
+            "\"::ffff:127.0.0.1\" is an IPv4-mapped IPv6 address \
+             (write the IPv4 address 127.0.0.1)"
+        );
+        // Other IPv6 addresses, the IPv4-compatible form included, pass.
+        assert_eq!(listen_address("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
+        assert_eq!(source_ip("::127.0.0.1"), Ok("::127.0.0.1".parse().unwrap()));
+        assert_eq!(source_ip("127.0.0.2"), Ok("127.0.0.2".parse().unwrap()));
     }
 
     #[test]

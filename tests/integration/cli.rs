@@ -557,7 +557,9 @@ fn valid_configs_of_every_supported_shape_pass_check() {
              algorithm = \"weighted_round_robin\"\nconnect_timeout = \"500ms\"\nidle_timeout = \"5m\"\n\
              retries = 2\nsource_address = \"127.0.0.1\"\nproxy_protocol = \"off\"\n\
              allow = [\"127.0.0.0/8\", \"::1/128\"]\nmax_connections = 10\n\
-             backends = [{ address = \"127.0.0.1:8080\", weight = 3 }, \"127.0.0.1:8081\", \"[::1]:8082\"]\n",
+             backends = [{ address = \"127.0.0.1:8080\", weight = 3 }, \"127.0.0.1:8081\", \"127.0.0.1:8082\"]\n\n\
+             [[listeners]]\nname = \"v6\"\nlisten = \"[::1]:0\"\nsource_address = \"::1\"\n\
+             backends = [\"[::1]:8082\"]\n",
         ),
         (
             "round robin, hours and a bare listener",

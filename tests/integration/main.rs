@@ -6,6 +6,8 @@
 //!   it listens; in-process backends; clients with deadlines; HTTP;
 //!   `eventually` (its `mod.rs` names the file for each job).
 //! - `cli`: help, version, usage errors, every config error, exit codes.
+//! - `config`: what `check` refuses before anything runs and how it prints
+//!   what it accepts (issue 16).
 //! - `tcp`: relaying: bytes unchanged, half-close, idle timeout, `allow`.
 //! - `balancing`: which backend each connection gets, retries, caps.
 //! - `drain`: SIGTERM/SIGINT drain and exit, SIGHUP.
@@ -30,6 +32,7 @@ mod harness;
 mod admin;
 mod balancing;
 mod cli;
+mod config;
 mod demo;
 mod drain;
 mod hardening;

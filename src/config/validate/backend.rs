@@ -1,5 +1,6 @@
-//! A listener's backend list: present and not empty, each address listed
-//! once, each weight in range, each host resolved (once per host per pass).
+//! A listener's backend list: present and not empty, each address a string
+//! listed once, each weight an integer in range, each host resolved (once
+//! per host per pass).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use toml::Spanned;
 
 use crate::config::error::{Context, Problem};
 use crate::config::limits::MAX_WEIGHT;
-use crate::config::native::RawBackend;
+use crate::config::native::{RawBackend, Typed};
 use crate::config::{BackendSpec, FileFormat, defaults};
 use crate::net::addr;
 
@@ -18,10 +19,13 @@ use super::{Validator, with, with_key};
 impl Validator<'_> {
     /// A listener's backends; a missing list is reported on the listener's
     /// line. Every entry is checked (and reported), and the list stands
-    /// only when all of them pass.
+    /// only when all of them pass. `refused` says the INI reader left out
+    /// items it reported already: the list does not stand, and being empty
+    /// is no news.
     pub(super) fn backends(
         &mut self,
         raw: Option<&Spanned<Vec<Spanned<RawBackend>>>>,
+        refused: bool,
         header: &Range<usize>,
         scope: &[Context],
     ) -> Option<Vec<BackendSpec>> {
@@ -30,11 +34,13 @@ impl Validator<'_> {
             return None;
         };
         if list.get_ref().is_empty() {
-            let context = match self.format {
-                FileFormat::Toml => with_key(scope, "backends"),
-                FileFormat::Ini => scope.to_vec(),
-            };
-            self.report(list.span(), context, Problem::NoBackends);
+            if !refused {
+                let context = match self.format {
+                    FileFormat::Toml => with_key(scope, "backends"),
+                    FileFormat::Ini => scope.to_vec(),
+                };
+                self.report(list.span(), context, Problem::NoBackends);
+            }
             return None;
         }
         // The line each address was first listed on.
@@ -42,10 +48,17 @@ impl Validator<'_> {
         let specs: Vec<Option<BackendSpec>> = list
             .get_ref()
             .iter()
-            .map(|entry| {
-                let spec = self.backend(entry, scope);
-                let address = entry.get_ref().address.as_str();
-                match first_lines.get(address) {
+            .enumerate()
+            .map(|(index, entry)| {
+                let address = match &entry.get_ref().address {
+                    Typed::Value(address) => address,
+                    Typed::Wrong(found) => {
+                        self.mistyped_address(entry.span(), found, index, scope);
+                        return None;
+                    }
+                };
+                let spec = self.backend(entry, address, scope);
+                match first_lines.get(address.as_str()) {
                     Some(&first) => {
                         let context = with(scope, Context::Backend(address.to_string()));
                         let problem = Problem::DuplicateBackend(Some(first));
@@ -53,40 +66,66 @@ impl Validator<'_> {
                         None
                     }
                     None => {
-                        first_lines.insert(address, self.line(entry.span()));
+                        first_lines.insert(address.as_str(), self.line(entry.span()));
                         spec
                     }
                 }
             })
             .collect();
-        specs.into_iter().collect()
+        let specs: Option<Vec<BackendSpec>> = specs.into_iter().collect();
+        specs.filter(|_| !refused)
     }
 
-    /// One backend: its weight in range and its address resolved.
-    fn backend(&mut self, entry: &Spanned<RawBackend>, scope: &[Context]) -> Option<BackendSpec> {
-        let raw = entry.get_ref();
-        let context = with(scope, Context::Backend(raw.address.clone()));
-        let weight = match &raw.weight {
+    /// One backend, whose address is `address`: its weight an integer in
+    /// range and its address resolved.
+    fn backend(
+        &mut self,
+        entry: &Spanned<RawBackend>,
+        address: &str,
+        scope: &[Context],
+    ) -> Option<BackendSpec> {
+        let context = with(scope, Context::Backend(address.to_string()));
+        let weight = match &entry.get_ref().weight {
             None => Some(defaults::WEIGHT),
             Some(w) => {
-                let value = *w.get_ref();
-                let weight = match u32::try_from(value) {
-                    Ok(n) if (1..=MAX_WEIGHT).contains(&n) => Ok(n),
-                    _ => Err(Problem::WeightOutOfRange {
-                        value,
-                        max: MAX_WEIGHT,
-                    }),
+                let (weight, context) = match w.get_ref() {
+                    Typed::Value(value) => (weight_in_range(*value), context.clone()),
+                    Typed::Wrong(found) => {
+                        let problem = Problem::WrongType {
+                            found: found.clone(),
+                            expected: "an integer",
+                        };
+                        (Err(problem), with(&context, Context::Key("weight".into())))
+                    }
                 };
-                self.ok_or_report(weight, w.span(), context.clone())
+                self.ok_or_report(weight, w.span(), context)
             }
         };
-        let resolved = self.backend_address(&raw.address);
+        let resolved = self.backend_address(address);
         let resolved = self.ok_or_report(resolved, entry.span(), context);
         Some(BackendSpec {
-            address: raw.address.clone(),
+            address: address.to_string(),
             resolved: resolved?,
             weight: weight?,
         })
+    }
+
+    /// Reports a backend table (at `span`) whose `address` is `found`, not
+    /// a string; `index` is its 0-based place in the list, which names it.
+    fn mistyped_address(
+        &mut self,
+        span: Range<usize>,
+        found: &str,
+        index: usize,
+        scope: &[Context],
+    ) {
+        let mut context = with(scope, Context::BackendNumber(index + 1));
+        context.push(Context::Key("address".into()));
+        let problem = Problem::WrongType {
+            found: found.to_string(),
+            expected: "a string",
+        };
+        self.report(span, context, problem);
     }
 
     /// `host:port` to the address connected to: IP literals as they are,
@@ -103,5 +142,16 @@ impl Validator<'_> {
             .or_insert_with(|| addr::resolve_blocking(host))
             .clone();
         Ok(SocketAddr::new(answer?, parsed.port))
+    }
+}
+
+/// A weight as typed, checked against 1..=[`MAX_WEIGHT`].
+fn weight_in_range(value: i128) -> Result<u32, Problem> {
+    match u32::try_from(value) {
+        Ok(n) if (1..=MAX_WEIGHT).contains(&n) => Ok(n),
+        _ => Err(Problem::WeightOutOfRange {
+            value,
+            max: MAX_WEIGHT,
+        }),
     }
 }

@@ -1,7 +1,7 @@
 //! One listener: its name, listen address, mode, algorithm, timeouts, allow
 //! list and health checks, and that its name and address are its own. Its
-//! backends are checked in `backend.rs`, listen addresses in `listen.rs`,
-//! the keys of one mode only in `mode.rs`.
+//! backends are checked in `backend.rs`, its source address in `source.rs`,
+//! listen addresses in `listen.rs`, the keys of one mode only in `mode.rs`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -15,7 +15,9 @@ use crate::config::native::{RawHealthCheck, RawListener, RawPassiveCheck};
 use crate::config::{Algorithm, FileFormat, Global, HealthCheck, Listener, PassiveCheck, defaults};
 use crate::net::addr;
 
-use super::values::{algorithm, check_kind, check_path, duration, duration_or_zero, mode};
+use super::values::{
+    algorithm, check_kind, check_path, duration, duration_or_zero, listener_name, mode,
+};
 use super::{Checked, Validator, with, with_key};
 
 impl Validator<'_> {
@@ -29,13 +31,12 @@ impl Validator<'_> {
     ) -> Option<Listener> {
         let raw = spanned.get_ref();
         let errors_before = self.errors.len();
-        let given = raw.name.as_ref().filter(|n| !n.get_ref().is_empty());
-        let name = given.or(raw.listen.as_ref());
-        let here = self.listener_context(index, name);
+        let name = self.name_of(raw);
+        let here = self.listener_context(index, name.as_ref());
         let scope = [here.clone()];
         let header = spanned.span();
 
-        if let Some(name) = &raw.name {
+        if let (Some(name), FileFormat::Toml) = (&raw.name, self.format) {
             self.check_name(name, &scope);
         }
         let listen = self.listen(raw.listen.as_ref(), &header, &scope);
@@ -47,9 +48,6 @@ impl Validator<'_> {
         let connect_timeout = self.text(&raw.connect_timeout, &scope, "connect_timeout", duration);
         let idle_timeout = self.text(&raw.idle_timeout, &scope, "idle_timeout", duration);
         let retries = self.int(&raw.retries, &scope, "retries", 0, MAX_RETRIES);
-        let source_address = self.text(&raw.source_address, &scope, "source_address", |t| {
-            Ok(addr::ip(t)?)
-        });
         let mode = self.mode_settings(raw, &scope, global, mode_name);
         let allow = self.allow(raw.allow.as_ref(), &scope);
         let max_connections = self.int(
@@ -59,7 +57,8 @@ impl Validator<'_> {
             1,
             MAX_CONNECTIONS,
         );
-        let backends = self.backends(raw.backends.as_ref(), &header, &scope);
+        let backends = self.backends(raw.backends.as_ref(), raw.refused_backends, &header, &scope);
+        let source_address = self.source_address(&raw.source_address, &scope, backends.as_deref());
         let slow_start = self.text(&raw.slow_start, &scope, "slow_start", duration_or_zero);
         let ewma_decay = self.text(&raw.ewma_decay, &scope, "ewma_decay", duration);
         let health_check = match &raw.health_check {
@@ -71,7 +70,7 @@ impl Validator<'_> {
             None => Some(Some(defaults::PASSIVE_CHECK)),
         };
 
-        if let (Some(name), Some(written), Some(addr)) = (name, &raw.listen, listen) {
+        if let (Some(name), Some(written), Some(addr)) = (&name, &raw.listen, listen) {
             self.claim_name(name, here.clone());
             self.claim_listen(addr, written.span(), here);
         }
@@ -79,7 +78,7 @@ impl Validator<'_> {
             return None;
         }
         Some(Listener {
-            name: name?.get_ref().clone(),
+            name: name?.into_inner(),
             listen: listen?,
             mode: mode?,
             algorithm: algorithm.flatten().unwrap_or(Algorithm::RoundRobin),
@@ -108,9 +107,31 @@ impl Validator<'_> {
         }
     }
 
+    /// The listener's name: its `name` when a listener may be called so,
+    /// else its listen address as written, without the spaces around it,
+    /// which the address grammar ignores too (a newline there would end up
+    /// in every log line naming the listener). A bad `name` is reported by
+    /// [`Self::check_name`].
+    fn name_of(&self, raw: &RawListener) -> Option<Spanned<String>> {
+        let usable = |name: &&Spanned<String>| match self.format {
+            FileFormat::Toml => listener_name(name.get_ref()).is_ok(),
+            // An INI mapping is named by its key, which is its listen
+            // address as well: the listen grammar refuses what a name may
+            // not hold, so the key names its errors as written.
+            FileFormat::Ini => true,
+        };
+        match raw.name.as_ref().filter(usable) {
+            Some(name) => Some(name.clone()),
+            None => raw
+                .listen
+                .as_ref()
+                .map(|listen| Spanned::new(listen.span(), listen.get_ref().trim().to_string())),
+        }
+    }
+
     fn check_name(&mut self, name: &Spanned<String>, scope: &[Context]) {
-        if name.get_ref().is_empty() {
-            self.report(name.span(), with_key(scope, "name"), Problem::EmptyName);
+        if let Err(problem) = listener_name(name.get_ref()) {
+            self.report(name.span(), with_key(scope, "name"), problem);
         }
     }
 

@@ -10,13 +10,17 @@
 //!
 //! Backend host names are resolved here, once per host, with the system
 //! resolver (`net::addr::resolve_blocking`); the first address is kept. IP
-//! literals need no resolution. This is the only I/O in `config`.
+//! literals need no resolution. A `source_address` is bound once, on a
+//! throwaway socket, to learn whether this machine has it (`source.rs`).
+//! These are the only I/O in `config`; nothing listens or connects.
 //!
 //! - `global.rs`: `[global]`, `[admin]` and the INI `[options]` algorithm.
 //! - `listener.rs`: one listener: name, listen address, mode, algorithm,
 //!   timeouts, allow list, health checks.
 //! - `mode.rs`: the settings of one mode only: which keys belong to which
 //!   mode (a key of another mode is refused there), a function per mode.
+//! - `source.rs`: a listener's source address: its family against the
+//!   backends', and whether this machine can bind it.
 //! - `listen.rs`: listen addresses (listeners' and the admin server's) and
 //!   the conflicts between them.
 //! - `backend.rs`: a listener's backend list: weights, duplicates,
@@ -30,6 +34,7 @@ mod global;
 mod listen;
 mod listener;
 mod mode;
+mod source;
 #[cfg(test)]
 mod tests;
 mod values;

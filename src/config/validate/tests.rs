@@ -68,9 +68,25 @@ fn toml_cases() -> Vec<(String, &'static str)> {
              duration (expected a number and a unit: ms, s, m or h)",
         ),
         (
-            l("idle_timeout = \"400days\"\n"),
-            "b.toml:4: listener \"web\": key \"idle_timeout\": \"400days\" is too long \
+            l("idle_timeout = \"8761h\"\n"),
+            "b.toml:4: listener \"web\": key \"idle_timeout\": \"8761h\" is too long \
              (at most 365 days)",
+        ),
+        (
+            l("idle_timeout = \"365d\"\n"),
+            "b.toml:4: listener \"web\": key \"idle_timeout\": \"365d\" is not a duration: \
+             unknown unit \"d\" (expected ms, s, m or h)",
+        ),
+        (
+            l("connect_timeout = \"1.5s\"\n"),
+            "b.toml:4: listener \"web\": key \"connect_timeout\": \"1.5s\" is not a duration: \
+             the number must be whole (use a smaller unit, as in \"1500ms\" for 1.5s)",
+        ),
+        (
+            global("drain_timeout = \"30s 1m\"\n"),
+            "b.toml:2: [global]: key \"drain_timeout\": \"30s 1m\" is not a duration: \
+             its parts must go from the largest unit to the smallest, each unit once \
+             (as in \"1h 30m\")",
         ),
         (
             l("retries = -1\n"),
@@ -188,6 +204,43 @@ fn toml_cases() -> Vec<(String, &'static str)> {
              weight -3 is out of range (expected 1 to 10000)",
         ),
         (
+            toml_listener("backends = [{ address = \"127.0.0.1:8080\", weight = 1.5 }]\n"),
+            "b.toml:4: listener \"web\": backend \"127.0.0.1:8080\": key \"weight\": \
+             invalid type: float `1.5`, expected an integer",
+        ),
+        (
+            toml_listener("backends = [{ address = \"127.0.0.1:8080\", weight = \"3\" }]\n"),
+            "b.toml:4: listener \"web\": backend \"127.0.0.1:8080\": key \"weight\": \
+             invalid type: string \"3\", expected an integer",
+        ),
+        (
+            toml_listener(
+                "backends = [{ address = \"127.0.0.1:8080\", weight = 99999999999999999999 }]\n",
+            ),
+            "b.toml:4: listener \"web\": backend \"127.0.0.1:8080\": \
+             weight 99999999999999999999 is out of range (expected 1 to 10000)",
+        ),
+        (
+            toml_listener("[[listeners.backends]]\naddress = \"127.0.0.1:8080\"\nweight = []\n"),
+            "b.toml:6: listener \"web\": backend \"127.0.0.1:8080\": key \"weight\": \
+             invalid type: array, expected an integer",
+        ),
+        (
+            toml_listener("backends = [\"127.0.0.1:1\", { address = 8080, weight = 2 }]\n"),
+            "b.toml:4: listener \"web\": backend #2: key \"address\": \
+             invalid type: integer `8080`, expected a string",
+        ),
+        (
+            toml_listener(
+                "algorithm = \"fastest\"\nbackends = [{ address = \"127.0.0.1:1\", weight = 0.5 }]\n",
+            ),
+            "b.toml:4: listener \"web\": key \"algorithm\": unknown algorithm \"fastest\" \
+             (expected one of round_robin, random, weighted_round_robin, \
+             least_connections, power_of_two or source_hash)\n\
+             b.toml:5: listener \"web\": backend \"127.0.0.1:1\": key \"weight\": \
+             invalid type: float `0.5`, expected an integer",
+        ),
+        (
             toml_listener("backends = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n"),
             "b.toml:4: listener \"web\": backend \"127.0.0.1:1\": \
              backend is listed twice in this listener (first on line 4)",
@@ -256,6 +309,32 @@ fn toml_cases() -> Vec<(String, &'static str)> {
             "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name is empty",
         ),
         (
+            format!("[[listeners]]\nname = \"a\\nb\"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"a\\nb\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"\\u0000\"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"\\u{0}\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"web\\t2\"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"web\\t2\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"  \"\nlisten = \"127.0.0.1:1\"\n{BACKENDS}"),
+            "b.toml:2: listener \"127.0.0.1:1\": key \"name\": name \"  \" is blank \
+             (expected at least one visible character)",
+        ),
+        (
+            format!("[[listeners]]\nname = \"\\r\\n\"\n{BACKENDS}"),
+            "b.toml:1: listener #1: missing key \"listen\"\n\
+             b.toml:2: listener #1: key \"name\": name \"\\r\\n\" must not contain \
+             control characters such as newline, tab or NUL (it is written into log lines)",
+        ),
+        (
             format!("[[listeners]]\n{BACKENDS}"),
             "b.toml:1: listener #1: missing key \"listen\"",
         ),
@@ -287,6 +366,42 @@ fn toml_cases() -> Vec<(String, &'static str)> {
             ),
             "b.toml:6: listener \"0.0.0.0:24003\": listen address 0.0.0.0:24003 conflicts \
              with listener \"web\" (127.0.0.1:24003, line 3): both cannot be bound",
+        ),
+        (
+            format!(
+                "[[listeners]]\nname = \"web\"\nlisten = \"[::ffff:127.0.0.1]:80\"\n{BACKENDS}"
+            ),
+            "b.toml:3: listener \"web\": key \"listen\": \"::ffff:127.0.0.1\" is an \
+             IPv4-mapped IPv6 address (write the IPv4 address 127.0.0.1)",
+        ),
+        (
+            l("source_address = \"::ffff:127.0.0.2\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": \"::ffff:127.0.0.2\" is an \
+             IPv4-mapped IPv6 address (write the IPv4 address 127.0.0.2)",
+        ),
+        (
+            l("source_address = \"::1\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": source address ::1 is IPv6 \
+             but backend \"127.0.0.1:8080\" is IPv4 (connects to it would fail)",
+        ),
+        (
+            toml_listener(
+                "source_address = \"127.0.0.1\"\nbackends = [\"127.0.0.1:1\", \"[::1]:2\", \"[::1]:3\"]\n",
+            ),
+            "b.toml:4: listener \"web\": key \"source_address\": source address 127.0.0.1 is \
+             IPv4 but backend \"[::1]:2\" is IPv6 (connects to it would fail)",
+        ),
+        (
+            l("source_address = \"192.0.2.1\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": source address 192.0.2.1 \
+             cannot be bound: address not available on this machine",
+        ),
+        (
+            l("source_address = \"2001:db8::1\"\n"),
+            "b.toml:4: listener \"web\": key \"source_address\": source address 2001:db8::1 \
+             is IPv6 but backend \"127.0.0.1:8080\" is IPv4 (connects to it would fail)\n\
+             b.toml:4: listener \"web\": key \"source_address\": source address 2001:db8::1 \
+             cannot be bound: address not available on this machine",
         ),
         (
             toml_listener("backends = [\"nosuch.invalid:80\"]\n"),
@@ -370,6 +485,11 @@ const INI_CASES: &[(&str, &str)] = &[
     (
         "[options]\nbuffer_size=1\n",
         "s.cfg: no mappings (expected at least one line in [mappings])",
+    ),
+    (
+        "[mappings]\n[::ffff:127.0.0.1]:24003=127.0.0.1:1\n",
+        "s.cfg:2: mapping \"[::ffff:127.0.0.1]:24003\": \"::ffff:127.0.0.1\" is an \
+         IPv4-mapped IPv6 address (write the IPv4 address 127.0.0.1)",
     ),
 ];
 
@@ -583,6 +703,12 @@ fn admin_settings_are_checked_with_their_line() {
              [admin] (127.0.0.1:24003, line 2): both cannot be bound",
         ),
         (
+            FileFormat::Toml,
+            format!("[admin]\nlisten = \"[::ffff:127.0.0.1]:9000\"\n{listener}"),
+            "b.toml:2: [admin]: key \"listen\": \"::ffff:127.0.0.1\" is an IPv4-mapped IPv6 \
+             address (write the IPv4 address 127.0.0.1)",
+        ),
+        (
             FileFormat::Ini,
             format!("[options]\nadmin=127.0.0.1\n{mapping}"),
             "b.toml:2: [options]: key \"admin\" = \"127.0.0.1\": missing port (expected host:port)",
@@ -646,6 +772,45 @@ fn health_keys_have_their_defaults_and_take_every_algorithm() {
     assert_eq!(
         (l.slow_start, l.ewma_decay),
         (defaults::SLOW_START, defaults::EWMA_DECAY)
+    );
+}
+
+#[test]
+fn names_may_hold_spaces_and_any_printable_character() {
+    // (the name as a TOML basic string, the name)
+    let cases = [
+        ("web", "web"),
+        ("web 2", "web 2"),
+        (" web", " web"),
+        ("wéb/🙂", "wéb/🙂"),
+        ("a\\\"b", "a\"b"),
+    ];
+    for (written, name) in cases {
+        let text =
+            format!("[[listeners]]\nname = \"{written}\"\nlisten = \"127.0.0.1:0\"\n{BACKENDS}");
+        let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
+        assert_eq!(config.listeners.first().unwrap().name, name);
+    }
+}
+
+#[test]
+fn a_default_name_is_the_listen_address_as_written_without_spaces_around_it_issue_16() {
+    let text = format!("[[listeners]]\nlisten = \" 127.0.0.1:0\\n\"\n{BACKENDS}");
+    let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
+    assert_eq!(config.listeners.first().unwrap().name, "127.0.0.1:0");
+}
+
+#[test]
+fn an_ini_mapping_key_with_a_control_character_is_refused_by_the_listen_grammar() {
+    let text = "[mappings]\n24\t003=127.0.0.1:1\n[::1]:24\u{0}003=127.0.0.1:1\n";
+    let errors = parse(text, FileFormat::Ini, "s.cfg").unwrap_err();
+    let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        rendered,
+        [
+            "s.cfg:2: mapping \"24\\t003\": port is not a number",
+            "s.cfg:3: mapping \"[::1]:24\\u{0}003\": port is not a number",
+        ]
     );
 }
 

@@ -1,6 +1,7 @@
 //! Small pure checks of one value, each a function from the text as typed
-//! to the model's value or the [`Problem`] with it: durations, names of
-//! algorithms, modes and check kinds, the admin token, a check path.
+//! to the model's value or the [`Problem`] with it: durations, listener
+//! names, names of algorithms, modes and check kinds, the admin token, a
+//! check path.
 
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use crate::config::{Algorithm, CheckKind, Mode};
 
 use crate::config::limits::MAX_DURATION_DAYS;
 
-/// A duration with a unit; more than zero, at most [`MAX_DURATION_DAYS`].
+/// A duration in the grammar of [`crate::config::duration`]; more than
+/// zero, at most [`MAX_DURATION_DAYS`].
 pub(super) fn duration(text: &str) -> Result<Duration, Problem> {
     let d = duration_or_zero(text)?;
     if d.is_zero() {
@@ -18,10 +20,10 @@ pub(super) fn duration(text: &str) -> Result<Duration, Problem> {
     Ok(d)
 }
 
-/// A duration with a unit; zero allowed, at most [`MAX_DURATION_DAYS`].
+/// A duration in the grammar of [`crate::config::duration`]; zero allowed,
+/// at most [`MAX_DURATION_DAYS`].
 pub(super) fn duration_or_zero(text: &str) -> Result<Duration, Problem> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|_| Problem::BadDuration(text.to_string()))?;
+    let d = crate::config::duration::parse(text)?;
     if d > Duration::from_secs(MAX_DURATION_DAYS * 24 * 3600) {
         return Err(Problem::DurationTooLong {
             value: text.to_string(),
@@ -41,6 +43,22 @@ pub(super) fn token(text: &str) -> Result<String, Problem> {
         return Err(Problem::BadToken);
     }
     Ok(text.to_string())
+}
+
+/// A listener's name: not empty, not only spaces, and without control
+/// characters (newline, tab, NUL, ...), since it is written into text log
+/// lines, which one would split or garble.
+pub(super) fn listener_name(name: &str) -> Result<(), Problem> {
+    if name.is_empty() {
+        return Err(Problem::EmptyName);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Problem::NameNotPrintable(name.to_string()));
+    }
+    if name.trim().is_empty() {
+        return Err(Problem::BlankName(name.to_string()));
+    }
+    Ok(())
 }
 
 /// An algorithm name of SPEC 2.
