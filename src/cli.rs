@@ -167,9 +167,9 @@ pub fn execute(cli: Cli) -> Result<(), Error> {
     // Held until the command is done, so queued log lines are written.
     let _log = init_logging(cli.log_level, cli.log_format);
     match (cli.command, cli.config) {
-        (Some(Command::Run { config }), _) | (None, Some(config)) => {
-            let config = config::load(&config)?;
-            runtime::serve(config)
+        (Some(Command::Run { config: path }), _) | (None, Some(path)) => {
+            let config = config::load(&path)?;
+            runtime::serve(config, path)
         }
         (Some(Command::Check { config: path }), _) => {
             let config = config::load(&path)?;

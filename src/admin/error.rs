@@ -105,6 +105,9 @@ pub enum AdminError {
     /// duplicate, the last backend), in its words.
     #[error(transparent)]
     Change(#[from] ChangeError),
+    /// A reload that changed nothing: every problem, one per line.
+    #[error("{0}")]
+    ReloadFailed(String),
     /// `/metrics` could not be rendered.
     #[error("cannot render the metrics")]
     Metrics,
@@ -135,6 +138,7 @@ impl AdminError {
             | AdminError::WeightOutOfRange { .. }
             | AdminError::BadState(_)
             | AdminError::NothingToChange
+            | AdminError::ReloadFailed(_)
             | AdminError::BadAddress { .. }
             | AdminError::Change(
                 ChangeError::DuplicateBackend { .. } | ChangeError::LastBackend { .. },

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::backend::{Backend, BackendState};
 use crate::state::stats::Rejection;
-use crate::state::{ListenerSlot, Listeners, Snapshot};
+use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
 
 /// Every metric name, as exported. Used where metrics are emitted, in the
 /// tests that parse `/metrics`, and listed in `docs/admin.md`.
@@ -48,6 +48,11 @@ pub mod names {
     pub const CONNECTION_DURATION_SECONDS: &str = "balancer_connection_duration_seconds";
     /// Counter `{listener,reason}`: clients turned away at accept.
     pub const REJECTED_CONNECTIONS_TOTAL: &str = "balancer_rejected_connections_total";
+    /// Gauge: the config generation in force (1 at start, one more per
+    /// reload).
+    pub const CONFIG_GENERATION: &str = "balancer_config_generation";
+    /// Counter `{result}`: config reloads, `ok` or `error`.
+    pub const CONFIG_RELOADS_TOTAL: &str = "balancer_config_reloads_total";
     /// Counter: application log lines dropped because stderr did not keep
     /// up (the log never blocks the balancer).
     pub const LOG_LINES_DROPPED_TOTAL: &str = "balancer_log_lines_dropped_total";
@@ -67,7 +72,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 21] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -79,6 +84,8 @@ pub mod names {
         REQUESTS_TOTAL,
         CONNECTION_DURATION_SECONDS,
         REJECTED_CONNECTIONS_TOTAL,
+        CONFIG_GENERATION,
+        CONFIG_RELOADS_TOTAL,
         LOG_LINES_DROPPED_TOTAL,
         BUILD_INFO,
         PROCESS_OPEN_FDS,
@@ -117,10 +124,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics over every listener of `listeners`, plus the process's own.
-    pub fn new(listeners: Arc<Listeners>) -> Metrics {
+    /// Metrics over every listener of `listeners` and the `process`, plus
+    /// the process's own figures (CPU, memory, files).
+    pub fn new(listeners: Arc<Listeners>, process: Arc<Process>) -> Metrics {
         let mut metrics = prometheus_client::registry::Registry::default();
-        metrics.register_collector(Box::new(BalancerCollector { listeners }));
+        metrics.register_collector(Box::new(BalancerCollector { listeners, process }));
         metrics.register_collector(Box::new(ProcessCollector));
         Metrics { registry: metrics }
     }
@@ -180,6 +188,7 @@ fn gauge(metric: &mut MetricEncoder, labels: &[(&str, &str)], value: i64) -> fmt
 #[derive(Debug)]
 struct BalancerCollector {
     listeners: Arc<Listeners>,
+    process: Arc<Process>,
 }
 
 /// One listener as read for a scrape: its slot and its snapshot now.
@@ -355,6 +364,27 @@ impl Collector for BalancerCollector {
                     }
                 }
                 Ok(())
+            },
+        )?;
+        family(
+            e,
+            names::CONFIG_GENERATION,
+            "The config generation in force: 1 at start, one more per reload.",
+            MetricType::Gauge,
+            |m| {
+                let generation = i64::try_from(self.process.generation()).unwrap_or(i64::MAX);
+                m.encode_gauge(&generation)
+            },
+        )?;
+        family(
+            e,
+            names::CONFIG_RELOADS_TOTAL,
+            "Config reloads: ok (applied) or error (nothing changed).",
+            MetricType::Counter,
+            |m| {
+                let (ok, failed) = self.process.reloads();
+                counter(m, &[("result", "ok")], ok)?;
+                counter(m, &[("result", "error")], failed)
             },
         )?;
         family(

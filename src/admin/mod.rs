@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::logging::Throttle;
 use crate::net::accept::accept_loop;
 use crate::net::http_server::HttpServer;
+use crate::runtime::ReloadSender;
 use crate::state::{Listeners, Process};
 
 #[cfg(test)]
@@ -81,8 +82,10 @@ pub struct Admin {
     /// The live listeners: read for status and metrics, changed through
     /// `state::change`.
     listeners: Arc<Listeners>,
-    /// Serving or draining (`/ready`).
+    /// Serving or draining (`/ready`); the config generation.
     process: Arc<Process>,
+    /// Asks the runtime to reload the config (`POST /api/reload`).
+    reloads: ReloadSender,
     /// The bearer token mutating calls need, if any.
     token: Option<String>,
     /// Names a request may give as `Host` besides IPs and `localhost`.
@@ -100,12 +103,14 @@ impl Admin {
     pub fn new(
         listeners: Arc<Listeners>,
         process: Arc<Process>,
+        reloads: ReloadSender,
         settings: Settings,
         stop: CancellationToken,
     ) -> Arc<Admin> {
         Arc::new(Admin {
+            metrics: metrics::Metrics::new(Arc::clone(&listeners), Arc::clone(&process)),
             process,
-            metrics: metrics::Metrics::new(Arc::clone(&listeners)),
+            reloads,
             listeners,
             token: settings.token.filter(|t| !t.is_empty()),
             allowed_hosts: settings.allowed_hosts,
@@ -115,10 +120,18 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// Whether listening on `listen` needs a warning: see
+    /// [`is_exposed_without_token`].
+    pub fn is_exposed_without_token(&self, listen: SocketAddr) -> bool {
+        is_exposed_without_token(listen, self.token.as_deref())
+    }
+}
+
 /// Whether an admin listen address needs a warning: reachable from other
 /// machines (not loopback) while mutating calls need no token.
-pub fn is_exposed_without_token(listen: SocketAddr, settings: &Settings) -> bool {
-    !listen.ip().is_loopback() && settings.token.as_deref().is_none_or(str::is_empty)
+pub fn is_exposed_without_token(listen: SocketAddr, token: Option<&str>) -> bool {
+    !listen.ip().is_loopback() && token.is_none_or(str::is_empty)
 }
 
 /// Serves admin requests on `listener` until `admin`'s stop token is

@@ -28,6 +28,8 @@ enum Route {
     Ready,
     /// `/live`: 200 while the process runs.
     Live,
+    /// `/api/reload`: read the config file again.
+    Reload,
     /// `/api/listeners/{name}/backends`.
     Backends { listener: String },
     /// `/api/listeners/{name}/backends/{address}`.
@@ -44,6 +46,7 @@ impl Route {
             ["api", "status"] => Route::Status,
             ["ready"] => Route::Ready,
             ["live"] => Route::Live,
+            ["api", "reload"] => Route::Reload,
             ["api", "listeners", name, "backends"] if !name.is_empty() => Route::Backends {
                 listener: decode_segment(name)?,
             },
@@ -65,7 +68,7 @@ impl Route {
             Route::Dashboard | Route::Metrics | Route::Status | Route::Ready | Route::Live => {
                 "GET, HEAD"
             }
-            Route::Backends { .. } => "POST",
+            Route::Backends { .. } | Route::Reload => "POST",
             Route::Backend { .. } => "GET, HEAD, PATCH, DELETE",
         }
     }
@@ -109,6 +112,16 @@ async fn route(
         (Route::Backend { listener, address }, _) if read => {
             let backend = status::backend(admin, listener, address)?;
             Ok(json_response(StatusCode::OK, &backend))
+        }
+        (Route::Reload, Method::POST) => {
+            authorize(admin, &request)?;
+            match admin.reloads.reload().await {
+                Ok(generation) => Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "generation": generation }),
+                )),
+                Err(problems) => Err(AdminError::ReloadFailed(problems)),
+            }
         }
         (Route::Backends { listener }, Method::POST) => {
             authorize(admin, &request)?;

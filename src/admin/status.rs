@@ -21,8 +21,26 @@ pub struct Status {
     pub version: &'static str,
     /// Seconds since the admin server started.
     pub uptime_seconds: f64,
+    /// `true` while serving, `false` once draining (as `/ready`).
+    pub ready: bool,
+    /// The config generation in force: 1 at start, one more per reload.
+    pub generation: u64,
+    /// The last reload, `null` before the first.
+    pub last_reload: Option<LastReload>,
     /// Every listener, in config order.
     pub listeners: Vec<ListenerStatus>,
+}
+
+/// How the last reload went, in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct LastReload {
+    /// When it finished, RFC 3339 (UTC).
+    pub time: String,
+    /// `ok` or `error`.
+    pub result: &'static str,
+    /// Every problem of a failed reload, one per line; `null` when it
+    /// succeeded.
+    pub error: Option<String>,
 }
 
 /// One listener in `/api/status`.
@@ -123,6 +141,13 @@ pub fn all(admin: &Admin) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: admin.started.elapsed().as_secs_f64(),
+        ready: admin.process.is_ready(),
+        generation: admin.process.generation(),
+        last_reload: admin.process.last_reload().map(|record| LastReload {
+            time: humantime::format_rfc3339_seconds(record.at).to_string(),
+            result: if record.result.is_ok() { "ok" } else { "error" },
+            error: record.result.err(),
+        }),
         listeners,
     }
 }

@@ -131,7 +131,14 @@ impl Running {
         let stopped = async {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(runtime::run(config, bound, stopped, std::future::pending()));
+        let reloads = runtime::Reloads::none();
+        let task = tokio::spawn(runtime::run(
+            config,
+            bound,
+            stopped,
+            std::future::pending(),
+            reloads,
+        ));
         Running {
             admin,
             listeners,
@@ -1132,19 +1139,16 @@ async fn the_admin_port_closes_when_the_balancer_stops() {
 
 #[test]
 fn only_a_non_loopback_address_without_a_token_is_exposed() {
-    use super::{Settings, is_exposed_without_token};
-    let none = Settings::default();
-    let token = Settings {
-        token: Some("t".into()),
-        ..Settings::default()
-    };
+    use super::is_exposed_without_token;
+    let none = None;
+    let token = Some("t");
     let public: SocketAddr = "0.0.0.0:9000".parse().unwrap();
     let loopback: SocketAddr = "127.0.0.1:9000".parse().unwrap();
     let v6: SocketAddr = "[::1]:9000".parse().unwrap();
-    assert!(is_exposed_without_token(public, &none));
-    assert!(!is_exposed_without_token(public, &token));
-    assert!(!is_exposed_without_token(loopback, &none));
-    assert!(!is_exposed_without_token(v6, &none));
+    assert!(is_exposed_without_token(public, none));
+    assert!(!is_exposed_without_token(public, token));
+    assert!(!is_exposed_without_token(loopback, none));
+    assert!(!is_exposed_without_token(v6, none));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, FileFormat};
 use crate::error::Error;
-use crate::runtime::{self, listener, signals::Signals};
+use crate::runtime::{self, ConfigSource, Reloads, listener, signals::Signals};
 use backend::BackendOptions;
 
 /// The embedded demo config.
@@ -47,7 +47,11 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
     let config = config()?;
     let runtime = runtime::build_runtime(config.global.workers)?;
     runtime.block_on(async move {
-        let shutdown = Signals::install()?.listen();
+        let reloads = Reloads::of(ConfigSource::Embedded {
+            text: DEMO_CONFIG,
+            origin: "demo.toml",
+        });
+        let shutdown = Signals::install()?.listen(reloads.sender());
         let mut sockets = Vec::new();
         for (name, port) in DEMO_BACKENDS {
             let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
@@ -67,7 +71,14 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
             spawn_backend(&backends, socket, options, stop_backends.clone())?;
         }
         announce(&instructions(&bound));
-        runtime::run(config, bound, shutdown.requested(), shutdown.forced()).await;
+        runtime::run(
+            config,
+            bound,
+            shutdown.requested(),
+            shutdown.forced(),
+            reloads,
+        )
+        .await;
         stop_backends.cancel();
         backends.close();
         backends.wait().await;
@@ -79,7 +90,8 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
 pub fn run_backend(options: BackendOptions, listen: SocketAddr) -> Result<(), Error> {
     let runtime = runtime::build_runtime(1)?;
     runtime.block_on(async move {
-        let shutdown = Signals::install()?.listen();
+        // A demo backend has no config to reload: SIGHUP asks no one.
+        let shutdown = Signals::install()?.listen(Reloads::none().sender());
         let socket = listener::bind(listen, &format!("backend {}", options.name))?;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();

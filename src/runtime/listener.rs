@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -30,8 +31,9 @@ pub struct AcceptContext {
     pub close_connections: CancellationToken,
     /// Tracks every connection task, so drain can wait for them.
     pub connections: TaskTracker,
-    /// The process-wide connection cap.
-    pub global_slots: Arc<Semaphore>,
+    /// The process-wide connection cap (swapped by a reload that changes
+    /// it).
+    pub global_slots: Arc<ArcSwap<Semaphore>>,
 }
 
 /// Accepts clients until the slot's `stop_accepting` is cancelled, then
@@ -64,11 +66,11 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
         reject(Rejection::NotAllowed);
         return;
     }
-    let Ok(global) = ctx.global_slots.clone().try_acquire_owned() else {
+    let Ok(global) = ctx.global_slots.load_full().try_acquire_owned() else {
         reject(Rejection::GlobalFull);
         return;
     };
-    let Ok(local) = Arc::clone(&ctx.slot.connection_slots).try_acquire_owned() else {
+    let Ok(local) = ctx.slot.connection_slots.load_full().try_acquire_owned() else {
         reject(Rejection::ListenerFull);
         return;
     };

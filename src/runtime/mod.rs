@@ -8,12 +8,16 @@
 pub mod drain;
 pub mod limits;
 pub mod listener;
+mod reload;
 pub mod signals;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +29,7 @@ use crate::health;
 use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
 use drain::Drain;
 use listener::AcceptContext;
+pub use reload::{ConfigSource, ReloadSender, Reloads};
 use signals::Signals;
 
 /// Listen sockets bound for a config, not yet served.
@@ -94,116 +99,164 @@ pub fn build_runtime(workers: usize) -> Result<tokio::runtime::Runtime, Error> {
     })
 }
 
-/// `balancer run`: binds, serves until SIGTERM/SIGINT, drains, returns.
-pub fn serve(config: Config) -> Result<(), Error> {
+/// `balancer run`: binds, serves until SIGTERM/SIGINT (reloading `path`
+/// on SIGHUP), drains, returns.
+pub fn serve(config: Config, path: PathBuf) -> Result<(), Error> {
+    serve_with(config, Reloads::of(ConfigSource::File(path)))
+}
+
+/// Runs `config` as the binary does: on its own runtime, with signals,
+/// open-file limits, reloads from `reloads`' source.
+pub fn serve_with(config: Config, reloads: Reloads) -> Result<(), Error> {
     let runtime = build_runtime(config.global.workers)?;
     runtime.block_on(async move {
-        let shutdown = Signals::install()?.listen();
+        let shutdown = Signals::install()?.listen(reloads.sender());
         limits::fit_open_files(&config);
         let bound = bind(&config)?;
-        run(config, bound, shutdown.requested(), shutdown.forced()).await;
+        run(
+            config,
+            bound,
+            shutdown.requested(),
+            shutdown.forced(),
+            reloads,
+        )
+        .await;
         Ok(())
     })
 }
 
 /// Serves `bound` until `shutdown` resolves, then drains: stop accepting,
-/// wait up to `drain_timeout` for open connections, close the rest. Health
-/// checks run beside the listeners and stop when the drain starts (a
-/// draining process takes no new connections, so health no longer matters).
-/// The admin server, when bound, serves through the drain (so it can be
-/// watched) and stops last.
+/// wait up to `drain_timeout` for open connections (or until `forced`),
+/// close the rest. Meanwhile each request of `reloads` reads the config
+/// again and applies it ([`reload`]). Health checks run beside the
+/// listeners and stop when the drain starts (a draining process takes no
+/// new connections, so health no longer matters). The admin server, when
+/// bound, serves through the drain (so it can be watched) and stops last.
 pub async fn run(
     config: Config,
     bound: Bound,
     shutdown: impl Future<Output = ()>,
     forced: impl Future<Output = ()>,
+    mut reloads: Reloads,
 ) {
-    let drain = Drain::default();
-    let health = HealthTasks::default();
-    let listeners = Arc::new(Listeners::new());
-    let process = Arc::new(Process::default());
-    let global_slots = Arc::new(Semaphore::new(config.global.max_connections));
+    let mut serving = Serving::new(config);
     for (listener_config, socket) in bound.listeners {
-        let Some(slot) = serve_listener(listener_config, socket, &listeners, &drain, &global_slots)
-        else {
-            continue;
-        };
-        if slot.snapshot.load().config.health_check.is_some() {
-            health.spawn(slot);
-        }
+        let snapshot = Snapshot::new(listener_config);
+        serving.serve_listener(snapshot, socket);
     }
     let admin_stop = CancellationToken::new();
     let admin_task = TaskTracker::new();
     if let Some((settings, socket)) = bound.admin {
-        start_admin(
-            &admin_task,
-            socket,
+        let admin = admin::Admin::new(
+            Arc::clone(&serving.listeners),
+            Arc::clone(&serving.process),
+            reloads.sender(),
             settings,
-            &listeners,
-            &process,
-            &admin_stop,
+            admin_stop.clone(),
         );
+        start_admin(&admin_task, socket, admin);
     }
-    shutdown.await;
-    process.start_draining();
-    health.stop().await;
-    drain.run(config.global.drain_timeout, forced).await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(request) = reloads.requests.recv() => {
+                serving.reload(reloads.source.as_ref(), request).await;
+            }
+        }
+    }
+    serving.process.start_draining();
+    serving.health.stop().await;
+    let drain_timeout = serving.config.global.drain_timeout;
+    serving.drain.run(drain_timeout, forced).await;
     admin_stop.cancel();
     admin_task.close();
     admin_task.wait().await;
-    listeners.close().await;
+    serving.listeners.close().await;
 }
 
-/// Adds the listener to `listeners` and starts its accept loop on
-/// `socket`; `None` (logged) when the socket cannot be served.
-fn serve_listener(
-    config: Listener,
-    socket: std::net::TcpListener,
-    listeners: &Listeners,
-    drain: &Drain,
-    global_slots: &Arc<Semaphore>,
-) -> Option<Arc<ListenerSlot>> {
-    let name = config.name.clone();
-    let listen = socket.local_addr().unwrap_or(config.listen);
-    let socket = match tokio::net::TcpListener::from_std(socket) {
-        Ok(socket) => socket,
-        Err(e) => {
-            tracing::error!(listener = %name, error = %crate::net::io_reason(&e), "cannot serve listener");
-            return None;
+/// Everything `run` owns while serving, and what a reload changes.
+struct Serving {
+    /// The config in force.
+    config: Config,
+    /// Every listener's slot: what the data plane and the admin server
+    /// read.
+    listeners: Arc<Listeners>,
+    /// Serving or draining; the config generation.
+    process: Arc<Process>,
+    /// Accept loops and connections, and how they stop.
+    drain: Drain,
+    /// Health checkers, per listener.
+    health: HealthTasks,
+    /// The process-wide connection cap, swapped when a reload changes it.
+    global_slots: Arc<ArcSwap<Semaphore>>,
+}
+
+impl Serving {
+    fn new(config: Config) -> Serving {
+        let cap = config.global.max_connections;
+        Serving {
+            config,
+            listeners: Arc::new(Listeners::new()),
+            process: Arc::new(Process::default()),
+            drain: Drain::default(),
+            health: HealthTasks::default(),
+            global_slots: Arc::new(ArcSwap::from_pointee(Semaphore::new(cap))),
         }
-    };
-    let (algorithm, backends) = (config.algorithm, config.backends.len());
-    let stop_accepting = drain.stop_accepting.child_token();
-    let slot = listeners.add(ListenerSlot::new(
-        Snapshot::new(config),
-        listen,
-        stop_accepting,
-    ));
-    tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
-    if let Some(table) = slot.snapshot.load().balancer.table() {
-        tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
     }
-    let context = AcceptContext {
-        slot: Arc::clone(&slot),
-        close_connections: drain.close_connections.clone(),
-        connections: drain.connections.clone(),
-        global_slots: Arc::clone(global_slots),
-    };
-    drain
-        .listeners
-        .spawn(listener::accept_loop(socket, context));
-    Some(slot)
+
+    /// Adds the listener of `snapshot` to `listeners`, starts its accept
+    /// loop on `socket` and its health checker; `None` (logged) when the
+    /// socket cannot be served.
+    fn serve_listener(
+        &mut self,
+        snapshot: Snapshot,
+        socket: std::net::TcpListener,
+    ) -> Option<Arc<ListenerSlot>> {
+        let config = &snapshot.config;
+        let name = config.name.clone();
+        let listen = socket.local_addr().unwrap_or(config.listen);
+        let socket = match tokio::net::TcpListener::from_std(socket) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::error!(listener = %name, error = %crate::net::io_reason(&e), "cannot serve listener");
+                return None;
+            }
+        };
+        let (algorithm, backends) = (config.algorithm, snapshot.backends.len());
+        if let Some(table) = snapshot.balancer.table() {
+            tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
+        }
+        let stop_accepting = self.drain.stop_accepting.child_token();
+        let slot = self
+            .listeners
+            .add(ListenerSlot::new(snapshot, listen, stop_accepting));
+        tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
+        let context = AcceptContext {
+            slot: Arc::clone(&slot),
+            close_connections: self.drain.close_connections.clone(),
+            connections: self.drain.connections.clone(),
+            global_slots: Arc::clone(&self.global_slots),
+        };
+        self.drain
+            .listeners
+            .spawn(listener::accept_loop(socket, context));
+        self.health.start(&slot);
+        Some(slot)
+    }
+
+    /// Stops listener `name`: no more accepts (its socket closes), no more
+    /// checks; its open connections run on.
+    fn stop_listener(&mut self, name: &str) -> Option<Arc<ListenerSlot>> {
+        self.health.stop_listener(name);
+        let slot = self.listeners.remove(name)?;
+        slot.stop_accepting.cancel();
+        Some(slot)
+    }
 }
 
-/// Starts the admin server on `socket`, on `tasks`, until `stop`.
-fn start_admin(
-    tasks: &TaskTracker,
-    socket: std::net::TcpListener,
-    settings: admin::Settings,
-    listeners: &Arc<Listeners>,
-    process: &Arc<Process>,
-    stop: &CancellationToken,
-) {
+/// Starts the admin server on `socket`, on `tasks`.
+fn start_admin(tasks: &TaskTracker, socket: std::net::TcpListener, admin: Arc<admin::Admin>) {
     let address = socket.local_addr().ok();
     let socket = match tokio::net::TcpListener::from_std(socket) {
         Ok(socket) => socket,
@@ -213,35 +266,43 @@ fn start_admin(
         }
     };
     if let Some(address) = address {
-        if admin::is_exposed_without_token(address, &settings) {
+        if admin.is_exposed_without_token(address) {
             tracing::warn!(address = %address, "the admin API listens beyond loopback without a token: anyone who reaches it can change backends (set [admin] token)");
         }
         tracing::info!(address = %address, "admin listening");
     }
-    let admin = admin::Admin::new(
-        Arc::clone(listeners),
-        Arc::clone(process),
-        settings,
-        stop.clone(),
-    );
     tasks.spawn(admin::serve(admin, socket));
 }
 
 /// The health check tasks, one per listener with a `health_check`: owned
-/// here, stopped together.
+/// here, stopped one by one (a reload) or together (the drain).
 #[derive(Debug, Default)]
 struct HealthTasks {
     /// Every listener's checker task.
     tasks: TaskTracker,
-    /// Cancelled to stop them all.
+    /// Cancelled to stop them all; each checker has a child of it.
     cancel: CancellationToken,
+    /// Each running checker's own token, by listener name.
+    by_listener: HashMap<String, CancellationToken>,
 }
 
 impl HealthTasks {
-    /// Starts the checker of the listener in `slot`.
-    fn spawn(&self, slot: Arc<ListenerSlot>) {
-        self.tasks
-            .spawn(health::run(slot, self.cancel.child_token()));
+    /// Starts the checker of the listener in `slot`, when its config has a
+    /// health check.
+    fn start(&mut self, slot: &Arc<ListenerSlot>) {
+        if slot.snapshot.load().config.health_check.is_none() {
+            return;
+        }
+        let cancel = self.cancel.child_token();
+        self.by_listener.insert(slot.name.clone(), cancel.clone());
+        self.tasks.spawn(health::run(Arc::clone(slot), cancel));
+    }
+
+    /// Stops the checker of listener `name`, if it has one.
+    fn stop_listener(&mut self, name: &str) {
+        if let Some(cancel) = self.by_listener.remove(name) {
+            cancel.cancel();
+        }
     }
 
     /// Stops every checker and waits until they have ended.

@@ -2,15 +2,16 @@
 //! shutdown future and never knows where it came from.
 //!
 //! SIGTERM or SIGINT asks for a shutdown (the drain); a second one cuts the
-//! drain short, as HAProxy and nginx do. SIGHUP (config reload), SIGUSR1
-//! (reopen the access log) and SIGUSR2 are logged and ignored until the
-//! features behind them exist, rather than left to their default action,
-//! which would kill the process.
+//! drain short, as HAProxy and nginx do. SIGHUP asks for a config reload.
+//! SIGUSR1 (reopen the access log) and SIGUSR2 are logged and ignored until
+//! the features behind them exist, rather than left to their default
+//! action, which would kill the process.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::ReloadSender;
 use crate::error::Error;
 
 /// The installed handlers. Installing them early (before listeners are
@@ -46,21 +47,24 @@ impl Signals {
     }
 
     /// Starts listening on a task of the current runtime, owned by the
-    /// returned [`Shutdown`] (dropping it stops listening).
-    pub fn listen(self) -> Shutdown {
+    /// returned [`Shutdown`] (dropping it stops listening). SIGHUP asks
+    /// `reloads` for a reload.
+    pub fn listen(self, reloads: ReloadSender) -> Shutdown {
         let (count, requests) = watch::channel(0u32);
-        let task = tokio::spawn(self.count_stops(count));
+        let task = tokio::spawn(self.count_stops(count, reloads));
         Shutdown { requests, task }
     }
 
-    /// Counts SIGTERM and SIGINT into `count`, logging every signal.
-    async fn count_stops(mut self, count: watch::Sender<u32>) {
+    /// Counts SIGTERM and SIGINT into `count`, asks for a reload on each
+    /// SIGHUP, logs every signal.
+    async fn count_stops(mut self, count: watch::Sender<u32>, reloads: ReloadSender) {
         loop {
             let name = tokio::select! {
                 _ = self.terminate.recv() => "SIGTERM",
                 _ = self.interrupt.recv() => "SIGINT",
                 _ = self.hangup.recv() => {
-                    tracing::warn!(signal = "SIGHUP", "config reload is not supported yet; ignoring");
+                    tracing::info!(signal = "SIGHUP", "config reload requested");
+                    reloads.request();
                     continue;
                 }
                 _ = self.user1.recv() => {

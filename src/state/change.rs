@@ -217,10 +217,7 @@ fn remove_backend_now(
 /// whose address now resolves elsewhere is a new backend in its place.
 #[cfg_attr(
     not(test),
-    expect(
-        dead_code,
-        reason = "reload (issue 10) and DNS discovery (issue 13) are its callers"
-    )
+    expect(dead_code, reason = "DNS discovery (issue 13) will call it")
 )]
 pub async fn set_backends(
     listeners: &Arc<Listeners>,
@@ -229,12 +226,32 @@ pub async fn set_backends(
 ) -> Result<BackendsSet, ChangeError> {
     let (listeners, listener, specs) =
         (Arc::clone(listeners), listener.to_string(), specs.to_vec());
-    off_the_workers(move || set_backends_now(&listeners, &listener, &specs)).await
+    off_the_workers(move || replace_backends(&listeners, &listener, None, &specs)).await
 }
 
-fn set_backends_now(
+/// Gives `listener` a new config (a reload): its backends become the
+/// config's, matched by address as [`set_backends`] does (so those that
+/// stay keep their health and counters, and admin API changes give way to
+/// the file), and the next connection gets the new algorithm, caps,
+/// timeouts and allow list.
+pub async fn reconfigure(
+    listeners: &Arc<Listeners>,
+    config: crate::config::Listener,
+) -> Result<BackendsSet, ChangeError> {
+    let listeners = Arc::clone(listeners);
+    off_the_workers(move || {
+        let (name, specs) = (config.name.clone(), config.backends.clone());
+        replace_backends(&listeners, &name, Some(config), &specs)
+    })
+    .await
+}
+
+/// The body of [`set_backends`] and [`reconfigure`]: `specs` become the
+/// backends of `listener`, under `config` when given (else its current one).
+fn replace_backends(
     listeners: &Arc<Listeners>,
     listener: &str,
+    config: Option<crate::config::Listener>,
     specs: &[BackendSpec],
 ) -> Result<BackendsSet, ChangeError> {
     in_listener(listeners, listener, |current| {
@@ -277,7 +294,11 @@ fn set_backends_now(
                 backends.push(Arc::clone(gone));
             }
         }
-        Ok((current.next(backends), done))
+        let next = match config {
+            Some(config) => Snapshot::with_backends(config, backends),
+            None => current.next(backends),
+        };
+        Ok((next, done))
     })
 }
 

@@ -55,8 +55,10 @@ pub struct ListenerSlot {
     /// a child of the process's token) or, alone, when the listener goes.
     pub stop_accepting: CancellationToken,
     /// This listener's connection cap (`max_connections`): a permit moves
-    /// into each connection's task and is given back when it ends.
-    pub connection_slots: Arc<Semaphore>,
+    /// into each connection's task and is given back when it ends. A
+    /// reload that changes the cap swaps in a new semaphore: connections
+    /// open before it hold permits of the old one.
+    pub connection_slots: ArcSwap<Semaphore>,
 }
 
 impl ListenerSlot {
@@ -73,7 +75,9 @@ impl ListenerSlot {
             listen,
             stats: ListenerStats::default(),
             logs: ListenerLogs::default(),
-            connection_slots: Arc::new(Semaphore::new(snapshot.config.max_connections)),
+            connection_slots: ArcSwap::from_pointee(Semaphore::new(
+                snapshot.config.max_connections,
+            )),
             snapshot: ArcSwap::from_pointee(snapshot),
             stop_accepting,
         }
@@ -124,6 +128,17 @@ impl Listeners {
     /// The slot of the listener named `name`.
     pub fn find(&self, name: &str) -> Option<Arc<ListenerSlot>> {
         self.slots.load().iter().find(|s| s.name == name).cloned()
+    }
+
+    /// Takes listener `name` out of the list (a reload removed it); its
+    /// slot lives on in the tasks that still hold it.
+    pub fn remove(&self, name: &str) -> Option<Arc<ListenerSlot>> {
+        let _writer = self.write_lock();
+        let list = self.slots.load();
+        let gone = list.iter().find(|s| s.name == name).cloned()?;
+        let kept = list.iter().filter(|s| s.name != name).cloned().collect();
+        self.slots.store(Arc::new(kept));
+        Some(gone)
     }
 
     /// Whether backend `address` of `listener` is draining to be removed
