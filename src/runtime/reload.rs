@@ -256,7 +256,8 @@ impl super::Serving {
         let name = config.name.clone();
         let before = slot.snapshot.load_full();
         let file_before = self.config.listeners.iter().find(|l| l.name == name);
-        for dropped in admin_changes_dropped(file_before, &before, &config) {
+        let removing = |address: &str| self.listeners.is_removing(&name, address);
+        for dropped in admin_changes_dropped(file_before, &before, &config, removing) {
             tracing::info!(listener = %name, "reload replaces a change made through the admin API: {dropped}");
         }
         let cap = config.max_connections;
@@ -305,29 +306,39 @@ fn in_file<'a>(list: &'a Listener, address: &str) -> Option<&'a crate::config::B
 
 /// The changes made through the admin API to a listener (what its live
 /// snapshot has that its file config `file` did not) that `next`, the new
-/// file, does not keep, in words.
-fn admin_changes_dropped(file: Option<&Listener>, live: &Snapshot, next: &Listener) -> Vec<String> {
+/// file, does not keep, in words. `removing` says which backends are on
+/// their way out already (drained by an earlier change, not the API's
+/// doing).
+fn admin_changes_dropped(
+    file: Option<&Listener>,
+    live: &Snapshot,
+    next: &Listener,
+    removing: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let Some(file) = file else {
         return Vec::new();
     };
     let mut dropped = Vec::new();
     for backend in &live.backends {
         let address = backend.address.as_str();
-        match (in_file(file, address), in_file(next, address)) {
-            (None, None) => dropped.push(format!("backend {address} (added) is removed")),
-            (Some(was), Some(now))
-                if backend.weight() != was.weight && now.weight != backend.weight() =>
-            {
-                dropped.push(format!(
-                    "backend {address} weight {} is {} again",
-                    backend.weight(),
-                    now.weight
-                ));
+        let (was, now) = (in_file(file, address), in_file(next, address));
+        match (was, now) {
+            (None, None) if !removing(address) => {
+                dropped.push(format!("backend {address} (added) is removed"));
+            }
+            (Some(was), Some(now)) => {
+                if backend.weight() != was.weight && backend.weight() != now.weight {
+                    let weight = backend.weight();
+                    dropped.push(format!(
+                        "backend {address} weight {weight} is {} again",
+                        now.weight
+                    ));
+                }
+                if backend.state() == BackendState::Draining {
+                    dropped.push(format!("backend {address} (draining) is up again"));
+                }
             }
             _ => {}
-        }
-        if backend.state() == BackendState::Draining && in_file(next, address).is_some() {
-            dropped.push(format!("backend {address} (draining) is up again"));
         }
     }
     dropped

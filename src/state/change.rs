@@ -86,7 +86,8 @@ pub struct BackendsSet {
     /// Backends that were not there: added, up, ramping up over the
     /// listener's `slow_start`.
     pub added: Vec<String>,
-    /// Backends no longer listed: draining, removed once idle.
+    /// Backends no longer listed that started draining now (removed once
+    /// idle); those draining from an earlier change are not repeated.
     pub removed: Vec<String>,
     /// Backends that stayed (same address): health and counters kept.
     pub kept: Vec<String>,
@@ -289,8 +290,11 @@ fn replace_backends(
         }
         for gone in &current.backends {
             if !listed.contains(gone.address.as_str()) {
-                start_removal(listeners, listener, gone);
-                done.removed.push(gone.address.clone());
+                // Listed as removed only the first time: a backend still
+                // draining from an earlier change is already on its way.
+                if start_removal(listeners, listener, gone) {
+                    done.removed.push(gone.address.clone());
+                }
                 backends.push(Arc::clone(gone));
             }
         }

@@ -18,6 +18,9 @@
 //!   (`browser`: chromedriver over WebDriver).
 //! - `hardening`: issue 16's cases: a stuck stderr, log floods, running
 //!   out of file descriptors, admin slowloris and DNS rebinding.
+//! - `reload`: SIGHUP and `POST /api/reload`: the diff by listener name,
+//!   state kept, bad files and bind failures changing nothing, reloads
+//!   under load, the seed's INI.
 //! - `health`: active and passive health checks, slow start,
 //!   least_connections steering, Maglev agreement between two processes,
 //!   bad health-check values.
@@ -37,5 +40,6 @@ mod demo;
 mod drain;
 mod hardening;
 mod health;
+mod reload;
 mod seed;
 mod tcp;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread;
@@ -70,6 +70,8 @@ pub struct Balancer {
     listening: HashMap<String, SocketAddr>,
     exit: Option<ExitStatus>,
     _dir: Option<TempDir>,
+    /// The config file it runs, when the harness wrote it.
+    config_file: Option<PathBuf>,
 }
 
 impl Balancer {
@@ -85,10 +87,24 @@ impl Balancer {
     /// FILE` there; does not wait for anything.
     pub fn spawn_with_config(flags: &[&str], config: &str, format: Format) -> Balancer {
         let file = format.file_name();
-        Balancer::spawn(
-            flags.iter().copied().chain([file]),
-            Some(config_dir(config, format)),
-        )
+        let dir = config_dir(config, format);
+        let path = dir.path().join(file);
+        let mut balancer = Balancer::spawn(flags.iter().copied().chain([file]), Some(dir));
+        balancer.config_file = Some(path);
+        balancer
+    }
+
+    /// Replaces the config file the process runs (for a reload).
+    pub fn rewrite_config(&self, config: &str) {
+        let path = self
+            .config_file
+            .as_ref()
+            .expect("the harness wrote this process's config");
+        // Written beside, then renamed over: the balancer never reads half
+        // a file.
+        let next = path.with_extension("next");
+        std::fs::write(&next, config).expect("the new config can be written");
+        std::fs::rename(&next, path).expect("the new config can replace the old");
     }
 
     /// Like [`Balancer::spawn_with_config`], with the open-file limit
@@ -165,6 +181,7 @@ impl Balancer {
             listening: HashMap::new(),
             exit: None,
             _dir: None,
+            config_file: None,
         }
     }
 
