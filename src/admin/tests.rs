@@ -121,7 +121,7 @@ impl Running {
         let token = token.map_or(String::new(), |t| format!("token = \"{t}\""));
         let head = format!(
             "[global]\ndrain_timeout = \"2s\"\nmax_connections = 10000\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n{token}"
+             [admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"admin.example\"]\n{token}"
         );
         let config = testing::config(&head, &listeners);
         let bound = runtime::bind(&config).unwrap();
@@ -1087,6 +1087,18 @@ async fn a_host_that_is_not_an_ip_localhost_or_allowed_is_refused_except_for_met
     )
     .await;
     assert_eq!(read.status, 403, "reads are refused too: {}", read.body);
+
+    // A name of [admin] allowed_hosts passes, in any case.
+    let listed = format!("Admin.Example:{port}");
+    let answer = http(
+        running.admin,
+        "GET",
+        "/api/status",
+        &[("Host", &listed)],
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 
     // Scrapers may use any name; IPs and localhost are always fine.
     let scrape = http(

@@ -44,6 +44,10 @@ fn admin(out: &mut String, a: &Admin) {
     if let Some(token) = &a.token {
         let _ = writeln!(out, "token = {}", string(token));
     }
+    if !a.allowed_hosts.is_empty() {
+        let names: Vec<String> = a.allowed_hosts.iter().map(|h| string(h)).collect();
+        let _ = writeln!(out, "allowed_hosts = [{}]", names.join(", "));
+    }
 }
 
 fn listener(out: &mut String, l: &Listener) {
@@ -395,6 +399,10 @@ mod tests {
                         },
                         admin: admin.map(|(ip, token)| Admin {
                             listen: SocketAddr::new(ip, 0),
+                            allowed_hosts: token
+                                .iter()
+                                .map(|_| "admin.example".to_string())
+                                .collect(),
                             token,
                         }),
                         listeners,

@@ -213,7 +213,7 @@ impl<'a> Reader<'a> {
                 let listen = Some(Spanned::new(span.clone(), entry.value.to_string()));
                 let admin = RawAdmin {
                     listen,
-                    token: None,
+                    ..RawAdmin::default()
                 };
                 self.raw.admin = Some(Spanned::new(span, admin));
             }

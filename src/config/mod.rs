@@ -104,6 +104,9 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// When set, mutating calls need `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
+    /// Host names requests may give as `Host` besides IP addresses and
+    /// `localhost` (against DNS rebinding); empty: none.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// How a listener treats its traffic, by name only: what status, logs and

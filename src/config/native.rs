@@ -65,6 +65,8 @@ pub(crate) struct RawAdmin {
     pub listen: Option<Spanned<String>>,
     /// The bearer token of mutating calls.
     pub token: Option<Spanned<String>>,
+    /// Names a request may give as `Host` besides IPs and `localhost`.
+    pub allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[[listeners]]` table (or one INI mapping) as typed.

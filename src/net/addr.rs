@@ -224,6 +224,16 @@ pub fn cidr(text: &str) -> Result<IpNet, AddrError> {
         .map_err(|_| AddrError::BadCidr(text.to_string()))
 }
 
+/// A host name, as written: letters, digits, `-`, `.` and `_` only.
+pub fn host_name(text: &str) -> Result<&str, AddrError> {
+    let host = text.trim();
+    if is_host_name(host) {
+        Ok(host)
+    } else {
+        Err(AddrError::BadHostName(text.to_string()))
+    }
+}
+
 /// Whether `host` may be looked up as a name: letters, digits, `-`, `.`
 /// and `_` (SRV-style labels), nothing else.
 fn is_host_name(host: &str) -> bool {

@@ -73,8 +73,7 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
         Some(a) => {
             let settings = admin::Settings {
                 token: a.token.clone(),
-                // `[admin] allowed_hosts` comes with the config change of issue 16.
-                allowed_hosts: Vec::new(),
+                allowed_hosts: a.allowed_hosts.clone(),
             };
             Some((settings, listener::bind(a.listen, "admin")?))
         }

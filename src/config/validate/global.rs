@@ -11,6 +11,9 @@ use crate::config::{Admin, Algorithm, FileFormat, Global, defaults};
 
 use super::Validator;
 use super::values::{algorithm, duration, token};
+use super::with_key;
+use crate::config::error::Problem;
+use crate::net::addr;
 
 impl Validator<'_> {
     /// `[global]` (INI `[options]`), every key at its default when absent.
@@ -70,6 +73,7 @@ impl Validator<'_> {
             Some(value) => self.listen_value(value, &scope, listen_key, false),
         };
         let token = self.text(&raw.token, &scope, "token", token);
+        let allowed_hosts = self.allowed_hosts(raw.allowed_hosts.as_ref(), &scope);
         if let (Some(addr), Some(written)) = (listen, &raw.listen) {
             let here = match self.format {
                 FileFormat::Toml => Context::Table("admin".into()),
@@ -83,6 +87,30 @@ impl Validator<'_> {
         Some(Admin {
             listen: listen?,
             token: token?,
+            allowed_hosts: allowed_hosts?,
         })
+    }
+
+    /// `[admin] allowed_hosts`: host names; every bad one reported.
+    fn allowed_hosts(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+        scope: &[Context],
+    ) -> Option<Vec<String>> {
+        let Some(list) = raw else {
+            return Some(Vec::new());
+        };
+        let context = with_key(scope, "allowed_hosts");
+        let names: Vec<Option<String>> = list
+            .get_ref()
+            .iter()
+            .map(|entry| {
+                let name = addr::host_name(entry.get_ref())
+                    .map(str::to_string)
+                    .map_err(Problem::from);
+                self.ok_or_report(name, entry.span(), context.clone())
+            })
+            .collect();
+        names.into_iter().collect()
     }
 }

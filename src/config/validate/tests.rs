@@ -698,6 +698,14 @@ fn admin_settings_are_checked_with_their_line() {
         ),
         (
             FileFormat::Toml,
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:9000\"\nallowed_hosts = [\"ok.example\", \"bad host\"]\n{listener}"
+            ),
+            "b.toml:3: [admin]: key \"allowed_hosts\": host \"bad host\" is not a valid host name \
+             (letters, digits, \"-\", \".\" and \"_\")",
+        ),
+        (
+            FileFormat::Toml,
             format!("[admin]\nlisten = \"127.0.0.1:24003\"\n{listener}"),
             "b.toml:5: listener \"web\": listen address 127.0.0.1:24003 conflicts with \
              [admin] (127.0.0.1:24003, line 2): both cannot be bound",
