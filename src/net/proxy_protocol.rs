@@ -13,6 +13,8 @@
 //!   sender that is not speaking the protocol on the first wrong byte,
 //!   without waiting for more. It never panics, never reads past its
 //!   input, and never needs more than [`MAX_HEADER_LEN`] bytes.
+//! - [`read_header`] does that on a socket within a timeout, and hands
+//!   back the bytes it read past the header.
 //!
 //! Left out on purpose (the balancer relays TCP and uses only addresses):
 //! UDP and unix-socket addresses are read as [`Header::Unknown`], as the
@@ -29,9 +31,13 @@
 )]
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::time::Duration;
 
-use super::Quoted;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{Quoted, io_reason};
 
 /// The 12 bytes every v2 header starts with. Binary, with a NUL and CRLFs,
 /// so that HTTP, TLS, SMTP and most other servers refuse it at once.
@@ -272,6 +278,26 @@ pub enum ParseError {
         /// The header's length field.
         length: u16,
     },
+}
+
+/// Why [`read_header`] got no header.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The bytes are not a header we accept.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The peer closed the connection before the header was complete.
+    #[error("connection closed after {received} bytes, before a complete PROXY protocol header")]
+    Closed {
+        /// How many bytes had arrived.
+        received: usize,
+    },
+    /// The header was not complete within the timeout.
+    #[error("no complete PROXY protocol header within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// Reading failed (reset, ...).
+    #[error("{} before a complete PROXY protocol header", io_reason(.0))]
+    Io(io::Error),
 }
 
 // === encoding ===
@@ -767,9 +793,67 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
     Some(*head)
 }
 
+// === reading from a connection ===
+
+/// What [`read_header`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The header.
+    pub header: Header,
+    /// The bytes read past the header: the start of the relayed stream,
+    /// to be sent on before anything else is read from the connection.
+    pub rest: Vec<u8>,
+}
+
+/// How much is asked of the socket per read: the 536 bytes of the smallest
+/// TCP segment every host takes, which the specification sizes both
+/// versions to fit in (without TLVs). What is read past the header comes
+/// back in [`Received::rest`], so the size only bounds that.
+const READ_CHUNK: usize = 536;
+
+/// Reads a header from the start of `stream` within `timeout`: the header
+/// and the bytes read past it, which the caller must send on first.
+/// Refuses at once what [`parse`] refuses; a stream that ends first is an
+/// error. Holds at most [`MAX_HEADER_LEN`] plus one read's bytes.
+pub async fn read_header<R>(stream: &mut R, timeout: Duration) -> Result<Received, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    tokio::time::timeout(timeout, read_until_parsed(stream))
+        .await
+        .unwrap_or(Err(ReadError::Timeout(timeout)))
+}
+
+/// Reads until [`parse`] has a header or an error.
+async fn read_until_parsed<R>(stream: &mut R) -> Result<Received, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let needed = match parse(&buf)? {
+            Parsed::Complete { header, consumed } => {
+                buf.drain(..consumed.min(buf.len()));
+                return Ok(Received { header, rest: buf });
+            }
+            Parsed::Incomplete { needed } => needed,
+        };
+        let start = buf.len();
+        buf.resize(start + needed.max(READ_CHUNK), 0);
+        let count = match stream.read(buf.get_mut(start..).unwrap_or_default()).await {
+            Ok(0) => return Err(ReadError::Closed { received: start }),
+            Ok(count) => count,
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        buf.truncate(start + count);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -1268,6 +1352,14 @@ mod tests {
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);
         }
+        assert_eq!(
+            ReadError::Timeout(Duration::from_secs(3)).to_string(),
+            "no complete PROXY protocol header within 3s"
+        );
+        assert_eq!(
+            ReadError::Closed { received: 5 }.to_string(),
+            "connection closed after 5 bytes, before a complete PROXY protocol header"
+        );
     }
 
     // === properties ===
@@ -1395,5 +1487,102 @@ mod tests {
                 }
             }
         }
+    }
+
+    // === reading from a connection ===
+
+    /// A connected pair over loopback: (client, server side).
+    async fn loopback() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    /// What the server side reads after the header: `rest`, then the
+    /// stream to its end.
+    async fn rest_of_stream(received: &Received, server: &mut TcpStream) -> Vec<u8> {
+        let mut all = received.rest.clone();
+        server.read_to_end(&mut all).await.unwrap();
+        all
+    }
+
+    #[tokio::test]
+    async fn the_reader_returns_the_header_and_the_bytes_that_followed_it() {
+        let (mut client, mut server) = loopback().await;
+        let header = proxied("192.0.2.1:5000", "192.0.2.2:80");
+        let request = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+        let sent = [encode_v1(&header), request.to_vec()].concat();
+        client.write_all(&sent).await.unwrap();
+        client.shutdown().await.unwrap();
+
+        let received = read_header(&mut server, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(received.header, header);
+        assert_eq!(rest_of_stream(&received, &mut server).await, request);
+    }
+
+    #[tokio::test]
+    async fn the_reader_takes_a_v2_header_sent_one_byte_at_a_time() {
+        let (mut client, mut server) = loopback().await;
+        client.set_nodelay(true).unwrap();
+        let header = proxied("[2001:db8::1]:5000", "[2001:db8::2]:443");
+        let bytes = [encode_v2(&header), b"hello".to_vec()].concat();
+        let writer = tokio::spawn(async move {
+            for byte in bytes {
+                client.write_all(&[byte]).await.unwrap();
+                client.flush().await.unwrap();
+            }
+            client.shutdown().await.unwrap();
+        });
+
+        let received = read_header(&mut server, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(received.header, header);
+        assert_eq!(rest_of_stream(&received, &mut server).await, b"hello");
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_not_speaking_the_protocol_is_refused_without_waiting() {
+        let (mut client, mut server) = loopback().await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        // The client stays connected; the refusal must not wait for the
+        // reader's own (long) timeout.
+        let read = read_header(&mut server, Duration::from_secs(3600));
+        let got = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("refused without waiting");
+        assert!(
+            matches!(got, Err(ReadError::Parse(ParseError::NotProxyProtocol))),
+            "{got:?}"
+        );
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_stream_closed_before_the_header_is_complete_is_an_error() {
+        let (mut client, mut server) = loopback().await;
+        client.write_all(b"PROXY TCP4 1.2").await.unwrap();
+        client.shutdown().await.unwrap();
+        let got = read_header(&mut server, Duration::from_secs(5)).await;
+        assert!(
+            matches!(got, Err(ReadError::Closed { received: 14 })),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_that_does_not_arrive_in_time_is_a_timeout() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"PROXY TCP4 ").await.unwrap();
+        let got = read_header(&mut server, Duration::from_secs(3)).await;
+        assert!(
+            matches!(got, Err(ReadError::Timeout(t)) if t == Duration::from_secs(3)),
+            "{got:?}"
+        );
+        drop(client);
     }
 }
