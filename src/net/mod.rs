@@ -1,7 +1,8 @@
 //! Network basics every plane shares, written once: the address grammar and
 //! the resolver ([`addr`]), connecting with a source address and a timeout
 //! ([`connect`]), the accept loop with back-off ([`accept`]), the hyper
-//! HTTP/1.1 server setup ([`http_server`]), and how an I/O error
+//! HTTP/1.1 server setup ([`http_server`]), the PROXY protocol header,
+//! written and read ([`proxy_protocol`]), and how an I/O error
 //! ([`io_reason`]) and a value given by a user ([`Quoted`]) are said in
 //! words.
 //!
@@ -15,6 +16,7 @@ pub mod accept;
 pub mod addr;
 pub mod connect;
 pub mod http_server;
+pub mod proxy_protocol;
 
 use std::fmt;
 use std::io;
