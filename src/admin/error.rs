@@ -42,7 +42,7 @@ pub enum AdminError {
         limit: usize,
     },
     /// The request body did not arrive in time.
-    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    #[error("the request body did not arrive within {}", crate::net::format_duration(*.0))]
     BodyTimeout(std::time::Duration),
     /// The request body could not be read.
     #[error("cannot read the request body: {0}")]

@@ -68,31 +68,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, Problem> {
     Ok(Duration::from_millis(millis))
 }
 
-/// A duration in the largest unit of `h`, `m`, `s` and `ms` that states it
-/// exactly, `"0s"` for zero: what `balancer check`, `balancer convert` and
-/// log lines print. Every config value is a whole number of milliseconds,
-/// so this reads back to it. A computed duration below that precision (a
-/// jittered wait, say) is written in whole `us` or `ns`, which a config
-/// does not accept.
-pub fn format_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_string();
-    }
-    if d.subsec_nanos() % 1_000_000 != 0 {
-        let nanos = d.as_nanos();
-        return if nanos % 1_000 == 0 {
-            format!("{}us", nanos / 1_000)
-        } else {
-            format!("{nanos}ns")
-        };
-    }
-    let millis = d.as_millis();
-    let (unit, size) = UNITS
-        .into_iter()
-        .find(|(_, size)| millis % u128::from(*size) == 0)
-        .unwrap_or(("ms", 1));
-    format!("{}{unit}", millis / u128::from(size))
-}
+pub use crate::net::format_duration;
 
 /// `text` split where its first character failing `keep` starts.
 fn split_while(text: &str, keep: impl Fn(char) -> bool) -> (&str, &str) {

@@ -72,7 +72,7 @@ impl fmt::Display for ProbeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProbeError::Timeout(t) => {
-                write!(f, "timed out after {}", humantime::format_duration(*t))
+                write!(f, "timed out after {}", crate::net::format_duration(*t))
             }
             ProbeError::Io(e) => f.write_str(&crate::net::io_reason(e)),
             ProbeError::Status { got, expected } => {

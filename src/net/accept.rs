@@ -64,7 +64,7 @@ pub async fn accept_loop(
                 admit(stream, client);
             }
             Err(e) => {
-                tracing::warn!(on = owner, error = %io_reason(&e), pause = %humantime::format_duration(backoff), "accept failed; backing off");
+                tracing::warn!(on = owner, error = %io_reason(&e), pause = %super::format_duration(backoff), "accept failed; backing off");
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}

@@ -261,7 +261,7 @@ pub async fn resolve(address: HostPort<'_>, timeout: Duration) -> Result<SocketA
         Ok(answer) => first_address(host, answer),
         Err(_) => Err(ResolveError {
             host: host.to_string(),
-            reason: format!("no answer within {}", humantime::format_duration(timeout)),
+            reason: format!("no answer within {}", super::format_duration(timeout)),
         }),
     }
 }

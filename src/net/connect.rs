@@ -54,7 +54,7 @@ impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConnectError::Timeout(t) => {
-                write!(f, "timed out after {}", humantime::format_duration(*t))
+                write!(f, "timed out after {}", super::format_duration(*t))
             }
             ConnectError::Io(e) => f.write_str(&io_reason(e)),
             ConnectError::Local(e) => write!(f, "{} (on this machine)", io_reason(e)),

@@ -20,6 +20,7 @@ pub mod proxy_protocol;
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 /// An I/O error in words, without Rust's debug formatting: "address already
 /// in use", "no such file or directory", "connection refused".
@@ -38,6 +39,36 @@ pub fn io_reason(err: &io::Error) -> String {
             }
         }
     }
+}
+
+/// The units durations are written in, largest first, with their length
+/// in milliseconds (the config's grammar: `h`, `m`, `s`, `ms`).
+const DURATION_UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+
+/// A duration in the largest unit of `h`, `m`, `s` and `ms` that states it
+/// exactly, `"0s"` for zero: what `balancer check`, `balancer convert` and
+/// log lines print. Every config value is a whole number of milliseconds,
+/// so this reads back to it. A computed duration below that precision (a
+/// jittered wait, say) is written in whole `us` or `ns`, which a config
+/// does not accept.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_string();
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        let nanos = d.as_nanos();
+        return if nanos % 1_000 == 0 {
+            format!("{}us", nanos / 1_000)
+        } else {
+            format!("{nanos}ns")
+        };
+    }
+    let millis = d.as_millis();
+    let (unit, size) = DURATION_UNITS
+        .into_iter()
+        .find(|(_, size)| millis % u128::from(*size) == 0)
+        .unwrap_or(("ms", 1));
+    format!("{}{unit}", millis / u128::from(size))
 }
 
 /// A value as typed by a user, in double quotes, with quotes, backslashes

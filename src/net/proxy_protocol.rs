@@ -293,7 +293,7 @@ pub enum ReadError {
         received: usize,
     },
     /// The header was not complete within the timeout.
-    #[error("no complete PROXY protocol header within {}", humantime::format_duration(*.0))]
+    #[error("no complete PROXY protocol header within {}", super::format_duration(*.0))]
     Timeout(Duration),
     /// Reading failed (reset, ...).
     #[error("{} before a complete PROXY protocol header", io_reason(.0))]

@@ -37,7 +37,7 @@ impl Drain {
         }
         tracing::info!(
             open_connections = open,
-            drain_timeout = %humantime::format_duration(timeout),
+            drain_timeout = %crate::net::format_duration(timeout),
             "stopped accepting; waiting for open connections to finish"
         );
         tokio::select! {
