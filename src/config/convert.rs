@@ -12,7 +12,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Admin, BackendSpec, Config, Global, HealthCheck, Listener, format_duration};
+use super::{
+    Admin, BackendSpec, Config, Global, HealthCheck, Listener, ModeSettings, TcpSettings,
+    format_duration,
+};
 
 /// TOML text that loads back into an equal `Config`.
 pub fn to_toml(config: &Config) -> String {
@@ -61,6 +64,21 @@ fn listener(out: &mut String, l: &Listener) {
     let _ = writeln!(out, "retries = {}", l.retries);
     if let Some(source) = l.source_address {
         let _ = writeln!(out, "source_address = {}", string(&source.to_string()));
+    }
+    if let ModeSettings::Tcp(TcpSettings {
+        proxy_protocol: Some(version),
+        ..
+    }) = l.mode
+    {
+        let _ = writeln!(out, "proxy_protocol = {}", string(version.name()));
+    }
+    if !l.accept_proxy_protocol.is_empty() {
+        let nets: Vec<String> = l
+            .accept_proxy_protocol
+            .iter()
+            .map(|n| string(&n.to_string()))
+            .collect();
+        let _ = writeln!(out, "accept_proxy_protocol = [{}]", nets.join(", "));
     }
     if !l.allow.is_empty() {
         let nets: Vec<String> = l.allow.iter().map(|n| string(&n.to_string())).collect();
@@ -352,13 +370,17 @@ mod tests {
                 Listener {
                     name: format!("l{name}"),
                     listen: SocketAddr::new(ip, 0),
-                    mode: ModeSettings::Tcp(TcpSettings { buffer_size: 0 }),
+                    mode: ModeSettings::Tcp(TcpSettings {
+                        buffer_size: 0,
+                        proxy_protocol: None,
+                    }),
                     algorithm,
                     connect_timeout,
                     idle_timeout,
                     retries: u32::try_from(retries).unwrap(),
                     source_address,
                     allow,
+                    accept_proxy_protocol: Vec::new(),
                     max_connections: usize::try_from(max_connections).unwrap(),
                     backends,
                     slow_start,
@@ -386,7 +408,19 @@ mod tests {
                         .enumerate()
                         .map(|(i, mut l)| {
                             l.name = format!("{i}{}", l.name);
-                            l.mode = ModeSettings::Tcp(TcpSettings { buffer_size });
+                            let proxy_protocol = [
+                                None,
+                                Some(crate::config::ProxyProtocol::V1),
+                                Some(crate::config::ProxyProtocol::V2),
+                            ]
+                            .get(i % 3)
+                            .copied()
+                            .flatten();
+                            l.mode = ModeSettings::Tcp(TcpSettings {
+                                buffer_size,
+                                proxy_protocol,
+                            });
+                            l.accept_proxy_protocol = l.allow.clone();
                             l
                         })
                         .collect();

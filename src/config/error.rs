@@ -63,8 +63,6 @@ pub enum Context {
 pub enum Feature {
     /// `mode = "http"`.
     HttpMode,
-    /// `proxy_protocol` `v1` or `v2`; carries the value.
-    ProxyProtocol(String),
 }
 
 /// What is wrong. Values are carried as typed so the message can quote them.
@@ -232,6 +230,11 @@ pub enum Problem {
     /// everyone, so an empty one is refused as ambiguous.
     #[error("the allow list is empty (leave the key out to let every client in)")]
     EmptyAllow,
+    /// `accept_proxy_protocol = []`: refused as ambiguous, as `allow`.
+    #[error(
+        "the list is empty (leave the key out when no balancer in front sends PROXY protocol headers)"
+    )]
+    EmptyAcceptProxyProtocol,
     /// An address, network or IP address that does not parse (the shared
     /// grammar of `net::addr`, in its words).
     #[error(transparent)]
@@ -318,7 +321,6 @@ impl fmt::Display for Feature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Feature::HttpMode => f.write_str("mode \"http\""),
-            Feature::ProxyProtocol(v) => write!(f, "proxy_protocol {}", Quoted(v)),
         }
     }
 }
@@ -602,14 +604,6 @@ mod tests {
                 ),
                 "f.toml:8: listener \"b\": listen address 0.0.0.0:80 conflicts with \
                  listener \"a\" (127.0.0.1:80, line 2): both cannot be bound",
-            ),
-            (
-                error(
-                    Some(4),
-                    vec![Context::Key("proxy_protocol".into())],
-                    Problem::NotSupported(Feature::ProxyProtocol("v2".into())),
-                ),
-                "f.toml:4: key \"proxy_protocol\": proxy_protocol \"v2\" is not supported yet",
             ),
         ];
         for (error, expected) in cases {

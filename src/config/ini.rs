@@ -496,7 +496,10 @@ algorithm=weighted_round_robin
         assert_eq!(first.algorithm, Algorithm::WeightedRoundRobin);
         assert_eq!(
             first.mode,
-            ModeSettings::Tcp(TcpSettings { buffer_size: 4096 })
+            ModeSettings::Tcp(TcpSettings {
+                buffer_size: 4096,
+                proxy_protocol: None
+            })
         );
         assert_eq!(first.connect_timeout, defaults::CONNECT_TIMEOUT);
         assert_eq!(first.idle_timeout, defaults::IDLE_TIMEOUT);

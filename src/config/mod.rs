@@ -153,14 +153,20 @@ impl ModeSettings {
     }
 }
 
-/// What only a tcp listener has (`proxy_protocol` joins it when built).
+/// What only a tcp listener has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpSettings {
     /// Bytes per direction per connection when the relay copies in user
     /// space. Not a listener key: every tcp listener takes `[global]
     /// buffer_size` (INI `[options] buffer_size`).
     pub buffer_size: usize,
+    /// The PROXY protocol header sent to backends before the client's
+    /// bytes (`proxy_protocol = "v1" | "v2"`); `None`: none (`"off"`).
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
+
+/// A version of the PROXY protocol (the wire format is `net`'s).
+pub use crate::net::proxy_protocol::Version as ProxyProtocol;
 
 /// The balancing algorithm of a listener (SPEC 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +235,11 @@ pub struct Listener {
     pub source_address: Option<IpAddr>,
     /// Client networks let in; empty means everyone.
     pub allow: Vec<IpNet>,
+    /// Sources allowed to send a PROXY protocol header, which every
+    /// connection from them must begin with (`accept_proxy_protocol`);
+    /// empty: headers are not read, and connections from anywhere are
+    /// served as they come.
+    pub accept_proxy_protocol: Vec<IpNet>,
     /// Cap on this listener's open client connections.
     pub max_connections: usize,
     /// The backends, in config order; never empty.

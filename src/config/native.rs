@@ -89,8 +89,10 @@ pub(crate) struct RawListener {
     pub retries: Option<Spanned<i64>>,
     /// An IP address outgoing connections bind to.
     pub source_address: Option<Spanned<String>>,
-    /// `off` (or `v1`/`v2`, refused for now).
+    /// `off`, `v1` or `v2`.
     pub proxy_protocol: Option<Spanned<String>>,
+    /// CIDR networks or bare IP addresses of balancers in front.
+    pub accept_proxy_protocol: Option<Spanned<Vec<Spanned<String>>>>,
     /// CIDR networks or bare IP addresses.
     pub allow: Option<Spanned<Vec<Spanned<String>>>>,
     /// Per-listener connection cap.
@@ -430,7 +432,7 @@ mod tests {
             "[[listeners]]\nlisten = \"127.0.0.1:1\"\nbackend = [\"127.0.0.1:2\"]\n",
             "b.toml:3: key \"backend\": unknown key (expected one of name, listen, mode, \
              algorithm, connect_timeout, idle_timeout, retries, source_address, \
-             proxy_protocol, allow, max_connections, backends, slow_start, ewma_decay, \
+             proxy_protocol, accept_proxy_protocol, allow, max_connections, backends, slow_start, ewma_decay, \
              health_check or passive_check)",
         ),
         (

@@ -138,6 +138,14 @@ pub enum Version {
 }
 
 impl Version {
+    /// The name the config uses: `v1`, `v2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        }
+    }
+
     /// The header in this version's format ([`encode_v1`], [`encode_v2`]).
     pub fn encode(self, header: &Header) -> Vec<u8> {
         match self {

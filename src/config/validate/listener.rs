@@ -49,7 +49,13 @@ impl Validator<'_> {
         let idle_timeout = self.text(&raw.idle_timeout, &scope, "idle_timeout", duration);
         let retries = self.int(&raw.retries, &scope, "retries", 0, MAX_RETRIES);
         let mode = self.mode_settings(raw, &scope, global, mode_name);
-        let allow = self.allow(raw.allow.as_ref(), &scope);
+        let allow = self.cidrs(raw.allow.as_ref(), &scope, "allow", Problem::EmptyAllow);
+        let accept_proxy_protocol = self.cidrs(
+            raw.accept_proxy_protocol.as_ref(),
+            &scope,
+            "accept_proxy_protocol",
+            Problem::EmptyAcceptProxyProtocol,
+        );
         let max_connections = self.int(
             &raw.max_connections,
             &scope,
@@ -87,6 +93,7 @@ impl Validator<'_> {
             retries: retries?.unwrap_or(defaults::RETRIES),
             source_address: source_address?,
             allow: allow?,
+            accept_proxy_protocol: accept_proxy_protocol?,
             max_connections: max_connections?.unwrap_or(defaults::LISTENER_MAX_CONNECTIONS),
             backends: backends?,
             slow_start: slow_start?.unwrap_or(defaults::SLOW_START),
@@ -164,17 +171,22 @@ impl Validator<'_> {
 
     /// The client networks let in: every entry is checked (and reported),
     /// and the list stands only when all of them pass.
-    fn allow(
+    /// A list of CIDR networks under `key` (`allow`,
+    /// `accept_proxy_protocol`): absent is empty; present but empty is
+    /// `empty` (ambiguous: refused); every bad entry is reported.
+    fn cidrs(
         &mut self,
         raw: Option<&Spanned<Vec<Spanned<String>>>>,
         scope: &[Context],
+        key: &str,
+        empty: Problem,
     ) -> Option<Vec<IpNet>> {
         let Some(list) = raw else {
             return Some(Vec::new());
         };
-        let context = with_key(scope, "allow");
+        let context = with_key(scope, key);
         if list.get_ref().is_empty() {
-            self.report(list.span(), context, Problem::EmptyAllow);
+            self.report(list.span(), context, empty);
             return None;
         }
         let nets: Vec<Option<IpNet>> = list

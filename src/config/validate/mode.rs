@@ -69,17 +69,17 @@ impl Validator<'_> {
         }
     }
 
-    /// tcp mode's keys: `proxy_protocol` (checked; only `off` is served, so
-    /// nothing is kept yet). The copy buffer is `[global]`'s.
+    /// tcp mode's keys: `proxy_protocol`. The copy buffer is `[global]`'s.
     fn tcp(
         &mut self,
         raw: &RawListener,
         scope: &[Context],
         global: &Global,
     ) -> Option<TcpSettings> {
-        self.text(&raw.proxy_protocol, scope, "proxy_protocol", proxy_protocol)?;
+        let sent = self.text(&raw.proxy_protocol, scope, "proxy_protocol", proxy_protocol)?;
         Some(TcpSettings {
             buffer_size: global.buffer_size,
+            proxy_protocol: sent.flatten(),
         })
     }
 }

@@ -40,9 +40,14 @@ fn toml_cases() -> Vec<(String, &'static str)> {
             "b.toml:4: listener \"web\": key \"mode\": unknown mode \"udp\" (expected tcp)",
         ),
         (
-            l("proxy_protocol = \"v2\"\n"),
-            "b.toml:4: listener \"web\": key \"proxy_protocol\": \
-             proxy_protocol \"v2\" is not supported yet",
+            l("accept_proxy_protocol = []\n"),
+            "b.toml:4: listener \"web\": key \"accept_proxy_protocol\": the list is empty \
+             (leave the key out when no balancer in front sends PROXY protocol headers)",
+        ),
+        (
+            l("accept_proxy_protocol = [\"10.0.0.0/33\"]\n"),
+            "b.toml:4: listener \"web\": key \"accept_proxy_protocol\": \
+             \"10.0.0.0/33\" is not a CIDR network or IP address",
         ),
         (
             l("proxy_protocol = \"v3\"\n"),
@@ -601,7 +606,10 @@ fn the_spec_toml_example_parses_to_the_model() {
     assert_eq!(web.max_connections, 10_000);
     assert_eq!(
         web.mode,
-        ModeSettings::Tcp(TcpSettings { buffer_size: 16384 })
+        ModeSettings::Tcp(TcpSettings {
+            buffer_size: 16384,
+            proxy_protocol: None
+        })
     );
     let backends: Vec<_> = web
         .backends
@@ -656,12 +664,8 @@ fn every_unsupported_key_of_the_spec_example_is_refused_by_name() {
     let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
     assert_eq!(
         rendered,
-        [
-            "balancer.toml:15: listener \"web\": key \"mode\": \
-             mode \"http\" is not supported yet",
-            "balancer.toml:21: listener \"web\": key \"proxy_protocol\": \
-             proxy_protocol \"v1\" is not supported yet",
-        ]
+        ["balancer.toml:15: listener \"web\": key \"mode\": \
+             mode \"http\" is not supported yet",]
     );
 }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::config::error::{Feature, Problem};
-use crate::config::{Algorithm, CheckKind, Mode};
+use crate::config::{Algorithm, CheckKind, Mode, ProxyProtocol};
 
 use crate::config::limits::MAX_DURATION_DAYS;
 
@@ -104,12 +104,11 @@ pub(super) fn mode(name: &str) -> Result<Mode, Problem> {
 }
 
 /// Only `off` is served; `v1` and `v2` are known but not built.
-pub(super) fn proxy_protocol(value: &str) -> Result<(), Problem> {
+pub(super) fn proxy_protocol(value: &str) -> Result<Option<ProxyProtocol>, Problem> {
     match value {
-        "off" => Ok(()),
-        "v1" | "v2" => Err(Problem::NotSupported(Feature::ProxyProtocol(
-            value.to_string(),
-        ))),
+        "off" => Ok(None),
+        "v1" => Ok(Some(ProxyProtocol::V1)),
+        "v2" => Ok(Some(ProxyProtocol::V2)),
         _ => Err(Problem::UnknownProxyProtocol(value.to_string())),
     }
 }
