@@ -60,9 +60,16 @@ use crate::net::{Quoted, io_reason};
 /// name).
 const QUEUE_RECORDS: usize = 4_096;
 
-/// The writer's buffer: lines written to the target in one system call
-/// when the queue stays busy.
-const BUFFER_BYTES: usize = 64 * 1024;
+/// The writer's buffer for a file: lines written in one system call when
+/// the queue stays busy.
+const FILE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The writer's buffer for stderr and stdout, which are often pipes that
+/// the application log (stderr) writes to as well: a write of at most
+/// `PIPE_BUF` bytes is never interleaved with another's, and the buffer
+/// only ever holds whole lines, so a line of either log is never cut by a
+/// line of the other.
+const PIPE_BUFFER_BYTES: usize = rustix::pipe::PIPE_BUF;
 
 /// How long after a failed open or write the writer tries the target
 /// again; the records in between are dropped and counted.
@@ -194,6 +201,14 @@ impl Target {
         }
     }
 
+    /// The writer's buffer size for this target.
+    fn buffer_bytes(&self) -> usize {
+        match self {
+            Target::Stderr | Target::Stdout => PIPE_BUFFER_BYTES,
+            Target::File(_) => FILE_BUFFER_BYTES,
+        }
+    }
+
     /// Opens the target for writing (a file: for append, created if
     /// missing).
     fn open(&self) -> io::Result<Sink> {
@@ -241,6 +256,21 @@ type Sink = Box<dyn Write + Send>;
 /// How the writer opens its target again (after a reopen or a failure).
 type Open = Box<dyn FnMut() -> io::Result<Sink> + Send>;
 
+/// How a writer thread is set up: the target's traits and the limits.
+struct Setup {
+    /// Records the queue holds.
+    capacity: usize,
+    format: Format,
+    /// The target in warnings.
+    label: String,
+    /// The writer's buffer, in bytes.
+    buffer_bytes: usize,
+    /// How long after a failure the target is tried again.
+    retry_after: Duration,
+    /// Whether [`AccessLog::reopen`] reopens the target (a file).
+    reopenable: bool,
+}
+
 /// What the writer thread is sent.
 enum Message {
     /// One finished connection, to be formatted and written.
@@ -285,44 +315,34 @@ impl AccessLog {
             target: target.clone(),
             reason: io_reason(&e),
         })?;
-        let reopenable = matches!(target, Target::File(_));
-        let label = target.label();
+        let setup = Setup {
+            capacity: QUEUE_RECORDS,
+            format,
+            label: target.label(),
+            buffer_bytes: target.buffer_bytes(),
+            retry_after: RETRY_AFTER,
+            reopenable: matches!(target, Target::File(_)),
+        };
         let target = target.clone();
         let open: Open = Box::new(move || target.open());
-        AccessLog::start_with(
-            QUEUE_RECORDS,
-            format,
-            label,
-            sink,
-            open,
-            RETRY_AFTER,
-            reopenable,
-        )
-        .map_err(|e| AccessLogError::Start {
+        AccessLog::start_with(setup, sink, open).map_err(|e| AccessLogError::Start {
             reason: io_reason(&e),
         })
     }
 
-    /// Starts a writer thread writing `format` lines to `sink`, opening
-    /// the target again with `open`; what [`AccessLog::start`] and the
-    /// tests build on.
-    fn start_with(
-        capacity: usize,
-        format: Format,
-        label: String,
-        sink: Sink,
-        open: Open,
-        retry_after: Duration,
-        reopenable: bool,
-    ) -> io::Result<AccessLog> {
-        let (sender, receiver) = mpsc::sync_channel(capacity);
+    /// Starts a writer thread writing lines to `sink` as `setup` says,
+    /// opening the target again with `open`; what [`AccessLog::start`] and
+    /// the tests build on.
+    fn start_with(setup: Setup, sink: Sink, open: Open) -> io::Result<AccessLog> {
+        let (sender, receiver) = mpsc::sync_channel(setup.capacity);
         let shared = Arc::new(Shared::default());
         let writer = Writer {
-            format,
-            label,
-            sink: Some(BufWriter::with_capacity(BUFFER_BYTES, sink)),
+            format: setup.format,
+            label: setup.label,
+            buffer_bytes: setup.buffer_bytes,
+            sink: Some(BufWriter::with_capacity(setup.buffer_bytes, sink)),
             open,
-            retry_after,
+            retry_after: setup.retry_after,
             next_open: Instant::now(),
             line: Vec::with_capacity(512),
             unflushed: 0,
@@ -336,7 +356,7 @@ impl AccessLog {
             inner: Arc::new(Inner {
                 sender,
                 shared,
-                reopenable,
+                reopenable: setup.reopenable,
             }),
         })
     }
@@ -399,6 +419,8 @@ struct Writer {
     format: Format,
     /// The target in warnings.
     label: String,
+    /// The buffer's size, in bytes.
+    buffer_bytes: usize,
     /// The buffered target; none after a failure until it opens again.
     sink: Option<BufWriter<Sink>>,
     open: Open,
@@ -494,7 +516,7 @@ impl Writer {
     fn open_if_closed(&mut self) {
         if self.sink.is_none() && Instant::now() >= self.next_open {
             match (self.open)() {
-                Ok(sink) => self.sink = Some(BufWriter::with_capacity(BUFFER_BYTES, sink)),
+                Ok(sink) => self.sink = Some(BufWriter::with_capacity(self.buffer_bytes, sink)),
                 Err(e) => {
                     self.fail(
                         "cannot open the access log; lines dropped until it opens",
@@ -717,7 +739,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::{
-        AccessLog, AccessLogError, Format, HttpFields, Open, Outcome, Record, Rfc3339, Sink,
+        AccessLog, AccessLogError, Format, HttpFields, Open, Outcome, Record, Rfc3339, Setup, Sink,
         Target, format_line,
     };
 
@@ -821,12 +843,12 @@ mod tests {
     }
 
     /// What a [`Gate`] knows: whether it is open, whether a write waits on
-    /// it, and what got through.
+    /// it, and each write that got through.
     #[derive(Default)]
     struct GateState {
         open: bool,
         waiting: bool,
-        written: Vec<u8>,
+        writes: Vec<String>,
     }
 
     /// A sink that blocks every write until it is opened, as a pipe
@@ -851,8 +873,12 @@ mod tests {
             assert!(!timeout.timed_out() && state.waiting);
         }
 
+        fn writes(&self) -> Vec<String> {
+            self.0.0.lock().unwrap().writes.clone()
+        }
+
         fn text(&self) -> String {
-            String::from_utf8(self.0.0.lock().unwrap().written.clone()).unwrap()
+            self.writes().concat()
         }
     }
 
@@ -863,7 +889,9 @@ mod tests {
             state.waiting = true;
             changed.notify_all();
             let mut state = changed.wait_while(state, |s| !s.open).unwrap();
-            state.written.extend_from_slice(bytes);
+            state
+                .writes
+                .push(String::from_utf8(bytes.to_vec()).unwrap());
             Ok(bytes.len())
         }
 
@@ -875,17 +903,15 @@ mod tests {
     /// An access log of `capacity` records writing text to `sink`,
     /// opening `reopen` after that; retrying at once after a failure.
     fn start_with(capacity: usize, sink: impl Write + Send + 'static, reopen: Open) -> AccessLog {
-        let sink: Sink = Box::new(sink);
-        AccessLog::start_with(
+        let setup = Setup {
             capacity,
-            Format::Text,
-            "test".to_string(),
-            sink,
-            reopen,
-            Duration::ZERO,
-            true,
-        )
-        .unwrap()
+            format: Format::Text,
+            label: "test".to_string(),
+            buffer_bytes: 4096,
+            retry_after: Duration::ZERO,
+            reopenable: true,
+        };
+        AccessLog::start_with(setup, Box::new(sink), reopen).unwrap()
     }
 
     fn opens(sink: &Kept) -> Open {
@@ -1204,6 +1230,38 @@ mod tests {
         gate.open();
         assert!(log.flush(Duration::from_secs(10)));
         assert_eq!(numbers(&gate.text()), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn each_write_holds_whole_lines_within_the_buffer_so_a_pipe_never_cuts_one() {
+        assert_eq!(Target::Stderr.buffer_bytes(), rustix::pipe::PIPE_BUF);
+        assert_eq!(Target::Stdout.buffer_bytes(), rustix::pipe::PIPE_BUF);
+        let gate = Gate::default();
+        let setup = Setup {
+            capacity: 64,
+            format: Format::Text,
+            label: "test".to_string(),
+            buffer_bytes: 200,
+            retry_after: Duration::ZERO,
+            reopenable: false,
+        };
+        let log =
+            AccessLog::start_with(setup, Box::new(gate.clone()), opens(&Kept::default())).unwrap();
+        // The gate holds the writer on the first line while the others
+        // queue up, so they are written in full buffers.
+        log.log(numbered(0));
+        gate.wait_for_a_writer();
+        for n in 1..=20 {
+            log.log(numbered(n));
+        }
+        gate.open();
+        assert!(log.flush(Duration::from_secs(10)));
+        let writes = gate.writes();
+        for write in &writes {
+            assert!(write.len() <= 200 && write.ends_with("\n"), "{write:?}");
+        }
+        assert!(writes.iter().any(|w| w.lines().count() > 1), "{writes:?}");
+        assert_eq!(numbers(&gate.text()), (0..=20).collect::<Vec<_>>());
     }
 
     #[test]
