@@ -42,6 +42,10 @@
 //!   dashboard, `/metrics` (every metric name in [`metric_names`], which
 //!   the integration tests read too)
 //!   and the JSON API, whose changes are `state::change` calls.
+//! - `access_log`: the access log (SPEC 8): one line per finished
+//!   connection, text or JSON, to stderr, stdout or a file, through a
+//!   bounded queue to one writer thread (never blocking a worker), reopened
+//!   on SIGUSR1.
 //! - `runtime`: owns lifecycles: binding, accept loops and admission
 //!   (allow list, caps), health tasks, the admin server, signals, drain.
 //! - `demo`: `balancer backend` (a small HTTP server) and `balancer demo`
@@ -53,6 +57,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod backend;
 pub(crate) mod balance;
