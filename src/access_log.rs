@@ -34,10 +34,6 @@
 //! They are counted in the metrics and are a throttled warning already.
 //!
 //! This module imports only [`crate::logging`] and [`crate::net`].
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "wired in by the operations issue (10)")
-)]
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -296,6 +292,14 @@ struct Shared {
 #[derive(Clone)]
 pub struct AccessLog {
     inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The shared part of every [`AccessLog`] handle.

@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{
-    Admin, BackendSpec, Config, Global, HealthCheck, Listener, ModeSettings, TcpSettings,
-    format_duration,
+    AccessLogFormat, AccessLogTarget, Admin, BackendSpec, Config, Global, HealthCheck, Listener,
+    ModeSettings, TcpSettings, format_duration,
 };
 
 /// TOML text that loads back into an equal `Config`.
@@ -39,6 +39,19 @@ fn global(out: &mut String, g: &Global) {
     let _ = writeln!(out, "buffer_size = {}", g.buffer_size);
     let _ = writeln!(out, "drain_timeout = {}", duration(g.drain_timeout));
     let _ = writeln!(out, "max_connections = {}", g.max_connections);
+    let _ = writeln!(out, "shutdown_delay = {}", duration(g.shutdown_delay));
+    let target = match &g.access_log {
+        None => "off".to_string(),
+        Some(AccessLogTarget::Stderr) => "stderr".to_string(),
+        Some(AccessLogTarget::Stdout) => "stdout".to_string(),
+        Some(AccessLogTarget::File(path)) => path.display().to_string(),
+    };
+    let _ = writeln!(out, "access_log = {}", string(&target));
+    let format = match g.access_log_format {
+        AccessLogFormat::Text => "text",
+        AccessLogFormat::Json => "json",
+    };
+    let _ = writeln!(out, "access_log_format = {}", string(format));
 }
 
 fn admin(out: &mut String, a: &Admin) {
@@ -430,6 +443,23 @@ mod tests {
                             buffer_size,
                             drain_timeout,
                             max_connections: usize::try_from(max_connections).unwrap(),
+                            shutdown_delay: Duration::from_secs(
+                                u64::try_from(workers % 3).unwrap(),
+                            ),
+                            access_log: [
+                                None,
+                                Some(AccessLogTarget::Stderr),
+                                Some(AccessLogTarget::Stdout),
+                                Some(AccessLogTarget::File("logs/access log.json".into())),
+                            ]
+                            .get(usize::try_from(workers % 4).unwrap())
+                            .cloned()
+                            .flatten(),
+                            access_log_format: if workers % 2 == 0 {
+                                AccessLogFormat::Json
+                            } else {
+                                AccessLogFormat::Text
+                            },
                         },
                         admin: admin.map(|(ip, token)| Admin {
                             listen: SocketAddr::new(ip, 0),

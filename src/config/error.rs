@@ -191,6 +191,15 @@ pub enum Problem {
     /// A mode other than tcp or http.
     #[error("unknown mode {} (expected tcp)", Quoted(.0))]
     UnknownMode(String),
+    /// `access_log = ""`.
+    #[error("the access log is empty (expected off, stderr, stdout or a file path)")]
+    EmptyAccessLog,
+    /// An access log path with a control character.
+    #[error("access log path {} has a control character", Quoted(.0))]
+    BadAccessLogPath(String),
+    /// An access_log_format other than text or json.
+    #[error("unknown access_log_format {} (expected text or json)", Quoted(.0))]
+    UnknownAccessLogFormat(String),
     /// A proxy_protocol other than off, v1 or v2.
     #[error("unknown proxy_protocol {} (expected off, v1 or v2)", Quoted(.0))]
     UnknownProxyProtocol(String),

@@ -95,7 +95,16 @@ pub struct Global {
     pub drain_timeout: Duration,
     /// Process-wide cap on open client connections.
     pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long the listeners keep accepting after
+    /// `/ready` turned 503, before the drain starts (zero: at once).
+    pub shutdown_delay: Duration,
+    /// Where the access log goes; `None`: no access log (`off`).
+    pub access_log: Option<AccessLogTarget>,
+    /// How access log lines are written.
+    pub access_log_format: AccessLogFormat,
 }
+
+pub use crate::access_log::{Format as AccessLogFormat, Target as AccessLogTarget};
 
 /// The admin server: HTTP admin API, `/metrics` and the dashboard (SPEC 7).
 #[derive(Debug, Clone, PartialEq)]
@@ -344,6 +353,10 @@ pub mod defaults {
     pub const BUFFER_SIZE: usize = 16 * 1024;
     /// `[global] drain_timeout`.
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `[global] shutdown_delay`: the drain starts at once.
+    pub const SHUTDOWN_DELAY: Duration = Duration::ZERO;
+    /// `[global] access_log_format`.
+    pub const ACCESS_LOG_FORMAT: super::AccessLogFormat = super::AccessLogFormat::Text;
     /// `[global] max_connections`.
     pub const GLOBAL_MAX_CONNECTIONS: usize = 100_000;
     /// `mode` of a listener.

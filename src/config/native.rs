@@ -55,6 +55,12 @@ pub(crate) struct RawGlobal {
     pub drain_timeout: Option<Spanned<String>>,
     /// Process-wide connection cap.
     pub max_connections: Option<Spanned<i64>>,
+    /// A duration string: how long listeners keep accepting after SIGTERM.
+    pub shutdown_delay: Option<Spanned<String>>,
+    /// `off`, `stderr`, `stdout` or a file path.
+    pub access_log: Option<Spanned<String>>,
+    /// `text` or `json`.
+    pub access_log_format: Option<Spanned<String>>,
 }
 
 /// `[admin]` as typed.
@@ -421,8 +427,8 @@ mod tests {
     const CASES: &[(&str, &str)] = &[
         (
             "[global]\nbogus = 1\n",
-            "b.toml:2: key \"bogus\": unknown key \
-             (expected one of workers, buffer_size, drain_timeout or max_connections)",
+            "b.toml:2: key \"bogus\": unknown key (expected one of workers, buffer_size, \
+             drain_timeout, max_connections, shutdown_delay, access_log or access_log_format)",
         ),
         (
             "[bogus]\n",

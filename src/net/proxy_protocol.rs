@@ -22,13 +22,6 @@
 //! `PP2_TYPE_CRC32C` checksum is not verified (the specification asks a
 //! receiver to verify it only when it supports checksums); nothing is ever
 //! sent but addresses (no TLVs).
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "wired into the data plane by the operations issue (10)"
-    )
-)]
 
 use std::fmt;
 use std::io;
@@ -847,7 +840,9 @@ where
             Parsed::Incomplete { needed } => needed,
         };
         let start = buf.len();
-        buf.resize(start + needed.max(READ_CHUNK), 0);
+        // `parse` never asks for more than a header can hold; the cap keeps
+        // that true here whatever it says.
+        buf.resize(start + needed.min(MAX_HEADER_LEN).max(READ_CHUNK), 0);
         let count = match stream.read(buf.get_mut(start..).unwrap_or_default()).await {
             Ok(0) => return Err(ReadError::Closed { received: start }),
             Ok(count) => count,

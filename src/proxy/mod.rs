@@ -1,6 +1,9 @@
-//! The data plane of a tcp listener: connect to a backend ([`connect`]),
-//! then relay bytes both ways ([`tcp`]). [`handle`] is the whole life of
-//! one client connection after it was admitted.
+//! The data plane of a tcp listener: [`handle`] is the whole life of one
+//! client connection after it was admitted. It reads the PROXY protocol
+//! header a balancer in front sent (when the listener accepts one), picks
+//! and connects to a backend ([`connect`]), sends the backend a PROXY
+//! protocol header of its own (when configured), relays bytes both ways
+//! ([`tcp`]), and writes the access log line when the connection ends.
 
 pub mod connect;
 #[cfg(target_os = "linux")]
@@ -10,13 +13,182 @@ pub mod tcp;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{self, Record};
+use crate::backend::ConnectionGuard;
 use crate::config::ModeSettings;
+use crate::net::proxy_protocol::{self, Header};
 use crate::state::{ListenerSlot, Rejection, Snapshot};
 use connect::NoBackend;
+
+/// How long a balancer in front may take to send its PROXY protocol header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Serves one admitted client: read its PROXY protocol header when the
+/// listener accepts them, connect to a backend (with retries), relay until
+/// both sides are done, the connection idles out, or `close` is cancelled
+/// (drain timeout). Never fails: outcomes are logged, counted, and written
+/// to the access log.
+///
+/// A plain `fn` returning the future, not an `async fn`, so the arguments
+/// are stored once in it: this future lives as long as the connection, and
+/// its size is most of what an idle connection costs.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn handle<'a>(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    slot: &'a ListenerSlot,
+    state: Arc<Snapshot>,
+    close: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let started = Instant::now();
+        let _ = client.set_nodelay(true);
+        // Boxed: the opening (header, connect with retries) is short-lived,
+        // so its state is allocated only while opening instead of widening
+        // every connection's future for its whole life.
+        let opened = Box::pin(open(&mut client, peer, slot, &state, &close)).await;
+        let (backend, guard, opening) = match opened {
+            Ok(opened) => opened,
+            Err(Some((client_addr, outcome))) => {
+                return log_access(
+                    slot,
+                    client_addr,
+                    None,
+                    started,
+                    outcome,
+                    tcp::Moved::default(),
+                );
+            }
+            Err(None) => return,
+        };
+        let listener = state.config.name.as_str();
+        let address = guard.backend().address.as_str();
+        tracing::debug!(listener, client = %opening.client, backend = address, "connected");
+        // tcp is the only mode served yet; with http, this becomes the one
+        // `match` on mode.
+        let ModeSettings::Tcp(settings) = &state.config.mode;
+        let options = tcp::RelayOptions::new(settings.buffer_size, state.config.idle_timeout);
+        let stats = &guard.backend().stats;
+        let (outcome, mut moved) = tcp::relay(client, backend, &options, stats, &close).await;
+        moved.bytes_in += opening.early;
+        tracing::debug!(listener, client = %opening.client, backend = address, outcome = %outcome, "connection ended");
+        let outcome = match outcome {
+            tcp::Outcome::Done => access_log::Outcome::Ok,
+            tcp::Outcome::IdleTimeout => access_log::Outcome::IdleTimeout,
+            tcp::Outcome::Closed => access_log::Outcome::DrainTimeout,
+            tcp::Outcome::Failed(_) => access_log::Outcome::Reset,
+        };
+        log_access(slot, opening.client, Some(&guard), started, outcome, moved);
+    }
+}
+
+/// What opening a connection found out besides the backend stream.
+struct Opening {
+    /// The client as every later step sees it: the source of its PROXY
+    /// protocol header, or the peer address.
+    client: SocketAddr,
+    /// Client bytes that came with the header and were sent to the backend
+    /// before the relay (counted as bytes in).
+    early: u64,
+}
+
+/// Why a connection ended before its relay: `Some` with the client and
+/// the outcome for the access log, or `None` for a client turned away
+/// before it was one (its header, its address), which only the rejection
+/// counters and the throttled warnings record.
+type NotOpened = Option<(SocketAddr, access_log::Outcome)>;
+
+/// The connection's start: its PROXY protocol header (when the listener
+/// accepts one), the allow list on the real client, a connected backend
+/// (with retries), and the headers and early bytes the backend must get
+/// before the relay.
+async fn open(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    slot: &ListenerSlot,
+    state: &Snapshot,
+    close: &CancellationToken,
+) -> Result<(TcpStream, ConnectionGuard, Opening), NotOpened> {
+    let config = &state.config;
+    let mut opening = Opening {
+        client: peer,
+        early: 0,
+    };
+    let mut early = Vec::new();
+    if !config.accept_proxy_protocol.is_empty() {
+        let received = proxy_protocol::read_header(client, PROXY_HEADER_TIMEOUT)
+            .await
+            .map_err(|e| turn_away(slot, peer, Rejection::ProxyProtocol, &e.to_string()))?;
+        if let Some((source, _)) = received.header.addresses() {
+            opening.client = SocketAddr::new(source.ip().to_canonical(), source.port());
+        }
+        early = received.rest;
+        let ip = opening.client.ip();
+        if !config.allow.is_empty() && !config.allow.iter().any(|net| net.contains(&ip)) {
+            return Err(turn_away(
+                slot,
+                opening.client,
+                Rejection::NotAllowed,
+                "not in the allow list",
+            ));
+        }
+    }
+    let connected = tokio::select! {
+        connected = connect::connect(state, opening.client.ip()) => connected,
+        () = close.cancelled() => return Err(None),
+    };
+    let (mut backend, guard) = match connected {
+        Ok(found) => found,
+        Err(err) => {
+            no_backend(slot, opening.client, &err);
+            let outcome = match err {
+                NoBackend::Local(_) => access_log::Outcome::LocalResources,
+                NoBackend::Unreachable { .. } => access_log::Outcome::NoBackend,
+            };
+            return Err(Some((opening.client, outcome)));
+        }
+    };
+    let ModeSettings::Tcp(settings) = &config.mode;
+    let mut preamble = match (settings.proxy_protocol, client.local_addr()) {
+        (Some(version), Ok(destination)) => version.encode(&Header::Proxied {
+            source: opening.client,
+            destination,
+        }),
+        _ => Vec::new(),
+    };
+    preamble.extend_from_slice(&early);
+    if !preamble.is_empty() {
+        if backend.write_all(&preamble).await.is_err() {
+            return Err(Some((opening.client, access_log::Outcome::Reset)));
+        }
+        let early_bytes = early.len() as u64;
+        guard
+            .backend()
+            .stats
+            .bytes_in
+            .fetch_add(early_bytes, std::sync::atomic::Ordering::Relaxed);
+        opening.early = early_bytes;
+    }
+    Ok((backend, guard, opening))
+}
+
+/// Counts and logs (throttled) a client turned away after accept; it is
+/// closed when the connection task ends.
+fn turn_away(slot: &ListenerSlot, client: SocketAddr, why: Rejection, detail: &str) -> NotOpened {
+    slot.stats.record_rejection(why);
+    let (listener, reason) = (slot.name.as_str(), why.reason());
+    tracing::debug!(listener, client = %client, reason, detail, "client rejected");
+    if let Some(left_out) = slot.logs.rejected.admit() {
+        tracing::warn!(listener, client = %client, reason, detail, left_out, "client rejected");
+    }
+    None
+}
 
 /// Logs (throttled) and counts why `peer` got no backend.
 fn no_backend(slot: &ListenerSlot, peer: SocketAddr, err: &NoBackend) {
@@ -37,46 +209,28 @@ fn no_backend(slot: &ListenerSlot, peer: SocketAddr, err: &NoBackend) {
     }
 }
 
-/// Serves one admitted client: connect to a backend (with retries), relay
-/// until both sides are done, the connection idles out, or `close` is
-/// cancelled (drain timeout). Never fails: outcomes are logged.
-///
-/// A plain `fn` returning the future, not an `async fn`, so the arguments
-/// are stored once in it: this future lives as long as the connection, and
-/// its size is most of what an idle connection costs.
-#[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn handle<'a>(
-    client: TcpStream,
-    peer: SocketAddr,
-    slot: &'a ListenerSlot,
-    state: Arc<Snapshot>,
-    close: CancellationToken,
-) -> impl Future<Output = ()> + Send + 'a {
-    async move {
-        let _ = client.set_nodelay(true);
-        // Boxed: the connect phase (retries, timeouts) is short-lived, so
-        // its state is allocated only while connecting instead of widening
-        // every connection's future for its whole life.
-        let connected = Box::pin(async {
-            tokio::select! {
-                connected = connect::connect(&state, peer.ip().to_canonical()) => Some(connected),
-                _ = close.cancelled() => None,
-            }
-        })
-        .await;
-        let listener = state.config.name.as_str();
-        let (backend, guard) = match connected {
-            None => return,
-            Some(Ok(found)) => found,
-            Some(Err(err)) => return no_backend(slot, peer, &err),
-        };
-        let address = guard.backend().address.as_str();
-        tracing::debug!(listener, client = %peer, backend = address, "connected");
-        // tcp is the only mode served yet; with http, this becomes the one
-        // `match` on mode.
-        let ModeSettings::Tcp(settings) = &state.config.mode;
-        let options = tcp::RelayOptions::new(settings.buffer_size, state.config.idle_timeout);
-        let outcome = tcp::relay(client, backend, &options, &guard.backend().stats, &close).await;
-        tracing::debug!(listener, client = %peer, backend = address, outcome = %outcome, "connection ended");
-    }
+/// Writes the access log line of a finished connection, when the access
+/// log is on.
+fn log_access(
+    slot: &ListenerSlot,
+    client: SocketAddr,
+    guard: Option<&ConnectionGuard>,
+    started: Instant,
+    outcome: access_log::Outcome,
+    moved: tcp::Moved,
+) {
+    let Some(log) = slot.access_log.load_full() else {
+        return;
+    };
+    log.log(Record {
+        ended: SystemTime::now(),
+        duration: started.elapsed(),
+        listener: Arc::from(slot.name.as_str()),
+        client,
+        backend: guard.map(|g| g.backend().address.clone()),
+        bytes_in: moved.bytes_in,
+        bytes_out: moved.bytes_out,
+        outcome,
+        http: None,
+    });
 }

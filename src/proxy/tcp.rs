@@ -68,6 +68,15 @@ impl RelayOptions {
     }
 }
 
+/// Bytes one relay moved, payload only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// From the client to the backend.
+    pub bytes_in: u64,
+    /// From the backend to the client.
+    pub bytes_out: u64,
+}
+
 /// How a relay ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -105,7 +114,7 @@ pub fn relay<'a>(
     options: &'a RelayOptions,
     stats: &'a Stats,
     close: &'a CancellationToken,
-) -> impl Future<Output = Outcome> + 'a {
+) -> impl Future<Output = (Outcome, Moved)> + 'a {
     // Built here, not in the block: arguments used inside an `async` block
     // keep their own slots in its future, so moving the sockets into
     // `Relay` there would store them twice.
@@ -113,8 +122,11 @@ pub fn relay<'a>(
     async move {
         let mut idle = pin!(tokio::time::sleep_until(relay.idle_deadline()));
         let mut closed = pin!(close.cancelled());
-        let relay = &mut relay;
-        std::future::poll_fn(move |cx| relay.poll(cx, idle.as_mut(), closed.as_mut())).await
+        let outcome = {
+            let relay = &mut relay;
+            std::future::poll_fn(move |cx| relay.poll(cx, idle.as_mut(), closed.as_mut())).await
+        };
+        (outcome, relay.moved)
     }
 }
 
@@ -131,6 +143,8 @@ struct Relay<'a> {
     down: Step,
     options: &'a RelayOptions,
     stats: &'a Stats,
+    /// Bytes relayed so far: client to backend, backend to client.
+    moved: Moved,
     /// When a byte last moved either way. Set once per poll that moved
     /// bytes (one clock read, however many chunks); the idle timer reads
     /// it only when it fires.
@@ -153,6 +167,7 @@ impl<'a> Relay<'a> {
             down: Step::Read { bulk: false },
             options,
             stats,
+            moved: Moved::default(),
             last: Instant::now(),
         }
     }
@@ -183,6 +198,7 @@ impl<'a> Relay<'a> {
             options: self.options,
             other_ended: self.down.ended(),
             moved: &mut moved,
+            total: &mut self.moved.bytes_in,
         };
         let up_done = match self.up.poll(cx, &mut up) {
             Poll::Ready(Err(e)) => return Poll::Ready(Outcome::Failed(e)),
@@ -195,6 +211,7 @@ impl<'a> Relay<'a> {
             options: self.options,
             other_ended: self.up.ended(),
             moved: &mut moved,
+            total: &mut self.moved.bytes_out,
         };
         let down_done = match self.down.poll(cx, &mut down) {
             Poll::Ready(Err(e)) => return Poll::Ready(Outcome::Failed(e)),
@@ -267,9 +284,20 @@ struct Ends<'s> {
     other_ended: bool,
     /// Set when a byte moved (activity for the idle timer).
     moved: &'s mut bool,
+    /// Bytes this direction wrote so far (for the access log).
+    total: &'s mut u64,
 }
 
 impl Ends<'_> {
+    /// Counts `n` bytes written: the backend's counter, this connection's
+    /// total, and activity for the idle timer.
+    fn count(&mut self, n: usize) {
+        let n = n as u64;
+        self.counter.fetch_add(n, Ordering::Relaxed);
+        *self.total += n;
+        *self.moved = true;
+    }
+
     /// The step after the source's end of stream.
     fn at_end(&self) -> Step {
         if self.other_ended {
@@ -318,8 +346,7 @@ impl Step {
                             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                         }
                         *start += n;
-                        ends.counter.fetch_add(n as u64, Ordering::Relaxed);
-                        *ends.moved = true;
+                        ends.count(n);
                     }
                     *self = Step::Read {
                         bulk: *end == buf.len(),
@@ -330,10 +357,7 @@ impl Step {
                     while pipe.buffered() > 0 {
                         ready!(ends.to.poll_write_ready(cx))?;
                         match pipe.drain(ends.to) {
-                            Ok(n) => {
-                                ends.counter.fetch_add(n as u64, Ordering::Relaxed);
-                                *ends.moved = true;
-                            }
+                            Ok(n) => ends.count(n),
                             // Readiness was stale and is cleared now.
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                             Err(e) => return Poll::Ready(Err(e)),
@@ -491,7 +515,9 @@ mod tests {
         let trigger = close.clone();
         let relay = tokio::spawn(async move {
             let opts = options(idle, zero_copy);
-            relay(client_side, backend_side, &opts, &Stats::default(), &close).await
+            relay(client_side, backend_side, &opts, &Stats::default(), &close)
+                .await
+                .0
         });
         (relay, trigger)
     }
@@ -544,8 +570,14 @@ mod tests {
                 n.unwrap();
                 got
             };
-            let (outcome, at_client, at_backend) = tokio::join!(relay, client_io, backend_io);
+            let ((outcome, moved), at_client, at_backend) =
+                tokio::join!(relay, client_io, backend_io);
             assert!(matches!(outcome, Outcome::Done), "outcome: {outcome}");
+            let expected = Moved {
+                bytes_in: up.len() as u64,
+                bytes_out: down.len() as u64,
+            };
+            assert_eq!(moved, expected, "the connection's own byte counts");
             assert!(at_backend == up, "client to backend bytes differ");
             assert!(at_client == down, "backend to client bytes differ");
             #[cfg(target_os = "linux")]
@@ -594,7 +626,7 @@ mod tests {
             let stats = Stats::default();
             let close = CancellationToken::new();
             let started = Instant::now();
-            let outcome = relay(
+            let (outcome, _) = relay(
                 client_side,
                 backend_side,
                 &options(Duration::from_secs(300), zero_copy),
@@ -782,7 +814,7 @@ mod tests {
                 let mut one = [0u8; 1];
                 backend.read_exact(&mut one).await.unwrap();
             };
-            let (outcome, ()) = tokio::join!(relay, one_byte);
+            let ((outcome, _), ()) = tokio::join!(relay, one_byte);
             let idled = started.elapsed();
             assert!(
                 matches!(outcome, Outcome::IdleTimeout),

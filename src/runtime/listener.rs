@@ -62,7 +62,16 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
             tracing::warn!(listener = %name, client = %client, reason, left_out, "client rejected");
         }
     };
-    if !allow.is_empty() && !allow.iter().any(|net| net.contains(&ip)) {
+    // Behind a balancer that sends PROXY protocol headers, only it may
+    // connect, and the allow list applies to the client its header names
+    // (checked once the header is read).
+    let trusted = &state.config.accept_proxy_protocol;
+    if !trusted.is_empty() {
+        if !trusted.iter().any(|net| net.contains(&ip)) {
+            reject(Rejection::ProxyProtocol);
+            return;
+        }
+    } else if !allow.is_empty() && !allow.iter().any(|net| net.contains(&ip)) {
         reject(Rejection::NotAllowed);
         return;
     }

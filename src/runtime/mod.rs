@@ -16,28 +16,34 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessLog;
 use crate::admin;
 use crate::config::{Config, Listener};
 use crate::error::Error;
 use crate::health;
-use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
+use crate::state::{ListenerSlot, Listeners, Process, SharedAccessLog, Snapshot};
 use drain::Drain;
 use listener::AcceptContext;
+use reload::Request;
 pub use reload::{ConfigSource, ReloadSender, Reloads};
 use signals::Signals;
 
-/// Listen sockets bound for a config, not yet served.
+/// Listen sockets bound for a config, not yet served, and the access log
+/// opened for it.
 #[derive(Debug)]
 pub struct Bound {
     listeners: Vec<(Listener, std::net::TcpListener)>,
     /// The admin server's socket and settings, when it has one.
     admin: Option<(admin::Settings, std::net::TcpListener)>,
+    /// The access log, when the config has one.
+    access_log: Option<AccessLog>,
 }
 
 impl Bound {
@@ -79,7 +85,23 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
         }
         None => None,
     };
-    Ok(Bound { listeners, admin })
+    let access_log = open_access_log(&config.global)?;
+    Ok(Bound {
+        listeners,
+        admin,
+        access_log,
+    })
+}
+
+/// Opens the access log `global` asks for (a file is created if missing);
+/// `None` when it is off.
+fn open_access_log(global: &crate::config::Global) -> Result<Option<AccessLog>, Error> {
+    let Some(target) = &global.access_log else {
+        return Ok(None);
+    };
+    AccessLog::start(target, global.access_log_format)
+        .map(Some)
+        .map_err(|e| Error::Runtime(e.to_string()))
 }
 
 /// Builds the multi-threaded runtime with `workers` threads (0: one per
@@ -138,7 +160,7 @@ pub async fn run(
     forced: impl Future<Output = ()>,
     mut reloads: Reloads,
 ) {
-    let mut serving = Serving::new(config);
+    let mut serving = Serving::new(config, bound.access_log);
     for (listener_config, socket) in bound.listeners {
         let snapshot = Snapshot::new(listener_config);
         serving.serve_listener(snapshot, socket);
@@ -159,12 +181,24 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(request) = reloads.requests.recv() => {
-                serving.reload(reloads.source.as_ref(), request).await;
+            Some(request) = reloads.requests.recv() => match request {
+                Request::Reload(answer) => {
+                    serving.reload(reloads.source.as_ref(), answer).await;
+                }
+                Request::ReopenLogs => serving.reopen_access_log(),
             }
         }
     }
+    let mut forced = std::pin::pin!(forced);
     serving.process.start_draining();
+    let delay = serving.config.global.shutdown_delay;
+    if !delay.is_zero() {
+        tracing::info!(shutdown_delay = %crate::net::format_duration(delay), "not ready; listeners keep accepting until the delay is over");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut forced => {}
+        }
+    }
     serving.health.stop().await;
     let drain_timeout = serving.config.global.drain_timeout;
     serving.drain.run(drain_timeout, forced).await;
@@ -172,6 +206,7 @@ pub async fn run(
     admin_task.close();
     admin_task.wait().await;
     serving.listeners.close().await;
+    serving.flush_access_log().await;
 }
 
 /// Everything `run` owns while serving, and what a reload changes.
@@ -189,12 +224,15 @@ struct Serving {
     health: HealthTasks,
     /// The process-wide connection cap, swapped when a reload changes it.
     global_slots: Arc<ArcSwap<Semaphore>>,
+    /// The access log every listener writes to.
+    access_log: SharedAccessLog,
 }
 
 impl Serving {
-    fn new(config: Config) -> Serving {
+    fn new(config: Config, access_log: Option<AccessLog>) -> Serving {
         let cap = config.global.max_connections;
         Serving {
+            access_log: Arc::new(ArcSwapOption::from(access_log.map(Arc::new))),
             config,
             listeners: Arc::new(Listeners::new()),
             process: Arc::new(Process::default()),
@@ -227,9 +265,13 @@ impl Serving {
             tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
         }
         let stop_accepting = self.drain.stop_accepting.child_token();
-        let slot = self
-            .listeners
-            .add(ListenerSlot::new(snapshot, listen, stop_accepting));
+        let access_log = Arc::clone(&self.access_log);
+        let slot = self.listeners.add(ListenerSlot::new(
+            snapshot,
+            listen,
+            stop_accepting,
+            access_log,
+        ));
         tracing::info!(listener = %name, address = %listen, algorithm = %algorithm, backends, "listening");
         let context = AcceptContext {
             slot: Arc::clone(&slot),
@@ -242,6 +284,25 @@ impl Serving {
             .spawn(listener::accept_loop(socket, context));
         self.health.start(&slot);
         Some(slot)
+    }
+
+    /// SIGUSR1: the access log file is closed and opened again (log
+    /// rotation moved it away).
+    fn reopen_access_log(&self) {
+        match self.access_log.load_full() {
+            Some(log) => {
+                tracing::info!("reopening the access log");
+                log.reopen();
+            }
+            None => tracing::info!("there is no access log to reopen"),
+        }
+    }
+
+    /// At exit: what the access log has queued is written, within a second.
+    async fn flush_access_log(&self) {
+        if let Some(log) = self.access_log.load_full() {
+            let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(1))).await;
+        }
     }
 
     /// Stops listener `name`: no more accepts (its socket closes), no more

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::access_log::AccessLog;
 use crate::backend::BackendState;
 use crate::config::{self, Config, ConfigErrors, FileFormat, Listener};
 use crate::state::change;
@@ -63,31 +64,36 @@ impl ConfigSource {
 /// in force, or every problem, one per line.
 pub type ReloadAnswer = Result<u64, String>;
 
-/// One request to reload; `answer` (the API's) hears how it went.
+/// What the runtime's loop is asked to do besides serving.
 #[derive(Debug)]
-pub struct ReloadRequest {
-    /// Where to send the outcome, when someone waits for it.
-    pub answer: Option<oneshot::Sender<ReloadAnswer>>,
+pub(super) enum Request {
+    /// Reload the config; the answer (the API's, when it waits) hears how
+    /// it went.
+    Reload(Option<oneshot::Sender<ReloadAnswer>>),
+    /// SIGUSR1: reopen the access log file.
+    ReopenLogs,
 }
 
 /// Asks for reloads: cheap to clone, held by the signal task and the
 /// admin server.
 #[derive(Debug, Clone)]
-pub struct ReloadSender(mpsc::UnboundedSender<ReloadRequest>);
+pub struct ReloadSender(mpsc::UnboundedSender<Request>);
 
 impl ReloadSender {
     /// Asks for a reload and does not wait (SIGHUP).
     pub fn request(&self) {
-        let _ = self.0.send(ReloadRequest { answer: None });
+        let _ = self.0.send(Request::Reload(None));
+    }
+
+    /// Asks for the access log to be reopened (SIGUSR1).
+    pub fn reopen_logs(&self) {
+        let _ = self.0.send(Request::ReopenLogs);
     }
 
     /// Asks for a reload and waits until it is done (`POST /api/reload`).
     pub async fn reload(&self) -> ReloadAnswer {
         let (answer, outcome) = oneshot::channel();
-        let request = ReloadRequest {
-            answer: Some(answer),
-        };
-        if self.0.send(request).is_err() {
+        if self.0.send(Request::Reload(Some(answer))).is_err() {
             return Err("the balancer is shutting down".to_string());
         }
         outcome
@@ -102,7 +108,7 @@ pub struct Reloads {
     /// Read again on every reload; `None`: there is nothing to reload.
     pub(super) source: Option<ConfigSource>,
     /// Requests, in order.
-    pub(super) requests: mpsc::UnboundedReceiver<ReloadRequest>,
+    pub(super) requests: mpsc::UnboundedReceiver<Request>,
     /// Handed out to whoever may ask.
     sender: ReloadSender,
 }
@@ -139,7 +145,11 @@ impl Reloads {
 impl super::Serving {
     /// Carries out one reload request: reads `source` again and applies
     /// it, answering the request (when it waits) and recording how it went.
-    pub(super) async fn reload(&mut self, source: Option<&ConfigSource>, request: ReloadRequest) {
+    pub(super) async fn reload(
+        &mut self,
+        source: Option<&ConfigSource>,
+        answer: Option<oneshot::Sender<ReloadAnswer>>,
+    ) {
         let outcome = match source {
             None => Err("there is no config file to reload".to_string()),
             Some(source) => self.reload_from(source.clone()).await,
@@ -158,7 +168,7 @@ impl super::Serving {
                 Err(problems)
             }
         };
-        if let Some(answer) = request.answer {
+        if let Some(answer) = answer {
             let _ = answer.send(outcome);
         }
     }
@@ -171,6 +181,7 @@ impl super::Serving {
             .map_err(|_| "the config could not be read: the runtime is stopping".to_string())?;
         let next = loaded.map_err(|errors| errors.to_string())?;
         let mut sockets = self.bind_new(&next)?;
+        let access_log = self.open_access_log(&next)?;
         self.warn_about_restart_only_changes(&next);
         let listeners = Arc::clone(&self.listeners);
         for slot in listeners.all().iter() {
@@ -182,6 +193,10 @@ impl super::Serving {
         for config in &next.listeners {
             let socket = sockets.remove(&config.name);
             self.apply_listener(config.clone(), socket).await;
+        }
+        if let Some(log) = access_log {
+            tracing::info!("the access log follows the reloaded config");
+            self.access_log.store(log.map(Arc::new));
         }
         if next.global.max_connections != self.config.global.max_connections {
             let cap = Semaphore::new(next.global.max_connections);
@@ -209,6 +224,22 @@ impl super::Serving {
             }
         }
         Ok(sockets)
+    }
+
+    /// The access log `next` asks for, when it differs from the one in
+    /// force: `Some(None)` to turn it off, `Some(Some(log))` a new one;
+    /// `None` when it stays. Opening a file can fail the reload.
+    fn open_access_log(&self, next: &Config) -> Result<Option<Option<AccessLog>>, String> {
+        let (now, then) = (&self.config.global, &next.global);
+        if now.access_log == then.access_log && now.access_log_format == then.access_log_format {
+            return Ok(None);
+        }
+        let Some(target) = &then.access_log else {
+            return Ok(Some(None));
+        };
+        AccessLog::start(target, then.access_log_format)
+            .map(|log| Some(Some(log)))
+            .map_err(|e| e.to_string())
     }
 
     /// Applies one listener's new config: a new snapshot on the slot it

@@ -2,10 +2,10 @@
 //! shutdown future and never knows where it came from.
 //!
 //! SIGTERM or SIGINT asks for a shutdown (the drain); a second one cuts the
-//! drain short, as HAProxy and nginx do. SIGHUP asks for a config reload.
-//! SIGUSR1 (reopen the access log) and SIGUSR2 are logged and ignored until
-//! the features behind them exist, rather than left to their default
-//! action, which would kill the process.
+//! drain short, as HAProxy and nginx do. SIGHUP asks for a config reload,
+//! SIGUSR1 for the access log file to be reopened (log rotation). SIGUSR2 is
+//! logged and ignored, rather than left to its default action, which would
+//! kill the process.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -68,7 +68,8 @@ impl Signals {
                     continue;
                 }
                 _ = self.user1.recv() => {
-                    tracing::info!(signal = "SIGUSR1", "there is no log file to reopen; ignoring");
+                    tracing::info!(signal = "SIGUSR1", "reopening the access log requested");
+                    reloads.reopen_logs();
                     continue;
                 }
                 _ = self.user2.recv() => {

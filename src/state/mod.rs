@@ -37,6 +37,10 @@ pub use process::Process;
 pub use snapshot::Snapshot;
 pub use stats::{ListenerLogs, ListenerStats, Rejection};
 
+/// The access log every listener writes to: one handle, swapped in place
+/// by a reload that changes it; empty when it is off.
+pub type SharedAccessLog = Arc<arc_swap::ArcSwapOption<crate::access_log::AccessLog>>;
+
 /// A listener's name, its current snapshot, and what outlives its
 /// snapshots.
 #[derive(Debug)]
@@ -49,6 +53,9 @@ pub struct ListenerSlot {
     pub stats: ListenerStats,
     /// The throttles of its per-client log messages.
     pub logs: ListenerLogs,
+    /// The access log, shared by every listener (swapped by a reload that
+    /// changes it); empty when it is off.
+    pub access_log: SharedAccessLog,
     /// The current snapshot; loaded once per connection by the accept loop.
     pub snapshot: ArcSwap<Snapshot>,
     /// Cancelled to stop this listener's accept loop: by the drain (it is
@@ -69,12 +76,14 @@ impl ListenerSlot {
         snapshot: Snapshot,
         listen: SocketAddr,
         stop_accepting: CancellationToken,
+        access_log: SharedAccessLog,
     ) -> ListenerSlot {
         ListenerSlot {
             name: snapshot.config.name.clone(),
             listen,
             stats: ListenerStats::default(),
             logs: ListenerLogs::default(),
+            access_log,
             connection_slots: ArcSwap::from_pointee(Semaphore::new(
                 snapshot.config.max_connections,
             )),

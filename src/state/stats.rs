@@ -23,15 +23,19 @@ pub enum Rejection {
     /// A connect failed on this machine (out of file descriptors, buffers
     /// or ports): the client was admitted, then closed.
     LocalResources,
+    /// On a listener that accepts the PROXY protocol: a connection from a
+    /// source not listed, or without a good header in time.
+    ProxyProtocol,
 }
 
 impl Rejection {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Rejection; 4] = [
+    pub const ALL: [Rejection; 5] = [
         Rejection::NotAllowed,
         Rejection::ListenerFull,
         Rejection::GlobalFull,
         Rejection::LocalResources,
+        Rejection::ProxyProtocol,
     ];
 
     /// The reason in words, for logs.
@@ -41,6 +45,7 @@ impl Rejection {
             Rejection::ListenerFull => "listener max_connections reached",
             Rejection::GlobalFull => "global max_connections reached",
             Rejection::LocalResources => "out of resources on this machine",
+            Rejection::ProxyProtocol => "no PROXY protocol header from a trusted source",
         }
     }
 
@@ -53,6 +58,7 @@ impl Rejection {
             Rejection::ListenerFull => "listener_max_connections",
             Rejection::GlobalFull => "global_max_connections",
             Rejection::LocalResources => "local_resources",
+            Rejection::ProxyProtocol => "proxy_protocol",
         }
     }
 
@@ -62,6 +68,7 @@ impl Rejection {
             Rejection::ListenerFull => 1,
             Rejection::GlobalFull => 2,
             Rejection::LocalResources => 3,
+            Rejection::ProxyProtocol => 4,
         }
     }
 }

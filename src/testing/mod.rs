@@ -151,6 +151,7 @@ impl ListenerBuilder {
             snapshot,
             listen,
             CancellationToken::new(),
+            crate::state::SharedAccessLog::default(),
         ));
         (listeners, slot)
     }

@@ -410,10 +410,43 @@ fn every_toml_config_error_exits_2_naming_file_line_key_and_value() {
             &["mode", "udp"],
         ),
         case(
-            "proxy_protocol v1 (not supported yet)",
-            toml_with_line4("proxy_protocol = \"v1\""),
+            "an unknown proxy_protocol version",
+            toml_with_line4("proxy_protocol = \"v3\""),
             Some(4),
-            &["proxy_protocol"],
+            &["proxy_protocol", "v3"],
+        ),
+        case(
+            "an unknown access_log_format",
+            format!(
+                "[global]\naccess_log_format = \"xml\"\n{}",
+                toml_with_line4("retries = 1")
+            ),
+            Some(2),
+            &["access_log_format", "xml"],
+        ),
+        case(
+            "an empty access_log",
+            format!(
+                "[global]\naccess_log = \"\"\n{}",
+                toml_with_line4("retries = 1")
+            ),
+            Some(2),
+            &["access_log", "empty"],
+        ),
+        case(
+            "a shutdown_delay that is not a duration",
+            format!(
+                "[global]\nshutdown_delay = \"soon\"\n{}",
+                toml_with_line4("retries = 1")
+            ),
+            Some(2),
+            &["shutdown_delay", "soon"],
+        ),
+        case(
+            "accept_proxy_protocol with a bad network",
+            toml_with_line4("accept_proxy_protocol = [\"10.0.0.0/40\"]"),
+            Some(4),
+            &["accept_proxy_protocol", "10.0.0.0/40"],
         ),
         case(
             "an [admin] listen address that is a host name",

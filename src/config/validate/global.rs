@@ -10,7 +10,9 @@ use crate::config::native::{RawAdmin, RawGlobal};
 use crate::config::{Admin, Algorithm, FileFormat, Global, defaults};
 
 use super::Validator;
-use super::values::{algorithm, duration, token};
+use super::values::{
+    access_log_format, access_log_target, algorithm, duration, duration_or_zero, token,
+};
 use super::with_key;
 use crate::config::error::Problem;
 use crate::net::addr;
@@ -26,6 +28,19 @@ impl Validator<'_> {
         let workers = self.int(&raw.workers, &scope, "workers", 0, MAX_WORKERS);
         let buffer_size = self.int(&raw.buffer_size, &scope, "buffer_size", 1, MAX_BUFFER_SIZE);
         let drain_timeout = self.text(&raw.drain_timeout, &scope, "drain_timeout", duration);
+        let shutdown_delay = self.text(
+            &raw.shutdown_delay,
+            &scope,
+            "shutdown_delay",
+            duration_or_zero,
+        );
+        let access_log = self.text(&raw.access_log, &scope, "access_log", access_log_target);
+        let access_log_format = self.text(
+            &raw.access_log_format,
+            &scope,
+            "access_log_format",
+            access_log_format,
+        );
         let max_connections = self.int(
             &raw.max_connections,
             &scope,
@@ -42,6 +57,11 @@ impl Validator<'_> {
             max_connections: max_connections
                 .flatten()
                 .unwrap_or(defaults::GLOBAL_MAX_CONNECTIONS),
+            shutdown_delay: shutdown_delay.flatten().unwrap_or(defaults::SHUTDOWN_DELAY),
+            access_log: access_log.flatten().flatten(),
+            access_log_format: access_log_format
+                .flatten()
+                .unwrap_or(defaults::ACCESS_LOG_FORMAT),
         }
     }
 

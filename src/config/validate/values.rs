@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::config::error::{Feature, Problem};
-use crate::config::{Algorithm, CheckKind, Mode, ProxyProtocol};
+use crate::config::{AccessLogFormat, AccessLogTarget, Algorithm, CheckKind, Mode, ProxyProtocol};
 
 use crate::config::limits::MAX_DURATION_DAYS;
 
@@ -104,6 +104,30 @@ pub(super) fn mode(name: &str) -> Result<Mode, Problem> {
 }
 
 /// Only `off` is served; `v1` and `v2` are known but not built.
+/// `[global] access_log`: `off` (none), `stderr`, `stdout`, or a file path
+/// (anything else that is not empty and has no control character).
+pub(super) fn access_log_target(value: &str) -> Result<Option<AccessLogTarget>, Problem> {
+    match value {
+        "off" => Ok(None),
+        "stderr" => Ok(Some(AccessLogTarget::Stderr)),
+        "stdout" => Ok(Some(AccessLogTarget::Stdout)),
+        "" => Err(Problem::EmptyAccessLog),
+        path if path.chars().any(char::is_control) => {
+            Err(Problem::BadAccessLogPath(path.to_string()))
+        }
+        path => Ok(Some(AccessLogTarget::File(path.into()))),
+    }
+}
+
+/// `[global] access_log_format`: `text` or `json`.
+pub(super) fn access_log_format(value: &str) -> Result<AccessLogFormat, Problem> {
+    match value {
+        "text" => Ok(AccessLogFormat::Text),
+        "json" => Ok(AccessLogFormat::Json),
+        _ => Err(Problem::UnknownAccessLogFormat(value.to_string())),
+    }
+}
+
 pub(super) fn proxy_protocol(value: &str) -> Result<Option<ProxyProtocol>, Problem> {
     match value {
         "off" => Ok(None),
