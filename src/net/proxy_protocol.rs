@@ -842,7 +842,7 @@ where
         let start = buf.len();
         // `parse` never asks for more than a header can hold; the cap keeps
         // that true here whatever it says.
-        buf.resize(start + needed.min(MAX_HEADER_LEN).max(READ_CHUNK), 0);
+        buf.resize(start + needed.clamp(READ_CHUNK, MAX_HEADER_LEN), 0);
         let count = match stream.read(buf.get_mut(start..).unwrap_or_default()).await {
             Ok(0) => return Err(ReadError::Closed { received: start }),
             Ok(count) => count,
