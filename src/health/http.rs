@@ -34,10 +34,14 @@ pub async fn probe(
     addr: SocketAddr,
     source: Option<IpAddr>,
     timeout: Duration,
+    preamble: &[u8],
     check: HttpCheck<'_>,
 ) -> Result<(), ProbeError> {
     let exchange = async {
         let mut stream = crate::net::connect::connect(addr, source, timeout).await?;
+        if !preamble.is_empty() {
+            stream.write_all(preamble).await.map_err(ProbeError::Io)?;
+        }
         let status = ask(&mut stream, check).await?;
         if status == check.expect_status {
             Ok(())
@@ -154,7 +158,7 @@ mod tests {
     #[tokio::test]
     async fn a_200_answer_passes_and_the_request_names_path_and_host() {
         let (addr, server) = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-        probe(addr, None, Duration::from_secs(5), CHECK)
+        probe(addr, None, Duration::from_secs(5), &[], CHECK)
             .await
             .unwrap();
         let request = server.await.unwrap();
@@ -166,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_status_fails_naming_both() {
         let (addr, _server) = answering(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
-        let err = probe(addr, None, Duration::from_secs(5), CHECK)
+        let err = probe(addr, None, Duration::from_secs(5), &[], CHECK)
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "status 503, expected 200");
@@ -190,7 +194,7 @@ mod tests {
             expect_status: 204,
             ..CHECK
         };
-        probe(addr, None, Duration::from_secs(5), check)
+        probe(addr, None, Duration::from_secs(5), &[], check)
             .await
             .unwrap();
         server.await.unwrap();
@@ -200,7 +204,7 @@ mod tests {
     async fn a_backend_that_never_answers_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = probe(addr, None, Duration::from_millis(200), CHECK)
+        let err = probe(addr, None, Duration::from_millis(200), &[], CHECK)
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "timed out after 200ms");
@@ -210,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn a_close_without_an_answer_fails() {
         let (addr, _server) = answering(b"").await;
-        let err = probe(addr, None, Duration::from_secs(5), CHECK)
+        let err = probe(addr, None, Duration::from_secs(5), &[], CHECK)
             .await
             .unwrap_err();
         assert_eq!(
@@ -230,7 +234,7 @@ mod tests {
             ..BackendOptions::default()
         };
         let server = tokio::spawn(serve(listener, std::sync::Arc::new(options), stop.clone()));
-        probe(addr, None, Duration::from_secs(5), CHECK)
+        probe(addr, None, Duration::from_secs(5), &[], CHECK)
             .await
             .unwrap();
         let missing = HttpCheck {
@@ -238,7 +242,7 @@ mod tests {
             expect_status: 204,
             ..CHECK
         };
-        let err = probe(addr, None, Duration::from_secs(5), missing)
+        let err = probe(addr, None, Duration::from_secs(5), &[], missing)
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "status 200, expected 204");

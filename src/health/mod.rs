@@ -46,8 +46,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendState, Transition};
-use crate::config::{CheckKind, HealthCheck};
+use crate::config::{CheckKind, HealthCheck, Listener, ModeSettings};
 use crate::net::connect::ConnectError;
+use crate::net::proxy_protocol::Header;
 use crate::state::ListenerSlot;
 
 /// Why one check failed; its `Display` is the reason in the log line.
@@ -188,7 +189,7 @@ async fn check_loop(slot: Arc<ListenerSlot>, address: String, cancel: Cancellati
         };
         let result = tokio::select! {
             () = cancel.cancelled() => return address,
-            result = probe(check, backend, state.config.source_address) => result,
+            result = probe(check, backend, &state.config) => result,
         };
         let reason = result.err().map(|e| e.to_string());
         let outcome = reason.as_deref().map_or(Ok(()), Err);
@@ -199,21 +200,31 @@ async fn check_loop(slot: Arc<ListenerSlot>, address: String, cancel: Cancellati
     }
 }
 
-/// One check of `backend` as `check` says.
+/// One check of `backend` as `check` says, from the listener's
+/// `source_address`. A backend that gets PROXY protocol headers from the
+/// listener gets one on its checks too (`LOCAL` in v2, `UNKNOWN` in v1:
+/// the check is the balancer's own connection, no client's), so backends
+/// that require the header do not fail them.
 async fn probe(
     check: &HealthCheck,
     backend: &Backend,
-    source: Option<std::net::IpAddr>,
+    listener: &Listener,
 ) -> Result<(), ProbeError> {
+    let source = listener.source_address;
+    let ModeSettings::Tcp(settings) = &listener.mode;
+    let preamble = settings
+        .proxy_protocol
+        .map(|version| version.encode(&Header::Local))
+        .unwrap_or_default();
     match check.kind {
-        CheckKind::Tcp => tcp::probe(backend.resolved, source, check.timeout).await,
+        CheckKind::Tcp => tcp::probe(backend.resolved, source, check.timeout, &preamble).await,
         CheckKind::Http => {
             let request = http::HttpCheck {
                 host: &backend.address,
                 path: &check.path,
                 expect_status: check.expect_status,
             };
-            http::probe(backend.resolved, source, check.timeout, request).await
+            http::probe(backend.resolved, source, check.timeout, &preamble, request).await
         }
     }
 }

@@ -18,6 +18,8 @@
 //!   (`browser`: chromedriver over WebDriver).
 //! - `hardening`: issue 16's cases: a stuck stderr, log floods, running
 //!   out of file descriptors, admin slowloris and DNS rebinding.
+//! - `proxy_protocol`: PROXY protocol headers sent to backends and
+//!   accepted from a balancer in front, exact bytes, every rejection.
 //! - `reload`: SIGHUP and `POST /api/reload`: the diff by listener name,
 //!   state kept, bad files and bind failures changing nothing, reloads
 //!   under load, the seed's INI.
@@ -40,6 +42,7 @@ mod demo;
 mod drain;
 mod hardening;
 mod health;
+mod proxy_protocol;
 mod reload;
 mod seed;
 mod tcp;

@@ -39,6 +39,9 @@ enum Behaviour {
     /// Write the greeting, shut the write side, then keep reading and
     /// record what arrives: a backend-side half-close.
     GreetThenHalfClose(String),
+    /// Record every byte until EOF, answer `ok\n`, close: what a backend
+    /// receives, exactly (a PROXY protocol header included).
+    Record,
 }
 
 /// An in-process backend on loopback. Stops (listener and connections)
@@ -54,6 +57,12 @@ impl Backend {
     /// Echoes each connection's bytes back until EOF.
     pub fn echo() -> Backend {
         Backend::start(any_port(), Behaviour::Echo).expect("bind a backend")
+    }
+
+    /// Records every byte each connection sends until EOF (see
+    /// [`Backend::received`]), answers `ok\n` and closes.
+    pub fn recording() -> Backend {
+        Backend::start(any_port(), Behaviour::Record).expect("bind a backend")
     }
 
     /// Greets each connection with `name\n`, then echoes.
@@ -120,7 +129,8 @@ impl Backend {
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// What a `greet_then_half_close` backend has read so far.
+    /// What a `recording` or `greet_then_half_close` backend has read so
+    /// far, every connection's bytes one after the other.
     pub fn received(&self) -> Vec<u8> {
         self.received
             .lock()
@@ -176,6 +186,7 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, received: Arc<Mutex
         Behaviour::GreetThenHalfClose(greeting) => {
             greet_then_half_close(&mut stream, &greeting, &received).await
         }
+        Behaviour::Record => record(&mut stream, &received).await,
     };
 }
 
@@ -183,6 +194,17 @@ async fn echo(stream: &mut TcpStream) -> io::Result<()> {
     let (mut reader, mut writer) = stream.split();
     tokio::io::copy(&mut reader, &mut writer).await?;
     writer.shutdown().await
+}
+
+async fn record(stream: &mut TcpStream, received: &Mutex<Vec<u8>>) -> io::Result<()> {
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).await?;
+    received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend_from_slice(&all);
+    stream.write_all(b"ok\n").await?;
+    stream.shutdown().await
 }
 
 async fn reply_after_eof(stream: &mut TcpStream) -> io::Result<()> {
