@@ -53,6 +53,9 @@ pub mod names {
     pub const CONFIG_GENERATION: &str = "balancer_config_generation";
     /// Counter `{result}`: config reloads, `ok` or `error`.
     pub const CONFIG_RELOADS_TOTAL: &str = "balancer_config_reloads_total";
+    /// Counter: access log lines dropped (its queue was full, or its file
+    /// could not be written).
+    pub const ACCESS_LOG_DROPPED_TOTAL: &str = "balancer_access_log_dropped_total";
     /// Counter: application log lines dropped because stderr did not keep
     /// up (the log never blocks the balancer).
     pub const LOG_LINES_DROPPED_TOTAL: &str = "balancer_log_lines_dropped_total";
@@ -72,7 +75,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -86,6 +89,7 @@ pub mod names {
         REJECTED_CONNECTIONS_TOTAL,
         CONFIG_GENERATION,
         CONFIG_RELOADS_TOTAL,
+        ACCESS_LOG_DROPPED_TOTAL,
         LOG_LINES_DROPPED_TOTAL,
         BUILD_INFO,
         PROCESS_OPEN_FDS,
@@ -386,6 +390,13 @@ impl Collector for BalancerCollector {
                 counter(m, &[("result", "ok")], ok)?;
                 counter(m, &[("result", "error")], failed)
             },
+        )?;
+        family(
+            e,
+            names::ACCESS_LOG_DROPPED_TOTAL,
+            "Access log lines dropped: its queue was full, or its file could not be written.",
+            MetricType::Counter,
+            |m| m.encode_counter::<NoLabelSet, _, f64>(&self.process.access_log_dropped(), None),
         )?;
         family(
             e,

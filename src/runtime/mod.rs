@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +28,7 @@ use crate::admin;
 use crate::config::{Config, Listener};
 use crate::error::Error;
 use crate::health;
-use crate::state::{ListenerSlot, Listeners, Process, SharedAccessLog, Snapshot};
+use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
 use drain::Drain;
 use listener::AcceptContext;
 use reload::Request;
@@ -224,18 +224,16 @@ struct Serving {
     health: HealthTasks,
     /// The process-wide connection cap, swapped when a reload changes it.
     global_slots: Arc<ArcSwap<Semaphore>>,
-    /// The access log every listener writes to.
-    access_log: SharedAccessLog,
 }
 
 impl Serving {
     fn new(config: Config, access_log: Option<AccessLog>) -> Serving {
         let cap = config.global.max_connections;
         Serving {
-            access_log: Arc::new(ArcSwapOption::from(access_log.map(Arc::new))),
+
             config,
             listeners: Arc::new(Listeners::new()),
-            process: Arc::new(Process::default()),
+            process: Arc::new(Process::default()).with_access_log(access_log),
             drain: Drain::default(),
             health: HealthTasks::default(),
             global_slots: Arc::new(ArcSwap::from_pointee(Semaphore::new(cap))),
@@ -265,7 +263,7 @@ impl Serving {
             tracing::info!(listener = %name, entries = table.entries, digest = %table.digest_hex(), "{table}");
         }
         let stop_accepting = self.drain.stop_accepting.child_token();
-        let access_log = Arc::clone(&self.access_log);
+        let access_log = Arc::clone(&self.process.access_log);
         let slot = self.listeners.add(ListenerSlot::new(
             snapshot,
             listen,
@@ -289,7 +287,7 @@ impl Serving {
     /// SIGUSR1: the access log file is closed and opened again (log
     /// rotation moved it away).
     fn reopen_access_log(&self) {
-        match self.access_log.load_full() {
+        match self.process.access_log.load_full() {
             Some(log) => {
                 tracing::info!("reopening the access log");
                 log.reopen();
@@ -300,7 +298,7 @@ impl Serving {
 
     /// At exit: what the access log has queued is written, within a second.
     async fn flush_access_log(&self) {
-        if let Some(log) = self.access_log.load_full() {
+        if let Some(log) = self.process.access_log.load_full() {
             let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(1))).await;
         }
     }

@@ -196,7 +196,7 @@ impl super::Serving {
         }
         if let Some(log) = access_log {
             tracing::info!("the access log follows the reloaded config");
-            self.access_log.store(log.map(Arc::new));
+            self.process.access_log.store(log.map(Arc::new));
         }
         if next.global.max_connections != self.config.global.max_connections {
             let cap = Semaphore::new(next.global.max_connections);

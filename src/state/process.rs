@@ -3,7 +3,9 @@
 //! generation is in force, with how the last reload went.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::access_log::AccessLog;
 use std::time::SystemTime;
 
 /// The process's own state, shared by the runtime (its only writer) and
@@ -22,6 +24,9 @@ pub struct Process {
     reloads_failed: AtomicU64,
     /// The last reload, if any (a std mutex: held to copy or replace it).
     last_reload: Mutex<Option<ReloadRecord>>,
+    /// The access log every listener writes to (each slot holds this
+    /// handle too); empty when it is off.
+    pub access_log: super::SharedAccessLog,
 }
 
 /// How one reload went.
@@ -41,11 +46,18 @@ impl Default for Process {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload: Mutex::new(None),
+            access_log: super::SharedAccessLog::default(),
         }
     }
 }
 
 impl Process {
+    /// The process state of a run whose access log is `log` (or none).
+    pub fn with_access_log(self: Arc<Self>, log: Option<AccessLog>) -> Arc<Self> {
+        self.access_log.store(log.map(Arc::new));
+        self
+    }
+
     /// Whether the process takes new traffic (`/ready` answers 200).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
@@ -90,6 +102,12 @@ impl Process {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Access log lines dropped so far (queue full, or the target could
+    /// not be written); 0 without an access log.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.load().as_ref().map_or(0, |log| log.dropped())
     }
 
     fn record(&self, result: Result<u64, String>) {

@@ -5,6 +5,8 @@
 //! - `harness/`: start the binary with a temporary config and wait until
 //!   it listens; in-process backends; clients with deadlines; HTTP;
 //!   `eventually` (its `mod.rs` names the file for each job).
+//! - `access_log`: the access log's lines in both formats, rotation with
+//!   SIGUSR1; `shutdown_delay`.
 //! - `cli`: help, version, usage errors, every config error, exit codes.
 //! - `config`: what `check` refuses before anything runs and how it prints
 //!   what it accepts (issue 16).
@@ -34,6 +36,7 @@
 mod browser;
 mod harness;
 
+mod access_log;
 mod admin;
 mod balancing;
 mod cli;
