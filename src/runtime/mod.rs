@@ -230,7 +230,6 @@ impl Serving {
     fn new(config: Config, access_log: Option<AccessLog>) -> Serving {
         let cap = config.global.max_connections;
         Serving {
-
             config,
             listeners: Arc::new(Listeners::new()),
             process: Arc::new(Process::default()).with_access_log(access_log),

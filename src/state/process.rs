@@ -107,7 +107,10 @@ impl Process {
     /// Access log lines dropped so far (queue full, or the target could
     /// not be written); 0 without an access log.
     pub fn access_log_dropped(&self) -> u64 {
-        self.access_log.load().as_ref().map_or(0, |log| log.dropped())
+        self.access_log
+            .load()
+            .as_ref()
+            .map_or(0, |log| log.dropped())
     }
 
     fn record(&self, result: Result<u64, String>) {
