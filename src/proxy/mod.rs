@@ -13,14 +13,14 @@ pub mod tcp;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{self, Record};
-use crate::backend::ConnectionGuard;
+use crate::backend::{Backend, ConnectionGuard};
 use crate::config::ModeSettings;
 use crate::net::proxy_protocol::{self, Header};
 use crate::state::{ListenerSlot, Rejection, Snapshot};
@@ -29,8 +29,8 @@ use connect::NoBackend;
 /// How long a balancer in front may take to send its PROXY protocol header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Serves one admitted client: read its PROXY protocol header when the
-/// listener accepts them, connect to a backend (with retries), relay until
+/// Serves one admitted client `peer` (which becomes the client its PROXY
+/// protocol header names, when the listener accepts one): read that header, connect to a backend (with retries), relay until
 /// both sides are done, the connection idles out, or `close` is cancelled
 /// (drain timeout). Never fails: outcomes are logged, counted, and written
 /// to the access log.
@@ -41,51 +41,74 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn handle<'a>(
     mut client: TcpStream,
-    peer: SocketAddr,
+    peer: &'a mut SocketAddr,
     slot: &'a ListenerSlot,
     state: Arc<Snapshot>,
     close: CancellationToken,
-) -> impl Future<Output = ()> + Send + 'a {
+) -> impl Future<Output = Option<Ended>> + Send + 'a {
     async move {
-        let started = Instant::now();
         let _ = client.set_nodelay(true);
         // Boxed: the opening (header, connect with retries) is short-lived,
         // so its state is allocated only while opening instead of widening
         // every connection's future for its whole life.
-        let opened = Box::pin(open(&mut client, peer, slot, &state, &close)).await;
-        let (backend, guard, opening) = match opened {
+        let opened = Box::pin(open(&mut client, *peer, slot, &state, &close)).await;
+        let (backend, guard, early) = match opened {
             Ok(opened) => opened,
-            Err(Some((client_addr, outcome))) => {
-                return log_access(
-                    slot,
-                    client_addr,
-                    None,
-                    started,
-                    outcome,
-                    tcp::Moved::default(),
-                );
+            Err(not_opened) => {
+                return not_opened.map(|(client, outcome)| {
+                    *peer = client;
+                    Ended {
+                        backend: None,
+                        outcome,
+                        moved: tcp::Moved::default(),
+                    }
+                });
             }
-            Err(None) => return,
         };
-        let listener = state.config.name.as_str();
-        let address = guard.backend().address.as_str();
-        tracing::debug!(listener, client = %opening.client, backend = address, "connected");
+        // From here on the client is the real one (its PROXY header's); the
+        // caller sees it too.
+        *peer = early.client;
+        tracing::debug!(listener = %state.config.name, client = %peer, backend = %guard.backend().address, "connected");
         // tcp is the only mode served yet; with http, this becomes the one
-        // `match` on mode.
-        let ModeSettings::Tcp(settings) = &state.config.mode;
-        let options = tcp::RelayOptions::new(settings.buffer_size, state.config.idle_timeout);
-        let stats = &guard.backend().stats;
-        let (outcome, mut moved) = tcp::relay(client, backend, &options, stats, &close).await;
-        moved.bytes_in += opening.early;
-        tracing::debug!(listener, client = %opening.client, backend = address, outcome = %outcome, "connection ended");
+        // `match` on mode. (In a block: only what the relay needs lives on
+        // in this future while the connection is open.)
+        let options = {
+            let ModeSettings::Tcp(settings) = &state.config.mode;
+            tcp::RelayOptions::new(settings.buffer_size, state.config.idle_timeout)
+        };
+        let relayed = tcp::relay(
+            client,
+            backend,
+            &options,
+            &guard.backend().stats,
+            &close,
+            early.moved,
+        );
+        let (outcome, moved) = relayed.await;
+        tracing::debug!(listener = %state.config.name, client = %peer, backend = %guard.backend().address, outcome = %outcome, "connection ended");
         let outcome = match outcome {
             tcp::Outcome::Done => access_log::Outcome::Ok,
             tcp::Outcome::IdleTimeout => access_log::Outcome::IdleTimeout,
             tcp::Outcome::Closed => access_log::Outcome::DrainTimeout,
             tcp::Outcome::Failed(_) => access_log::Outcome::Reset,
         };
-        log_access(slot, opening.client, Some(&guard), started, outcome, moved);
+        Some(Ended {
+            backend: Some(Arc::clone(guard.backend())),
+            outcome,
+            moved,
+        })
     }
+}
+
+/// How a connection ended, for the access log ([`log_access`]).
+#[derive(Debug)]
+pub struct Ended {
+    /// The backend it was relayed to, if one was reached.
+    pub backend: Option<Arc<Backend>>,
+    /// How it ended.
+    pub outcome: access_log::Outcome,
+    /// Payload bytes both ways (a PROXY header not counted).
+    pub moved: tcp::Moved,
 }
 
 /// What opening a connection found out besides the backend stream.
@@ -95,7 +118,7 @@ struct Opening {
     client: SocketAddr,
     /// Client bytes that came with the header and were sent to the backend
     /// before the relay (counted as bytes in).
-    early: u64,
+    moved: tcp::Moved,
 }
 
 /// Why a connection ended before its relay: `Some` with the client and
@@ -118,7 +141,7 @@ async fn open(
     let config = &state.config;
     let mut opening = Opening {
         client: peer,
-        early: 0,
+        moved: tcp::Moved::default(),
     };
     let mut early = Vec::new();
     if !config.accept_proxy_protocol.is_empty() {
@@ -173,7 +196,7 @@ async fn open(
             .stats
             .bytes_in
             .fetch_add(early_bytes, std::sync::atomic::Ordering::Relaxed);
-        opening.early = early_bytes;
+        opening.moved.bytes_in = early_bytes;
     }
     Ok((backend, guard, opening))
 }
@@ -209,28 +232,21 @@ fn no_backend(slot: &ListenerSlot, peer: SocketAddr, err: &NoBackend) {
     }
 }
 
-/// Writes the access log line of a finished connection, when the access
-/// log is on.
-fn log_access(
-    slot: &ListenerSlot,
-    client: SocketAddr,
-    guard: Option<&ConnectionGuard>,
-    started: Instant,
-    outcome: access_log::Outcome,
-    moved: tcp::Moved,
-) {
+/// Writes the access log line of `client`'s connection, which ended after
+/// `duration`, when the access log is on.
+pub fn log_access(slot: &ListenerSlot, client: SocketAddr, ended: Ended, duration: Duration) {
     let Some(log) = slot.access_log.load_full() else {
         return;
     };
     log.log(Record {
         ended: SystemTime::now(),
-        duration: started.elapsed(),
+        duration,
         listener: Arc::from(slot.name.as_str()),
         client,
-        backend: guard.map(|g| g.backend().address.clone()),
-        bytes_in: moved.bytes_in,
-        bytes_out: moved.bytes_out,
-        outcome,
+        backend: ended.backend.map(|b| b.address.clone()),
+        bytes_in: ended.moved.bytes_in,
+        bytes_out: ended.moved.bytes_out,
+        outcome: ended.outcome,
         http: None,
     });
 }

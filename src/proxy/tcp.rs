@@ -102,7 +102,10 @@ impl fmt::Display for Outcome {
 }
 
 /// Relays between `client` and `backend` until both directions are done,
-/// counting bytes into `stats` as they move (`bytes_in`: client to backend).
+/// counting bytes into `stats` as they move (`bytes_in`: client to backend)
+/// and into the connection's own total, which starts at `already` (bytes
+/// the connection sent on before the relay, such as those that came with
+/// a PROXY protocol header).
 ///
 /// The returned future is a thin shell around `Relay`: it pins the idle
 /// timer and the drain waiter (both `!Unpin`) in the task's own memory, as
@@ -114,11 +117,13 @@ pub fn relay<'a>(
     options: &'a RelayOptions,
     stats: &'a Stats,
     close: &'a CancellationToken,
+    already: Moved,
 ) -> impl Future<Output = (Outcome, Moved)> + 'a {
     // Built here, not in the block: arguments used inside an `async` block
     // keep their own slots in its future, so moving the sockets into
     // `Relay` there would store them twice.
     let mut relay = Relay::new(client, backend, options, stats);
+    relay.moved = already;
     async move {
         let mut idle = pin!(tokio::time::sleep_until(relay.idle_deadline()));
         let mut closed = pin!(close.cancelled());
@@ -515,9 +520,16 @@ mod tests {
         let trigger = close.clone();
         let relay = tokio::spawn(async move {
             let opts = options(idle, zero_copy);
-            relay(client_side, backend_side, &opts, &Stats::default(), &close)
-                .await
-                .0
+            relay(
+                client_side,
+                backend_side,
+                &opts,
+                &Stats::default(),
+                &close,
+                Moved::default(),
+            )
+            .await
+            .0
         });
         (relay, trigger)
     }
@@ -545,7 +557,14 @@ mod tests {
             let up = bytes(3 << 20, 1);
             let down = bytes(2 << 20, 2);
             let opts = options(Duration::from_secs(60), zero_copy);
-            let relay = relay(client_side, backend_side, &opts, &stats, &close);
+            let relay = relay(
+                client_side,
+                backend_side,
+                &opts,
+                &stats,
+                &close,
+                Moved::default(),
+            );
             let client_io = async {
                 let (mut r, mut w) = client.split();
                 let send = async {
@@ -632,6 +651,7 @@ mod tests {
                 &options(Duration::from_secs(300), zero_copy),
                 &stats,
                 &close,
+                Moved::default(),
             )
             .await;
             assert!(
@@ -805,7 +825,14 @@ mod tests {
             let started = Instant::now();
             // Joined, not spawned: the relay starts (and sets its timer)
             // at 0 s.
-            let relay = relay(client_side, backend_side, &opts, &stats, &close);
+            let relay = relay(
+                client_side,
+                backend_side,
+                &opts,
+                &stats,
+                &close,
+                Moved::default(),
+            );
             // One byte at 6 s: the timer set for 10 s fires, sees the byte
             // and re-arms for 16 s (6 s + the timeout), not 20 s.
             let one_byte = async {
@@ -829,7 +856,14 @@ mod tests {
     /// The size of what `relay` returns, from the function's type alone.
     fn future_size<'a, F, Fut>(_: F) -> usize
     where
-        F: FnOnce(TcpStream, TcpStream, &'a RelayOptions, &'a Stats, &'a CancellationToken) -> Fut,
+        F: FnOnce(
+            TcpStream,
+            TcpStream,
+            &'a RelayOptions,
+            &'a Stats,
+            &'a CancellationToken,
+            Moved,
+        ) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
