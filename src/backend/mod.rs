@@ -16,6 +16,9 @@ pub mod health;
 pub mod stats;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -50,6 +53,27 @@ pub struct Backend {
     /// Keeps "connect failed" to one line per [`FAILURE_LOG_INTERVAL`]
     /// while the backend keeps failing.
     pub failure_log: Throttle,
+    /// Who is told when its load changes (a `least_connections` balancer
+    /// keeping loads in a tree), and as which index; empty for the other
+    /// algorithms.
+    load_watch: ArcSwapOption<LoadWatch>,
+}
+
+/// Something told when a backend's outstanding load changes.
+pub trait LoadWatcher: Send + Sync + std::fmt::Debug {
+    /// Backend `index` (of the set the watcher was built over) has a new
+    /// load; read it from `backend.stats`.
+    fn load_changed(&self, index: usize, backend: &Backend);
+}
+
+/// A backend's watcher and the backend's index in its set. Weak: a
+/// balancer that is gone (an older snapshot's) is not kept alive by it.
+#[derive(Debug)]
+pub struct LoadWatch {
+    /// The watcher.
+    pub watcher: Weak<dyn LoadWatcher>,
+    /// The backend's index in the watcher's set.
+    pub index: usize,
 }
 
 /// How often a backend that keeps failing connects is logged: the first
@@ -69,6 +93,24 @@ impl Backend {
             health: Health::default(),
             latency: PeakEwma::default(),
             failure_log: Throttle::new(FAILURE_LOG_INTERVAL),
+            load_watch: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Makes `watch` the one told about this backend's load changes, or
+    /// no one.
+    pub fn watch_load(&self, watch: Option<LoadWatch>) {
+        self.load_watch.store(watch.map(Arc::new));
+    }
+
+    /// Tells the load watcher, if any, that the load changed (called by
+    /// the guards that count connections and connects).
+    pub fn load_changed(&self) {
+        let watch = self.load_watch.load();
+        if let Some(watch) = watch.as_ref() {
+            if let Some(watcher) = watch.watcher.upgrade() {
+                watcher.load_changed(watch.index, self);
+            }
         }
     }
 

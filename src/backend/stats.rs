@@ -55,6 +55,7 @@ impl ConnectionGuard {
     pub fn new(backend: Arc<Backend>) -> ConnectionGuard {
         backend.stats.active.fetch_add(1, Ordering::Relaxed);
         backend.stats.total.fetch_add(1, Ordering::Relaxed);
+        backend.load_changed();
         ConnectionGuard { backend }
     }
 
@@ -67,6 +68,7 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.backend.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.backend.load_changed();
     }
 }
 
@@ -74,19 +76,24 @@ impl Drop for ConnectionGuard {
 /// when the attempt is cancelled (client gone, drain).
 #[derive(Debug)]
 pub struct ConnectingGuard<'a> {
-    stats: &'a Stats,
+    backend: &'a Backend,
 }
 
 impl<'a> ConnectingGuard<'a> {
-    /// Counts one more connect in flight on `stats`.
-    pub fn new(stats: &'a Stats) -> ConnectingGuard<'a> {
-        stats.connecting.fetch_add(1, Ordering::Relaxed);
-        ConnectingGuard { stats }
+    /// Counts one more connect in flight on `backend`.
+    pub fn new(backend: &'a Backend) -> ConnectingGuard<'a> {
+        backend.stats.connecting.fetch_add(1, Ordering::Relaxed);
+        backend.load_changed();
+        ConnectingGuard { backend }
     }
 }
 
 impl Drop for ConnectingGuard<'_> {
     fn drop(&mut self) {
-        self.stats.connecting.fetch_sub(1, Ordering::Relaxed);
+        self.backend
+            .stats
+            .connecting
+            .fetch_sub(1, Ordering::Relaxed);
+        self.backend.load_changed();
     }
 }

@@ -97,11 +97,16 @@ pub fn table_of(listener: &Listener) -> Option<TableSummary> {
 
 /// Builds the balancer of `algorithm` for `backends`.
 pub fn build(algorithm: Algorithm, backends: &[Arc<Backend>]) -> Box<dyn Balancer> {
+    // Only least_connections watches loads; a balancer of another
+    // algorithm built over these backends stops an older one's watching.
+    for backend in backends {
+        backend.watch_load(None);
+    }
     match algorithm {
         Algorithm::RoundRobin => Box::new(RoundRobin::new()),
         Algorithm::Random => Box::new(Random::new()),
         Algorithm::WeightedRoundRobin => Box::new(SmoothWeighted::new(backends)),
-        Algorithm::LeastConnections => Box::new(LeastConnections::new()),
+        Algorithm::LeastConnections => Box::new(LeastConnections::new(backends)),
         Algorithm::PowerOfTwo => Box::new(PowerOfTwo::new()),
         Algorithm::SourceHash => Box::new(Maglev::new(backends)),
     }

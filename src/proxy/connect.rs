@@ -87,7 +87,7 @@ pub async fn connect(
         };
         let started = Instant::now();
         let result = {
-            let _connecting = ConnectingGuard::new(&backend.stats);
+            let _connecting = ConnectingGuard::new(backend);
             net::connect::connect(
                 backend.resolved,
                 config.source_address,
