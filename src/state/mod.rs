@@ -10,10 +10,11 @@
 //! [`Listeners`] lists every slot for readers outside the data plane
 //! (admin API, metrics, health checks) and is the one writer path: the
 //! named changes in [`change`] (add, change, drain and remove once idle,
-//! and `set_backends`, which reload and discovery call) each build a new
-//! snapshot that reuses the `Arc<Backend>` of backends that stay, and swap
-//! it in under one writer lock, so two changes never race and lose one
-//! another. Open connections keep the snapshot they started with; the
+//! `set_backends` for discovery, `reconfigure` for reload) each edit the
+//! listener's draft in turn, so two changes never race and lose one
+//! another, and the listener's [`Publisher`] builds the snapshot (reusing
+//! the `Arc<Backend>` of backends that stay) once for every change that
+//! came in meanwhile. Open connections keep the snapshot they started with; the
 //! next connection sees the new one on every worker thread.
 //!
 //! This module sits below every plane: proxy, health, admin and runtime
@@ -21,6 +22,7 @@
 
 pub mod change;
 mod process;
+mod publish;
 mod snapshot;
 pub mod stats;
 
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use process::Process;
+pub use publish::{Draft, Publisher};
 pub use snapshot::Snapshot;
 pub use stats::{ListenerLogs, ListenerStats, Rejection};
 
@@ -56,6 +59,8 @@ pub struct ListenerSlot {
     /// The access log, shared by every listener (swapped by a reload that
     /// changes it); empty when it is off.
     pub access_log: SharedAccessLog,
+    /// Turns its changes into snapshots, coalesced.
+    pub changes: Publisher,
     /// The current snapshot; loaded once per connection by the accept loop.
     pub snapshot: ArcSwap<Snapshot>,
     /// Cancelled to stop this listener's accept loop: by the drain (it is
@@ -84,6 +89,7 @@ impl ListenerSlot {
             stats: ListenerStats::default(),
             logs: ListenerLogs::default(),
             access_log,
+            changes: Publisher::default(),
             connection_slots: ArcSwap::from_pointee(Semaphore::new(
                 snapshot.config.max_connections,
             )),
@@ -98,14 +104,14 @@ impl ListenerSlot {
 pub struct Listeners {
     /// The slots, in config order.
     slots: ArcSwap<Vec<Arc<ListenerSlot>>>,
-    /// Held by a writer for the whole read-modify-swap of a change (a std
-    /// mutex: nothing awaits while holding it).
+    /// Held while the list of slots changes (a std mutex: nothing awaits
+    /// while holding it).
     writer: Mutex<()>,
     /// Backends draining to be removed once idle, by `(listener,
     /// address)`, each with the token that cancels its removal. Changed
-    /// only under the writer lock, so a removal and its cancellation are
-    /// published with the snapshot that goes with them (a std mutex: held
-    /// for a lookup or an insert, never across `.await`).
+    /// only in the listener's line of edits, so a removal and its
+    /// cancellation go with the snapshot that holds them (a std mutex:
+    /// held for a lookup or an insert, never across `.await`).
     removals: Mutex<HashMap<(String, String), CancellationToken>>,
     /// The tasks that wait for those backends to be idle.
     removal_tasks: TaskTracker,
@@ -165,21 +171,17 @@ impl Listeners {
         self.removal_tasks.wait().await;
     }
 
-    /// Replaces the snapshot of listener `name` with what `change` builds
-    /// from the current one. Writers are serialised, so `change` always
-    /// sees the latest snapshot. `None` when there is no such listener.
-    fn update<T, E>(
+    /// Applies `edit` to listener `name`'s latest draft and returns once
+    /// the snapshot holding it is published (see [`Publisher`]); edits of
+    /// one listener apply one after another, each to what the previous
+    /// left. `None` when there is no such listener.
+    fn edit<T, E>(
         &self,
         name: &str,
-        change: impl FnOnce(&Snapshot) -> Result<(Snapshot, T), E>,
+        edit: impl FnOnce(&mut Draft) -> Result<T, E>,
     ) -> Option<Result<T, E>> {
-        let _writer = self.write_lock();
         let slot = self.find(name)?;
-        let current = slot.snapshot.load();
-        Some(change(&current).map(|(next, out)| {
-            slot.snapshot.store(Arc::new(next));
-            out
-        }))
+        Some(slot.changes.change(&slot, edit))
     }
 
     fn write_lock(&self) -> MutexGuard<'_, ()> {

@@ -48,12 +48,6 @@ impl Snapshot {
         }
     }
 
-    /// The next snapshot of the same listener: same config, these backends,
-    /// a new balancer.
-    pub fn next(&self, backends: Vec<Arc<Backend>>) -> Snapshot {
-        Snapshot::with_backends(self.config.clone(), backends)
-    }
-
     /// The backend named `address` (as written in the config), if live.
     pub fn backend(&self, address: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| b.address == address)
