@@ -47,7 +47,7 @@ use toml::Spanned;
 
 use crate::net::addr::ResolveError;
 
-use super::error::{ConfigError, ConfigErrors, Context, Problem, line_of};
+use super::error::{ConfigError, ConfigErrors, Context, LineStarts, Problem};
 use super::native::RawConfig;
 use super::{Config, FileFormat};
 
@@ -64,7 +64,7 @@ pub(crate) fn validate(
     // With lines already refused, an empty listener list says nothing new.
     let refused_lines = !found.is_empty();
     let mut v = Validator {
-        text,
+        lines: LineStarts::new(text),
         format,
         origin,
         errors: found,
@@ -100,7 +100,9 @@ pub(crate) fn validate(
 
 /// State of one validation pass.
 struct Validator<'a> {
-    text: &'a str,
+    /// Where the lines of the text start: every error names its line, and
+    /// so does every first listing a duplicate may point back to.
+    lines: LineStarts,
     format: FileFormat,
     origin: &'a str,
     errors: Vec<ConfigError>,
@@ -116,8 +118,9 @@ struct Validator<'a> {
 type Checked<T> = Option<T>;
 
 impl Validator<'_> {
+    /// The line a value at `span` is on.
     fn line(&self, span: Range<usize>) -> usize {
-        line_of(self.text, span.start)
+        self.lines.line(span.start)
     }
 
     fn error(&self, line: Option<usize>, context: Vec<Context>, problem: Problem) -> ConfigError {
