@@ -43,8 +43,9 @@ impl Validator<'_> {
             }
             return None;
         }
-        // The line each address was first listed on.
-        let mut first_lines: HashMap<&str, usize> = HashMap::new();
+        // Where each address was first listed: its line is looked up only
+        // when a duplicate names it.
+        let mut first_spans: HashMap<&str, Range<usize>> = HashMap::new();
         let specs: Vec<Option<BackendSpec>> = list
             .get_ref()
             .iter()
@@ -58,15 +59,16 @@ impl Validator<'_> {
                     }
                 };
                 let spec = self.backend(entry, address, scope);
-                match first_lines.get(address.as_str()) {
-                    Some(&first) => {
+                match first_spans.get(address.as_str()) {
+                    Some(first) => {
+                        let first = self.line(first.clone());
                         let context = with(scope, Context::Backend(address.to_string()));
                         let problem = Problem::DuplicateBackend(Some(first));
                         self.report(entry.span(), context, problem);
                         None
                     }
                     None => {
-                        first_lines.insert(address.as_str(), self.line(entry.span()));
+                        first_spans.insert(address.as_str(), entry.span());
                         spec
                     }
                 }
