@@ -40,7 +40,7 @@ mod tests;
 mod values;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -50,6 +50,7 @@ use crate::net::addr::ResolveError;
 use super::error::{ConfigError, ConfigErrors, Context, LineStarts, Problem};
 use super::native::RawConfig;
 use super::{Config, FileFormat};
+use listen::Listens;
 
 /// Checks `raw` (read from `text` in `format`) and builds the model, or
 /// returns every problem found, `found` (the reader's own) included.
@@ -69,7 +70,7 @@ pub(crate) fn validate(
         origin,
         errors: found,
         names: HashMap::new(),
-        listens: Vec::new(),
+        listens: Listens::default(),
         resolved: HashMap::new(),
     };
     let global = v.global(&raw.global);
@@ -108,8 +109,8 @@ struct Validator<'a> {
     errors: Vec<ConfigError>,
     /// Listener names seen, with their line.
     names: HashMap<String, Option<usize>>,
-    /// Listen addresses seen: address, whose, line.
-    listens: Vec<(SocketAddr, Context, Option<usize>)>,
+    /// Listen addresses claimed so far.
+    listens: Listens,
     /// Host name resolutions, once per host: an address or the reason.
     resolved: HashMap<String, Result<IpAddr, ResolveError>>,
 }
