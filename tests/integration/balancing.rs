@@ -184,3 +184,50 @@ fn the_global_max_connections_caps_all_listeners_together() {
     assert!(served, "the process-wide slot was not given back");
     balancer.stop();
 }
+
+#[test]
+fn ten_thousand_backends_start_and_balance() {
+    // Issue 17: the structures that make a pick O(log n) must also start
+    // and serve at this size. One server on every loopback address (127.x
+    // is all this machine), 10,000 backend addresses that reach it.
+    let server = Backend::named_on("0.0.0.0:0".parse().expect("an address"), "any")
+        .expect("bind the server");
+    let port = server.addr().port();
+    let backends: Vec<String> = (0..10_000)
+        .map(|i| {
+            let weight = 1 + i % 2;
+            format!(
+                "{{ address = \"127.0.{}.{}:{port}\", weight = {weight} }}",
+                1 + i / 250,
+                1 + i % 250
+            )
+        })
+        .collect();
+    for algorithm in ["least_connections", "weighted_round_robin", "source_hash"] {
+        let config = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\n\
+             listen = \"127.0.0.1:0\"\nalgorithm = \"{algorithm}\"\nbackends = [{}]\n",
+            backends.join(", ")
+        );
+        let balancer = Balancer::start(&config, Format::Toml);
+        let admin = balancer.wait_admin();
+        let reached = backends_reached(balancer.addr("web"), 200);
+        assert_eq!(count(&reached, "any"), 200, "{algorithm}");
+        let status = crate::harness::http_get(admin, "/api/status").expect("status");
+        let status: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+        let used = status["listeners"][0]["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .filter(|b| b["total_connections"].as_u64().unwrap_or(0) > 0)
+            .count();
+        match algorithm {
+            // Idle backends take turns: every connection a new one.
+            "least_connections" => assert_eq!(used, 200, "{algorithm}"),
+            "weighted_round_robin" => assert!(used >= 100, "{algorithm}: {used}"),
+            // One client address: one backend.
+            _ => assert_eq!(used, 1, "{algorithm}"),
+        }
+        balancer.stop();
+    }
+}
