@@ -169,114 +169,203 @@ pub struct Member<'a> {
     pub weight: u32,
 }
 
-/// One backend's walk through its preference list while filling.
+/// The backends of one weight, in config order, and the turns each of
+/// them has had: backends of equal weight always have had equally many,
+/// so their turns fall at the same virtual times and go in config order.
 #[derive(Debug)]
-struct Walk {
-    /// The entry it will try next.
-    next: u64,
-    /// Its step through the table, in `1..M`.
-    skip: u64,
-    /// Turns taken so far.
-    turns: u64,
-    /// Its weight, at least 1.
+struct Class {
     weight: u64,
-    /// Its position in config order.
-    index: usize,
+    turns: u64,
+    members: Vec<u32>,
 }
 
-impl Walk {
-    /// Virtual time of this backend's next turn, `(2k + 1) / (2w)`, as a
+impl Class {
+    /// Virtual time of the class's next turn, `(2k + 1) / (2w)`, as a
     /// fraction (numerator, denominator).
     fn due(&self) -> (u128, u128) {
         (u128::from(self.turns) * 2 + 1, u128::from(self.weight) * 2)
     }
 }
 
-/// A heap entry ordered so the `BinaryHeap` (a max-heap) pops the earliest
-/// turn first, ties to the backend listed first.
+/// A heap entry ordered so the `BinaryHeap` (a max-heap) pops the class
+/// whose next turn is earliest first.
 #[derive(Debug)]
-struct Turn {
-    due: (u128, u128),
-    index: usize,
+struct Due {
+    time: (u128, u128),
+    class: usize,
 }
 
-impl Ord for Turn {
-    fn cmp(&self, other: &Turn) -> Ordering {
-        let mine = self.due.0 * other.due.1;
-        let theirs = other.due.0 * self.due.1;
-        theirs.cmp(&mine).then(other.index.cmp(&self.index))
+impl Due {
+    fn cmp_time(&self, other: &Due) -> Ordering {
+        (self.time.0 * other.time.1).cmp(&(other.time.0 * self.time.1))
     }
 }
 
-impl PartialOrd for Turn {
-    fn partial_cmp(&self, other: &Turn) -> Option<Ordering> {
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> Ordering {
+        other.cmp_time(self).then(other.class.cmp(&self.class))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl PartialEq for Turn {
-    fn eq(&self, other: &Turn) -> bool {
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Turn {}
+impl Eq for Due {}
 
 /// Marks an entry not filled yet while building.
 const EMPTY: u32 = u32::MAX;
 
+/// The table being filled: which entries are taken (a bit per entry, so
+/// the late turns that probe many taken entries stay in cache) and each
+/// backend's walk through its preference list.
+struct Filling {
+    table: Vec<u32>,
+    taken: Vec<u64>,
+    filled: usize,
+    next: Vec<u64>,
+    skip: Vec<u64>,
+    m: u64,
+}
+
+impl Filling {
+    /// Backend `index` takes its next preferred entry that is still empty.
+    /// Returns whether the table is now full.
+    fn turn(&mut self, index: u32) -> bool {
+        let i = index as usize;
+        let (Some(next), Some(&skip)) = (self.next.get_mut(i), self.skip.get(i)) else {
+            return true;
+        };
+        let mut n = *next;
+        // Every walk visits every entry within m steps (m is prime), and an
+        // empty one exists while the table is not full.
+        for _ in 0..self.m {
+            let entry = usize::try_from(n).unwrap_or(usize::MAX);
+            n += skip;
+            if n >= self.m {
+                n -= self.m;
+            }
+            let (word, bit) = (entry / 64, 1u64 << (entry % 64));
+            let Some(bits) = self.taken.get_mut(word) else {
+                break;
+            };
+            if *bits & bit == 0 {
+                *bits |= bit;
+                if let Some(slot) = self.table.get_mut(entry) {
+                    *slot = index;
+                }
+                self.filled += 1;
+                break;
+            }
+        }
+        *next = n;
+        self.filled >= self.table.len()
+    }
+}
+
 /// Builds the lookup table for `members` with `m` entries (a prime above
 /// the number of members): entry -> index into `members`.
+///
+/// Turns go earliest virtual time first, ties to the backend listed first
+/// (the module doc). Backends of one weight share their times, so the
+/// schedule is kept per weight, not per backend: a heap of the distinct
+/// weights, and when several weights are due at the same time their
+/// backends go merged in config order.
 fn populate(members: &[Member<'_>], m: usize) -> Vec<u32> {
-    let mut table = vec![EMPTY; m];
-    if members.is_empty() {
+    if members.is_empty() || m == 0 {
         return Vec::new();
     }
     let m64 = m as u64;
-    let mut walks: Vec<Walk> = members
+    let mut filling = Filling {
+        table: vec![EMPTY; m],
+        taken: vec![0; m.div_ceil(64)],
+        filled: 0,
+        next: Vec::with_capacity(members.len()),
+        skip: Vec::with_capacity(members.len()),
+        m: m64,
+    };
+    let mut classes: Vec<Class> = Vec::new();
+    let mut class_of_weight = std::collections::HashMap::new();
+    for (index, member) in members.iter().enumerate() {
+        let address = member.address.as_bytes();
+        filling.next.push(hash(seed::OFFSET, address) % m64);
+        filling.skip.push(hash(seed::SKIP, address) % (m64 - 1) + 1);
+        let weight = u64::from(member.weight.max(1));
+        let class = *class_of_weight.entry(weight).or_insert_with(|| {
+            classes.push(Class {
+                weight,
+                turns: 0,
+                members: Vec::new(),
+            });
+            classes.len() - 1
+        });
+        if let (Some(class), Ok(index)) = (classes.get_mut(class), u32::try_from(index)) {
+            class.members.push(index);
+        }
+    }
+    let mut heap: BinaryHeap<Due> = classes
         .iter()
         .enumerate()
-        .map(|(index, member)| Walk {
-            next: hash(seed::OFFSET, member.address.as_bytes()) % m64,
-            skip: hash(seed::SKIP, member.address.as_bytes()) % (m64 - 1) + 1,
-            turns: 0,
-            weight: u64::from(member.weight.max(1)),
-            index,
+        .map(|(class, c)| Due {
+            time: c.due(),
+            class,
         })
         .collect();
-    let mut heap: BinaryHeap<Turn> = walks
-        .iter()
-        .map(|w| Turn {
-            due: w.due(),
-            index: w.index,
-        })
-        .collect();
-    let mut filled = 0;
-    while filled < m {
-        let Some(turn) = heap.pop() else { break };
-        let Some(walk) = walks.get_mut(turn.index) else {
-            break;
-        };
-        // Every walk visits every entry within m steps (m is prime), and
-        // an empty one exists while filled < m.
-        for _ in 0..m {
-            let entry = modulo(walk.next, m);
-            walk.next = (walk.next + walk.skip) % m64;
-            if let Some(slot) = table.get_mut(entry) {
-                if *slot == EMPTY {
-                    *slot = u32::try_from(walk.index).unwrap_or(EMPTY);
-                    filled += 1;
-                    break;
+    let mut tied: Vec<usize> = Vec::new();
+    let mut merge: BinaryHeap<std::cmp::Reverse<(u32, usize, usize)>> = BinaryHeap::new();
+    'fill: while let Some(first) = heap.pop() {
+        tied.clear();
+        tied.push(first.class);
+        while let Some(same) = heap.peek() {
+            if same.cmp_time(&first) != Ordering::Equal {
+                break;
+            }
+            tied.push(same.class);
+            heap.pop();
+        }
+        if let [only] = tied[..] {
+            let members = classes.get(only).map_or(&[][..], |c| &c.members[..]);
+            for &index in members {
+                if filling.turn(index) {
+                    break 'fill;
+                }
+            }
+        } else {
+            // Merge the tied classes' backends into config order.
+            merge.clear();
+            for &class in &tied {
+                if let Some(&index) = classes.get(class).and_then(|c| c.members.first()) {
+                    merge.push(std::cmp::Reverse((index, class, 0)));
+                }
+            }
+            while let Some(std::cmp::Reverse((index, class, at))) = merge.pop() {
+                if filling.turn(index) {
+                    break 'fill;
+                }
+                if let Some(&next) = classes.get(class).and_then(|c| c.members.get(at + 1)) {
+                    merge.push(std::cmp::Reverse((next, class, at + 1)));
                 }
             }
         }
-        walk.turns += 1;
-        heap.push(Turn {
-            due: walk.due(),
-            index: walk.index,
-        });
+        for &class in &tied {
+            if let Some(c) = classes.get_mut(class) {
+                c.turns += 1;
+                heap.push(Due {
+                    time: c.due(),
+                    class,
+                });
+            }
+        }
     }
-    table
+    filling.table
 }
 
 /// The digest of a table (see the module doc).
@@ -422,6 +511,58 @@ mod tests {
     use crate::balance::tests::{backends, equal_backends};
 
     /// Client `10.x.y.z` number `i`: 10,000 distinct addresses.
+    /// The table as first written: one heap entry per backend, each turn
+    /// popped in order, the table itself probed for empty entries. The
+    /// fast `populate` must give exactly this table.
+    fn reference_populate(members: &[Member<'_>], m: usize) -> Vec<u32> {
+        struct Walk {
+            next: u64,
+            skip: u64,
+            turns: u64,
+            weight: u64,
+        }
+        let mut table = vec![EMPTY; m];
+        if members.is_empty() {
+            return Vec::new();
+        }
+        let m64 = m as u64;
+        let mut walks: Vec<Walk> = members
+            .iter()
+            .map(|member| Walk {
+                next: hash(seed::OFFSET, member.address.as_bytes()) % m64,
+                skip: hash(seed::SKIP, member.address.as_bytes()) % (m64 - 1) + 1,
+                turns: 0,
+                weight: u64::from(member.weight.max(1)),
+            })
+            .collect();
+        // (numerator, denominator, index): earliest, then listed first.
+        let due = |w: &Walk| (u128::from(w.turns) * 2 + 1, u128::from(w.weight) * 2);
+        let mut filled = 0;
+        while filled < m {
+            let (index, _) = walks
+                .iter()
+                .enumerate()
+                .min_by(|(i, a), (j, b)| {
+                    let (an, ad) = due(a);
+                    let (bn, bd) = due(b);
+                    (an * bd).cmp(&(bn * ad)).then(i.cmp(j))
+                })
+                .unwrap();
+            let walk = &mut walks[index];
+            loop {
+                let entry = (walk.next % m64) as usize;
+                walk.next = (walk.next + walk.skip) % m64;
+                if table[entry] == EMPTY {
+                    table[entry] = index as u32;
+                    filled += 1;
+                    break;
+                }
+            }
+            walk.turns += 1;
+        }
+        table
+    }
+
     fn client(i: u32) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
     }
@@ -636,6 +777,24 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn the_table_is_the_one_of_the_plain_turn_by_turn_build(
+            weights in prop::collection::vec(1u32..=6, 1..=40),
+            size in 0usize..3,
+        ) {
+            let addresses: Vec<String> =
+                (0..weights.len()).map(|i| format!("10.0.{}.{}:80", i / 200, i % 200)).collect();
+            let members: Vec<Member<'_>> = addresses
+                .iter()
+                .zip(&weights)
+                .map(|(address, &weight)| Member { address, weight })
+                .collect();
+            // Small primes so every size is tried fast: each backend's
+            // turns, ties between weights and the last partial round.
+            let m = [101, 211, 1009][size];
+            prop_assert_eq!(populate(&members, m), reference_populate(&members, m));
+        }
 
         #[test]
         fn removing_one_of_n_backends_moves_at_most_one_and_a_half_nth_of_clients(
