@@ -835,3 +835,69 @@ fn port_zero_listeners_never_conflict() {
     let config = parse(text, FileFormat::Toml, "b.toml").unwrap();
     assert_eq!(config.listeners.len(), 2);
 }
+
+/// `n` distinct loopback backend addresses, `127.0.x.y:port`.
+fn loopback_backends(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "127.0.{}.{}:{}",
+                i / 250 % 250,
+                i % 250 + 1,
+                8000 + i / 62_500
+            )
+        })
+        .collect()
+}
+
+/// One TOML listener (its backends from line 5 on, one a line) and one INI
+/// mapping, both with `addresses` at weight 1.
+fn one_listener_of(addresses: &[String]) -> [(String, FileFormat); 2] {
+    let tables: String = addresses
+        .iter()
+        .map(|a| format!("  {{ address = \"{a}\", weight = 1 }},\n"))
+        .collect();
+    let toml = format!(
+        "[[listeners]]\nname = \"big\"\nlisten = \"127.0.0.1:24000\"\nbackends = [\n{tables}]\n"
+    );
+    let items: Vec<String> = addresses.iter().map(|a| format!("{a}:1")).collect();
+    let ini = format!("[mappings]\n24000={}\n", items.join(","));
+    [(toml, FileFormat::Toml), (ini, FileFormat::Ini)]
+}
+
+// The time these take is measured (issue 17), never asserted here: the
+// machines that run the tests are shared.
+#[test]
+fn a_listener_with_twenty_thousand_backends_is_accepted_in_both_formats_issue_17() {
+    let addresses = loopback_backends(20_000);
+    for (text, format) in one_listener_of(&addresses) {
+        let config = parse(&text, format, "big").unwrap();
+        assert_eq!(config.listeners.len(), 1);
+        let backends = &config.listeners.first().unwrap().backends;
+        assert_eq!(backends.len(), 20_000, "{format:?}");
+        let written: Vec<&str> = backends.iter().map(|b| b.address.as_str()).collect();
+        assert_eq!(written, addresses, "{format:?}");
+        assert!(backends.iter().all(|b| b.weight == 1), "{format:?}");
+    }
+}
+
+#[test]
+fn a_duplicate_after_twenty_thousand_backends_names_its_line_and_the_first_issue_17() {
+    let mut addresses = loopback_backends(20_000);
+    addresses.push(addresses.first().unwrap().clone());
+    let [(toml, _), (ini, _)] = one_listener_of(&addresses);
+    assert_eq!(
+        parse(&toml, FileFormat::Toml, "b.toml")
+            .unwrap_err()
+            .to_string(),
+        "b.toml:20005: listener \"big\": backend \"127.0.0.1:8000\": \
+         backend is listed twice in this listener (first on line 5)"
+    );
+    assert_eq!(
+        parse(&ini, FileFormat::Ini, "s.cfg")
+            .unwrap_err()
+            .to_string(),
+        "s.cfg:2: mapping \"24000\": backend \"127.0.0.1:8000\": \
+         backend is listed twice in this listener (first on line 2)"
+    );
+}
