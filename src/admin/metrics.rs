@@ -16,7 +16,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::backend::stats::STATUS_CLASSES;
 use crate::backend::{Backend, BackendState};
+use crate::config::Mode;
 use crate::state::stats::Rejection;
 use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
 
@@ -42,8 +44,13 @@ pub mod names {
     /// Gauge `{listener,backend}`: connect latency (peak EWMA), seconds;
     /// absent before the backend's first connect.
     pub const BACKEND_LATENCY_SECONDS: &str = "balancer_backend_latency_seconds";
-    /// Counter `{listener,backend,code}`: HTTP answers (http mode).
+    /// Counter `{listener,backend,code}`: HTTP answers (http mode) by
+    /// status class (`2xx`, ...); the balancer's own answers (no backend
+    /// answered) have an empty `backend`.
     pub const REQUESTS_TOTAL: &str = "balancer_requests_total";
+    /// Histogram `{listener,backend}`: how long http requests took, from
+    /// the request head to the answer's last byte, seconds.
+    pub const REQUEST_DURATION_SECONDS: &str = "balancer_request_duration_seconds";
     /// Histogram `{listener}`: how long client connections lasted, seconds.
     pub const CONNECTION_DURATION_SECONDS: &str = "balancer_connection_duration_seconds";
     /// Counter `{listener,reason}`: clients turned away at accept.
@@ -75,7 +82,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -85,6 +92,7 @@ pub mod names {
         BACKEND_WEIGHT,
         BACKEND_LATENCY_SECONDS,
         REQUESTS_TOTAL,
+        REQUEST_DURATION_SECONDS,
         CONNECTION_DURATION_SECONDS,
         REJECTED_CONNECTIONS_TOTAL,
         CONFIG_GENERATION,
@@ -332,14 +340,53 @@ impl Collector for BalancerCollector {
                 })
             },
         )?;
-        // http mode is not served yet: the family is declared, with no
-        // samples, so dashboards and alerts can be written against it.
+        let http: Vec<&Listener> = listeners
+            .iter()
+            .filter(|(_, state)| state.config.mode() == Mode::Http)
+            .collect();
         family(
             e,
             names::REQUESTS_TOTAL,
-            "HTTP answers by status code (http mode).",
+            "HTTP answers by status class (http mode); an empty backend: the balancer's own.",
             MetricType::Counter,
-            |_| Ok(()),
+            |m| {
+                for (slot, state) in http.iter().copied() {
+                    let listener = ("listener", slot.name.as_str());
+                    for backend in &state.backends {
+                        let answered = backend.stats.responses.iter();
+                        for (class, count) in STATUS_CLASSES.iter().zip(answered) {
+                            let labels = [listener, ("backend", &backend.address), ("code", class)];
+                            counter(m, &labels, count.load(Relaxed))?;
+                        }
+                    }
+                    let own = slot.stats.local_responses.iter();
+                    for (class, count) in STATUS_CLASSES.iter().zip(own) {
+                        let labels = [listener, ("backend", ""), ("code", class)];
+                        counter(m, &labels, count.load(Relaxed))?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            e,
+            names::REQUEST_DURATION_SECONDS,
+            "How long http requests took, from the request head to the answer's last byte.",
+            MetricType::Histogram,
+            |m| {
+                for (slot, state) in http.iter().copied() {
+                    for backend in &state.backends {
+                        let h = backend.stats.request_duration.snapshot();
+                        let labels = [
+                            ("listener", slot.name.as_str()),
+                            ("backend", backend.address.as_str()),
+                        ];
+                        m.encode_family(&labels)?
+                            .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+                    }
+                }
+                Ok(())
+            },
         )?;
         family(
             e,

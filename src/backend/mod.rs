@@ -57,6 +57,8 @@ pub struct Backend {
     /// keeping loads in a tree), and as which index; empty for the other
     /// algorithms.
     load_watch: ArcSwapOption<LoadWatch>,
+    /// http mode: idle keep-alive connections to it, for the next request.
+    pub pool: crate::net::pool::Pool,
 }
 
 /// Something told when a backend's outstanding load changes.
@@ -94,6 +96,7 @@ impl Backend {
             latency: PeakEwma::default(),
             failure_log: Throttle::new(FAILURE_LOG_INTERVAL),
             load_watch: ArcSwapOption::empty(),
+            pool: crate::net::pool::Pool::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::Backend;
 
@@ -24,12 +25,37 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Connect attempts to this backend that failed or timed out.
     pub connect_failures: AtomicU64,
+    /// http mode: answers by status class, 1xx to 5xx.
+    pub responses: [AtomicU64; 5],
+    /// http mode: how long requests took, from the request head to the
+    /// answer's last byte.
+    pub request_duration: DurationHistogram,
+}
+
+/// The status classes of [`Stats::responses`], as `/metrics` labels them.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`STATUS_CLASSES`] of an HTTP status code (100-599), or
+/// `None` for a code outside them.
+pub fn status_class(status: u16) -> Option<usize> {
+    match status {
+        100..=599 => Some(usize::from(status / 100 - 1)),
+        _ => None,
+    }
 }
 
 impl Stats {
     /// Records a failed connect attempt.
     pub fn record_connect_failure(&self) {
         self.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one http answer with `status` that took `duration`.
+    pub fn record_response(&self, status: u16, duration: Duration) {
+        if let Some(count) = status_class(status).and_then(|i| self.responses.get(i)) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.request_duration.observe(duration);
     }
 
     /// The load load-aware algorithms compare: connections open plus
@@ -40,6 +66,73 @@ impl Stats {
         self.active
             .load(Ordering::Relaxed)
             .saturating_add(self.connecting.load(Ordering::Relaxed))
+    }
+}
+
+/// Upper bounds (seconds) of the duration histograms' buckets (connections
+/// of a listener, http requests to a backend): from a refused connect
+/// (milliseconds) to long-lived streams (an hour).
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// A histogram of durations over [`DURATION_BUCKETS`], lock-free: one
+/// atomic per bucket (not cumulative; cumulated when read) plus the sum.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    /// Observations per bucket; the last one is above every bound (`+Inf`).
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of every observation, in microseconds.
+    sum_micros: AtomicU64,
+}
+
+/// A read of a [`DurationHistogram`]: counts per bucket, not cumulative
+/// (as `prometheus-client` takes them; it cumulates when it encodes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Sum of every observation, in seconds.
+    pub sum: f64,
+    /// Number of observations: the sum of the buckets read.
+    pub count: u64,
+    /// `(upper bound in seconds, observations in this bucket)`: above the
+    /// previous bound, at or below this one; the last bound is
+    /// `f64::INFINITY`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl DurationHistogram {
+    /// Records one duration: two `Relaxed` atomic adds.
+    pub fn observe(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let index = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        if let Some(bucket) = self.buckets.get(index) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The counts, for `/metrics`. The count is the sum of the buckets
+    /// read, so the `+Inf` bucket and `_count` always agree.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.buckets.iter())
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
+        // A sum of microseconds shown in seconds: precision loss does not matter.
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        HistogramSnapshot {
+            sum,
+            count,
+            buckets,
+        }
     }
 }
 

@@ -57,14 +57,6 @@ pub enum Context {
     BackendNumber(usize),
 }
 
-/// Something that exists in SPEC but is not built yet: refused with an error
-/// naming it, never silently ignored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Feature {
-    /// `mode = "http"`.
-    HttpMode,
-}
-
 /// What is wrong. Values are carried as typed so the message can quote them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
@@ -189,7 +181,7 @@ pub enum Problem {
     )]
     CheckPathNotPrintable(String),
     /// A mode other than tcp or http.
-    #[error("unknown mode {} (expected tcp)", Quoted(.0))]
+    #[error("unknown mode {} (expected tcp or http)", Quoted(.0))]
     UnknownMode(String),
     /// `access_log = ""`.
     #[error("the access log is empty (expected off, stderr, stdout or a file path)")]
@@ -212,9 +204,6 @@ pub enum Problem {
         /// The listener's mode.
         mode: Mode,
     },
-    /// A SPEC feature that is not built yet.
-    #[error("{0} is not supported yet")]
-    NotSupported(Feature),
     /// An admin token that is empty.
     #[error("the token is empty (leave the key out for no token)")]
     EmptyToken,
@@ -324,14 +313,6 @@ pub enum Problem {
     /// INI: no mapping lines.
     #[error("no mappings (expected at least one line in [mappings])")]
     NoMappings,
-}
-
-impl fmt::Display for Feature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Feature::HttpMode => f.write_str("mode \"http\""),
-        }
-    }
 }
 
 impl fmt::Display for Context {

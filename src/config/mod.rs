@@ -120,12 +120,13 @@ pub struct Admin {
 
 /// How a listener treats its traffic, by name only: what status, logs and
 /// `balancer check` show, and what an error names. The settings that come
-/// with a mode are in [`ModeSettings`]. Only `Tcp` is served today; `http`
-/// is refused at validation with a "not supported yet" error.
+/// with a mode are in [`ModeSettings`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Layer 4: bytes are relayed unchanged.
     Tcp,
+    /// HTTP/1.1: each request is balanced (docs/http.md).
+    Http,
 }
 
 impl Mode {
@@ -133,6 +134,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Tcp => "tcp",
+            Mode::Http => "http",
         }
     }
 }
@@ -144,13 +146,14 @@ impl Mode {
 /// cannot carry an http setting nor the reverse: the settings of a mode
 /// exist only inside its variant, and code that needs them (the proxy's one
 /// `match` on mode) reaches them only by matching the mode. Settings every
-/// mode has (timeouts, backends, health checks) stay on `Listener`. http
-/// mode brings an `Http(HttpSettings)` variant (`request_header_timeout`,
-/// `max_header_bytes`, ...), checked in `validate/mode.rs`.
+/// mode has (timeouts, backends, health checks) stay on `Listener`. Both
+/// are checked in `validate/mode.rs`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModeSettings {
     /// Layer 4: bytes are relayed unchanged.
     Tcp(TcpSettings),
+    /// HTTP/1.1, balanced per request.
+    Http(HttpSettings),
 }
 
 impl ModeSettings {
@@ -158,6 +161,7 @@ impl ModeSettings {
     pub fn mode(&self) -> Mode {
         match self {
             ModeSettings::Tcp(_) => Mode::Tcp,
+            ModeSettings::Http(_) => Mode::Http,
         }
     }
 }
@@ -172,6 +176,24 @@ pub struct TcpSettings {
     /// The PROXY protocol header sent to backends before the client's
     /// bytes (`proxy_protocol = "v1" | "v2"`); `None`: none (`"off"`).
     pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// What only an http listener has (SPEC 2, "http mode only").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// A request head must arrive within this (else 408); also how long a
+    /// kept-alive client connection may wait for its next request.
+    pub request_header_timeout: Duration,
+    /// A larger request head (request line and headers) gets 431.
+    pub max_header_bytes: usize,
+    /// No response head from the backend within this gets 504 (default:
+    /// the listener's `idle_timeout`).
+    pub response_timeout: Duration,
+    /// A pooled backend connection idle this long is closed.
+    pub backend_idle_timeout: Duration,
+    /// Idle pooled connections kept per backend (0: none are kept, every
+    /// request opens its own).
+    pub max_idle_per_backend: usize,
 }
 
 /// A version of the PROXY protocol (the wire format is `net`'s).
@@ -389,6 +411,14 @@ pub mod defaults {
     pub const RISE: u32 = 2;
     /// `[listeners.health_check] fall`.
     pub const FALL: u32 = 3;
+    /// `request_header_timeout` of an http listener.
+    pub const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `max_header_bytes` of an http listener.
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// `backend_idle_timeout` of an http listener.
+    pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `max_idle_per_backend` of an http listener.
+    pub const MAX_IDLE_PER_BACKEND: usize = 64;
     /// `[listeners.passive_check] fall`.
     pub const PASSIVE_FALL: u32 = 3;
     /// `[listeners.passive_check] backoff`.
@@ -417,6 +447,12 @@ pub mod limits {
     pub(crate) const MAX_BUFFER_SIZE: i64 = 16 * 1024 * 1024;
     /// Largest `max_connections`, global or per listener.
     pub(crate) const MAX_CONNECTIONS: i64 = 10_000_000;
+    /// Smallest `max_header_bytes`: a request line and a few headers.
+    pub(crate) const MIN_HEADER_BYTES: i64 = 1024;
+    /// Largest `max_header_bytes` (1 MiB), read into memory per request.
+    pub(crate) const MAX_HEADER_BYTES: i64 = 1024 * 1024;
+    /// Largest `max_idle_per_backend`.
+    pub(crate) const MAX_IDLE_PER_BACKEND: i64 = 100_000;
     /// Largest `retries`.
     pub(crate) const MAX_RETRIES: i64 = 100;
     /// Longest duration, in days: keeps timer arithmetic far from overflow.

@@ -83,7 +83,7 @@ pub(crate) struct RawListener {
     pub name: Option<Spanned<String>>,
     /// `ip:port` or `[ipv6]:port`.
     pub listen: Option<Spanned<String>>,
-    /// `tcp` (or `http`, refused for now).
+    /// `tcp` or `http`.
     pub mode: Option<Spanned<String>>,
     /// An algorithm name.
     pub algorithm: Option<Spanned<String>>,
@@ -97,6 +97,16 @@ pub(crate) struct RawListener {
     pub source_address: Option<Spanned<String>>,
     /// `off`, `v1` or `v2`.
     pub proxy_protocol: Option<Spanned<String>>,
+    /// http: a duration string.
+    pub request_header_timeout: Option<Spanned<String>>,
+    /// http: bytes.
+    pub max_header_bytes: Option<Spanned<i64>>,
+    /// http: a duration string.
+    pub response_timeout: Option<Spanned<String>>,
+    /// http: a duration string.
+    pub backend_idle_timeout: Option<Spanned<String>>,
+    /// http: a count.
+    pub max_idle_per_backend: Option<Spanned<i64>>,
     /// CIDR networks or bare IP addresses of balancers in front.
     pub accept_proxy_protocol: Option<Spanned<Vec<Spanned<String>>>>,
     /// CIDR networks or bare IP addresses.
@@ -438,7 +448,8 @@ mod tests {
             "[[listeners]]\nlisten = \"127.0.0.1:1\"\nbackend = [\"127.0.0.1:2\"]\n",
             "b.toml:3: key \"backend\": unknown key (expected one of name, listen, mode, \
              algorithm, connect_timeout, idle_timeout, retries, source_address, \
-             proxy_protocol, accept_proxy_protocol, allow, max_connections, backends, slow_start, ewma_decay, \
+             proxy_protocol, request_header_timeout, max_header_bytes, response_timeout, \
+             backend_idle_timeout, max_idle_per_backend, accept_proxy_protocol, allow, max_connections, backends, slow_start, ewma_decay, \
              health_check or passive_check)",
         ),
         (

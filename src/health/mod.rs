@@ -211,11 +211,13 @@ async fn probe(
     listener: &Listener,
 ) -> Result<(), ProbeError> {
     let source = listener.source_address;
-    let ModeSettings::Tcp(settings) = &listener.mode;
-    let preamble = settings
-        .proxy_protocol
-        .map(|version| version.encode(&Header::Local))
-        .unwrap_or_default();
+    let preamble = match &listener.mode {
+        ModeSettings::Tcp(settings) => settings
+            .proxy_protocol
+            .map(|version| version.encode(&Header::Local))
+            .unwrap_or_default(),
+        ModeSettings::Http(_) => Vec::new(),
+    };
     match check.kind {
         CheckKind::Tcp => tcp::probe(backend.resolved, source, check.timeout, &preamble).await,
         CheckKind::Http => {

@@ -65,10 +65,8 @@ impl HttpServer {
         <S::ResBody as Body>::Data: Send,
         <S::ResBody as Body>::Error: Into<BoxError>,
     {
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+        let connection =
+            builder(self.header_read_timeout).serve_connection(TokioIo::new(stream), service);
         let connection = self.graceful.watch(connection);
         let close = self.close.clone();
         let owner = self.owner.clone();
@@ -100,6 +98,18 @@ impl HttpServer {
         self.connections.close();
         self.connections.wait().await;
     }
+}
+
+/// hyper's HTTP/1.1 server settings every server of ours starts from: a
+/// timer, so the header-read timeout fires (without one hyper ignores it),
+/// and that timeout, which also bounds how long a kept-alive connection
+/// waits for its next request.
+pub fn builder(header_read_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
 }
 
 /// Decodes the `%XX` escapes of one path segment into UTF-8 text; `None`

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::backend::{ConnectingGuard, ConnectionGuard};
+use crate::backend::{Backend, ConnectingGuard, ConnectionGuard};
 use crate::balance::PickContext;
 use crate::health::passive;
 use crate::net::{self, connect::ConnectError};
@@ -66,59 +66,108 @@ pub async fn connect(
     state: &Snapshot,
     client: IpAddr,
 ) -> Result<(TcpStream, ConnectionGuard), NoBackend> {
-    let config = &state.config;
-    let attempts_max = usize::try_from(config.retries)
-        .unwrap_or(usize::MAX)
-        .saturating_add(1);
-    let mut tried: Vec<usize> = Vec::with_capacity(attempts_max.min(state.backends.len()));
-    let mut last = None;
-    while tried.len() < attempts_max {
+    let mut attempts = Attempts::new(state);
+    while let Some(backend) = attempts.next(state, client) {
+        match connect_to(state, backend).await {
+            Ok(stream) => return Ok((stream, ConnectionGuard::new(Arc::clone(backend)))),
+            Err(err) if err.is_local() => return Err(NoBackend::Local(err)),
+            Err(err) => attempts.failed(backend, err),
+        }
+    }
+    Err(attempts.into_error())
+}
+
+/// The backends one client (tcp) or one request (http) has tried, within
+/// the listener's budget of `retries + 1` attempts.
+#[derive(Debug)]
+pub struct Attempts {
+    tried: Vec<usize>,
+    max: usize,
+    last: Option<(String, ConnectError)>,
+}
+
+impl Attempts {
+    /// No attempt yet, a budget of the listener's `retries + 1`.
+    pub fn new(state: &Snapshot) -> Attempts {
+        let max = usize::try_from(state.config.retries)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        Attempts {
+            tried: Vec::with_capacity(max.min(state.backends.len())),
+            max,
+            last: None,
+        }
+    }
+
+    /// The next backend to try: the balancer's pick among the backends not
+    /// tried yet, or a backend down by failed connects only as a last
+    /// resort; `None` when the budget is spent or no backend is left.
+    pub fn next<'s>(&mut self, state: &'s Snapshot, client: IpAddr) -> Option<&'s Arc<Backend>> {
+        if self.tried.len() >= self.max {
+            return None;
+        }
         let ctx = PickContext {
             client,
-            tried: &tried,
+            tried: &self.tried,
         };
         let picked = state.balancer.pick(&state.backends, &ctx);
-        let Some(index) = picked.or_else(|| passive::last_resort(&state.backends, &tried)) else {
-            break;
-        };
-        tried.push(index);
-        let Some(backend) = state.backends.get(index) else {
-            break;
-        };
-        let started = Instant::now();
-        let result = {
-            let _connecting = ConnectingGuard::new(backend);
-            net::connect::connect(
-                backend.resolved,
-                config.source_address,
-                config.connect_timeout,
-            )
-            .await
-        };
-        let now = Instant::now();
-        match result {
-            Ok(stream) => {
-                passive::connect_succeeded(&config.name, backend, now - started, now);
-                return Ok((stream, ConnectionGuard::new(Arc::clone(backend))));
-            }
-            Err(err) if err.is_local() => return Err(NoBackend::Local(err)),
-            Err(err) => {
-                passive::connect_failed(&config.name, backend, &err, now);
-                // Every failure at debug; otherwise a few lines, however
-                // many clients a refusing backend fails.
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    tracing::debug!(listener = %config.name, backend = %backend.address, error = %err, "connect failed");
-                } else if let Some(left_out) = backend.failure_log.admit() {
-                    tracing::info!(listener = %config.name, backend = %backend.address, error = %err, left_out, "connect failed");
-                }
-                last = Some((backend.address.clone(), err));
+        let index = picked.or_else(|| passive::last_resort(&state.backends, &self.tried))?;
+        self.tried.push(index);
+        state.backends.get(index)
+    }
+
+    /// How many backends were tried so far.
+    pub fn count(&self) -> usize {
+        self.tried.len()
+    }
+
+    /// Records that `backend` (the last one [`Attempts::next`] gave) could
+    /// not be reached.
+    pub fn failed(&mut self, backend: &Backend, err: ConnectError) {
+        self.last = Some((backend.address.clone(), err));
+    }
+
+    /// Why no backend was reached.
+    pub fn into_error(self) -> NoBackend {
+        NoBackend::Unreachable {
+            attempts: self.tried.len(),
+            last: self.last,
+        }
+    }
+}
+
+/// One connect attempt to `backend` with the listener's `connect_timeout`
+/// and `source_address`, counted as in flight while it runs and reported
+/// to passive detection (unless the failure is this machine's) and, for
+/// failures, to the log (throttled).
+pub async fn connect_to(state: &Snapshot, backend: &Backend) -> Result<TcpStream, ConnectError> {
+    let config = &state.config;
+    let started = Instant::now();
+    let result = {
+        let _connecting = ConnectingGuard::new(backend);
+        net::connect::connect(
+            backend.resolved,
+            config.source_address,
+            config.connect_timeout,
+        )
+        .await
+    };
+    let now = Instant::now();
+    match &result {
+        Ok(_) => passive::connect_succeeded(&config.name, backend, now - started, now),
+        Err(err) if err.is_local() => {}
+        Err(err) => {
+            passive::connect_failed(&config.name, backend, err, now);
+            // Every failure at debug; otherwise a few lines, however
+            // many clients a refusing backend fails.
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                tracing::debug!(listener = %config.name, backend = %backend.address, error = %err, "connect failed");
+            } else if let Some(left_out) = backend.failure_log.admit() {
+                tracing::info!(listener = %config.name, backend = %backend.address, error = %err, left_out, "connect failed");
             }
         }
     }
-    Err(NoBackend::Unreachable {
-        attempts: tried.len(),
-        last,
-    })
+    result
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! ([`tcp`]), and writes the access log line when the connection ends.
 
 pub mod connect;
+pub mod http;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod tcp;
@@ -42,12 +43,28 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn handle<'a>(
     mut client: TcpStream,
     peer: &'a mut SocketAddr,
-    slot: &'a ListenerSlot,
+    slot: &'a Arc<ListenerSlot>,
     state: Arc<Snapshot>,
     close: CancellationToken,
 ) -> impl Future<Output = Option<Ended>> + Send + 'a {
     async move {
         let _ = client.set_nodelay(true);
+        if let ModeSettings::Http(settings) = &state.config.mode {
+            // Boxed: an http connection's state (hyper's buffers, the
+            // request in flight) is its own, and tcp connections do not
+            // carry its size.
+            let settings = *settings;
+            Box::pin(http::serve(
+                client,
+                *peer,
+                Arc::clone(slot),
+                state,
+                close,
+                settings,
+            ))
+            .await;
+            return None;
+        }
         // Boxed: the opening (header, connect with retries) is short-lived,
         // so its state is allocated only while opening instead of widening
         // every connection's future for its whole life.
@@ -69,12 +86,14 @@ pub fn handle<'a>(
         // caller sees it too.
         *peer = early.client;
         tracing::debug!(listener = %state.config.name, client = %peer, backend = %guard.backend().address, "connected");
-        // tcp is the only mode served yet; with http, this becomes the one
-        // `match` on mode. (In a block: only what the relay needs lives on
-        // in this future while the connection is open.)
+        // (In a block: only what the relay needs lives on in this future
+        // while the connection is open.)
         let options = {
-            let ModeSettings::Tcp(settings) = &state.config.mode;
-            tcp::RelayOptions::new(settings.buffer_size, state.config.idle_timeout)
+            let buffer_size = match &state.config.mode {
+                ModeSettings::Tcp(settings) => settings.buffer_size,
+                ModeSettings::Http(_) => crate::config::defaults::BUFFER_SIZE,
+            };
+            tcp::RelayOptions::new(buffer_size, state.config.idle_timeout)
         };
         let relayed = tcp::relay(
             client,
@@ -125,7 +144,53 @@ struct Opening {
 /// the outcome for the access log, or `None` for a client turned away
 /// before it was one (its header, its address), which only the rejection
 /// counters and the throttled warnings record.
-type NotOpened = Option<(SocketAddr, access_log::Outcome)>;
+pub type NotOpened = Option<(SocketAddr, access_log::Outcome)>;
+
+/// What a client connection brings before its first byte of payload: the
+/// client it stands for and the bytes that came after a PROXY protocol
+/// header, when the listener accepts one.
+pub struct Arrival {
+    /// The source its PROXY protocol header names, or the peer address.
+    pub client: SocketAddr,
+    /// Payload bytes read with the header, to be passed on first.
+    pub early: Vec<u8>,
+}
+
+/// Reads the PROXY protocol header a balancer in front sends, when the
+/// listener accepts one, and applies the allow list to the client it
+/// names (the peer itself was checked at accept).
+pub async fn arrive(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    slot: &ListenerSlot,
+    state: &Snapshot,
+) -> Result<Arrival, NotOpened> {
+    let config = &state.config;
+    let mut arrival = Arrival {
+        client: peer,
+        early: Vec::new(),
+    };
+    if config.accept_proxy_protocol.is_empty() {
+        return Ok(arrival);
+    }
+    let received = proxy_protocol::read_header(client, PROXY_HEADER_TIMEOUT)
+        .await
+        .map_err(|e| turn_away(slot, peer, Rejection::ProxyProtocol, &e.to_string()))?;
+    if let Some((source, _)) = received.header.addresses() {
+        arrival.client = SocketAddr::new(source.ip().to_canonical(), source.port());
+    }
+    arrival.early = received.rest;
+    let ip = arrival.client.ip();
+    if !config.allow.is_empty() && !config.allow.iter().any(|net| net.contains(&ip)) {
+        return Err(turn_away(
+            slot,
+            arrival.client,
+            Rejection::NotAllowed,
+            "not in the allow list",
+        ));
+    }
+    Ok(arrival)
+}
 
 /// The connection's start: its PROXY protocol header (when the listener
 /// accepts one), the allow list on the real client, a connected backend
@@ -139,29 +204,14 @@ async fn open(
     close: &CancellationToken,
 ) -> Result<(TcpStream, ConnectionGuard, Opening), NotOpened> {
     let config = &state.config;
+    let Arrival {
+        client: source,
+        early,
+    } = arrive(client, peer, slot, state).await?;
     let mut opening = Opening {
-        client: peer,
+        client: source,
         moved: tcp::Moved::default(),
     };
-    let mut early = Vec::new();
-    if !config.accept_proxy_protocol.is_empty() {
-        let received = proxy_protocol::read_header(client, PROXY_HEADER_TIMEOUT)
-            .await
-            .map_err(|e| turn_away(slot, peer, Rejection::ProxyProtocol, &e.to_string()))?;
-        if let Some((source, _)) = received.header.addresses() {
-            opening.client = SocketAddr::new(source.ip().to_canonical(), source.port());
-        }
-        early = received.rest;
-        let ip = opening.client.ip();
-        if !config.allow.is_empty() && !config.allow.iter().any(|net| net.contains(&ip)) {
-            return Err(turn_away(
-                slot,
-                opening.client,
-                Rejection::NotAllowed,
-                "not in the allow list",
-            ));
-        }
-    }
     let connected = tokio::select! {
         connected = connect::connect(state, opening.client.ip()) => connected,
         () = close.cancelled() => return Err(None),
@@ -177,8 +227,11 @@ async fn open(
             return Err(Some((opening.client, outcome)));
         }
     };
-    let ModeSettings::Tcp(settings) = &config.mode;
-    let mut preamble = match (settings.proxy_protocol, client.local_addr()) {
+    let sent = match &config.mode {
+        ModeSettings::Tcp(settings) => settings.proxy_protocol,
+        ModeSettings::Http(_) => None,
+    };
+    let mut preamble = match (sent, client.local_addr()) {
         (Some(version), Ok(destination)) => version.encode(&Header::Proxied {
             source: opening.client,
             destination,
@@ -214,7 +267,7 @@ fn turn_away(slot: &ListenerSlot, client: SocketAddr, why: Rejection, detail: &s
 }
 
 /// Logs (throttled) and counts why `peer` got no backend.
-fn no_backend(slot: &ListenerSlot, peer: SocketAddr, err: &NoBackend) {
+pub fn no_backend(slot: &ListenerSlot, peer: SocketAddr, err: &NoBackend) {
     let listener = slot.name.as_str();
     tracing::debug!(listener, client = %peer, error = %err, "client closed: no backend");
     match err {

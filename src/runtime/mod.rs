@@ -279,6 +279,10 @@ impl Serving {
         self.drain
             .listeners
             .spawn(listener::accept_loop(socket, context));
+        // Every listener: a reload may turn a tcp listener into an http one.
+        self.drain
+            .listeners
+            .spawn(crate::proxy::http::sweep_pools(Arc::clone(&slot)));
         self.health.start(&slot);
         Some(slot)
     }

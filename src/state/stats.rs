@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::backend::stats::{DurationHistogram, status_class};
 use crate::logging::Throttle;
 
 /// Why a client was turned away at accept.
@@ -73,72 +74,6 @@ impl Rejection {
     }
 }
 
-/// Upper bounds (seconds) of the connection duration histogram's buckets:
-/// from a refused connect (milliseconds) to long-lived streams (an hour).
-pub const DURATION_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-];
-
-/// A histogram of durations over [`DURATION_BUCKETS`], lock-free: one
-/// atomic per bucket (not cumulative; cumulated when read) plus the sum.
-#[derive(Debug, Default)]
-pub struct DurationHistogram {
-    /// Observations per bucket; the last one is above every bound (`+Inf`).
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    /// Sum of every observation, in microseconds.
-    sum_micros: AtomicU64,
-}
-
-/// A read of a [`DurationHistogram`]: counts per bucket, not cumulative
-/// (as `prometheus-client` takes them; it cumulates when it encodes).
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// Sum of every observation, in seconds.
-    pub sum: f64,
-    /// Number of observations: the sum of the buckets read.
-    pub count: u64,
-    /// `(upper bound in seconds, observations in this bucket)`: above the
-    /// previous bound, at or below this one; the last bound is
-    /// `f64::INFINITY`.
-    pub buckets: Vec<(f64, u64)>,
-}
-
-impl DurationHistogram {
-    /// Records one duration: two `Relaxed` atomic adds.
-    pub fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        let index = DURATION_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(DURATION_BUCKETS.len());
-        if let Some(bucket) = self.buckets.get(index) {
-            bucket.fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// The counts, for `/metrics`. The count is the sum of the buckets
-    /// read, so the `+Inf` bucket and `_count` always agree.
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
-        let buckets: Vec<(f64, u64)> = bounds
-            .zip(self.buckets.iter())
-            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
-            .collect();
-        let count = buckets
-            .iter()
-            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
-        // A sum of microseconds shown in seconds: precision loss does not matter.
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        HistogramSnapshot {
-            sum,
-            count,
-            buckets,
-        }
-    }
-}
-
 /// How often a listener logs a message it could repeat for every client:
 /// the first occurrence at once, then one line per interval with the count
 /// left out.
@@ -172,12 +107,23 @@ pub struct ListenerStats {
     rejected: [AtomicU64; Rejection::ALL.len()],
     /// How long client connections lasted, from accept to close.
     pub connection_duration: DurationHistogram,
+    /// http mode: the balancer's own answers (400, 502, 503, ...) by
+    /// status class, 1xx to 5xx; answers from backends are counted on
+    /// the backend.
+    pub local_responses: [AtomicU64; 5],
 }
 
 impl ListenerStats {
     /// Counts one client turned away for `why`.
     pub fn record_rejection(&self, why: Rejection) {
         if let Some(count) = self.rejected.get(why.index()) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one answer of the balancer's own with `status`.
+    pub fn record_response(&self, status: u16) {
+        if let Some(count) = status_class(status).and_then(|i| self.local_responses.get(i)) {
             count.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -398,10 +398,10 @@ fn every_toml_config_error_exits_2_naming_file_line_key_and_value() {
             &[],
         ),
         case(
-            "mode http (not supported yet)",
-            toml_with_line4("mode = \"http\""),
+            "an http-only key on a tcp listener",
+            toml_with_line4("max_idle_per_backend = 8"),
             Some(4),
-            &["mode", "http"],
+            &["max_idle_per_backend", "http", "tcp"],
         ),
         case(
             "an unknown mode",

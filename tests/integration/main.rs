@@ -45,6 +45,7 @@ mod demo;
 mod drain;
 mod hardening;
 mod health;
+mod http;
 mod proxy_protocol;
 mod reload;
 mod seed;

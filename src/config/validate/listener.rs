@@ -48,7 +48,8 @@ impl Validator<'_> {
         let connect_timeout = self.text(&raw.connect_timeout, &scope, "connect_timeout", duration);
         let idle_timeout = self.text(&raw.idle_timeout, &scope, "idle_timeout", duration);
         let retries = self.int(&raw.retries, &scope, "retries", 0, MAX_RETRIES);
-        let mode = self.mode_settings(raw, &scope, global, mode_name);
+        let default_idle = idle_timeout.flatten().unwrap_or(defaults::IDLE_TIMEOUT);
+        let mode = self.mode_settings(raw, &scope, global, mode_name, default_idle);
         let allow = self.cidrs(raw.allow.as_ref(), &scope, "allow", Problem::EmptyAllow);
         let accept_proxy_protocol = self.cidrs(
             raw.accept_proxy_protocol.as_ref(),

@@ -32,12 +32,18 @@ fn toml_cases() -> Vec<(String, &'static str)> {
              least_connections, power_of_two or source_hash)",
         ),
         (
-            l("mode = \"http\"\n"),
-            "b.toml:4: listener \"web\": key \"mode\": mode \"http\" is not supported yet",
+            l("max_header_bytes = 4096\n"),
+            "b.toml:4: listener \"web\": key \"max_header_bytes\": the key applies only to \
+             http listeners (this listener's mode is tcp)",
+        ),
+        (
+            l("mode = \"http\"\nmax_header_bytes = 100\n"),
+            "b.toml:5: listener \"web\": key \"max_header_bytes\": 100 is out of range \
+             (expected 1024 to 1048576)",
         ),
         (
             l("mode = \"udp\"\n"),
-            "b.toml:4: listener \"web\": key \"mode\": unknown mode \"udp\" (expected tcp)",
+            "b.toml:4: listener \"web\": key \"mode\": unknown mode \"udp\" (expected tcp or http)",
         ),
         (
             l("accept_proxy_protocol = []\n"),
@@ -537,8 +543,7 @@ fn every_problem_in_a_file_is_reported_in_one_run() {
     assert_eq!(lines, [Some(2), Some(6), Some(7)]);
 }
 
-/// SPEC 2's example without what is not supported yet (`mode =
-/// "http"`, `proxy_protocol` other than off).
+/// SPEC 2's example, tcp mode (its http-only keys left out).
 const SPEC_EXAMPLE: &str = r#"
 [admin]
 listen = "127.0.0.1:9000"    # HTTP admin API, /metrics and dashboard; no [admin] = none
@@ -656,16 +661,52 @@ fn the_spec_toml_example_parses_to_the_model() {
 }
 
 #[test]
-fn every_unsupported_key_of_the_spec_example_is_refused_by_name() {
-    let text = SPEC_EXAMPLE
-        .replace("mode = \"tcp\"", "mode = \"http\"")
-        .replace("proxy_protocol = \"off\"", "proxy_protocol = \"v1\"");
+fn the_spec_example_in_http_mode_refuses_its_tcp_only_key_by_name() {
+    let text = SPEC_EXAMPLE.replace("mode = \"tcp\"", "mode = \"http\"");
     let errors = parse(&text, FileFormat::Toml, "balancer.toml").unwrap_err();
     let rendered: Vec<String> = errors.errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(rendered.len(), 1, "{rendered:?}");
+    assert!(
+        rendered[0].contains("key \"proxy_protocol\": the key applies only to tcp listeners (this listener's mode is http)"),
+        "{rendered:?}"
+    );
+}
+
+#[test]
+fn http_settings_take_their_defaults_and_response_timeout_follows_idle_timeout() {
+    let text = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:24003\"\nmode = \"http\"\n\
+         idle_timeout = \"42s\"\n{BACKENDS}"
+    );
+    let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
+    let crate::config::ModeSettings::Http(settings) = config.listeners[0].mode else {
+        panic!("not http: {:?}", config.listeners[0].mode);
+    };
     assert_eq!(
-        rendered,
-        ["balancer.toml:15: listener \"web\": key \"mode\": \
-             mode \"http\" is not supported yet",]
+        settings,
+        crate::config::HttpSettings {
+            request_header_timeout: Duration::from_secs(10),
+            max_header_bytes: 65536,
+            response_timeout: Duration::from_secs(42),
+            backend_idle_timeout: Duration::from_secs(30),
+            max_idle_per_backend: 64,
+        }
+    );
+    let text = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:24003\"\nmode = \"http\"\n\
+         request_header_timeout = \"2s\"\nmax_header_bytes = 8192\nresponse_timeout = \"9s\"\n\
+         backend_idle_timeout = \"1m\"\nmax_idle_per_backend = 0\n{BACKENDS}"
+    );
+    let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
+    assert_eq!(
+        config.listeners[0].mode,
+        crate::config::ModeSettings::Http(crate::config::HttpSettings {
+            request_header_timeout: Duration::from_secs(2),
+            max_header_bytes: 8192,
+            response_timeout: Duration::from_secs(9),
+            backend_idle_timeout: Duration::from_secs(60),
+            max_idle_per_backend: 0,
+        })
     );
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::error::{Feature, Problem};
+use crate::config::error::Problem;
 use crate::config::{AccessLogFormat, AccessLogTarget, Algorithm, CheckKind, Mode, ProxyProtocol};
 
 use crate::config::limits::MAX_DURATION_DAYS;
@@ -98,7 +98,7 @@ pub(super) fn check_path(path: &str) -> Result<String, Problem> {
 pub(super) fn mode(name: &str) -> Result<Mode, Problem> {
     match name {
         "tcp" => Ok(Mode::Tcp),
-        "http" => Err(Problem::NotSupported(Feature::HttpMode)),
+        "http" => Ok(Mode::Http),
         _ => Err(Problem::UnknownMode(name.to_string())),
     }
 }

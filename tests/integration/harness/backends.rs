@@ -15,7 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::loopback;
 
 /// The runtime every in-process backend runs on, shared by all tests.
-fn runtime() -> &'static Runtime {
+pub(super) fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -9,6 +9,8 @@
 //!   echo, read until closed, half-close, refused connects.
 //! - `backends`: in-process backends on `127.0.0.1:0` ([`Backend`]).
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
+//! - `http_backend`: an HTTP/1.1 backend that records each request as it
+//!   arrived and answers as the request asks ([`HttpBackend`]).
 //! - `metrics_text`: [`sample`] reads one sample out of `/metrics`; it is
 //!   `src/testing/metrics_text.rs`, shared with the unit tests.
 //!
@@ -22,6 +24,7 @@
 mod backends;
 mod clients;
 mod http;
+mod http_backend;
 mod logs;
 mod process;
 
@@ -36,6 +39,7 @@ pub use clients::{
     connect_refused, count, echoes, half_close, read_line, read_until_closed, refused_address,
 };
 pub use http::{HttpResponse, http_get, http_request};
+pub use http_backend::HttpBackend;
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
 

@@ -1,0 +1,101 @@
+//! The bodies http mode answers with: a backend's answer streamed through
+//! ([`Relayed`], which finishes the request's bookkeeping when its last
+//! byte is sent or the client goes away), or a short text of our own
+//! ([`local`]).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::Finish;
+
+/// What a client is answered with.
+pub type ResponseBody = Either<Relayed, Full<Bytes>>;
+
+/// A short text body of the balancer's own.
+pub fn local(text: &'static str) -> ResponseBody {
+    Either::Right(Full::new(Bytes::from_static(text.as_bytes())))
+}
+
+/// A backend's answer body on its way to the client. Counts the bytes; at
+/// its end (or when dropped before it: the client left, or the backend
+/// failed mid-body) hands the request's [`Finish`] its outcome, which gives
+/// a connection that completed its exchange back to the pool.
+#[derive(Debug)]
+pub struct Relayed {
+    inner: Incoming,
+    finish: Option<Finish>,
+    bytes: u64,
+}
+
+impl Relayed {
+    /// `inner`, finished by `finish`.
+    pub fn new(inner: Incoming, finish: Finish) -> Relayed {
+        Relayed {
+            inner,
+            finish: Some(finish),
+            bytes: 0,
+        }
+    }
+
+    fn done(&mut self, complete: bool) {
+        if let Some(finish) = self.finish.take() {
+            finish.done(complete, self.bytes);
+        }
+    }
+}
+
+impl Body for Relayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    this.bytes += n;
+                    if let Some(finish) = &this.finish {
+                        finish
+                            .backend()
+                            .stats
+                            .bytes_out
+                            .fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.done(true);
+                }
+            }
+            Poll::Ready(None) => this.done(true),
+            Poll::Ready(Some(Err(_))) => this.done(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        // An empty body may never be polled: it is complete as it is.
+        let complete = self.inner.is_end_stream();
+        self.done(complete);
+    }
+}

@@ -1,0 +1,623 @@
+//! http mode (SPEC 4, docs/http.md): HTTP/1.1 from clients, each request
+//! balanced on its own and sent to its backend over a pooled keep-alive
+//! connection, the answer streamed back.
+//!
+//! [`serve`] is one client connection: hyper's server reads the requests
+//! (keep-alive, pipelining, HTTP/1.0, `Expect: 100-continue`, the header
+//! timeout and size limit), and [`request`] answers each: the backend set
+//! ([`route`]), a backend and a connection to it (pooled, or new, with the
+//! listener's retries), the forwarded request, the answer. A request's
+//! bookkeeping (counters, the pooled connection given back, the access log
+//! line) is done by its [`Finish`] when the answer's last byte is sent.
+
+mod body;
+pub mod headers;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::access_log::{self, HttpFields, Record};
+use crate::backend::{Backend, ConnectionGuard};
+use crate::config::HttpSettings;
+use crate::net::connect::ConnectError;
+use crate::net::pool::{RequestBody, Sender};
+use crate::net::prefixed::Prefixed;
+use crate::net::{self};
+use crate::proxy::connect::{Attempts, NoBackend, connect_to};
+use crate::state::{ListenerSlot, Snapshot};
+use body::{Relayed, ResponseBody};
+
+/// The smallest read buffer hyper accepts; a `max_header_bytes` below it
+/// is enforced by [`head_size`] alone.
+const MIN_READ_BUFFER: usize = 8192;
+
+/// What every request of one client connection shares.
+struct Conn {
+    slot: Arc<ListenerSlot>,
+    /// The client: the peer, or the source its PROXY protocol header named.
+    client: SocketAddr,
+    settings: HttpSettings,
+    /// Cancelled when open connections must close (drain timeout).
+    close: CancellationToken,
+    /// The relay of an upgraded exchange (`101`), run by [`serve`] once
+    /// hyper is done with the connection.
+    upgraded: std::sync::Mutex<Option<upgrade::Pending>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("listener", &self.slot.name)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves one admitted client connection in http mode until the client
+/// closes it, it idles out (`request_header_timeout` between requests),
+/// the listener stops (the drain: requests in flight finish, the
+/// connection then closes), or `close` is cancelled (drain timeout).
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ListenerSlot>,
+    state: Arc<Snapshot>,
+    close: CancellationToken,
+    settings: HttpSettings,
+) {
+    let Ok(arrival) = super::arrive(&mut stream, peer, &slot, &state).await else {
+        return;
+    };
+    drop(state);
+    let stop = slot.stop_accepting.clone();
+    let conn = Arc::new(Conn {
+        slot,
+        client: arrival.client,
+        settings,
+        close: close.clone(),
+        upgraded: std::sync::Mutex::new(None),
+    });
+    let shared = Arc::clone(&conn);
+    let service = service_fn(move |req| {
+        let conn = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(request(conn, req).await) }
+    });
+    let io = TokioIo::new(Prefixed::new(arrival.early, stream));
+    let mut served = net::http_server::builder(settings.request_header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(MIN_READ_BUFFER))
+        .serve_connection(io, service)
+        .with_upgrades();
+    let result = tokio::select! {
+        result = &mut served => result,
+        () = close.cancelled() => return,
+        () = stop.cancelled() => {
+            std::pin::Pin::new(&mut served).graceful_shutdown();
+            tokio::select! {
+                result = &mut served => result,
+                () = close.cancelled() => return,
+            }
+        }
+    };
+    let upgraded = conn
+        .upgraded
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let Err(err) = result else {
+        if let Some(relay) = upgraded {
+            relay.await;
+        }
+        return;
+    };
+    tracing::debug!(client = %peer, error = %err, "http connection ended with an error");
+    // A head that began but did not arrive in time gets its 408; a
+    // kept-alive connection that sent nothing more is only closed.
+    if err.is_timeout() {
+        if let Some(parts) = served.into_parts() {
+            if !parts.read_buf.is_empty() {
+                let mut stream = parts.io.into_inner().into_inner();
+                let _ = stream
+                    .write_all(&raw_answer(StatusCode::REQUEST_TIMEOUT, TIMEOUT_TEXT))
+                    .await;
+            }
+        }
+    }
+}
+
+/// How often idle pooled connections are checked for their
+/// `backend_idle_timeout`.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Closes the pooled connections of `slot`'s backends that were idle
+/// longer than its `backend_idle_timeout` (checked every second), until the
+/// listener stops; then closes them all.
+pub async fn sweep_pools(slot: Arc<ListenerSlot>) {
+    let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = slot.stop_accepting.cancelled() => break,
+        }
+        let state = slot.snapshot.load();
+        if let crate::config::ModeSettings::Http(settings) = &state.config.mode {
+            for backend in &state.backends {
+                backend.pool.sweep(settings.backend_idle_timeout);
+            }
+        }
+    }
+    for backend in &slot.snapshot.load().backends {
+        backend.pool.clear();
+    }
+}
+
+const TIMEOUT_TEXT: &str = "request timeout: the request head did not arrive in time\n";
+
+/// A whole answer as bytes, for when hyper no longer holds the connection.
+fn raw_answer(status: StatusCode, text: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        text.len()
+    )
+    .into_bytes()
+}
+
+/// The backend set for `req`: today every request of a listener goes to
+/// its backends (routing by host and path would choose here).
+fn route(slot: &ListenerSlot, _req: &Request<Incoming>) -> Arc<Snapshot> {
+    slot.snapshot.load_full()
+}
+
+/// The size of a request head as it came: request line and header lines.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    req.headers().iter().fold(line, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    }) + 2
+}
+
+/// Methods a request may be sent again with (RFC 9110 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Answers one request.
+async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let logged = conn
+        .slot
+        .access_log
+        .load()
+        .is_some()
+        .then(|| (req.method().to_string(), req.uri().to_string()));
+    let local = |status: StatusCode, text: &'static str, close: bool, logged| {
+        conn.answer(status, text, close, started, logged)
+    };
+    if head_size(&req) > conn.settings.max_header_bytes {
+        return local(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request header fields too large\n",
+            true,
+            logged,
+        );
+    }
+    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return local(
+            StatusCode::BAD_REQUEST,
+            "bad request: an HTTP/1.1 request needs a Host header\n",
+            true,
+            logged,
+        );
+    }
+    let state = route(&conn.slot, &req);
+    let upgrade = upgrade::requested(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    prepare(&mut req, conn.client, &state);
+    if let Some(protocol) = &upgrade {
+        upgrade::mark(req.headers_mut(), protocol.clone());
+    }
+    let method = req.method().clone();
+    let (parts, incoming) = req.into_parts();
+    // A request without a body can be sent again as it is; one with a body
+    // cannot once its first try has read from it.
+    let bodiless = incoming.is_end_stream();
+    let counted = Arc::new(AtomicU64::new(0));
+    let body = if bodiless {
+        RequestBody::empty()
+    } else {
+        RequestBody::streamed(incoming, Arc::clone(&counted))
+    };
+    let replay = (bodiless && idempotent(&method)).then(|| parts.clone());
+    let mut outgoing = Some(Request::from_parts(parts, body));
+
+    let mut attempts = Attempts::new(&state);
+    let mut retries = 0u32;
+    let mut timed_out = false;
+    let client_ip = conn.client.ip();
+    while let Some(backend) = attempts.next(&state, client_ip) {
+        let (mut sender, reused) = match conn.settings.max_idle_per_backend {
+            0 => (None, false),
+            _ => {
+                let pooled = backend.pool.take(conn.settings.backend_idle_timeout);
+                let reused = pooled.is_some();
+                (pooled, reused)
+            }
+        };
+        if sender.is_none() {
+            match open(&state, backend).await {
+                Ok(opened) => sender = Some(opened),
+                Err(NoBackend::Local(_)) => {
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "service unavailable: out of resources\n",
+                        false,
+                        logged,
+                    );
+                }
+                Err(NoBackend::Unreachable { last, .. }) => {
+                    if let Some((_, err)) = last {
+                        timed_out = matches!(err, ConnectError::Timeout(_));
+                        attempts.failed(backend, err);
+                    }
+                    retries += 1;
+                    continue;
+                }
+            }
+        }
+        let Some(mut sender) = sender else { continue };
+        if reused && sender.ready().await.is_err() {
+            // Closed before anything was sent: another backend.
+            retries += 1;
+            continue;
+        }
+        let Some(request) = outgoing.take().or_else(|| {
+            replay
+                .clone()
+                .map(|parts| Request::from_parts(parts, RequestBody::empty()))
+        }) else {
+            break;
+        };
+        let guard = ConnectionGuard::new(Arc::clone(backend));
+        let sent = tokio::time::timeout(
+            conn.settings.response_timeout,
+            sender.try_send_request(request),
+        )
+        .await;
+        match sent {
+            Err(_elapsed) => {
+                return local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway timeout: the backend did not answer in time\n",
+                    false,
+                    logged,
+                );
+            }
+            Ok(Ok(mut response)) => {
+                let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let finish = Finish {
+                    conn: Arc::clone(&conn),
+                    guard,
+                    sender: (!switching).then_some(sender),
+                    started,
+                    status: response.status().as_u16(),
+                    logged,
+                    retries,
+                    bytes_in: counted,
+                };
+                if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+                    let backend_upgrade = hyper::upgrade::on(&mut response);
+                    let protocol = response.headers().get(header::UPGRADE).cloned();
+                    let relay = upgrade::relay(
+                        client_upgrade,
+                        backend_upgrade,
+                        finish,
+                        state.config.idle_timeout,
+                        conn.close.clone(),
+                    );
+                    *conn
+                        .upgraded
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(relay);
+                    let (mut parts, _) = response.into_parts();
+                    headers::remove_hop_by_hop(&mut parts.headers);
+                    if let Some(protocol) = protocol.or(upgrade) {
+                        upgrade::mark(&mut parts.headers, protocol);
+                    }
+                    return Response::from_parts(parts, body::local(""));
+                }
+                return relay(response, finish);
+            }
+            Ok(Err(mut failed)) => {
+                tracing::debug!(backend = %backend.address, error = %failed.error(), reused, "request to a backend failed");
+                if let Some(back) = failed.take_message() {
+                    // Never sent: as if the connect had failed.
+                    outgoing = Some(back);
+                    retries += 1;
+                    continue;
+                }
+                if reused && replay.is_some() {
+                    retries += 1;
+                    continue;
+                }
+                return local(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: the backend closed the connection without an answer\n",
+                    false,
+                    logged,
+                );
+            }
+        }
+    }
+    if attempts.count() == 0 {
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable: no backend is up\n",
+            false,
+            logged,
+        );
+    }
+    if timed_out {
+        return local(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway timeout: connecting to the backend timed out\n",
+            false,
+            logged,
+        );
+    }
+    local(
+        StatusCode::BAD_GATEWAY,
+        "bad gateway: no backend could be reached\n",
+        false,
+        logged,
+    )
+}
+
+/// A new connection to `backend`: connected (counted and reported as the
+/// tcp mode's connects are), then the HTTP/1.1 handshake, its driving task
+/// spawned.
+async fn open(state: &Snapshot, backend: &Backend) -> Result<Sender, NoBackend> {
+    let stream = connect_to(state, backend).await.map_err(|err| {
+        if err.is_local() {
+            NoBackend::Local(err)
+        } else {
+            NoBackend::Unreachable {
+                attempts: 1,
+                last: Some((backend.address.clone(), err)),
+            }
+        }
+    })?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| NoBackend::Unreachable {
+            attempts: 1,
+            last: Some((
+                backend.address.clone(),
+                ConnectError::Io(std::io::Error::other(err)),
+            )),
+        })?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            tracing::debug!(error = %err, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Makes `req` the request its backend gets: origin-form target, HTTP/1.1,
+/// hop-by-hop headers out, the client named in the forwarding headers, and
+/// a `Host` (an HTTP/1.0 request may come without one: then the backend's
+/// address as written, as nginx does).
+fn prepare(req: &mut Request<Incoming>, client: SocketAddr, state: &Snapshot) {
+    if req.uri().authority().is_some() {
+        // Absolute-form (`GET http://host/path`): the backend gets the path,
+        // and the authority in `Host` if the client sent none.
+        if let Some(authority) = req.uri().authority().cloned() {
+            if !req.headers().contains_key(header::HOST) {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    req.headers_mut().insert(header::HOST, host);
+                }
+            }
+        }
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(uri) = path.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    headers::remove_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST) {
+        if let Some(backend) = state.backends.first() {
+            if let Ok(host) = HeaderValue::from_str(&backend.address) {
+                headers.insert(header::HOST, host);
+            }
+        }
+    }
+    headers::add_forwarding(headers, client.ip(), "http");
+}
+
+/// The backend's answer on its way to the client: hop-by-hop headers out,
+/// the body streamed and finished by `finish`.
+fn relay(response: Response<Incoming>, finish: Finish) -> Response<ResponseBody> {
+    let (mut parts, incoming) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        http_body_util::Either::Left(Relayed::new(incoming, finish)),
+    )
+}
+
+/// A request's bookkeeping once its answer is sent (or abandoned).
+#[derive(Debug)]
+pub struct Finish {
+    conn: Arc<Conn>,
+    /// Counts the request as outstanding on its backend until dropped.
+    guard: ConnectionGuard,
+    /// The connection, given back to the pool when the exchange completed.
+    sender: Option<Sender>,
+    started: Instant,
+    status: u16,
+    /// Method and target, when the access log is on.
+    logged: Option<(String, String)>,
+    retries: u32,
+    bytes_in: Arc<AtomicU64>,
+}
+
+impl Finish {
+    /// The backend that answers.
+    pub fn backend(&self) -> &Arc<Backend> {
+        self.guard.backend()
+    }
+
+    /// The answer ended after `bytes_out` body bytes: `complete` when its
+    /// last byte was sent, so the connection can serve another request.
+    pub fn done(mut self, complete: bool, bytes_out: u64) {
+        let duration = self.started.elapsed();
+        let backend = Arc::clone(self.guard.backend());
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        backend
+            .stats
+            .bytes_in
+            .fetch_add(bytes_in, Ordering::Relaxed);
+        backend.stats.record_response(self.status, duration);
+        if let (true, Some(sender)) = (complete, self.sender.take()) {
+            backend
+                .pool
+                .put(sender, self.conn.settings.max_idle_per_backend);
+        }
+        self.conn.log(
+            self.logged.take(),
+            Some(&backend),
+            self.status,
+            self.retries,
+            (bytes_in, bytes_out),
+            duration,
+            if complete {
+                access_log::Outcome::Ok
+            } else {
+                access_log::Outcome::Reset
+            },
+        );
+    }
+}
+
+impl Finish {
+    /// An upgraded exchange ended after moving `moved` (counted on the
+    /// backend by the relay): `complete` when both sides closed.
+    pub fn done_upgraded(mut self, complete: bool, moved: crate::proxy::tcp::Moved) {
+        let duration = self.started.elapsed();
+        let backend = Arc::clone(self.guard.backend());
+        backend.stats.record_response(self.status, duration);
+        self.conn.log(
+            self.logged.take(),
+            Some(&backend),
+            self.status,
+            self.retries,
+            (moved.bytes_in, moved.bytes_out),
+            duration,
+            if complete {
+                access_log::Outcome::Ok
+            } else {
+                access_log::Outcome::Reset
+            },
+        );
+    }
+}
+
+impl Conn {
+    /// An answer of the balancer's own: counted, logged, and when `close`,
+    /// the connection closed after it.
+    fn answer(
+        &self,
+        status: StatusCode,
+        text: &'static str,
+        close: bool,
+        started: Instant,
+        logged: Option<(String, String)>,
+    ) -> Response<ResponseBody> {
+        self.slot.stats.record_response(status.as_u16());
+        let outcome = match status {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => {
+                access_log::Outcome::NoBackend
+            }
+            _ => access_log::Outcome::Ok,
+        };
+        self.log(
+            logged,
+            None,
+            status.as_u16(),
+            0,
+            (0, 0),
+            started.elapsed(),
+            outcome,
+        );
+        let mut response = Response::new(body::local(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// Writes the access log line of one request, when the log is on.
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        logged: Option<(String, String)>,
+        backend: Option<&Backend>,
+        status: u16,
+        retries: u32,
+        (bytes_in, bytes_out): (u64, u64),
+        duration: Duration,
+        outcome: access_log::Outcome,
+    ) {
+        let (Some((method, path)), Some(log)) = (logged, self.slot.access_log.load_full()) else {
+            return;
+        };
+        log.log(Record {
+            ended: SystemTime::now(),
+            duration,
+            listener: Arc::from(self.slot.name.as_str()),
+            client: self.client,
+            backend: backend.map(|b| b.address.clone()),
+            bytes_in,
+            bytes_out,
+            outcome,
+            http: Some(HttpFields {
+                method,
+                path,
+                status,
+                retries,
+            }),
+        });
+    }
+}

@@ -1,0 +1,340 @@
+//! http mode (issue 11): the real binary in front of recording HTTP
+//! backends, driven by a raw keep-alive client, so every byte each side
+//! sees is the test's to check.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Balancer, Format, HttpBackend, PROMPTLY};
+
+/// A listener `web` in http mode over `backends`, with `extra` lines.
+fn http_config(backends: &[&HttpBackend], extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.addr()))
+        .collect();
+    format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"http\"\n{extra}\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// One answer as the client read it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A keep-alive client connection with a read buffer.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, PROMPTLY).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).expect("write a request");
+    }
+
+    /// Reads one answer (to a request that was not HEAD) within
+    /// [`PROMPTLY`].
+    pub fn answer(&mut self) -> Answer {
+        self.answer_to(false)
+    }
+
+    fn fill(&mut self, deadline: Instant) -> bool {
+        let mut chunk = [0u8; 65536];
+        while Instant::now() < deadline {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return true;
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    pub fn answer_to(&mut self, head_request: bool) -> Answer {
+        let deadline = Instant::now() + PROMPTLY * 4;
+        let head_end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(
+                self.fill(deadline),
+                "no whole answer head; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end);
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if !head_request && status >= 200 && status != 204 && status != 304 {
+            if let Some(length) = find("content-length") {
+                let length: usize = length.parse().expect("a length");
+                while self.buf.len() < length {
+                    assert!(self.fill(deadline), "body cut short");
+                }
+                body = self.buf.drain(..length).collect();
+            } else if find("transfer-encoding").is_some() {
+                loop {
+                    let line_end = loop {
+                        if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                            break at;
+                        }
+                        assert!(self.fill(deadline), "chunk size cut short");
+                    };
+                    let size_line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                    self.buf.drain(..line_end + 2);
+                    let size =
+                        usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                            .expect("a chunk size");
+                    if size == 0 {
+                        // Trailers up to the blank line.
+                        loop {
+                            let end = loop {
+                                if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                                    break at;
+                                }
+                                assert!(self.fill(deadline), "trailers cut short");
+                            };
+                            self.buf.drain(..end + 2);
+                            if end == 0 {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    while self.buf.len() < size + 2 {
+                        assert!(self.fill(deadline), "chunk cut short");
+                    }
+                    body.extend(self.buf.drain(..size));
+                    self.buf.drain(..2);
+                }
+            } else {
+                while self.fill(deadline) {}
+                body = std::mem::take(&mut self.buf);
+            }
+        }
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Whether the balancer closed the connection (EOF) within
+    /// [`PROMPTLY`].
+    pub fn closed(&mut self) -> bool {
+        let deadline = Instant::now() + PROMPTLY;
+        while self.fill(deadline) {}
+        Instant::now() < deadline
+    }
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: example.test\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn one_keep_alive_connection_has_its_requests_spread_over_the_backends() {
+    let a = HttpBackend::start("a");
+    let b = HttpBackend::start("b");
+    let balancer = Balancer::start(&http_config(&[&a, &b], ""), Format::Toml);
+    let mut client = Client::connect(balancer.addr("web"));
+    let mut names = Vec::new();
+    for i in 0..6 {
+        client.send(&get(&format!("/item/{i}?q=1")));
+        let answer = client.answer();
+        assert_eq!(answer.status, 200);
+        names.push(answer.header("x-backend").expect("x-backend").to_string());
+        let expected = format!("{} GET /item/{i}?q=1\n", names[i]);
+        assert_eq!(String::from_utf8_lossy(&answer.body), expected);
+    }
+    assert_eq!(names, ["a", "b", "a", "b", "a", "b"]);
+    // Connections to the backends were reused: one each.
+    assert_eq!((a.connections(), b.connections()), (1, 1));
+    assert!(a.seen().iter().all(|s| s.connection == 0));
+}
+
+#[test]
+fn the_backend_gets_the_request_with_forwarding_headers_and_without_hop_by_hop_ones() {
+    let a = HttpBackend::start("a");
+    let balancer = Balancer::start(&http_config(&[&a], ""), Format::Toml);
+    let mut client = Client::connect(balancer.addr("web"));
+    client.send(
+        b"GET /p HTTP/1.1\r\nHost: example.test:8080\r\nConnection: keep-alive, x-secret\r\n\
+          X-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\n\
+          X-Forwarded-For: 203.0.113.9\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n",
+    );
+    assert_eq!(client.answer().status, 200);
+    let seen = a.seen();
+    let request = seen.last().expect("a request");
+    assert!(request.head.starts_with("GET /p HTTP/1.1\r\n"), "{}", request.head);
+    assert_eq!(request.headers_named("x-forwarded-for").len(), 1);
+    assert_eq!(request.header("host"), Some("example.test:8080"));
+    assert_eq!(request.header("user-agent"), Some("test"));
+    assert_eq!(request.header("accept"), Some("*/*"));
+    assert_eq!(
+        request.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(
+        request.header("forwarded"),
+        Some("for=127.0.0.1;proto=http;host=\"example.test:8080\"")
+    );
+    assert_eq!(request.header("x-forwarded-proto"), Some("http"));
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+    ] {
+        assert_eq!(request.header(gone), None, "{gone} reached the backend");
+    }
+}
+
+#[test]
+fn five_mib_bodies_pass_both_ways_unchanged_with_a_length_and_chunked() {
+    let a = HttpBackend::start("a");
+    let balancer = Balancer::start(&http_config(&[&a], ""), Format::Toml);
+    let body: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut client = Client::connect(balancer.addr("web"));
+    let mut request = format!(
+        "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    client.send(&request);
+    let answer = client.answer();
+    assert_eq!(answer.status, 200);
+    assert!(answer.body == body, "the echoed body differs");
+    // Chunked up, chunked back.
+    let mut request =
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Reply-Chunked: 1\r\n\r\n"
+            .to_vec();
+    for part in body.chunks(300_000) {
+        request.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        request.extend_from_slice(part);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    client.send(&request);
+    let answer = client.answer();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
+    assert!(answer.body == body, "the chunked echo differs");
+    let seen = a.seen();
+    assert!(
+        seen.iter().all(|s| s.body == body),
+        "a backend got another body"
+    );
+}
+
+#[test]
+fn an_unreachable_backend_is_502_and_the_connection_stays_open() {
+    let refused = crate::harness::refused_address();
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"http\"\nretries = 0\n\
+         backends = [\"{refused}\"]\n"
+    );
+    let balancer = Balancer::start(&config, Format::Toml);
+    let mut client = Client::connect(balancer.addr("web"));
+    for _ in 0..2 {
+        client.send(&get("/"));
+        let answer = client.answer();
+        assert_eq!(answer.status, 502);
+        assert_eq!(
+            answer.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&answer.body),
+            "bad gateway: no backend could be reached\n"
+        );
+    }
+}
+
+#[test]
+fn no_backend_up_is_503() {
+    let refused = crate::harness::refused_address();
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"http\"\n\
+         backends = [\"{refused}\"]\n[listeners.health_check]\ninterval = \"100ms\"\n\
+         timeout = \"100ms\"\nfall = 1\n"
+    );
+    let balancer = Balancer::start(&config, Format::Toml);
+    assert!(
+        balancer.wait_for_log(crate::harness::DEADLINE, |line| line.contains("is down")),
+        "the backend was never marked down"
+    );
+    let mut client = Client::connect(balancer.addr("web"));
+    client.send(&get("/"));
+    let answer = client.answer();
+    assert_eq!(answer.status, 503);
+    assert_eq!(
+        String::from_utf8_lossy(&answer.body),
+        "service unavailable: no backend is up\n"
+    );
+}
+
+#[test]
+fn a_request_head_over_max_header_bytes_gets_431_and_the_connection_closes() {
+    let a = HttpBackend::start("a");
+    let balancer = Balancer::start(&http_config(&[&a], "max_header_bytes = 2048"), Format::Toml);
+    let mut client = Client::connect(balancer.addr("web"));
+    let filler = "v".repeat(3000);
+    client.send(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {filler}\r\n\r\n").as_bytes());
+    let answer = client.answer();
+    assert_eq!(answer.status, 431);
+    assert!(client.closed(), "the connection stayed open after a 431");
+    assert!(a.seen().is_empty(), "the request reached the backend");
+}
