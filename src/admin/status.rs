@@ -7,9 +7,13 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use std::sync::atomic::AtomicU64;
+
 use super::body::{Body, json_response};
 use super::{Admin, AdminError};
 use crate::backend::Backend;
+use crate::backend::stats::{HistogramSnapshot, STATUS_CLASSES};
+use crate::config::Mode;
 use crate::state::change::ChangeError;
 use crate::state::{ListenerSlot, Rejection, Snapshot};
 
@@ -61,8 +65,75 @@ pub struct ListenerStatus {
     /// Clients turned away at accept, by reason (the `reason` label of
     /// `balancer_rejected_connections_total`).
     pub rejected_connections: Map<String, Value>,
+    /// http listeners only: requests answered, by whom, and how fast.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpListenerStatus>,
     /// Its live backends, in order.
     pub backends: Vec<BackendStatus>,
+}
+
+/// An http listener's requests in `/api/status`, since it started.
+#[derive(Debug, Serialize)]
+pub struct HttpListenerStatus {
+    /// Requests answered: by backends and by the balancer itself.
+    pub requests_total: u64,
+    /// Answers by status class (`1xx` to `5xx`), from backends and the
+    /// balancer together.
+    pub responses: Map<String, Value>,
+    /// The balancer's own answers (400, 408, 431, 502, 503, 504) by class.
+    pub local_responses: Map<String, Value>,
+    /// Request durations over every backend, milliseconds: `p50`, `p90`,
+    /// `p99` (estimated from the histogram's buckets, as Prometheus'
+    /// `histogram_quantile` does); `null` before the first answer.
+    pub latency_ms: Option<Percentiles>,
+}
+
+/// A backend's requests in `/api/status` (http listeners only).
+#[derive(Debug, Serialize)]
+pub struct HttpBackendStatus {
+    /// Requests it answered.
+    pub requests_total: u64,
+    /// Its answers by status class (`1xx` to `5xx`).
+    pub responses: Map<String, Value>,
+    /// Its request durations, milliseconds; `null` before the first.
+    pub latency_ms: Option<Percentiles>,
+}
+
+/// Quantiles of request durations, milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &HistogramSnapshot) -> Option<Percentiles> {
+        let ms = |q| histogram.quantile(q).map(|s| (s * 1e6).round() / 1e3);
+        Some(Percentiles {
+            p50: ms(0.5)?,
+            p90: ms(0.9)?,
+            p99: ms(0.99)?,
+        })
+    }
+}
+
+/// Counts by status class as a JSON object, and their sum.
+fn classes(counts: &[AtomicU64; 5]) -> (Map<String, Value>, u64) {
+    let mut total = 0u64;
+    let map = STATUS_CLASSES
+        .iter()
+        .zip(counts)
+        .map(|(class, count)| {
+            let n = count.load(std::sync::atomic::Ordering::Relaxed);
+            total = total.saturating_add(n);
+            (class.to_string(), Value::from(n))
+        })
+        .collect();
+    (map, total)
 }
 
 /// One backend in `/api/status` and the answers of the backend calls.
@@ -101,13 +172,16 @@ pub struct BackendStatus {
     pub last_check: Option<String>,
     /// What its health is made of.
     pub health: HealthStatus,
+    /// http listeners only: its requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpBackendStatus>,
 }
 
 /// The evidence behind a backend's state, in `/api/status`.
 #[derive(Debug, Serialize)]
 pub struct HealthStatus {
-    /// What marked it down (`checks`, `connects`, `operator`); `null`
-    /// unless it is down.
+    /// What marked it down (`checks`, `connects`, `answers`, `operator`);
+    /// `null` unless it is down.
     pub down_cause: Option<&'static str>,
     /// Active checks passed in a row.
     pub check_successes: u32,
@@ -168,6 +242,32 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
             )
         })
         .collect();
+    let http = (state.config.mode() == Mode::Http).then(|| {
+        let (local_responses, local_total) = classes(&slot.stats.local_responses);
+        let mut responses = local_responses.clone();
+        let mut requests_total = local_total;
+        let mut durations: Option<HistogramSnapshot> = None;
+        for backend in &state.backends {
+            let (by_class, total) = classes(&backend.stats.responses);
+            requests_total = requests_total.saturating_add(total);
+            for (class, n) in by_class {
+                let sum = responses.get(&class).and_then(Value::as_u64).unwrap_or(0)
+                    + n.as_u64().unwrap_or(0);
+                responses.insert(class, Value::from(sum));
+            }
+            let h = backend.stats.request_duration.snapshot();
+            match &mut durations {
+                Some(all) => all.merge(&h),
+                None => durations = Some(h),
+            }
+        }
+        HttpListenerStatus {
+            requests_total,
+            responses,
+            local_responses,
+            latency_ms: durations.as_ref().and_then(Percentiles::of),
+        }
+    });
     ListenerStatus {
         name: slot.name.clone(),
         listen: slot.listen.to_string(),
@@ -176,6 +276,7 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
         active_connections: backends.iter().map(|b| b.active_connections).sum(),
         total_connections: backends.iter().map(|b| b.total_connections).sum(),
         rejected_connections,
+        http,
         backends,
     }
 }
@@ -216,6 +317,14 @@ fn backend_view(admin: &Admin, state: &Snapshot, backend: &Backend) -> BackendSt
             .get_at(now)
             .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
         last_check,
+        http: (state.config.mode() == Mode::Http).then(|| {
+            let (responses, requests_total) = classes(&stats.responses);
+            HttpBackendStatus {
+                requests_total,
+                responses,
+                latency_ms: Percentiles::of(&stats.request_duration.snapshot()),
+            }
+        }),
         health: HealthStatus {
             down_cause: health.down_cause.map(|c| c.name()),
             check_successes: health.check_successes,

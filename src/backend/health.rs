@@ -107,7 +107,15 @@ pub enum DownCause {
     /// An operator (or a test) set it down. Never tried until set up or
     /// until `rise` checks pass.
     Operator,
+    /// http mode: [`BAD_ANSWERS_FALL`] answers 502, 503 or 504 from the
+    /// backend itself in a row. Like `Connects`: tried again after the
+    /// back-off (a good answer brings it back), and as a last resort.
+    Answers,
 }
+
+/// How many 502, 503 or 504 answers in a row from a backend mark it down
+/// (http mode, under passive detection; SPEC 4).
+pub const BAD_ANSWERS_FALL: u32 = 5;
 
 impl DownCause {
     /// The words used in the admin API.
@@ -116,6 +124,7 @@ impl DownCause {
             DownCause::Checks => "checks",
             DownCause::Connects => "connects",
             DownCause::Operator => "operator",
+            DownCause::Answers => "answers",
         }
     }
 }
@@ -229,6 +238,7 @@ mod code {
     pub const DOWN_CONNECTS: u8 = 2;
     pub const DOWN_OPERATOR: u8 = 3;
     pub const DRAINING: u8 = 4;
+    pub const DOWN_ANSWERS: u8 = 5;
 }
 
 fn decode(byte: u8) -> (BackendState, Option<DownCause>) {
@@ -236,6 +246,7 @@ fn decode(byte: u8) -> (BackendState, Option<DownCause>) {
         code::DOWN_CHECKS => (BackendState::Down, Some(DownCause::Checks)),
         code::DOWN_CONNECTS => (BackendState::Down, Some(DownCause::Connects)),
         code::DOWN_OPERATOR => (BackendState::Down, Some(DownCause::Operator)),
+        code::DOWN_ANSWERS => (BackendState::Down, Some(DownCause::Answers)),
         code::DRAINING => (BackendState::Draining, None),
         _ => (BackendState::Up, None),
     }
@@ -248,6 +259,7 @@ fn encode(state: BackendState, cause: DownCause) -> u8 {
         (BackendState::Down, DownCause::Checks) => code::DOWN_CHECKS,
         (BackendState::Down, DownCause::Connects) => code::DOWN_CONNECTS,
         (BackendState::Down, DownCause::Operator) => code::DOWN_OPERATOR,
+        (BackendState::Down, DownCause::Answers) => code::DOWN_ANSWERS,
     }
 }
 
@@ -293,6 +305,9 @@ pub struct Health {
     /// Real connects failed in a row. An atomic because every successful
     /// connect reads it (and resets it when it is not 0).
     connect_failures: AtomicU32,
+    /// http mode: answers 502, 503 or 504 in a row; read (and reset when
+    /// not 0) by every other answer.
+    bad_answers: AtomicU32,
     /// When a backend down by connects may be tried again ([`stamp`]).
     retry_at: AtomicU64,
     /// When the current slow-start ramp began ([`stamp`]); 0 when none runs.
@@ -312,6 +327,7 @@ impl Health {
         Health {
             state: AtomicU8::new(code::UP),
             connect_failures: AtomicU32::new(0),
+            bad_answers: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
             ramp_start: AtomicU64::new(0),
             ramp_len: AtomicU64::new(0),
@@ -348,7 +364,9 @@ impl Health {
     pub fn is_available(&self, now: impl FnOnce() -> Instant) -> bool {
         match self.state.load(Ordering::Relaxed) {
             code::UP => true,
-            code::DOWN_CONNECTS => self.retry_at.load(Ordering::Relaxed) <= stamp(now()),
+            code::DOWN_CONNECTS | code::DOWN_ANSWERS => {
+                self.retry_at.load(Ordering::Relaxed) <= stamp(now())
+            }
             _ => false,
         }
     }
@@ -357,7 +375,16 @@ impl Health {
     /// available: it was marked down by failed connects only (so nothing
     /// has shown it is gone for good), whatever its back-off.
     pub fn is_last_resort(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == code::DOWN_CONNECTS
+        matches!(
+            self.state.load(Ordering::Relaxed),
+            code::DOWN_CONNECTS | code::DOWN_ANSWERS
+        )
+    }
+
+    /// Whether real traffic marked it down (failed connects or bad
+    /// answers): what passive detection's cap counts.
+    pub fn is_down_by_traffic(&self) -> bool {
+        self.is_last_resort()
     }
 
     /// The share of its weight the backend competes with at `now`, in
@@ -417,6 +444,7 @@ impl Health {
                 let passed = record.check_successes;
                 if state == BackendState::Down && passed >= record.policy.rise {
                     self.connect_failures.store(0, Ordering::Relaxed);
+                    self.bad_answers.store(0, Ordering::Relaxed);
                     let reason = count(passed, "passed check");
                     return Some(self.change(
                         &mut record,
@@ -443,7 +471,7 @@ impl Health {
                             now,
                         ));
                     }
-                    if cause == Some(DownCause::Connects) {
+                    if matches!(cause, Some(DownCause::Connects | DownCause::Answers)) {
                         // Checks now agree it is gone: no more trials.
                         self.state.store(code::DOWN_CHECKS, Ordering::Relaxed);
                     }
@@ -502,6 +530,68 @@ impl Health {
                 ))
             }
             code::DOWN_CONNECTS => {
+                self.retry_at
+                    .store(stamp(now + passive.backoff), Ordering::Relaxed);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts one answer from the backend (http mode) at `now`: `bad` for a
+    /// 502, 503 or 504 it sent itself. [`BAD_ANSWERS_FALL`] bad ones in a
+    /// row (under passive detection) mark an up backend down, unless
+    /// `may_go_down` (asked only then) says too many of its listener's
+    /// backends are down by traffic already; a bad trial of a backend down
+    /// by answers starts a new back-off, a good answer brings it back up.
+    /// The common case (a good answer, nothing bad before) is one atomic
+    /// load.
+    pub fn record_answer(
+        &self,
+        bad: bool,
+        now: Instant,
+        may_go_down: impl FnOnce() -> bool,
+    ) -> Option<Transition> {
+        if !bad {
+            if self.bad_answers.load(Ordering::Relaxed) != 0 {
+                self.bad_answers.store(0, Ordering::Relaxed);
+            }
+            if self.state.load(Ordering::Relaxed) != code::DOWN_ANSWERS {
+                return None;
+            }
+            let mut record = self.lock();
+            if self.state.load(Ordering::Relaxed) != code::DOWN_ANSWERS {
+                return None;
+            }
+            let reason = "a good answer".to_string();
+            return Some(self.change(
+                &mut record,
+                BackendState::Up,
+                DownCause::Answers,
+                reason,
+                now,
+            ));
+        }
+        let failed = self
+            .bad_answers
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let mut record = self.lock();
+        let passive = record.policy.passive?;
+        match self.state.load(Ordering::Relaxed) {
+            code::UP if failed >= BAD_ANSWERS_FALL && may_go_down() => {
+                self.retry_at
+                    .store(stamp(now + passive.backoff), Ordering::Relaxed);
+                let reason = format!("{} 502, 503 or 504 in a row", count(failed, "answer"));
+                Some(self.change(
+                    &mut record,
+                    BackendState::Down,
+                    DownCause::Answers,
+                    reason,
+                    now,
+                ))
+            }
+            code::DOWN_ANSWERS => {
                 self.retry_at
                     .store(stamp(now + passive.backoff), Ordering::Relaxed);
                 None

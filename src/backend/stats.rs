@@ -71,9 +71,11 @@ impl Stats {
 
 /// Upper bounds (seconds) of the duration histograms' buckets (connections
 /// of a listener, http requests to a backend): from a refused connect
-/// (milliseconds) to long-lived streams (an hour).
-pub const DURATION_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+/// (milliseconds; an http request on a local network, half of one) to
+/// long-lived streams (an hour).
+pub const DURATION_BUCKETS: [f64; 19] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 900.0, 3600.0,
 ];
 
 /// A histogram of durations over [`DURATION_BUCKETS`], lock-free: one
@@ -98,6 +100,46 @@ pub struct HistogramSnapshot {
     /// previous bound, at or below this one; the last bound is
     /// `f64::INFINITY`.
     pub buckets: Vec<(f64, u64)>,
+}
+
+impl HistogramSnapshot {
+    /// Adds `other`'s observations (same buckets) to these.
+    pub fn merge(&mut self, other: &HistogramSnapshot) {
+        self.sum += other.sum;
+        self.count = self.count.saturating_add(other.count);
+        for ((_, mine), (_, theirs)) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// The `q` quantile (0 to 1) in seconds, estimated as Prometheus'
+    /// `histogram_quantile` does: linearly within the bucket it falls in
+    /// (from 0 in the first); in the `+Inf` bucket, the largest finite
+    /// bound. `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        // Counts far below 2^53: exact as f64.
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        let mut lower = 0.0;
+        for &(bound, n) in &self.buckets {
+            let upto = below.saturating_add(n);
+            if n > 0 && upto as f64 >= rank {
+                if bound.is_infinite() {
+                    return Some(lower);
+                }
+                let within = (rank - below as f64) / n as f64;
+                return Some(lower + (bound - lower) * within);
+            }
+            below = upto;
+            if bound.is_finite() {
+                lower = bound;
+            }
+        }
+        Some(lower)
+    }
 }
 
 impl DurationHistogram {
@@ -188,5 +230,58 @@ impl Drop for ConnectingGuard<'_> {
             .connecting
             .fetch_sub(1, Ordering::Relaxed);
         self.backend.load_changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::DurationHistogram;
+
+    #[test]
+    fn a_duration_lands_in_the_first_bucket_whose_bound_is_not_below_it() {
+        let h = DurationHistogram::default();
+        h.observe(Duration::from_millis(5));
+        h.observe(Duration::from_millis(7));
+        h.observe(Duration::from_secs(7200));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.buckets.first(), Some(&(0.0005, 0)));
+        assert_eq!(s.buckets.get(3), Some(&(0.005, 1)));
+        assert_eq!(s.buckets.get(4), Some(&(0.01, 1)));
+        assert_eq!(s.buckets.get(18), Some(&(3600.0, 0)));
+        assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert!((s.sum - 7200.012).abs() < 1e-6, "sum {}", s.sum);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_their_bucket_as_prometheus_does() {
+        let h = DurationHistogram::default();
+        assert_eq!(h.snapshot().quantile(0.5), None);
+        // 100 observations of 0.7 ms: all in (0.5 ms, 1 ms].
+        for _ in 0..100 {
+            h.observe(Duration::from_micros(700));
+        }
+        let s = h.snapshot();
+        let p50 = s.quantile(0.5).unwrap();
+        assert!((p50 - 0.00075).abs() < 1e-9, "{p50}");
+        assert!((s.quantile(1.0).unwrap() - 0.001).abs() < 1e-9);
+        // Merged with 100 in (5 ms, 10 ms]: the median is at the top of
+        // the first group, p99 in the second.
+        let other = DurationHistogram::default();
+        for _ in 0..100 {
+            other.observe(Duration::from_millis(8));
+        }
+        let mut merged = s.clone();
+        merged.merge(&other.snapshot());
+        assert_eq!(merged.count, 200);
+        assert!((merged.quantile(0.5).unwrap() - 0.001).abs() < 1e-9);
+        let p99 = merged.quantile(0.99).unwrap();
+        assert!(p99 > 0.005 && p99 <= 0.01, "{p99}");
+        // Beyond the last bound: the last finite bound.
+        let slow = DurationHistogram::default();
+        slow.observe(Duration::from_secs(7200));
+        assert_eq!(slow.snapshot().quantile(0.5), Some(3600.0));
     }
 }

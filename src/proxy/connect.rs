@@ -68,7 +68,7 @@ pub async fn connect(
 ) -> Result<(TcpStream, ConnectionGuard), NoBackend> {
     let mut attempts = Attempts::new(state);
     while let Some(backend) = attempts.next(state, client) {
-        match connect_to(state, backend).await {
+        match connect_to(state, backend, true).await {
             Ok(stream) => return Ok((stream, ConnectionGuard::new(Arc::clone(backend)))),
             Err(err) if err.is_local() => return Err(NoBackend::Local(err)),
             Err(err) => attempts.failed(backend, err),
@@ -138,9 +138,14 @@ impl Attempts {
 
 /// One connect attempt to `backend` with the listener's `connect_timeout`
 /// and `source_address`, counted as in flight while it runs and reported
-/// to passive detection (unless the failure is this machine's) and, for
-/// failures, to the log (throttled).
-pub async fn connect_to(state: &Snapshot, backend: &Backend) -> Result<TcpStream, ConnectError> {
+/// to passive detection (unless the failure is this machine's; its latency
+/// as an EWMA sample when `sample`) and, for failures, to the log
+/// (throttled).
+pub async fn connect_to(
+    state: &Snapshot,
+    backend: &Backend,
+    sample: bool,
+) -> Result<TcpStream, ConnectError> {
     let config = &state.config;
     let started = Instant::now();
     let result = {
@@ -154,7 +159,10 @@ pub async fn connect_to(state: &Snapshot, backend: &Backend) -> Result<TcpStream
     };
     let now = Instant::now();
     match &result {
-        Ok(_) => passive::connect_succeeded(&config.name, backend, now - started, now),
+        Ok(_) => {
+            let latency = sample.then(|| now - started);
+            passive::connect_succeeded(&config.name, backend, latency, now);
+        }
         Err(err) if err.is_local() => {}
         Err(err) => {
             passive::connect_failed(&config.name, backend, err, now);

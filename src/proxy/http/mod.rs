@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access_log::{self, HttpFields, Record};
 use crate::backend::{Backend, ConnectionGuard};
 use crate::config::HttpSettings;
+use crate::health::passive;
 use crate::net::connect::ConnectError;
 use crate::net::pool::{RequestBody, Sender};
 use crate::net::prefixed::Prefixed;
@@ -297,6 +298,7 @@ async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respon
             break;
         };
         let guard = ConnectionGuard::new(Arc::clone(backend));
+        let sent_at = Instant::now();
         let sent = tokio::time::timeout(
             conn.settings.response_timeout,
             sender.try_send_request(request),
@@ -312,6 +314,15 @@ async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respon
                 );
             }
             Ok(Ok(mut response)) => {
+                let now = Instant::now();
+                passive::answered(
+                    &state.config.name,
+                    backend,
+                    &state.backends,
+                    response.status().as_u16(),
+                    now - sent_at,
+                    now,
+                );
                 let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let finish = Finish {
                     conn: Arc::clone(&conn),
@@ -395,7 +406,7 @@ async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respon
 /// tcp mode's connects are), then the HTTP/1.1 handshake, its driving task
 /// spawned.
 async fn open(state: &Snapshot, backend: &Backend) -> Result<Sender, NoBackend> {
-    let stream = connect_to(state, backend).await.map_err(|err| {
+    let stream = connect_to(state, backend, false).await.map_err(|err| {
         if err.is_local() {
             NoBackend::Local(err)
         } else {
