@@ -133,6 +133,7 @@ fn instructions(bound: &runtime::Bound) -> String {
     };
     let web = address_of("web", "127.0.0.1:24003");
     let api = address_of("api", "127.0.0.1:24004");
+    let http = address_of("http", "127.0.0.1:24005");
     let admin = bound
         .admin_address()
         .map_or_else(|| "127.0.0.1:9000".to_string(), |a| a.to_string());
@@ -142,6 +143,7 @@ balancer demo is running:
   backends b1..b5 on 127.0.0.1:8080-8084 answer only the balancer (127.0.0.2)
   listener web on {web}: smooth weighted round robin 3,1,2,1 over b1..b4
   listener api on {api}: b5
+  listener http on {http}: http mode, each request balanced 3,1,2,1 over b1..b4
   dashboard on http://{admin}/ (metrics at /metrics, JSON at /api/status)
 
 Try, in another terminal:
@@ -149,6 +151,9 @@ Try, in another terminal:
       answered through the balancer; the X-Backend header names the backend
   for i in $(seq 7); do curl -s http://{web}/; done
       seven connections, interleaved by weight: b1 b3 b2 b1 b4 b3 b1
+  curl -s http://{http}/[1-7]
+      seven requests on one keep-alive connection, spread by weight
+      (add -v to see curl re-using the connection)
   curl -i http://127.0.0.1:8080/
       straight at a backend: 403, backends only answer the balancer
   while true; do curl -s http://{web}/ >/dev/null; sleep 0.2; done

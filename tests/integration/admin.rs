@@ -622,7 +622,7 @@ fn the_dashboard_in_headless_chromium_shows_every_backend_and_counts_traffic() {
 fn the_demo_serves_its_dashboard_on_port_9000() {
     let _ports = fixed_ports();
     let mut demo = Balancer::spawn(["demo"], None);
-    let listening = [loopback(24003), loopback(24004)];
+    let listening = [loopback(24003), loopback(24004), loopback(24005)];
     demo.wait_listening_on(&listening);
     assert!(demo.wait_for_log(DEADLINE, |l| {
         l.contains("admin listening address=127.0.0.1:9000")
@@ -648,7 +648,14 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
             (name, l["backends"].as_array().map_or(0, Vec::len))
         })
         .collect();
-    assert_eq!(listeners, [("web".to_string(), 4), ("api".to_string(), 1)]);
+    assert_eq!(
+        listeners,
+        [
+            ("web".to_string(), 4),
+            ("api".to_string(), 1),
+            ("http".to_string(), 4)
+        ]
+    );
     demo.stop();
 }
 

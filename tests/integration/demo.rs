@@ -54,7 +54,7 @@ fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
 #[test]
 fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigint() {
     let _ports = fixed_ports();
-    let ports = [24003, 24004, 8080, 8081, 8082, 8083, 8084];
+    let ports = [24003, 24004, 24005, 8080, 8081, 8082, 8083, 8084];
     let addresses: Vec<SocketAddr> = ports.into_iter().map(loopback).collect();
     let mut demo = Balancer::spawn(["demo"], None);
     demo.wait_listening_on(&addresses);
@@ -77,6 +77,26 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
     let other = http_get(loopback(24004), "/").unwrap_or_else(|e| panic!("GET via 24004: {e}"));
     assert_eq!(other.status, 200);
     assert!(other.header("X-Backend").is_some());
+
+    // http mode: seven requests on one keep-alive connection, each
+    // balanced on its own.
+    let mut client = std::net::TcpStream::connect(loopback(24005)).expect("connect to 24005");
+    let mut by_backend: HashMap<String, usize> = HashMap::new();
+    for i in 0..7 {
+        let answer = keep_alive_get(&mut client, &format!("/{i}"));
+        let backend = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-backend: "))
+            .unwrap_or_else(|| panic!("request {i} has no x-backend: {answer:?}"));
+        *by_backend.entry(backend.to_string()).or_default() += 1;
+    }
+    let mut shares: Vec<usize> = by_backend.values().copied().collect();
+    shares.sort_unstable();
+    assert_eq!(shares, [1, 1, 2, 3], "{by_backend:?}");
+    assert!(
+        demo.output().contains("24005/[1-7]"),
+        "the demo does not print the http curl"
+    );
 
     let direct =
         http_get(loopback(8080), "/").unwrap_or_else(|e| panic!("GET straight to 8080: {e}"));
@@ -111,4 +131,30 @@ fn a_demo_backend_with_delay_answers_no_sooner_than_the_delay() {
         "answered after {took:?}, before --delay 300"
     );
     backend.stop();
+}
+
+/// Sends `GET path` on a kept-alive `client` and reads its answer (head
+/// lowercased, and a `content-length` body) within [`DEADLINE`].
+fn keep_alive_get(client: &mut std::net::TcpStream, path: &str) -> String {
+    use std::io::{Read, Write};
+    client
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: demo\r\n\r\n").as_bytes())
+        .expect("send a request");
+    client.set_read_timeout(Some(DEADLINE)).expect("a timeout");
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        let n = client.read(&mut byte).expect("read the head");
+        assert_eq!(n, 1, "closed before the head ended: {raw:?}");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    client.read_exact(&mut body).expect("read the body");
+    head
 }

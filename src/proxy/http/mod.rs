@@ -125,11 +125,19 @@ pub async fn serve(
         return;
     };
     tracing::debug!(client = %peer, error = %err, "http connection ended with an error");
+    // What hyper's parser refused it answered itself (400, 431): counted
+    // here as the balancer's own answers.
+    if err.is_parse_too_large() {
+        conn.slot.stats.record_response(431);
+    } else if err.is_parse() {
+        conn.slot.stats.record_response(400);
+    }
     // A head that began but did not arrive in time gets its 408; a
     // kept-alive connection that sent nothing more is only closed.
     if err.is_timeout() {
         if let Some(parts) = served.into_parts() {
             if !parts.read_buf.is_empty() {
+                conn.slot.stats.record_response(408);
                 let mut stream = parts.io.into_inner().into_inner();
                 let _ = stream
                     .write_all(&raw_answer(StatusCode::REQUEST_TIMEOUT, TIMEOUT_TEXT))
