@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
 
@@ -64,29 +65,78 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Names `client` to the backend: appended to `X-Forwarded-For` (one
+/// How one client is named to backends, worked out once per client
+/// connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// The client's IP as text (an IPv4-mapped address as IPv4).
+    ip: String,
+    /// The same, as a header value.
+    ip_value: HeaderValue,
+    /// `for=IP;proto=PROTO` (an IPv6 address quoted in brackets).
+    element: String,
+    /// `proto` as a header value.
+    proto: HeaderValue,
+}
+
+impl Forwarding {
+    /// How `client` is named, the scheme it used being `proto`.
+    pub fn new(client: IpAddr, proto: &'static str) -> Forwarding {
+        let client = client.to_canonical();
+        let ip = client.to_string();
+        let element = match client {
+            IpAddr::V4(_) => format!("for={ip};proto={proto}"),
+            IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={proto}"),
+        };
+        Forwarding {
+            ip_value: value(ip.clone()),
+            ip,
+            element,
+            proto: HeaderValue::from_static(proto),
+        }
+    }
+}
+
+/// Names the client to the backend: appended to `X-Forwarded-For` (one
 /// header, the earlier hops first), a `Forwarded` element `for`, `proto`
 /// and `host` (the request's `Host`) appended to any earlier ones, and
-/// `X-Forwarded-Proto` set to `proto`.
-pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
-    let ip = client.to_canonical().to_string();
-    let forwarded_for = append(headers, &X_FORWARDED_FOR, &ip);
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    let mut element = match client.to_canonical() {
-        IpAddr::V4(_) => format!("for={ip};proto={proto}"),
-        IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={proto}"),
+/// `X-Forwarded-Proto` set to the client's scheme.
+pub fn add_forwarding(headers: &mut HeaderMap, client: &Forwarding) {
+    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
+        append(headers, &X_FORWARDED_FOR, &client.ip)
+    } else {
+        client.ip_value.clone()
     };
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        element.push_str(";host=");
-        element.push_str(&quoted(host));
-    }
-    let forwarded = append(headers, &header::FORWARDED, &element);
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let element = match host {
+        Some(host) => {
+            let mut element = String::with_capacity(client.element.len() + host.len() + 8);
+            element.push_str(&client.element);
+            element.push_str(";host=");
+            push_quoted(&mut element, host);
+            element
+        }
+        None => client.element.clone(),
+    };
+    let forwarded = if headers.contains_key(header::FORWARDED) {
+        append(headers, &header::FORWARDED, &element)
+    } else {
+        value(element)
+    };
     headers.insert(header::FORWARDED, forwarded);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// `text` as a header value, without copying it; text made of visible
+/// ASCII from other header values and our own, so it is always valid.
+fn value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
 
 /// Every value of `name` joined with `, `, then `more`: one header value.
 fn append(headers: &HeaderMap, name: &HeaderName, more: &str) -> HeaderValue {
@@ -101,14 +151,12 @@ fn append(headers: &HeaderMap, name: &HeaderName, more: &str) -> HeaderValue {
         }
     }
     joined.push_str(more);
-    // Made of visible ASCII values already in a header and our own text.
-    HeaderValue::from_str(&joined).unwrap_or_else(|_| HeaderValue::from_static(""))
+    value(joined)
 }
 
-/// `text` as an RFC 7230 quoted-string (a host with a port holds a `:`,
-/// which a token may not).
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+/// Appends `text` as an RFC 7230 quoted-string (a host with a port holds a
+/// `:`, which a token may not).
+fn push_quoted(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         if c == '"' || c == '\\' {
@@ -117,7 +165,6 @@ fn quoted(text: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -127,7 +174,7 @@ mod tests {
     use hyper::HeaderMap;
     use hyper::header::HeaderValue;
 
-    use super::{add_forwarding, remove_hop_by_hop, wants_upgrade};
+    use super::{Forwarding, add_forwarding, remove_hop_by_hop, wants_upgrade};
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -183,7 +230,10 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("host", "example.com:8080"),
         ]);
-        add_forwarding(&mut map, "127.0.0.1".parse().unwrap(), "http");
+        add_forwarding(
+            &mut map,
+            &Forwarding::new("127.0.0.1".parse().unwrap(), "http"),
+        );
         assert_eq!(
             map.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
             ["203.0.113.7, 10.0.0.1, 127.0.0.1"]
@@ -198,12 +248,15 @@ mod tests {
     #[test]
     fn an_ipv6_client_is_quoted_in_brackets_and_a_mapped_one_is_ipv4() {
         let mut map = HeaderMap::new();
-        add_forwarding(&mut map, "2001:db8::1".parse().unwrap(), "http");
+        add_forwarding(
+            &mut map,
+            &Forwarding::new("2001:db8::1".parse().unwrap(), "http"),
+        );
         assert_eq!(map["forwarded"], "for=\"[2001:db8::1]\";proto=http");
         assert_eq!(map["x-forwarded-for"], "2001:db8::1");
         let mut map = HeaderMap::new();
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        add_forwarding(&mut map, mapped, "http");
+        add_forwarding(&mut map, &Forwarding::new(mapped, "http"));
         assert_eq!(map["x-forwarded-for"], "10.1.2.3");
     }
 }

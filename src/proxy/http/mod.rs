@@ -52,6 +52,8 @@ struct Conn {
     /// The client: the peer, or the source its PROXY protocol header named.
     client: SocketAddr,
     settings: HttpSettings,
+    /// How the client is named to backends.
+    forwarding: headers::Forwarding,
     /// Cancelled when open connections must close (drain timeout).
     close: CancellationToken,
     /// The relay of an upgraded exchange (`101`), run by [`serve`] once
@@ -88,15 +90,13 @@ pub async fn serve(
     let conn = Arc::new(Conn {
         slot,
         client: arrival.client,
+        forwarding: headers::Forwarding::new(arrival.client.ip(), "http"),
         settings,
         close: close.clone(),
         upgraded: std::sync::Mutex::new(None),
     });
     let shared = Arc::clone(&conn);
-    let service = service_fn(move |req| {
-        let conn = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(request(conn, req).await) }
-    });
+    let service = service_fn(move |req| request(Arc::clone(&shared), req));
     let io = TokioIo::new(Prefixed::new(arrival.early, stream));
     let mut served = net::http_server::builder(settings.request_header_timeout)
         .max_buf_size(settings.max_header_bytes.max(MIN_READ_BUFFER))
@@ -195,7 +195,11 @@ fn route(slot: &ListenerSlot, _req: &Request<Incoming>) -> Arc<Snapshot> {
 
 /// The size of a request head as it came: request line and header lines.
 fn head_size(req: &Request<Incoming>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let line = req.method().as_str().len() + target + 11;
     req.headers().iter().fold(line, |sum, (name, value)| {
         sum + name.as_str().len() + value.len() + 4
     }) + 2
@@ -209,8 +213,16 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// Answers one request.
-async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+/// Answers one request (never fails: errors are answers).
+async fn request(
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(answer(conn, req).await)
+}
+
+/// The answer to one request.
+async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let logged = conn
         .slot
@@ -240,7 +252,7 @@ async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respon
     let state = route(&conn.slot, &req);
     let upgrade = upgrade::requested(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    prepare(&mut req, conn.client, &state);
+    prepare(&mut req, &conn.forwarding, &state);
     if let Some(protocol) = &upgrade {
         upgrade::mark(req.headers_mut(), protocol.clone());
     }
@@ -249,11 +261,10 @@ async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respon
     // A request without a body can be sent again as it is; one with a body
     // cannot once its first try has read from it.
     let bodiless = incoming.is_end_stream();
-    let counted = Arc::new(AtomicU64::new(0));
-    let body = if bodiless {
-        RequestBody::empty()
-    } else {
-        RequestBody::streamed(incoming, Arc::clone(&counted))
+    let counted = (!bodiless).then(|| Arc::new(AtomicU64::new(0)));
+    let body = match &counted {
+        None => RequestBody::empty(),
+        Some(counted) => RequestBody::streamed(incoming, Arc::clone(counted)),
     };
     let replay = (bodiless && idempotent(&method)).then(|| parts.clone());
     let mut outgoing = Some(Request::from_parts(parts, body));
@@ -272,7 +283,9 @@ async fn request(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respon
             }
         };
         if sender.is_none() {
-            match open(&state, backend).await {
+            // Boxed: opening is the rare case with keep-alive, and its
+            // state would widen every request's future.
+            match Box::pin(open(&state, backend)).await {
                 Ok(opened) => sender = Some(opened),
                 Err(NoBackend::Local(_)) => {
                     return local(
@@ -446,7 +459,7 @@ async fn open(state: &Snapshot, backend: &Backend) -> Result<Sender, NoBackend> 
 /// hop-by-hop headers out, the client named in the forwarding headers, and
 /// a `Host` (an HTTP/1.0 request may come without one: then the backend's
 /// address as written, as nginx does).
-fn prepare(req: &mut Request<Incoming>, client: SocketAddr, state: &Snapshot) {
+fn prepare(req: &mut Request<Incoming>, client: &headers::Forwarding, state: &Snapshot) {
     if req.uri().authority().is_some() {
         // Absolute-form (`GET http://host/path`): the backend gets the path,
         // and the authority in `Host` if the client sent none.
@@ -476,7 +489,7 @@ fn prepare(req: &mut Request<Incoming>, client: SocketAddr, state: &Snapshot) {
             }
         }
     }
-    headers::add_forwarding(headers, client.ip(), "http");
+    headers::add_forwarding(headers, client);
 }
 
 /// The backend's answer on its way to the client: hop-by-hop headers out,
@@ -503,7 +516,8 @@ pub struct Finish {
     /// Method and target, when the access log is on.
     logged: Option<(String, String)>,
     retries: u32,
-    bytes_in: Arc<AtomicU64>,
+    /// Request body bytes sent so far; `None` for a request without one.
+    bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Finish {
@@ -517,7 +531,10 @@ impl Finish {
     pub fn done(mut self, complete: bool, bytes_out: u64) {
         let duration = self.started.elapsed();
         let backend = Arc::clone(self.guard.backend());
-        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let bytes_in = self
+            .bytes_in
+            .as_ref()
+            .map_or(0, |counted| counted.load(Ordering::Relaxed));
         backend
             .stats
             .bytes_in
