@@ -46,6 +46,7 @@ mod drain;
 mod hardening;
 mod health;
 mod http;
+mod http_ops;
 mod http_status;
 mod proxy_protocol;
 mod reload;
