@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::browser::{Browser, tool_or_skip};
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, HttpResponse, backends_reached, connect, count, echoes,
-    eventually, fixed_ports, http_request, loopback, read_line, sample,
+    Backend, Balancer, DEADLINE, Format, HttpBackend, HttpResponse, backends_reached, connect,
+    count, echoes, eventually, fixed_ports, http_request, loopback, read_line, sample,
 };
 
 // === Helpers ===
@@ -715,5 +715,256 @@ fn backend_up_flips_to_0_when_a_backend_dies_with_health_checks_on() {
         backends_reached(admin.balancer.addr("web"), 3),
         ["a", "a", "a"]
     );
+    admin.balancer.stop();
+}
+
+// === The dashboard of an http listener ===
+
+/// What the card of listener `name` shows: `mode` (its `data-mode`), each
+/// stats box's `[data-field]` text (its classes as `FIELD.class`, its
+/// box's tooltip as `FIELD.title`),
+/// `labels` (the stats boxes' labels, `|`-joined) and `columns` (the
+/// table's headings); `None` before the page drew it.
+fn card_shown(browser: &Browser, name: &str) -> Option<HashMap<String, String>> {
+    let script = format!(
+        "const card = document.querySelector('section[data-listener=\"{name}\"]'); \
+         if (!card) return null; \
+         const out = {{ mode: card.dataset.mode }}; \
+         for (const n of card.querySelectorAll('.stats [data-field]')) {{ \
+           out[n.dataset.field] = n.textContent; out[n.dataset.field + '.class'] = n.className; \
+           out[n.dataset.field + '.title'] = n.closest('.stat').title; }} \
+         out.labels = Array.from(card.querySelectorAll('.stat .label')).map(n => n.textContent).join('|'); \
+         out.columns = Array.from(card.querySelectorAll('thead th')).map(n => n.textContent).join('|'); \
+         return out;"
+    );
+    strings(browser.run(&script).as_object()?)
+}
+
+/// The backend rows of listener `name`'s card: each `[data-field]` cell's
+/// text, and `backend` (its address).
+fn rows_shown(browser: &Browser, name: &str) -> Vec<HashMap<String, String>> {
+    let script = format!(
+        "return Array.from(document.querySelectorAll('tr[data-listener=\"{name}\"]')).map(r => {{ \
+           const out = {{ backend: r.dataset.backend }}; \
+           for (const n of r.querySelectorAll('[data-field]')) out[n.dataset.field] = n.textContent; \
+           return out; }});"
+    );
+    browser
+        .run(&script)
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| strings(r.as_object()?))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(object: &serde_json::Map<String, Value>) -> Option<HashMap<String, String>> {
+    Some(
+        object
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+    )
+}
+
+/// A shown number (`"12"`, `"0.52"`); `None` for `"–"` or anything else.
+fn number(shown: Option<&String>) -> Option<f64> {
+    shown?.parse().ok()
+}
+
+/// A shown duration in milliseconds (`"0.52 ms"`, `"12.0 s"`); `None` for
+/// `"–"` or anything else.
+fn millis(shown: Option<&String>) -> Option<f64> {
+    let (value, unit) = shown?.split_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    match unit {
+        "ms" => Some(value),
+        "s" => Some(value * 1000.0),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_dashboard_shows_requests_status_classes_and_latency_of_an_http_listener() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let a = HttpBackend::start("a");
+    let b = HttpBackend::start("b");
+    let db = Backend::named("db");
+    let admin = Admin::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"http\"\n\
+         algorithm = \"round_robin\"\nbackends = [\"{}\", \"{}\"]\n\n\
+         [[listeners]]\nname = \"db\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{}\"]\n",
+        a.addr(),
+        b.addr(),
+        db.addr()
+    ));
+    let web = admin.balancer.addr("web");
+    let db_listener = admin.balancer.addr("db");
+    browser.open(&format!("http://{}/", admin.addr));
+
+    // Before any request: zeros and no latency yet, nothing undefined.
+    let drawn = eventually(DEADLINE, || {
+        card_shown(&browser, "web").is_some_and(|c| c["mode"] == "http")
+            && card_shown(&browser, "db").is_some_and(|c| c["mode"] == "tcp")
+            && rows_shown(&browser, "web").len() == 2
+    });
+    assert!(drawn, "no cards: {:?}", card_shown(&browser, "web"));
+    let web_card = card_shown(&browser, "web").expect("the web card");
+    assert_eq!(web_card["requests_total"], "0");
+    assert_eq!(web_card["latency_p99"], "–");
+    assert_eq!(
+        web_card["columns"],
+        "backend|state|weight|in flight|requests|5xx|p99|share of traffic|bytes in|bytes out|failures|latency"
+    );
+
+    // Requests (and tcp connections) while the page polls: both rates rise.
+    let mut sent = 0u64;
+    let mut get = |headers: &[(&str, &str)]| {
+        let answer = http_request(web, "GET", "/", headers, None, DEADLINE)
+            .unwrap_or_else(|e| panic!("a request through web: {e}"));
+        sent += 1;
+        answer.status
+    };
+    let rates = eventually(DEADLINE, || {
+        assert_eq!(get(&[]), 200);
+        backends_reached(db_listener, 1);
+        let rate =
+            |name: &str, field: &str| card_shown(&browser, name).and_then(|c| number(c.get(field)));
+        rate("web", "request_rate").is_some_and(|r| r > 0.0)
+            && rate("db", "connection_rate").is_some_and(|r| r > 0.0)
+    });
+    assert!(
+        rates,
+        "no requests/s or connections/s: {:?} {:?}",
+        card_shown(&browser, "web"),
+        card_shown(&browser, "db")
+    );
+
+    // Three 503s (never five in a row from one backend: none goes down) and
+    // a 404 among 200s.
+    for status in ["503", "", "503", "404", "503", ""] {
+        let headers: &[(&str, &str)] = if status.is_empty() {
+            &[]
+        } else {
+            &[("x-reply-status", status)]
+        };
+        let expected: u16 = status.parse().unwrap_or(200);
+        assert_eq!(get(headers), expected, "asked for {status:?}");
+    }
+    // And one the balancer answers itself: 400 for two Content-Lengths.
+    let refused = [("Content-Length", "1"), ("Content-Length", "2")];
+    assert_eq!(get(&refused), 400);
+    let sent = sent;
+    // (Counted once the answer's last byte is out: the client may see it first.)
+    let in_status = eventually(DEADLINE, || {
+        admin.status()["listeners"][0]["http"]["requests_total"] == sent
+    });
+    assert!(in_status, "{sent} requests sent: {}", admin.status());
+
+    let expected_card = |c: &HashMap<String, String>| {
+        c["requests_total"] == sent.to_string()
+            && c["responses_5xx"] == "3"
+            && c["responses_4xx"] == "2"
+            && c["responses_2xx"] == (sent - 5).to_string()
+    };
+    let counted = eventually(DEADLINE, || {
+        card_shown(&browser, "web").is_some_and(|c| expected_card(&c))
+    });
+    let card = card_shown(&browser, "web").expect("the web card");
+    assert!(
+        counted,
+        "{sent} requests, 3 of them 503, not shown: {card:?}"
+    );
+    assert!(
+        card["responses_4xx.title"].contains("1 of them the balancer's own"),
+        "{card:?}"
+    );
+    assert!(
+        card["responses_5xx.class"].split(' ').any(|c| c == "fail"),
+        "5xx not highlighted: {card:?}"
+    );
+    assert!(
+        !card["responses_4xx.class"].split(' ').any(|c| c == "fail"),
+        "{card:?}"
+    );
+    assert!(card["share_5xx"].ends_with('%'), "{card:?}");
+    for field in ["latency_p50", "latency_p99"] {
+        assert!(
+            number(card.get(field)).is_some_and(|ms| ms > 0.0),
+            "{field}: {card:?}"
+        );
+    }
+
+    // Per backend: requests, 5xx and p99, adding up to the listener's.
+    let rows = rows_shown(&browser, "web");
+    let sum = |field: &str| -> f64 { rows.iter().filter_map(|r| number(r.get(field))).sum() };
+    assert_eq!(sum("requests_total"), (sent - 1) as f64, "{rows:?}");
+    assert_eq!(sum("responses_5xx"), 3.0, "{rows:?}");
+    for row in &rows {
+        assert!(
+            millis(row.get("latency_p99")).is_some_and(|ms| ms > 0.0),
+            "{row:?}"
+        );
+        assert!(!row.contains_key("total_connections"), "{row:?}");
+    }
+
+    // The tcp listener looks as before: its connections, no http fields.
+    let db_card = card_shown(&browser, "db").expect("the db card");
+    assert_eq!(
+        db_card["labels"],
+        "active|connections / s|in / s|out / s|connections|rejected"
+    );
+    assert_eq!(
+        db_card["columns"],
+        "backend|state|weight|active|total|share of traffic|bytes in|bytes out|failures|latency"
+    );
+    assert!(
+        !db_card
+            .keys()
+            .any(|k| k.starts_with("responses_") || k.starts_with("latency_p")),
+        "{db_card:?}"
+    );
+    let db_connections = admin.status()["listeners"][1]["total_connections"]
+        .as_u64()
+        .expect("db's connections");
+    let db_shown = eventually(DEADLINE, || {
+        card_shown(&browser, "db")
+            .is_some_and(|c| c["total_connections"] == db_connections.to_string())
+    });
+    assert!(
+        db_shown,
+        "db's {db_connections} connections not shown: {:?}",
+        card_shown(&browser, "db")
+    );
+    let db_rows = rows_shown(&browser, "db");
+    assert_eq!(db_rows.len(), 1);
+    assert_eq!(db_rows[0]["total_connections"], db_connections.to_string());
+
+    // Nothing on the page, nor in its tooltips, says undefined or NaN.
+    let texts = browser.run(
+        "return [document.body.innerText, \
+         ...Array.from(document.querySelectorAll('[title]')).map(n => n.title)].join('\\n');",
+    );
+    let texts = texts.as_str().unwrap_or_default();
+    for bad in ["undefined", "NaN", "null", "Infinity"] {
+        assert!(!texts.contains(bad), "the page shows {bad}: {texts}");
+    }
+
+    let screenshot =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-dashboard-http.png");
+    browser.screenshot(&screenshot);
+    eprintln!("dashboard screenshot: {}", screenshot.display());
+    let errors: Vec<(String, String)> = browser
+        .console()
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE" || level == "WARNING")
+        .collect();
+    assert!(errors.is_empty(), "the page logged errors: {errors:?}");
+    drop(browser);
     admin.balancer.stop();
 }
