@@ -215,7 +215,11 @@ fn the_backend_gets_the_request_with_forwarding_headers_and_without_hop_by_hop_o
     assert_eq!(client.answer().status, 200);
     let seen = a.seen();
     let request = seen.last().expect("a request");
-    assert!(request.head.starts_with("GET /p HTTP/1.1\r\n"), "{}", request.head);
+    assert!(
+        request.head.starts_with("GET /p HTTP/1.1\r\n"),
+        "{}",
+        request.head
+    );
     assert_eq!(request.headers_named("x-forwarded-for").len(), 1);
     assert_eq!(request.header("host"), Some("example.test:8080"));
     assert_eq!(request.header("user-agent"), Some("test"));
