@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Balancer, Format, HttpBackend, PROMPTLY};
 
 /// A listener `web` in http mode over `backends`, with `extra` lines.
-fn http_config(backends: &[&HttpBackend], extra: &str) -> String {
+pub fn http_config(backends: &[&HttpBackend], extra: &str) -> String {
     let list: Vec<String> = backends
         .iter()
         .map(|b| format!("\"{}\"", b.addr()))
@@ -21,11 +21,15 @@ fn http_config(backends: &[&HttpBackend], extra: &str) -> String {
 }
 
 /// One answer as the client read it.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
+    /// Names lowercased, values trimmed, in order.
     pub headers: Vec<(String, String)>,
+    /// The body decoded (chunks joined).
     pub body: Vec<u8>,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -35,7 +39,15 @@ impl Answer {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The body as text, for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
+
+/// How long a client waits for an answer or its next bytes.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(12);
 
 /// A keep-alive client connection with a read buffer.
 pub struct Client {
@@ -49,6 +61,7 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
         Client {
             stream,
             buf: Vec::new(),
@@ -59,12 +72,27 @@ impl Client {
         self.stream.write_all(raw).expect("write a request");
     }
 
+    /// The connection's socket, for a thread that writes beside the
+    /// reader.
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the client socket")
+    }
+
+    /// Shuts the write side (FIN).
+    pub fn shutdown_write(&self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut the write side");
+    }
+
     /// Reads one answer (to a request that was not HEAD) within
-    /// [`PROMPTLY`].
+    /// [`ANSWER_WITHIN`].
     pub fn answer(&mut self) -> Answer {
         self.answer_to(false)
     }
 
+    /// Reads more into the buffer; false at EOF, on an error, or once
+    /// `deadline` passed.
     fn fill(&mut self, deadline: Instant) -> bool {
         let mut chunk = [0u8; 65536];
         while Instant::now() < deadline {
@@ -83,8 +111,38 @@ impl Client {
         false
     }
 
-    pub fn answer_to(&mut self, head_request: bool) -> Answer {
-        let deadline = Instant::now() + PROMPTLY * 4;
+    /// Exactly `n` bytes as they come (past any answer already parsed),
+    /// within [`ANSWER_WITHIN`]; `Err` with what came if fewer did.
+    pub fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, Vec<u8>> {
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        while self.buf.len() < n {
+            if !self.fill(deadline) {
+                return Err(std::mem::take(&mut self.buf));
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Reads a line ending in CRLF from the buffer (without the CRLF).
+    fn line(&mut self, deadline: Instant, what: &str) -> String {
+        let end = loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                break at;
+            }
+            assert!(
+                self.fill(deadline),
+                "{what} cut short: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 2);
+        line
+    }
+
+    /// The next answer head: status and headers.
+    pub fn head(&mut self) -> (u16, Vec<(String, String)>) {
+        let deadline = Instant::now() + ANSWER_WITHIN;
         let head_end = loop {
             if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break at + 4;
@@ -103,10 +161,18 @@ impl Client {
             .and_then(|l| l.split(' ').nth(1))
             .and_then(|s| s.parse().ok())
             .expect("a status line");
-        let headers: Vec<(String, String)> = lines
+        let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
+        (status, headers)
+    }
+
+    /// Reads one answer; `head_request` when it answers a HEAD (no body
+    /// whatever its headers say). A 1xx is an answer of its own.
+    pub fn answer_to(&mut self, head_request: bool) -> Answer {
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        let (status, headers) = self.head();
         let find = |name: &str| {
             headers
                 .iter()
@@ -114,38 +180,23 @@ impl Client {
                 .map(|(_, v)| v.clone())
         };
         let mut body = Vec::new();
+        let mut trailers = Vec::new();
         if !head_request && status >= 200 && status != 204 && status != 304 {
-            if let Some(length) = find("content-length") {
-                let length: usize = length.parse().expect("a length");
-                while self.buf.len() < length {
-                    assert!(self.fill(deadline), "body cut short");
-                }
-                body = self.buf.drain(..length).collect();
-            } else if find("transfer-encoding").is_some() {
+            if find("transfer-encoding").is_some() {
                 loop {
-                    let line_end = loop {
-                        if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                            break at;
-                        }
-                        assert!(self.fill(deadline), "chunk size cut short");
-                    };
-                    let size_line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                    self.buf.drain(..line_end + 2);
+                    let size_line = self.line(deadline, "a chunk size");
                     let size =
                         usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
                             .expect("a chunk size");
                     if size == 0 {
-                        // Trailers up to the blank line.
                         loop {
-                            let end = loop {
-                                if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                                    break at;
-                                }
-                                assert!(self.fill(deadline), "trailers cut short");
-                            };
-                            self.buf.drain(..end + 2);
-                            if end == 0 {
+                            let line = self.line(deadline, "the trailers");
+                            if line.is_empty() {
                                 break;
+                            }
+                            if let Some((n, v)) = line.split_once(':') {
+                                trailers
+                                    .push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
                             }
                         }
                         break;
@@ -156,6 +207,12 @@ impl Client {
                     body.extend(self.buf.drain(..size));
                     self.buf.drain(..2);
                 }
+            } else if let Some(length) = find("content-length") {
+                let length: usize = length.parse().expect("a length");
+                while self.buf.len() < length {
+                    assert!(self.fill(deadline), "body cut short");
+                }
+                body = self.buf.drain(..length).collect();
             } else {
                 while self.fill(deadline) {}
                 body = std::mem::take(&mut self.buf);
@@ -165,15 +222,28 @@ impl Client {
             status,
             headers,
             body,
+            trailers,
         }
     }
 
-    /// Whether the balancer closed the connection (EOF) within
-    /// [`PROMPTLY`].
+    /// Whether the peer closed the connection (EOF or reset) within
+    /// [`PROMPTLY`], whatever it sent before.
     pub fn closed(&mut self) -> bool {
-        let deadline = Instant::now() + PROMPTLY;
+        self.closed_within(PROMPTLY)
+    }
+
+    /// Whether the peer closed the connection within `within`.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
         while self.fill(deadline) {}
         Instant::now() < deadline
+    }
+
+    /// Reads until the peer closes, within `within`: what came, or `None`
+    /// if the connection stayed open.
+    pub fn rest_until_closed(&mut self, within: Duration) -> Option<Vec<u8>> {
+        self.closed_within(within)
+            .then(|| std::mem::take(&mut self.buf))
     }
 }
 

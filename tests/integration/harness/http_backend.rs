@@ -15,12 +15,28 @@
 //! - `x-reply-delay-ms: N`: waits that long before the head;
 //! - `x-reply-pause-ms: N` with `x-reply-bytes`: sends the first half of
 //!   the body, waits, then the rest;
+//! - `x-reply-hold: 1` with `x-reply-bytes`: sends the first half of the
+//!   body, then waits until the test calls [`HttpBackend::release`];
+//! - `x-reply-header: NAME: VALUE` (any number of them): that header line
+//!   added to the answer, as written;
 //! - `x-reply-garbage: 1`: answers bytes that are not HTTP, then closes;
 //! - `x-reply-drop: 1`: closes without answering;
-//! - `upgrade: ...` with `connection: upgrade`: `101`, then echoes bytes.
+//! - `x-reply-drop-reused: NAME`: the backend named NAME closes without
+//!   answering when the request is not the first on its connection (a
+//!   kept-alive connection the backend closed just as it was reused);
+//!   others answer as usual;
+//! - `x-reply-shutdown: 1`: answers (the connection looks kept alive),
+//!   then shuts its write side and waits for the peer to close: the
+//!   backend closed an idle connection ([`HttpBackend::peer_closes`]
+//!   counts the peer's close);
+//! - `upgrade: ...` with `connection: upgrade`: `101`, then echoes bytes
+//!   until EOF, or only `x-reply-echo-bytes: N` bytes, then closes.
 //!
 //! A head or framing it cannot read is recorded with `bad: true` and the
-//! connection closed. Stops when dropped.
+//! connection closed. [`HttpBackend::received_bytes`] counts every byte
+//! read, so a test sees a body arrive while it is still being sent, and
+//! [`HttpBackend::peer_closes`] the connections the peer closed between
+//! requests. Stops when dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +46,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::backends::runtime;
@@ -83,9 +100,19 @@ impl Seen {
 /// An in-process HTTP/1.1 backend on `127.0.0.1:0`.
 pub struct HttpBackend {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    connections: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
+}
+
+/// What the backend's connections share with the test.
+struct Shared {
+    name: String,
+    seen: Mutex<Vec<Seen>>,
+    connections: AtomicUsize,
+    received: AtomicUsize,
+    peer_closes: AtomicUsize,
+    /// Permits for held answers (`x-reply-hold`).
+    gate: Semaphore,
 }
 
 impl HttpBackend {
@@ -95,20 +122,16 @@ impl HttpBackend {
             .block_on(TcpListener::bind("127.0.0.1:0"))
             .expect("bind an http backend");
         let addr = listener.local_addr().expect("its address");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let task = runtime().spawn(serve(
-            listener,
-            name.to_string(),
-            Arc::clone(&seen),
-            Arc::clone(&connections),
-        ));
-        HttpBackend {
-            addr,
-            seen,
-            connections,
-            task,
-        }
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            seen: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            received: AtomicUsize::new(0),
+            peer_closes: AtomicUsize::new(0),
+            gate: Semaphore::new(0),
+        });
+        let task = runtime().spawn(serve(listener, Arc::clone(&shared)));
+        HttpBackend { addr, shared, task }
     }
 
     /// Where it listens.
@@ -118,12 +141,28 @@ impl HttpBackend {
 
     /// Every request received so far, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("not poisoned").clone()
+        self.shared.seen.lock().expect("not poisoned").clone()
     }
 
     /// How many connections it accepted.
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many bytes it read, on every connection, so far.
+    pub fn received_bytes(&self) -> usize {
+        self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// How many connections the peer closed while the backend waited for
+    /// a request on them (an EOF with nothing of a next request read).
+    pub fn peer_closes(&self) -> usize {
+        self.shared.peer_closes.load(Ordering::SeqCst)
+    }
+
+    /// Lets one answer held by `x-reply-hold` send the rest of its body.
+    pub fn release(&self) {
+        self.shared.gate.add_permits(1);
     }
 }
 
@@ -133,54 +172,57 @@ impl Drop for HttpBackend {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    name: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    connections: Arc<AtomicUsize>,
-) {
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut open = JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
-        let index = connections.fetch_add(1, Ordering::SeqCst);
-        open.spawn(connection(stream, index, name.clone(), Arc::clone(&seen)));
+        let index = shared.connections.fetch_add(1, Ordering::SeqCst);
+        open.spawn(connection(stream, index, Arc::clone(&shared)));
     }
 }
 
 /// Serves one connection's requests in order until it closes.
-async fn connection(
-    mut stream: TcpStream,
-    index: usize,
-    name: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-) {
+async fn connection(mut stream: TcpStream, index: usize, shared: Arc<Shared>) {
     let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
     loop {
-        let Some(head_end) = read_head(&mut stream, &mut buf).await else {
-            if !buf.is_empty() {
-                record(&seen, bad(index, &buf));
+        let Some(head_end) = read_head(&mut stream, &mut buf, &shared).await else {
+            if buf.is_empty() {
+                shared.peer_closes.fetch_add(1, Ordering::SeqCst);
+            } else {
+                record(&shared, bad(index, &buf));
             }
             return;
         };
         let head_bytes: Vec<u8> = buf.drain(..head_end).collect();
         let mut request = parse_head(index, &head_bytes);
         if request.bad {
-            record(&seen, request);
+            record(&shared, request);
             return;
         }
-        if !read_body(&mut stream, &mut buf, &mut request).await {
+        if !read_body(&mut stream, &mut buf, &mut request, &shared).await {
             request.bad = true;
-            record(&seen, request);
+            record(&shared, request);
             return;
         }
-        record(&seen, request.clone());
-        if !answer(&mut stream, &name, &request).await {
-            return;
+        record(&shared, request.clone());
+        match answer(&mut stream, &shared, &request, first).await {
+            After::KeepAlive => first = false,
+            After::Close => return,
+            After::AwaitClose => {
+                // Shut our side; the peer's close is counted as above.
+                let _ = stream.shutdown().await;
+                let mut rest = Vec::new();
+                if stream.read_to_end(&mut rest).await.is_ok() && rest.is_empty() {
+                    shared.peer_closes.fetch_add(1, Ordering::SeqCst);
+                }
+                return;
+            }
         }
     }
 }
 
-fn record(seen: &Mutex<Vec<Seen>>, request: Seen) {
-    seen.lock().expect("not poisoned").push(request);
+fn record(shared: &Shared, request: Seen) {
+    shared.seen.lock().expect("not poisoned").push(request);
 }
 
 fn bad(connection: usize, bytes: &[u8]) -> Seen {
@@ -194,23 +236,24 @@ fn bad(connection: usize, bytes: &[u8]) -> Seen {
 
 /// Reads until `buf` holds a whole head; its length with the blank line.
 /// `None` at EOF or past [`MAX_HEAD`].
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> Option<usize> {
     loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(at + 4);
         }
-        if buf.len() > MAX_HEAD || !fill(stream, buf).await {
+        if buf.len() > MAX_HEAD || !fill(stream, buf, shared).await {
             return None;
         }
     }
 }
 
 /// Reads more into `buf`; false at EOF or on an error.
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> bool {
     let mut chunk = [0u8; 16384];
     match stream.read(&mut chunk).await {
         Ok(0) | Err(_) => false,
         Ok(n) => {
+            shared.received.fetch_add(n, Ordering::SeqCst);
             buf.extend_from_slice(&chunk[..n]);
             true
         }
@@ -251,12 +294,17 @@ fn parse_head(connection: usize, bytes: &[u8]) -> Seen {
 
 /// Reads the body `request`'s head announces; false when its framing is
 /// bad or the connection ends first.
-async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, request: &mut Seen) -> bool {
+async fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    request: &mut Seen,
+    shared: &Shared,
+) -> bool {
     let chunked = request
         .header("transfer-encoding")
         .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
     if chunked {
-        return read_chunked(stream, buf, request).await;
+        return read_chunked(stream, buf, request, shared).await;
     }
     let Some(length) = request.header("content-length") else {
         return true;
@@ -265,7 +313,7 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, request: &mut Seen
         return false;
     };
     while buf.len() < length {
-        if !fill(stream, buf).await {
+        if !fill(stream, buf, shared).await {
             return false;
         }
     }
@@ -274,13 +322,18 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, request: &mut Seen
     true
 }
 
-async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, request: &mut Seen) -> bool {
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    request: &mut Seen,
+    shared: &Shared,
+) -> bool {
     loop {
         let line_end = loop {
             if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
                 break at;
             }
-            if buf.len() > MAX_HEAD || !fill(stream, buf).await {
+            if buf.len() > MAX_HEAD || !fill(stream, buf, shared).await {
                 return false;
             }
         };
@@ -298,7 +351,7 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, request: &mut S
                     if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
                         break at;
                     }
-                    if !fill(stream, buf).await {
+                    if !fill(stream, buf, shared).await {
                         return false;
                     }
                 };
@@ -316,7 +369,7 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, request: &mut S
             }
         }
         while buf.len() < size + 2 {
-            if !fill(stream, buf).await {
+            if !fill(stream, buf, shared).await {
                 return false;
             }
         }
@@ -333,8 +386,19 @@ fn pattern(n: usize) -> Vec<u8> {
     b"0123456789".iter().copied().cycle().take(n).collect()
 }
 
-/// Answers `request`; false when the connection must end.
-async fn answer(stream: &mut TcpStream, name: &str, request: &Seen) -> bool {
+/// What the connection does after an answer.
+enum After {
+    /// Reads the next request.
+    KeepAlive,
+    /// Closes at once.
+    Close,
+    /// Shuts its write side and waits for the peer's close.
+    AwaitClose,
+}
+
+/// Answers `request` (`first` on its connection).
+async fn answer(stream: &mut TcpStream, shared: &Shared, request: &Seen, first: bool) -> After {
+    let name = shared.name.as_str();
     let ask: HashMap<&str, &str> = request
         .headers
         .iter()
@@ -344,12 +408,12 @@ async fn answer(stream: &mut TcpStream, name: &str, request: &Seen) -> bool {
     if let Some(ms) = number("delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if ask.contains_key("drop") {
-        return false;
+    if ask.contains_key("drop") || (!first && ask.get("drop-reused") == Some(&name)) {
+        return After::Close;
     }
     if ask.contains_key("garbage") {
         let _ = stream.write_all(b"this is not http\r\n\r\n").await;
-        return false;
+        return After::Close;
     }
     let upgrade = request.header("upgrade").is_some()
         && request
@@ -361,11 +425,18 @@ async fn answer(stream: &mut TcpStream, name: &str, request: &Seen) -> bool {
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: {protocol}\r\nconnection: upgrade\r\nx-backend: {name}\r\n\r\n"
         );
         if stream.write_all(head.as_bytes()).await.is_err() {
-            return false;
+            return After::Close;
         }
         let (mut reader, mut writer) = stream.split();
-        let _ = tokio::io::copy(&mut reader, &mut writer).await;
-        return false;
+        match number("echo-bytes") {
+            Some(n) => {
+                let _ = tokio::io::copy(&mut (&mut reader).take(n), &mut writer).await;
+            }
+            None => {
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            }
+        }
+        return After::Close;
     }
     let status = number("status").unwrap_or(200);
     let bodiless = request.method == "HEAD" || status < 200 || status == 204 || status == 304;
@@ -381,6 +452,10 @@ async fn answer(stream: &mut TcpStream, name: &str, request: &Seen) -> bool {
     let close = ask.contains_key("close");
     let chunked = ask.contains_key("chunked");
     let mut head = format!("HTTP/1.1 {status} X\r\nx-backend: {name}\r\n");
+    for line in request.headers_named("x-reply-header") {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
     if close {
         head.push_str("connection: close\r\n");
     }
@@ -391,45 +466,74 @@ async fn answer(stream: &mut TcpStream, name: &str, request: &Seen) -> bool {
     }
     head.push_str("\r\n");
     if stream.write_all(head.as_bytes()).await.is_err() {
+        return After::Close;
+    }
+    if !bodiless && !send_body(stream, shared, request, &body, chunked).await {
+        return After::Close;
+    }
+    if close {
+        After::Close
+    } else if ask.contains_key("shutdown") {
+        After::AwaitClose
+    } else {
+        After::KeepAlive
+    }
+}
+
+/// Sends `body` in two halves (chunked or as is), pausing or holding
+/// between them as the request asks, then the trailers of a chunked body
+/// when the request accepts them; false when the connection failed.
+async fn send_body(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    request: &Seen,
+    body: &[u8],
+    chunked: bool,
+) -> bool {
+    let frame = |part: &[u8]| {
+        if chunked && !part.is_empty() {
+            let mut framed = format!("{:x}\r\n", part.len()).into_bytes();
+            framed.extend_from_slice(part);
+            framed.extend_from_slice(b"\r\n");
+            framed
+        } else if chunked {
+            Vec::new()
+        } else {
+            part.to_vec()
+        }
+    };
+    let (first, rest) = body.split_at(body.len() / 2);
+    if stream.write_all(&frame(first)).await.is_err() {
         return false;
     }
-    if !bodiless {
-        let (first, rest) = body.split_at(body.len() / 2);
-        let write = |part: &[u8]| {
-            if chunked && !part.is_empty() {
-                let mut framed = format!("{:x}\r\n", part.len()).into_bytes();
-                framed.extend_from_slice(part);
-                framed.extend_from_slice(b"\r\n");
-                framed
-            } else if chunked {
-                Vec::new()
-            } else {
-                part.to_vec()
-            }
-        };
-        if stream.write_all(&write(first)).await.is_err() {
-            return false;
-        }
-        if let Some(ms) = number("pause-ms") {
-            let _ = stream.flush().await;
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        if stream.write_all(&write(rest)).await.is_err() {
-            return false;
-        }
-        if chunked {
-            let trailers = request
-                .header("te")
-                .is_some_and(|te| te.contains("trailers"));
-            let end: &[u8] = if trailers {
-                b"0\r\nx-trailer: done\r\n\r\n"
-            } else {
-                b"0\r\n\r\n"
-            };
-            if stream.write_all(end).await.is_err() {
-                return false;
-            }
+    let _ = stream.flush().await;
+    if let Some(ms) = request
+        .header("x-reply-pause-ms")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if request.header("x-reply-hold").is_some() {
+        match shared.gate.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return false,
         }
     }
-    !close
+    if stream.write_all(&frame(rest)).await.is_err() {
+        return false;
+    }
+    if chunked {
+        let trailers = request
+            .header("te")
+            .is_some_and(|te| te.contains("trailers"));
+        let end: &[u8] = if trailers {
+            b"0\r\nx-trailer: done\r\n\r\n"
+        } else {
+            b"0\r\n\r\n"
+        };
+        if stream.write_all(end).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

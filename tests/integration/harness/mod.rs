@@ -39,7 +39,7 @@ pub use clients::{
     connect_refused, count, echoes, half_close, read_line, read_until_closed, refused_address,
 };
 pub use http::{HttpResponse, http_get, http_request};
-pub use http_backend::HttpBackend;
+pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
 
