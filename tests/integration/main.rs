@@ -48,6 +48,7 @@ mod health;
 mod http;
 mod http_errors;
 mod http_exchange;
+mod http_ops;
 mod http_pool;
 mod http_status;
 mod http_streams;
