@@ -72,6 +72,11 @@ impl Client {
         self.stream.write_all(raw).expect("write a request");
     }
 
+    /// Writes `raw`; false when the connection no longer takes bytes.
+    pub fn try_send(&mut self, raw: &[u8]) -> bool {
+        self.stream.write_all(raw).is_ok()
+    }
+
     /// The connection's socket, for a thread that writes beside the
     /// reader.
     pub fn try_clone_stream(&self) -> TcpStream {
@@ -237,6 +242,11 @@ impl Client {
         let deadline = Instant::now() + within;
         while self.fill(deadline) {}
         Instant::now() < deadline
+    }
+
+    /// What was read and not parsed yet.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 
     /// Reads until the peer closes, within `within`: what came, or `None`
