@@ -10,7 +10,7 @@
 //! being asked for.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,12 +26,24 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Option<Incoming>,
-    counted: Option<Arc<AtomicU64>>,
+    counted: Option<Arc<Tally>>,
+}
+
+/// What passed through a client's request body: its data bytes, and
+/// whether reading it failed (the client's framing was bad, or it left):
+/// then the request failed because of the client, not of the backend.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Data bytes read from the client so far.
+    pub bytes: AtomicU64,
+    /// Reading the client's body failed.
+    pub failed: AtomicBool,
 }
 
 impl RequestBody {
-    /// The client's body, its data bytes added to `counted` as they pass.
-    pub fn streamed(inner: Incoming, counted: Arc<AtomicU64>) -> RequestBody {
+    /// The client's body, its data bytes and a failure to read it noted in
+    /// `counted` as they pass.
+    pub fn streamed(inner: Incoming, counted: Arc<Tally>) -> RequestBody {
         RequestBody {
             inner: Some(inner),
             counted: Some(counted),
@@ -60,10 +72,18 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(counted)) = (&polled, &this.counted) {
-            if let Some(data) = frame.data_ref() {
-                counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match (&polled, &this.counted) {
+            (Poll::Ready(Some(Ok(frame))), Some(counted)) => {
+                if let Some(data) = frame.data_ref() {
+                    counted
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
             }
+            (Poll::Ready(Some(Err(_))), Some(counted)) => {
+                counted.failed.store(true, Ordering::Relaxed);
+            }
+            _ => {}
         }
         polled
     }

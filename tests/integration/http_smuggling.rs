@@ -83,19 +83,15 @@ impl Expect {
 #[derive(Debug, Clone)]
 pub enum Differs {
     /// RFC 9110/9112 allow what the balancer (hyper) does; SPEC 4 or the
-    /// issue asked for a refusal. Reported, for a decision.
+    /// issue asked for a refusal (docs/http.md says which and why).
     Allowed(&'static str),
-    /// A bug: the table asserts what happens today, and
-    /// [`the_table_rows_that_differ_from_spec_4_as_a_bug`] asserts what
-    /// should.
-    Bug(&'static str),
 }
 
 impl Differs {
     /// Why it differs.
     pub fn why(&self) -> &'static str {
         match self {
-            Differs::Allowed(why) | Differs::Bug(why) => why,
+            Differs::Allowed(why) => why,
         }
     }
 }
@@ -183,11 +179,6 @@ fn get(line: &[u8], headers: &[u8]) -> Vec<u8> {
     .concat()
 }
 
-/// Why a body whose chunk framing is bad gets 502 today.
-const BAD_CHUNK_502: &str = "a client body that fails hyper's chunked decoder is answered 502 \
-    (the backend request fails with the body's error), not 400: `request` in \
-    src/proxy/http/mod.rs cannot tell a client's bad body from a backend failure";
-
 /// The table.
 pub fn table() -> Vec<Row> {
     let te_and_cl = Differs::Allowed(
@@ -202,7 +193,13 @@ pub fn table() -> Vec<Row> {
             Expect::refused(400),
         )
         .want_any(Expect::refused_or_cut(400))
-        .today(Expect::refused_or_cut(502), Differs::Bug(BAD_CHUNK_502))
+        .haproxy(
+            Expect::refused_or_cut(400),
+            "HAProxy holds a small body before it forwards it, so a bad chunk after a \
+             good one reaches no backend; the balancer streams bodies, so the backend gets \
+             the good chunk and then the connection closes: a cut request, never a whole \
+             or a second one",
+        )
     };
     let over = |size: usize| format!("X-Big: {}\r\n", "b".repeat(size));
     vec![
@@ -324,15 +321,6 @@ pub fn table() -> Vec<Row> {
                 "d\r\n3\r\nabc\r\n0\r\n\r\n\r\n0\r\n\r\n",
             ),
             Expect::refused(400),
-        )
-        .today(
-            vec![Expect::one("/row", b"3\r\nabc\r\n0\r\n\r\n")],
-            Differs::Bug(
-                "hyper checks only that the last coding is chunked and decodes it once: the \
-                 backend gets a body still chunk-encoded, with nothing saying so (RFC 9112 6.1: \
-                 a sender MUST NOT chunk twice, a coding the server does not apply SHOULD get \
-                 501); `request` could refuse any Transfer-Encoding but exactly `chunked`",
-            ),
         ),
         Row::new(
             "Transfer-Encoding: gzip, chunked (a coding the balancer does not undo)",
@@ -343,15 +331,6 @@ pub fn table() -> Vec<Row> {
             Expect::refused(400),
         )
         .want_any(vec![Expect::refused(400), Expect::refused(501)])
-        .today(
-            vec![Expect::one("/row", b"abc")],
-            Differs::Bug(
-                "hyper decodes only the chunked coding and the Transfer-Encoding header is \
-                 removed as hop-by-hop: the backend gets gzip bytes as the body with nothing \
-                 saying they are (RFC 9112 6.1: a coding the server does not apply SHOULD get \
-                 501)",
-            ),
-        )
         .haproxy(
             vec![Expect::refused(422)],
             "HAProxy 2.6 refuses a transfer coding other than chunked with 422",
@@ -537,14 +516,6 @@ pub fn table() -> Vec<Row> {
             "two Host headers",
             get(b"GET /row HTTP/1.1", b"Host: y\r\n"),
             Expect::refused(400),
-        )
-        .today(
-            vec![Expect::one("/row", b"")],
-            Differs::Bug(
-                "RFC 9112 3.2: a server MUST answer 400 to a request with more than one Host \
-                 line; the balancer checks only that there is one (`request` in \
-                 src/proxy/http/mod.rs) and passes both on",
-            ),
         ),
         Row::new(
             "a Host that is not a host",
@@ -554,13 +525,6 @@ pub fn table() -> Vec<Row> {
             ]
             .concat(),
             Expect::refused(400),
-        )
-        .today(
-            vec![Expect::one("/row", b"")],
-            Differs::Bug(
-                "RFC 9112 3.2: a server MUST answer 400 to a Host with an invalid value; the \
-                 balancer passes `Host: x y` on (a parse as an authority would refuse it)",
-            ),
         )
         .haproxy(
             vec![Expect::one("/row", b"")],
@@ -796,25 +760,6 @@ fn each_bad_request_is_refused_or_passed_as_one_and_nothing_is_smuggled() {
         .filter_map(|(i, row)| {
             let outcome = run_row(row, balancer.addr("web"), &backend, ROW_WITHIN, i);
             check_row(row, &outcome, row.balancer_expects())
-        })
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// The rows marked [`Differs::Bug`], run against what SPEC 4 and RFC
-/// 9112 ask (`Row::want`); each row's reason says what is wrong today.
-#[test]
-#[ignore = "bugs: bad chunk framing gets 502 not 400; Transfer-Encoding other than exactly chunked, two Hosts and an invalid Host are passed on (see each row's Differs::Bug)"]
-fn the_table_rows_that_differ_from_spec_4_as_a_bug() {
-    let backend = HttpBackend::start("a");
-    let balancer = balancer_for(&backend);
-    let failures: Vec<String> = table()
-        .iter()
-        .enumerate()
-        .filter(|(_, row)| matches!(row.today, Some((_, Differs::Bug(_)))))
-        .filter_map(|(i, row)| {
-            let outcome = run_row(row, balancer.addr("web"), &backend, ROW_WITHIN, i);
-            check_row(row, &outcome, &row.want)
         })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));

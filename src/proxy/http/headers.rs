@@ -11,19 +11,43 @@ use hyper::header::{self, HeaderName, HeaderValue};
 
 /// The hop-by-hop headers every message loses, whatever its `Connection`
 /// header lists. (`Upgrade` too, except on a request or answer that
-/// switches protocols, whose caller puts it back.)
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// switches protocols, whose caller puts it back.) `Trailer` is not one:
+/// RFC 9110 6.6.2 made it end to end (it names the trailer fields that
+/// follow the body, and hyper sends only the trailers it names).
+const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
 ];
 
+/// Whether a request's `TE` says the client takes trailers.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            coding
+                .split(';')
+                .next()
+                .is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
 /// Removes the hop-by-hop headers of one message: those `Connection`
-/// names, the fixed ones, and every `Proxy-*` header.
+/// names, the fixed ones, and every `Proxy-*` header. One pass over the
+/// names finds them; most messages have none, and then nothing else is
+/// done.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let any = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-"));
+    if !any {
+        return;
+    }
     // The names `Connection` lists, before it goes.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -208,7 +232,7 @@ mod tests {
             ("x-kept", "1"),
         ]);
         remove_hop_by_hop(&mut map);
-        assert_eq!(names(&map), ["content-length", "host", "x-kept"]);
+        assert_eq!(names(&map), ["content-length", "host", "trailer", "x-kept"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod upgrade;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use hyper::body::{Body, Incoming};
@@ -35,7 +35,7 @@ use crate::backend::{Backend, ConnectionGuard};
 use crate::config::HttpSettings;
 use crate::health::passive;
 use crate::net::connect::ConnectError;
-use crate::net::pool::{RequestBody, Sender};
+use crate::net::pool::{RequestBody, Sender, Tally};
 use crate::net::prefixed::Prefixed;
 use crate::net::{self};
 use crate::proxy::connect::{Attempts, NoBackend, connect_to};
@@ -205,6 +205,55 @@ fn head_size(req: &Request<Incoming>) -> usize {
     }) + 2
 }
 
+/// What hyper's parser lets through but a proxy must refuse (each is
+/// answered with its status and text, and the connection closed):
+///
+/// - an HTTP/1.1 request without `Host`, with two, or with one that is not
+///   a valid authority (RFC 9112 3.2: 400);
+/// - a `Transfer-Encoding` other than one `chunked`: hyper checks only that
+///   the last coding is `chunked`, and the header goes as hop-by-hop, so
+///   `chunked, chunked` or `gzip, chunked` would reach the backend still
+///   encoded (`chunked` twice is invalid, 400; another coding is not
+///   implemented, 501; RFC 9112 6.1).
+fn check_request(req: &Request<Incoming>) -> Result<(), (StatusCode, &'static str)> {
+    let bad = |text| Err((StatusCode::BAD_REQUEST, text));
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == Version::HTTP_11 => {
+            return bad("bad request: an HTTP/1.1 request needs a Host header\n");
+        }
+        (Some(_), Some(_)) => return bad("bad request: more than one Host header\n"),
+        (Some(host), None) => {
+            let valid = host
+                .to_str()
+                .ok()
+                .is_some_and(|h| !h.is_empty() && h.parse::<hyper::http::uri::Authority>().is_ok());
+            if !valid {
+                return bad("bad request: the Host header is not a host\n");
+            }
+        }
+        _ => {}
+    }
+    let mut codings = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(|coding| coding.trim_ascii())
+        .filter(|coding| !coding.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        (Some(first), Some(_)) if first.eq_ignore_ascii_case(b"chunked") => {
+            bad("bad request: chunked may be applied only once\n")
+        }
+        _ => Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "not implemented: only the chunked transfer coding is supported\n",
+        )),
+    }
+}
+
 /// Methods a request may be sent again with (RFC 9110 9.2.2).
 fn idempotent(method: &Method) -> bool {
     matches!(
@@ -241,18 +290,13 @@ async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
             logged,
         );
     }
-    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
-        return local(
-            StatusCode::BAD_REQUEST,
-            "bad request: an HTTP/1.1 request needs a Host header\n",
-            true,
-            logged,
-        );
+    if let Err((status, text)) = check_request(&req) {
+        return local(status, text, true, logged);
     }
     let state = route(&conn.slot, &req);
     let upgrade = upgrade::requested(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    prepare(&mut req, &conn.forwarding, &state);
+    prepare(&mut req, &conn.forwarding);
     if let Some(protocol) = &upgrade {
         upgrade::mark(req.headers_mut(), protocol.clone());
     }
@@ -261,12 +305,15 @@ async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
     // A request without a body can be sent again as it is; one with a body
     // cannot once its first try has read from it.
     let bodiless = incoming.is_end_stream();
-    let counted = (!bodiless).then(|| Arc::new(AtomicU64::new(0)));
+    let counted = (!bodiless).then(|| Arc::new(Tally::default()));
     let body = match &counted {
         None => RequestBody::empty(),
         Some(counted) => RequestBody::streamed(incoming, Arc::clone(counted)),
     };
     let replay = (bodiless && idempotent(&method)).then(|| parts.clone());
+    // An HTTP/1.0 request may come without a Host: it gets the address of
+    // the backend it goes to, as nginx gives `$proxy_host`.
+    let needs_host = !parts.headers.contains_key(header::HOST);
     let mut outgoing = Some(Request::from_parts(parts, body));
 
     let mut attempts = Attempts::new(&state);
@@ -311,13 +358,18 @@ async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
             retries += 1;
             continue;
         }
-        let Some(request) = outgoing.take().or_else(|| {
+        let Some(mut request) = outgoing.take().or_else(|| {
             replay
                 .clone()
                 .map(|parts| Request::from_parts(parts, RequestBody::empty()))
         }) else {
             break;
         };
+        if needs_host {
+            if let Ok(host) = HeaderValue::from_str(&backend.address) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
         let guard = ConnectionGuard::new(Arc::clone(backend));
         let sent_at = Instant::now();
         let sent = tokio::time::timeout(
@@ -386,7 +438,26 @@ async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
                     retries += 1;
                     continue;
                 }
-                if reused && replay.is_some() {
+                if counted
+                    .as_ref()
+                    .is_some_and(|c| c.failed.load(Ordering::Relaxed))
+                {
+                    // The client's body could not be read (bad chunked
+                    // framing, or the client left): its fault, not the
+                    // backend's.
+                    return local(
+                        StatusCode::BAD_REQUEST,
+                        "bad request: the request body is malformed or incomplete\n",
+                        true,
+                        logged,
+                    );
+                }
+                // A reused connection the backend closed before answering
+                // (its keep-alive ran out as the request went): an
+                // idempotent bodiless request goes again. An answer that
+                // came and was garbage is not retried.
+                let error = failed.error();
+                if reused && replay.is_some() && !error.is_parse() && !error.is_user() {
                     retries += 1;
                     continue;
                 }
@@ -457,17 +528,15 @@ async fn open(state: &Snapshot, backend: &Backend) -> Result<Sender, NoBackend> 
 
 /// Makes `req` the request its backend gets: origin-form target, HTTP/1.1,
 /// hop-by-hop headers out, the client named in the forwarding headers, and
-/// a `Host` (an HTTP/1.0 request may come without one: then the backend's
-/// address as written, as nginx does).
-fn prepare(req: &mut Request<Incoming>, client: &headers::Forwarding, state: &Snapshot) {
+/// `TE: trailers` when the client takes trailers.
+fn prepare(req: &mut Request<Incoming>, client: &headers::Forwarding) {
     if req.uri().authority().is_some() {
         // Absolute-form (`GET http://host/path`): the backend gets the path,
-        // and the authority in `Host` if the client sent none.
+        // and the authority as `Host`.
+        // RFC 9112 3.2.2: the target's authority replaces any Host.
         if let Some(authority) = req.uri().authority().cloned() {
-            if !req.headers().contains_key(header::HOST) {
-                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                    req.headers_mut().insert(header::HOST, host);
-                }
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                req.headers_mut().insert(header::HOST, host);
             }
         }
         let path = req
@@ -481,13 +550,11 @@ fn prepare(req: &mut Request<Incoming>, client: &headers::Forwarding, state: &Sn
     }
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
+    let trailers = headers::accepts_trailers(headers);
     headers::remove_hop_by_hop(headers);
-    if !headers.contains_key(header::HOST) {
-        if let Some(backend) = state.backends.first() {
-            if let Ok(host) = HeaderValue::from_str(&backend.address) {
-                headers.insert(header::HOST, host);
-            }
-        }
+    if trailers {
+        // The client takes trailers: so do we, and the backend may send them.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::add_forwarding(headers, client);
 }
@@ -517,7 +584,7 @@ pub struct Finish {
     logged: Option<(String, String)>,
     retries: u32,
     /// Request body bytes sent so far; `None` for a request without one.
-    bytes_in: Option<Arc<AtomicU64>>,
+    bytes_in: Option<Arc<Tally>>,
 }
 
 impl Finish {
@@ -534,7 +601,7 @@ impl Finish {
         let bytes_in = self
             .bytes_in
             .as_ref()
-            .map_or(0, |counted| counted.load(Ordering::Relaxed));
+            .map_or(0, |counted| counted.bytes.load(Ordering::Relaxed));
         backend
             .stats
             .bytes_in
