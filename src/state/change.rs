@@ -559,6 +559,63 @@ mod tests {
         assert!(builds < 16, "16 changes took {builds} builds");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_change_answers_while_others_keep_coming() {
+        // Issue 17's bench: the caller that happened to build kept building
+        // the changes of others while they came, and answered only when
+        // they stopped (after the whole 5 s phase).
+        let (listeners, slot) = (1..=2_000u16)
+            .fold(testing::listener("web"), |l, port| {
+                l.backend(format!("127.0.0.1:{port}"))
+            })
+            .set("algorithm", "source_hash")
+            .registered();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let total = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        // Four streams of reweights, each bounded to 200 changes.
+        let streams: Vec<_> = (1..=4u16)
+            .map(|port| {
+                let (listeners, stop, total) = (
+                    Arc::clone(&listeners),
+                    Arc::clone(&stop),
+                    Arc::clone(&total),
+                );
+                tokio::spawn(async move {
+                    let mut made = 0u32;
+                    while !stop.load(Relaxed) && made < 200 {
+                        let change = BackendChange {
+                            weight: Some(1 + made % 2),
+                            state: None,
+                        };
+                        let address = format!("127.0.0.1:{port}");
+                        change_backend(&listeners, "web", &address, change)
+                            .await
+                            .unwrap();
+                        made += 1;
+                        total.fetch_add(1, Relaxed);
+                    }
+                    made
+                })
+            })
+            .collect();
+        testing::eventually("40 changes are made", || async {
+            total.load(Relaxed) >= 40
+        })
+        .await;
+        stop.store(true, Relaxed);
+        let mut made = Vec::new();
+        for stream in streams {
+            made.push(stream.await.unwrap());
+        }
+        // Each stream went on making changes: none was kept building the
+        // others' until they stopped.
+        assert!(
+            made.iter().all(|&m| m >= 2),
+            "changes made per stream: {made:?}"
+        );
+        assert_eq!(slot.snapshot.load().backends.len(), 2_000);
+    }
+
     /// Awaits every handle, in order.
     async fn futures_join<T>(
         handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,

@@ -12,10 +12,12 @@
 //! change is in force.
 //!
 //! Callers run on tokio's blocking pool (`state::change` sends them
-//! there), never on a worker thread: they block on the locks below.
+//! there), never on a worker thread: they block on the locks below. The
+//! build itself runs on one thread of lower priority than the workers, so
+//! that on a busy machine the data plane goes first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::time::Duration;
 
 use super::{ListenerSlot, Snapshot};
@@ -108,7 +110,7 @@ impl Publisher {
     fn wait_until_published(&self, slot: &ListenerSlot, mine: u64) {
         loop {
             if let Ok(_building) = self.building.try_lock() {
-                self.build_all(slot);
+                self.build_until(slot, mine);
             }
             let published = lock(&self.published);
             if *published >= mine {
@@ -124,9 +126,10 @@ impl Publisher {
         }
     }
 
-    /// Builds and publishes the pending draft, again and again while edits
-    /// keep coming. Called with `building` held.
-    fn build_all(&self, slot: &ListenerSlot) {
+    /// Builds and publishes the pending draft until edit number `mine` is
+    /// published (edits that came in meanwhile go with it); the waiters
+    /// for later edits build those. Called with `building` held.
+    fn build_until(&self, slot: &ListenerSlot, mine: u64) {
         loop {
             let (draft, upto) = {
                 let mut pending = lock(&self.pending);
@@ -139,13 +142,61 @@ impl Publisher {
                 pending.built = pending.edits;
                 (draft, pending.edits)
             };
-            let next = Snapshot::with_backends(draft.config, draft.backends);
+            let next = build_low_priority(draft);
             slot.snapshot.store(Arc::new(next));
             self.builds.fetch_add(1, Ordering::Relaxed);
             *lock(&self.published) = upto;
             self.progress.notify_all();
+            if upto >= mine {
+                return;
+            }
         }
     }
+}
+
+/// The niceness of the thread that builds snapshots: below the workers'
+/// (0), so a burst of changes to a large listener (a Maglev table over
+/// 10,000 backends takes tens of milliseconds) yields the core to the data
+/// plane rather than delaying its connections (docs/benchmarks.md, "Admin
+/// changes under load").
+const BUILDER_NICE: i32 = 10;
+
+/// A build to run on the builder thread, and where its snapshot goes.
+type Job = (Draft, mpsc::Sender<Snapshot>);
+
+/// Builds `draft`'s snapshot on the one low-priority builder thread
+/// (started on first use), and waits for it; in place when that thread
+/// cannot be had.
+fn build_low_priority(draft: Draft) -> Snapshot {
+    static BUILDER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    let builder = BUILDER.get_or_init(|| {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("balancer-build".to_string())
+            .spawn(move || {
+                // Per thread on Linux (each thread has its own nice
+                // value); failing leaves it at the workers' priority.
+                #[cfg(target_os = "linux")]
+                let _ = rustix::process::setpriority_process(None, BUILDER_NICE);
+                for (draft, reply) in queue {
+                    let _ = reply.send(Snapshot::with_backends(draft.config, draft.backends));
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(jobs))
+    });
+    let Some(jobs) = builder else {
+        return Snapshot::with_backends(draft.config, draft.backends);
+    };
+    let (reply, built) = mpsc::channel();
+    // A copy to build here should the builder be gone (it panicked).
+    let fallback = draft.clone();
+    if lock(jobs).send((draft, reply)).is_ok() {
+        if let Ok(snapshot) = built.recv() {
+            return snapshot;
+        }
+    }
+    Snapshot::with_backends(fallback.config, fallback.backends)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
