@@ -87,13 +87,9 @@ fn a_malformed_request_gets_400_and_the_connection_closes() {
 
 /// SPEC 4: "Errors are a short plain-text body". hyper's parser answers
 /// the requests it refuses (400, and 431 for a head larger than its read
-/// buffer) itself, with `content-length: 0` and no content type
-/// (docs/http.md says so; SPEC does not). hyper 1 has no switch for these
-/// automatic answers (`Conn::on_parse_error` writes them), so a fix is
-/// either the IO under hyper replacing them, or SPEC allowing an empty
-/// body for the parser's own 400 and 431.
+/// buffer) itself, with an empty body; the balancer's client stream
+/// rewrites those answers to plain text (`proxy/http/client_io.rs`).
 #[test]
-#[ignore = "SPEC 4 deviation: hyper's own 400 and 431 have an empty body, not plain text"]
 fn hypers_own_400_and_431_are_plain_text_too() {
     let a = HttpBackend::start("a");
     let balancer = Balancer::start(&http_config(&[&a], "max_header_bytes = 2048"), Format::Toml);

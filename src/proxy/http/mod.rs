@@ -11,6 +11,7 @@
 //! line) is done by its [`Finish`] when the answer's last byte is sent.
 
 mod body;
+mod client_io;
 pub mod headers;
 mod upgrade;
 
@@ -97,7 +98,10 @@ pub async fn serve(
     });
     let shared = Arc::clone(&conn);
     let service = service_fn(move |req| request(Arc::clone(&shared), req));
-    let io = TokioIo::new(Prefixed::new(arrival.early, stream));
+    let io = TokioIo::new(client_io::ClientIo::new(Prefixed::new(
+        arrival.early,
+        stream,
+    )));
     let mut served = net::http_server::builder(settings.request_header_timeout)
         .max_buf_size(settings.max_header_bytes.max(MIN_READ_BUFFER))
         .serve_connection(io, service)
@@ -138,7 +142,7 @@ pub async fn serve(
         if let Some(parts) = served.into_parts() {
             if !parts.read_buf.is_empty() {
                 conn.slot.stats.record_response(408);
-                let mut stream = parts.io.into_inner().into_inner();
+                let mut stream = parts.io.into_inner().into_inner().into_inner();
                 let _ = stream
                     .write_all(&raw_answer(StatusCode::REQUEST_TIMEOUT, TIMEOUT_TEXT))
                     .await;

@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::Finish;
+use super::client_io::ClientIo;
 use crate::config::defaults::BUFFER_SIZE;
-use crate::net::prefixed::Prefixed;
 use crate::proxy::tcp::{self, Moved, RelayOptions};
 
 /// The relay a connection runs once hyper hands over both sockets.
@@ -88,8 +88,8 @@ pub fn relay(
 /// The client's socket out of hyper, and the bytes hyper had read past the
 /// request.
 fn client_socket(upgraded: Upgraded) -> Option<(TcpStream, Vec<u8>)> {
-    let parts = upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>().ok()?;
-    let (mut early, stream) = parts.io.into_inner().into_parts();
+    let parts = upgraded.downcast::<TokioIo<ClientIo>>().ok()?;
+    let (mut early, stream) = parts.io.into_inner().into_inner().into_parts();
     early.splice(0..0, parts.read_buf.iter().copied());
     Some((stream, early))
 }
