@@ -12,6 +12,8 @@
 
 mod body;
 mod client_io;
+#[allow(dead_code)] // being built: serve() moves onto it
+pub mod h1;
 pub mod headers;
 mod upgrade;
 

@@ -1,0 +1,2 @@
+//! Parsing request heads, decoding chunked bodies and encoding answer
+//! heads and chunks (see the module of `h1`).
