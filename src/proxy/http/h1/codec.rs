@@ -535,6 +535,7 @@ impl ChunkedDecoder {
     }
 
     /// Whether `End` has been given.
+    #[cfg(test)]
     pub fn is_done(&self) -> bool {
         self.state == ChunkedState::Done
     }
