@@ -48,11 +48,23 @@ pub struct Conn {
     /// The client: the peer, or the source its PROXY protocol header named.
     client: SocketAddr,
     settings: HttpSettings,
-    /// How the client is named to backends.
-    forwarding: headers::Forwarding,
     /// Cancelled when open connections must close (drain timeout).
     close: CancellationToken,
+    /// The client socket's read side (`h1`).
+    reader: std::sync::Mutex<h1::body::Reader>,
+    /// When the connection was accepted.
+    accepted: std::time::Instant,
+    /// The connection's slots under the global and the listener's caps,
+    /// given back when the connection is over.
+    _permits: Permits,
 }
+
+/// A connection's slots under the global and its listener's connection
+/// caps.
+pub type Permits = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,31 +75,49 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Serves one admitted client connection in http mode until the client
-/// closes it, it idles out (`request_header_timeout` between requests),
-/// the listener stops (the drain: requests in flight finish, the
-/// connection then closes), or `close` is cancelled (drain timeout).
-pub async fn serve(
-    mut stream: TcpStream,
+/// An admitted client connection of an http listener on its way to being
+/// served: the PROXY protocol header read (when the listener takes one),
+/// then the connection's [`Conn`], which holds its socket; `None` when it
+/// was turned away. Boxed, and made outside the connection's task: what
+/// opening holds is freed once it is done, and an idle keep-alive
+/// connection's task keeps only a pointer to it.
+pub type Opening = std::pin::Pin<Box<dyn Future<Output = Option<Arc<Conn>>> + Send>>;
+
+/// Opens client `stream` from `peer` (see [`Opening`]); [`h1::serve`]
+/// then serves it until the client closes it, it idles out
+/// (`request_header_timeout` between requests), the listener stops (the
+/// drain: requests in flight finish, the connection then closes), or
+/// `close` is cancelled (drain timeout). `permits` are held as long as
+/// the connection is.
+pub fn open_client(
+    stream: TcpStream,
     peer: SocketAddr,
     slot: Arc<ListenerSlot>,
     state: Arc<Snapshot>,
     close: CancellationToken,
     settings: HttpSettings,
-) {
-    let Ok(arrival) = super::arrive(&mut stream, peer, &slot, &state).await else {
-        return;
-    };
-    drop(state);
-    let stop = slot.stop_accepting.clone();
-    let conn = Arc::new(Conn {
-        slot,
-        client: arrival.client,
-        forwarding: headers::Forwarding::new(arrival.client.ip(), "http"),
-        settings,
-        close: close.clone(),
-    });
-    h1::serve(stream, arrival.early, conn, stop, close).await;
+    permits: Permits,
+) -> Opening {
+    let accepted = std::time::Instant::now();
+    Box::pin(async move {
+        let mut stream = stream;
+        let Ok(arrival) = super::arrive(&mut stream, peer, &slot, &state).await else {
+            slot.stats.connection_duration.observe(accepted.elapsed());
+            return None;
+        };
+        drop(state);
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            slot,
+            client: arrival.client,
+            settings,
+            close,
+            reader: std::sync::Mutex::new(h1::body::Reader::new(stream, &arrival.early)),
+            accepted,
+            _permits: permits,
+        });
+        Some(conn)
+    })
 }
 
 /// How often idle pooled connections are checked for their
@@ -177,7 +207,10 @@ pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<R
     }
     let state = route(&conn.slot, &req);
     let upgrade = upgrade::requested(req.headers());
-    prepare(&mut req, &conn.forwarding);
+    prepare(
+        &mut req,
+        &headers::Forwarding::new(conn.client.ip(), "http"),
+    );
     if let Some(protocol) = &upgrade {
         upgrade::mark(req.headers_mut(), protocol.clone());
     }

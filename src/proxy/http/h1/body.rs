@@ -1,11 +1,12 @@
 //! A request body read from the client as it streams to the backend.
 //!
-//! The client connection's read half and its buffer live in a [`Reader`]
-//! that the body borrows while the request is sent (hyper's backend
-//! connection polls the body on its own task) and that the connection
-//! takes back once the exchange is over, to read the next request. Only a
-//! std mutex guards it, held for one poll at a time, never across an
-//! `.await`.
+//! The client connection's socket and its read buffer live in a [`Reader`]
+//! in the connection's `Conn`, which the body reads while the request is
+//! sent (hyper's backend connection polls the body on its own task) and
+//! the connection reads once the exchange is over, for the next request;
+//! the reader's request number tells a late poll of an earlier request's
+//! body that it may not read any more. Only a std mutex guards it, held
+//! for one poll at a time, never across an `.await`.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,31 +14,42 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::super::Conn;
 use super::codec::{Chunk, ChunkedDecoder};
 
 /// How much is read from the socket at a time, at most.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The client connection's read side: its socket half and the bytes read
-/// and not used yet.
+/// The client connection's read side: its socket (shared with the writer,
+/// which only writes) and the bytes read and not used yet.
 #[derive(Debug, Default)]
 pub struct Reader {
-    /// `None` once taken back by the connection (a late poll of the body
-    /// then fails).
-    pub half: Option<OwnedReadHalf>,
+    /// `None` once the connection is over or upgraded.
+    pub socket: Option<Arc<TcpStream>>,
     /// Bytes read and not used yet (a body's, or the next request's).
     pub buf: BytesMut,
     /// The current request's body was read to its end (or it had none):
     /// what follows in `buf` is the next request.
     pub body_done: bool,
+    /// The request whose body may read now: the connection counts up when
+    /// an exchange is over, and a body of an earlier request then fails.
+    pub request: u64,
 }
 
-/// A reader shared between the connection and the body of the request it
-/// is answering.
-pub type SharedReader = Arc<Mutex<Reader>>;
+impl Reader {
+    /// The read side of client `socket`, which sent `early` already.
+    pub fn new(socket: TcpStream, early: &[u8]) -> Reader {
+        Reader {
+            socket: Some(Arc::new(socket)),
+            buf: BytesMut::from(early),
+            body_done: true,
+            request: 0,
+        }
+    }
+}
 
 /// Locks `reader`, whatever a panic elsewhere left.
 pub fn lock(reader: &Mutex<Reader>) -> MutexGuard<'_, Reader> {
@@ -56,7 +68,7 @@ pub enum BodyError {
     /// Reading the socket failed.
     #[error("reading the request body failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The connection took its reader back.
+    /// The exchange this body belonged to is over.
     #[error("the request body is no longer readable")]
     Gone,
 }
@@ -76,8 +88,11 @@ enum Left {
 /// The body of a request from the client.
 #[derive(Debug)]
 pub struct ClientBody {
-    /// `None` for a request without a body.
-    reader: Option<SharedReader>,
+    /// The connection, whose reader the body reads; `None` for a request
+    /// without a body.
+    conn: Option<Arc<Conn>>,
+    /// The request (the connection's number for it) this is the body of.
+    request: u64,
     left: Left,
     /// Told once the body is first polled, when the client waits for
     /// `100 Continue` before sending it.
@@ -86,14 +101,20 @@ pub struct ClientBody {
 
 impl ClientBody {
     /// A body of `length` bytes.
-    pub fn length(reader: SharedReader, length: u64, wants_continue: Option<Arc<Notify>>) -> Self {
+    pub fn length(
+        conn: Arc<Conn>,
+        request: u64,
+        length: u64,
+        wants_continue: Option<Arc<Notify>>,
+    ) -> Self {
         let left = if length == 0 {
             Left::Done
         } else {
             Left::Length(length)
         };
         ClientBody {
-            reader: Some(reader),
+            conn: Some(conn),
+            request,
             left,
             wants_continue,
         }
@@ -101,12 +122,14 @@ impl ClientBody {
 
     /// A chunked body.
     pub fn chunked(
-        reader: SharedReader,
+        conn: Arc<Conn>,
+        request: u64,
         decoder: ChunkedDecoder,
         wants_continue: Option<Arc<Notify>>,
     ) -> Self {
         ClientBody {
-            reader: Some(reader),
+            conn: Some(conn),
+            request,
             left: Left::Chunked(Box::new(decoder)),
             wants_continue,
         }
@@ -115,7 +138,8 @@ impl ClientBody {
     /// No body.
     pub fn empty() -> Self {
         ClientBody {
-            reader: None,
+            conn: None,
+            request: 0,
             left: Left::Done,
             wants_continue: None,
         }
@@ -130,12 +154,18 @@ impl ClientBody {
 /// Reads more from `reader`'s socket into its buffer: `Ready(Ok(n))` with
 /// the bytes read (0 at end of stream).
 fn fill(reader: &mut Reader, cx: &mut Context<'_>) -> Poll<Result<usize, BodyError>> {
-    let Reader { half, buf, .. } = reader;
-    let Some(half) = half.as_mut() else {
+    let Reader { socket, buf, .. } = reader;
+    let Some(socket) = socket.as_deref() else {
         return Poll::Ready(Err(BodyError::Gone));
     };
     buf.reserve(READ_CHUNK);
-    tokio_util::io::poll_read_buf(Pin::new(half), cx, buf).map_err(BodyError::Io)
+    loop {
+        std::task::ready!(socket.poll_read_ready(cx))?;
+        match socket.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            read => return Poll::Ready(read.map_err(BodyError::Io)),
+        }
+    }
 }
 
 impl Body for ClientBody {
@@ -150,10 +180,14 @@ impl Body for ClientBody {
             notify.notify_one();
         }
         let this = &mut *self;
-        let Some(shared) = this.reader.clone() else {
+        let Some(conn) = this.conn.clone() else {
             return Poll::Ready(None);
         };
-        let mut reader = lock(&shared);
+        let mut reader = lock(&conn.reader);
+        if reader.request != this.request {
+            drop(reader);
+            return this.fail(BodyError::Gone);
+        }
         loop {
             match &mut this.left {
                 Left::Done => return Poll::Ready(None),

@@ -25,23 +25,21 @@
 pub mod body;
 pub mod codec;
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::body::ResponseBody;
 use super::upgrade::{PendingUpgrade, UpgradeTo};
 use super::{Conn, answer, headers};
-use body::{ClientBody, Reader, SharedReader, lock};
+use body::{ClientBody, lock};
 use codec::{BodyFraming, ChunkedDecoder, Connection, HeadLimits, ResponseFraming};
 
 /// How many header fields a request head may have (HAProxy's default is
@@ -68,105 +66,145 @@ enum Next {
     Refuse(StatusCode, &'static str),
 }
 
-/// Serves one client connection in http mode (see the module doc).
-/// `early`: bytes read with a PROXY protocol header, the start of the first
-/// request.
-pub async fn serve(
-    stream: TcpStream,
-    early: Vec<u8>,
-    conn: Arc<Conn>,
-    stop: CancellationToken,
-    close: CancellationToken,
-) {
-    let (read_half, mut write) = stream.into_split();
-    let mut reader = Reader {
-        half: Some(read_half),
-        buf: BytesMut::from(&early[..]),
-        body_done: true,
-    };
-    let limits = HeadLimits {
-        max_bytes: conn.settings.max_header_bytes,
-        max_headers: MAX_HEADERS,
-    };
-    loop {
-        let head = tokio::select! {
-            next = next_head(&mut reader, &limits, &conn, &stop) => next,
-            () = close.cancelled() => return,
+/// Serves one client connection in http mode (see the module doc); its
+/// socket is in `conn`'s reader (with what was read with a PROXY protocol
+/// header: the start of the first request).
+#[allow(clippy::manual_async_fn)] // on purpose: an `async fn` stores its arguments twice
+pub fn serve(conn: Arc<Conn>) -> impl Future<Output = ()> + Send {
+    async move {
+        // One socket, read through the reader (by the body while a request
+        // streams) and written here; not split, so the idle wait can wait
+        // on its readiness without a future of its own.
+        let Some(socket) = lock(&conn.reader).socket.clone() else {
+            return;
         };
-        let head = match head {
-            Next::Head(head) => head,
-            Next::Close => return,
-            Next::Refuse(status, text) => {
-                conn.slot.stats.record_response(status.as_u16());
-                let _ = write_local(&mut write, status, text).await;
-                return;
+        loop {
+            let next = next_head(&conn, &socket).await;
+            // Boxed: an idle connection's task then holds only the idle
+            // wait's state, and the largest state of an exchange (hyper's
+            // client futures) is allocated only while a request is in
+            // flight.
+            match Box::pin(step(next, &conn, &socket)).await {
+                Step::Next => {}
+                Step::Close => {
+                    // The socket closes now, even if a late request body
+                    // still holds the connection.
+                    lock(&conn.reader).socket = None;
+                    break;
+                }
+                Step::Upgraded(upgrade) => {
+                    if let Some(relay) = relay(&conn, socket, *upgrade) {
+                        relay.await;
+                    }
+                    break;
+                }
             }
-        };
-        match exchange(*head, &mut reader, &mut write, &conn, &stop, &close).await {
-            Some(Kept::Alive) => {}
-            Some(Kept::Upgraded(upgrade)) => {
-                let Some(half) = reader.half.take() else {
-                    return;
-                };
-                let Ok(stream) = half.reunite(write) else {
-                    return;
-                };
-                let early = reader.buf.to_vec();
-                upgrade.relay(stream, early, conn.close.clone()).await;
-                return;
-            }
-            None => return,
         }
+        let duration = conn.accepted.elapsed();
+        conn.slot.stats.connection_duration.observe(duration);
     }
 }
 
-/// What is left of a connection after one exchange.
-enum Kept {
-    /// Ready for the next request.
-    Alive,
-    /// Switched protocols: the relay takes the socket.
-    Upgraded(UpgradeTo),
+/// What a connection does after one [`step`].
+enum Step {
+    /// Reads the next request.
+    Next,
+    /// Closes.
+    Close,
+    /// Switched protocols: the relay takes the socket (boxed: the
+    /// connection's task would keep room for it otherwise).
+    Upgraded(Box<UpgradeTo>),
+}
+
+/// The relay of an upgraded connection, boxed, from the socket the
+/// connection (`socket`) and its reader hold, with the bytes the client
+/// sent past its request first.
+fn relay(
+    conn: &Conn,
+    socket: Arc<TcpStream>,
+    upgrade: UpgradeTo,
+) -> Option<std::pin::Pin<Box<impl Future<Output = ()> + Send + use<>>>> {
+    let (early, held) = {
+        let mut reader = lock(&conn.reader);
+        (
+            std::mem::take(&mut reader.buf).to_vec(),
+            reader.socket.take(),
+        )
+    };
+    drop(held);
+    let stream = Arc::try_unwrap(socket).ok()?;
+    Some(Box::pin(upgrade.relay(stream, early, conn.close.clone())))
+}
+
+/// Answers what [`next_head`] found.
+async fn step(next: Next, conn: &Arc<Conn>, socket: &TcpStream) -> Step {
+    let head = match next {
+        Next::Head(head) => head,
+        Next::Close => return Step::Close,
+        Next::Refuse(status, text) => {
+            conn.slot.stats.record_response(status.as_u16());
+            let _ = write_local(socket, status, text).await;
+            return Step::Close;
+        }
+    };
+    exchange(*head, socket, conn).await
 }
 
 /// Waits for the next request head (see the module doc, steps 1 and 2).
-async fn next_head(
-    reader: &mut Reader,
-    limits: &HeadLimits,
-    conn: &Conn,
-    stop: &CancellationToken,
-) -> Next {
-    let deadline = Instant::now() + conn.settings.request_header_timeout;
+/// While idle, the wait holds a timer and a cancellation and waits on the
+/// socket's readiness directly: a kept-alive connection costs little more
+/// than its task.
+async fn next_head(conn: &Conn, socket: &TcpStream) -> Next {
+    let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
+    let deadline = tokio::time::sleep(conn.settings.request_header_timeout);
+    tokio::pin!(deadline);
     loop {
-        if !reader.buf.is_empty() {
-            match codec::parse_request(&mut reader.buf, limits) {
-                Ok(Some(head)) => return Next::Head(Box::new(head)),
-                Ok(None) => {}
-                Err(refusal) => return Next::Refuse(refusal.status, refusal.text),
-            }
-        } else if reader.buf.capacity() > 0 {
-            // Idle: hold no buffer while waiting.
-            reader.buf = BytesMut::new();
-        }
-        let Some(half) = reader.half.as_ref() else {
-            return Next::Close;
-        };
-        let waiting = reader.buf.is_empty();
-        tokio::select! {
-            ready = half.readable() => if ready.is_err() { return Next::Close },
-            () = tokio::time::sleep_until(deadline) => {
-                return if waiting {
-                    Next::Close
-                } else {
-                    Next::Refuse(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request timeout: the request head did not arrive in time\n",
-                    )
+        let waiting = {
+            let mut reader = lock(&conn.reader);
+            if !reader.buf.is_empty() {
+                let limits = HeadLimits {
+                    max_bytes: conn.settings.max_header_bytes,
+                    max_headers: MAX_HEADERS,
                 };
+                match codec::parse_request(&mut reader.buf, &limits) {
+                    Ok(Some(head)) => return Next::Head(Box::new(head)),
+                    Ok(None) => {}
+                    Err(refusal) => return Next::Refuse(refusal.status, refusal.text),
+                }
+            } else if reader.buf.capacity() > 0 {
+                // Idle: hold no buffer while waiting.
+                reader.buf = BytesMut::new();
             }
-            () = stop.cancelled(), if waiting => return Next::Close,
+            reader.buf.is_empty()
+        };
+        // Between requests, a stopping listener closes the connection at
+        // once; inside a head, only the drain timeout does (`close`).
+        let cancelled = if waiting { stop } else { close }.cancelled();
+        tokio::pin!(cancelled);
+        let ready = std::future::poll_fn(|cx| {
+            if let Poll::Ready(ready) = socket.poll_read_ready(cx) {
+                return Poll::Ready(Some(ready.is_ok()));
+            }
+            if deadline.as_mut().poll(cx).is_ready() || cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match ready {
+            Some(true) => {}
+            Some(false) => return Next::Close,
+            None if waiting || close.is_cancelled() => return Next::Close,
+            None => {
+                return Next::Refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request timeout: the request head did not arrive in time\n",
+                );
+            }
         }
+        let mut reader = lock(&conn.reader);
         reader.buf.reserve(READ_CHUNK);
-        match half.try_read_buf(&mut reader.buf) {
+        match socket.try_read_buf(&mut reader.buf) {
             Ok(0) => {
                 return if reader.buf.is_empty() {
                     Next::Close
@@ -186,37 +224,30 @@ async fn next_head(
 
 /// One request and its answer (steps 3 to 5). `None`: close the
 /// connection.
-async fn exchange(
-    head: codec::RequestHead,
-    reader: &mut Reader,
-    write: &mut OwnedWriteHalf,
-    conn: &Arc<Conn>,
-    stop: &CancellationToken,
-    close: &CancellationToken,
-) -> Option<Kept> {
+async fn exchange(head: codec::RequestHead, write: &TcpStream, conn: &Arc<Conn>) -> Step {
+    let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
     let method_head = head.method == Method::HEAD;
     let version = head.version;
     let trailers_ok = headers::accepts_trailers(&head.headers);
     let continue_wanted = (head.expect_continue && head.framing != BodyFraming::None)
         .then(|| Arc::new(Notify::new()));
-    // A body shares the reader with the request while it streams.
-    let shared: Option<SharedReader> = match head.framing {
-        BodyFraming::None => None,
-        _ => {
-            reader.body_done = false;
-            Some(Arc::new(Mutex::new(std::mem::take(reader))))
-        }
+    // A body reads the connection's reader while it streams.
+    let number = {
+        let mut reader = lock(&conn.reader);
+        reader.body_done = head.framing == BodyFraming::None;
+        reader.request
     };
-    let body = match (&shared, head.framing) {
-        (Some(shared), BodyFraming::Length(n)) => {
-            ClientBody::length(Arc::clone(shared), n, continue_wanted.clone())
+    let body = match head.framing {
+        BodyFraming::Length(n) => {
+            ClientBody::length(Arc::clone(conn), number, n, continue_wanted.clone())
         }
-        (Some(shared), BodyFraming::Chunked) => ClientBody::chunked(
-            Arc::clone(shared),
+        BodyFraming::Chunked => ClientBody::chunked(
+            Arc::clone(conn),
+            number,
             ChunkedDecoder::new(MAX_CHUNK_LINE, conn.settings.max_header_bytes),
             continue_wanted.clone(),
         ),
-        _ => ClientBody::empty(),
+        BodyFraming::None => ClientBody::empty(),
     };
     let mut request = Request::new(body);
     *request.method_mut() = head.method;
@@ -236,11 +267,11 @@ async fn exchange(
             response = &mut answering => break response,
             () = wait_for(continue_wanted.as_deref()) => {
                 // Sent once: the notify is taken by the body's first poll.
-                if write.write_all(codec::CONTINUE).await.is_err() {
-                    return None;
+                if write_all(write, codec::CONTINUE).await.is_err() {
+                    return Step::Close;
                 }
             }
-            () = close.cancelled() => return None,
+            () = close.cancelled() => return Step::Close,
         }
     };
     // The connection stays open after this answer when the client and the
@@ -263,13 +294,11 @@ async fn exchange(
                 ResponseFraming::None,
                 Connection::Upgrade,
             );
-            if write.write_all(&out).await.is_err() {
-                return None;
+            if write_all(write, &out).await.is_err() {
+                return Step::Close;
             }
-            if let Some(shared) = shared {
-                *reader = std::mem::take(&mut *lock(&shared));
-            }
-            return Some(Kept::Upgraded(upgrade));
+            lock(&conn.reader).request += 1;
+            return Step::Upgraded(Box::new(upgrade));
         }
     }
 
@@ -300,10 +329,13 @@ async fn exchange(
         () = close.cancelled() => false,
     };
     drop(response);
-    if let Some(shared) = shared {
-        *reader = std::mem::take(&mut *lock(&shared));
+    let mut reader = lock(&conn.reader);
+    reader.request += 1;
+    if written && keep_alive && reader.body_done {
+        Step::Next
+    } else {
+        Step::Close
     }
-    (written && keep_alive && reader.body_done && reader.half.is_some()).then_some(Kept::Alive)
 }
 
 /// Resolves when `notify` is told; never without one.
@@ -325,7 +357,7 @@ fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {
 
 /// Writes the answer's head and body; false when the client went away.
 async fn write_answer(
-    write: &mut OwnedWriteHalf,
+    write: &TcpStream,
     response: &mut Response<ResponseBody>,
     framing: ResponseFraming,
     connection: Connection,
@@ -340,7 +372,7 @@ async fn write_answer(
         connection,
     );
     if framing == ResponseFraming::None {
-        return write.write_all(&out).await.is_ok();
+        return write_all(write, &out).await.is_ok();
     }
     let chunked = framing == ResponseFraming::Chunked;
     let body = response.body_mut();
@@ -355,7 +387,7 @@ async fn write_answer(
             std::task::Poll::Ready(frame) => frame,
             std::task::Poll::Pending => {
                 if !out.is_empty() {
-                    if write.write_all(&out).await.is_err() {
+                    if write_all(write, &out).await.is_err() {
                         return false;
                     }
                     out.clear();
@@ -373,7 +405,7 @@ async fn write_answer(
             Some(Err(_)) => {
                 // The backend failed mid-answer: the client cannot be told
                 // but by the connection closing before the answer's end.
-                let _ = write.write_all(&out).await;
+                let _ = write_all(write, &out).await;
                 return false;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -383,7 +415,7 @@ async fn write_answer(
                         if chunked {
                             let trailers = trailers_ok.then_some(&trailers);
                             codec::encode_last_chunk(&mut out, trailers);
-                            if write.write_all(&out).await.is_err() {
+                            if write_all(write, &out).await.is_err() {
                                 return false;
                             }
                             return true;
@@ -393,13 +425,13 @@ async fn write_answer(
             },
         }
         if out.len() >= WRITE_BATCH {
-            if write.write_all(&out).await.is_err() {
+            if write_all(write, &out).await.is_err() {
                 return false;
             }
             out.clear();
         }
     }
-    write.write_all(&out).await.is_ok()
+    write_all(write, &out).await.is_ok()
 }
 
 /// Appends body `data`, in a chunk when `chunked`.
@@ -412,7 +444,7 @@ fn push_data(out: &mut Vec<u8>, data: &Bytes, chunked: bool) {
 }
 
 /// Writes an answer of our own (a refused head) and closes.
-async fn write_local(write: &mut OwnedWriteHalf, status: StatusCode, text: &str) -> bool {
+async fn write_local(write: &TcpStream, status: StatusCode, text: &str) -> bool {
     let mut headers = hyper::HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -427,7 +459,21 @@ async fn write_local(write: &mut OwnedWriteHalf, status: StatusCode, text: &str)
         Connection::Close,
     );
     out.extend_from_slice(text.as_bytes());
-    let written = write.write_all(&out).await.is_ok();
-    let _ = write.shutdown().await;
+    let written = write_all(write, &out).await.is_ok();
+    let _ = socket2::SockRef::from(write).shutdown(std::net::Shutdown::Write);
     written
+}
+
+/// Writes all of `bytes` to `socket`.
+async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
+        match socket.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
