@@ -17,7 +17,6 @@ pub mod addr;
 pub mod connect;
 pub mod http_server;
 pub mod pool;
-pub mod prefixed;
 pub mod proxy_protocol;
 
 use std::fmt;

@@ -16,7 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
@@ -25,9 +26,12 @@ use tokio::time::Instant;
 /// again after its first try, which only requests without a body are).
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<UnsyncBoxBody<Bytes, BoxError>>,
     counted: Option<Arc<Tally>>,
 }
+
+/// A body's error, whatever its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What passed through a client's request body: its data bytes, and
 /// whether reading it failed (the client's framing was bad, or it left):
@@ -43,7 +47,7 @@ pub struct Tally {
 impl RequestBody {
     /// The client's body, its data bytes and a failure to read it noted in
     /// `counted` as they pass.
-    pub fn streamed(inner: Incoming, counted: Arc<Tally>) -> RequestBody {
+    pub fn streamed(inner: UnsyncBoxBody<Bytes, BoxError>, counted: Arc<Tally>) -> RequestBody {
         RequestBody {
             inner: Some(inner),
             counted: Some(counted),
@@ -61,12 +65,12 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);

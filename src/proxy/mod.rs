@@ -49,22 +49,6 @@ pub fn handle<'a>(
 ) -> impl Future<Output = Option<Ended>> + Send + 'a {
     async move {
         let _ = client.set_nodelay(true);
-        if let ModeSettings::Http(settings) = &state.config.mode {
-            // Boxed: an http connection's state (hyper's buffers, the
-            // request in flight) is its own, and tcp connections do not
-            // carry its size.
-            let settings = *settings;
-            Box::pin(http::serve(
-                client,
-                *peer,
-                Arc::clone(slot),
-                state,
-                close,
-                settings,
-            ))
-            .await;
-            return None;
-        }
         // Boxed: the opening (header, connect with retries) is short-lived,
         // so its state is allocated only while opening instead of widening
         // every connection's future for its whole life.

@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::ModeSettings;
 use crate::error::Error;
 use crate::net;
 use crate::proxy;
@@ -85,6 +86,20 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
         return;
     };
     let close = ctx.close_connections.clone();
+    if let ModeSettings::Http(settings) = state.config.mode {
+        let slot = Arc::clone(&ctx.slot);
+        let permits = (global, local);
+        let opening =
+            proxy::http::open_client(stream, client, slot, state, close, settings, permits);
+        // What an idle keep-alive connection costs is this task (the
+        // connection's own state is in its `Conn`): keep it small.
+        ctx.connections.spawn(async move {
+            if let Some(conn) = opening.await {
+                proxy::http::h1::serve(conn).await;
+            }
+        });
+        return;
+    }
     let task = connection(
         stream,
         client,

@@ -11,9 +11,7 @@
 //! may make it reach the backend, nor any request with two framings.
 //! After each row a normal request proves the balancer is still up.
 //!
-//! Where the balancer does not do what SPEC 4 asks, the row says what it
-//! does today and why ([`Differs`]): allowed by the RFCs (reported, for a
-//! decision), or a bug (asserted as SPEC 4 wants by an ignored test).
+//! Every row expects what SPEC 4 and RFC 9112 ask of the balancer.
 //!
 //! The same table runs through HAProxy in `http_differential`.
 
@@ -79,23 +77,6 @@ impl Expect {
     }
 }
 
-/// How a row's outcome may differ from what SPEC 4 asks.
-#[derive(Debug, Clone)]
-pub enum Differs {
-    /// RFC 9110/9112 allow what the balancer (hyper) does; SPEC 4 or the
-    /// issue asked for a refusal (docs/http.md says which and why).
-    Allowed(&'static str),
-}
-
-impl Differs {
-    /// Why it differs.
-    pub fn why(&self) -> &'static str {
-        match self {
-            Differs::Allowed(why) => why,
-        }
-    }
-}
-
 /// One row of the table.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -103,8 +84,6 @@ pub struct Row {
     pub raw: Vec<u8>,
     /// What SPEC 4 and RFC 9112 ask for (any of these).
     pub want: Vec<Expect>,
-    /// What the balancer does instead today, and why.
-    pub today: Option<(Vec<Expect>, Differs)>,
     /// What HAProxy does instead of `want`, and why the RFC allows it
     /// (for `http_differential`).
     pub haproxy: Option<(Vec<Expect>, &'static str)>,
@@ -116,7 +95,6 @@ impl Row {
             name,
             raw: raw.as_ref().to_vec(),
             want: vec![want],
-            today: None,
             haproxy: None,
         }
     }
@@ -126,19 +104,14 @@ impl Row {
         self
     }
 
-    fn today(mut self, today: Vec<Expect>, why: Differs) -> Row {
-        self.today = Some((today, why));
-        self
-    }
-
     fn haproxy(mut self, haproxy: Vec<Expect>, why: &'static str) -> Row {
         self.haproxy = Some((haproxy, why));
         self
     }
 
-    /// What the balancer must do today.
+    /// What the balancer must do.
     pub fn balancer_expects(&self) -> &[Expect] {
-        self.today.as_ref().map_or(&self.want, |(today, _)| today)
+        &self.want
     }
 
     /// What HAProxy is expected to do.
@@ -181,11 +154,6 @@ fn get(line: &[u8], headers: &[u8]) -> Vec<u8> {
 
 /// The table.
 pub fn table() -> Vec<Row> {
-    let te_and_cl = Differs::Allowed(
-        "KNOWN DIFFERENCE from SPEC 4's 400: hyper (proto/h1/role.rs, Server::parse) drops \
-         the Content-Length, reads the body as chunked and closes the connection after the \
-         answer, as RFC 9112 6.3 allows; the backend gets one chunked request",
-    );
     let bad_chunk = |name: &'static str, body: &str| {
         Row::new(
             name,
@@ -219,10 +187,9 @@ pub fn table() -> Vec<Row> {
             ),
             Expect::refused(400),
         )
-        .today(vec![Expect::one("/row", b"")], te_and_cl.clone())
         .haproxy(
             vec![Expect::one("/row", b"")],
-            "the same as hyper (RFC 9112 6.3)",
+            "HAProxy drops the Content-Length, reads the body as chunked and closes after the answer (RFC 9112 6.3 allows it); the balancer refuses with 400 (SPEC 4)",
         ),
         Row::new(
             "Transfer-Encoding: chunked then Content-Length",
@@ -235,10 +202,9 @@ pub fn table() -> Vec<Row> {
             ),
             Expect::refused(400),
         )
-        .today(vec![Expect::one("/row", b"")], te_and_cl.clone())
         .haproxy(
             vec![Expect::one("/row", b"")],
-            "the same as hyper (RFC 9112 6.3)",
+            "HAProxy drops the Content-Length, reads the body as chunked and closes after the answer (RFC 9112 6.3 allows it); the balancer refuses with 400 (SPEC 4)",
         ),
         Row::new(
             "a short Content-Length and a chunked body of data",
@@ -248,10 +214,9 @@ pub fn table() -> Vec<Row> {
             ),
             Expect::refused(400),
         )
-        .today(vec![Expect::one("/row", b"abc")], te_and_cl)
         .haproxy(
             vec![Expect::one("/row", b"abc")],
-            "the same as hyper (RFC 9112 6.3)",
+            "HAProxy drops the Content-Length, reads the body as chunked and closes after the answer (RFC 9112 6.3 allows it); the balancer refuses with 400 (SPEC 4)",
         ),
         // --- Content-Length that is not one decimal number (RFC 9112 6.3
         // item 5: a server MUST answer 400 and close).
@@ -541,7 +506,7 @@ pub fn table() -> Vec<Row> {
         )
         // RFC 9112 3.2.2 lets a server take the target's authority as the
         // Host instead of refusing; which Host the backend gets is
-        // checked in http_exchange (today the client's: a bug there).
+        // checked in http_exchange (the authority's).
         .want_any(vec![Expect::refused(400), Expect::one("/row", b"")])
         .haproxy(
             vec![Expect::refused(400)],
@@ -719,13 +684,8 @@ pub const ROW_WITHIN: std::time::Duration = std::time::Duration::from_secs(4);
 /// Why `outcome` of `row` is not `expected`, if it is not.
 fn check_row(row: &Row, outcome: &Outcome, expected: &[Expect]) -> Option<String> {
     if !expected.iter().any(|e| outcome.matches(e)) {
-        let known = row
-            .today
-            .as_ref()
-            .map(|(_, differs)| format!(" (known difference: {})", differs.why()))
-            .unwrap_or_default();
         return Some(format!(
-            "{}: {}; expected one of {expected:?}{known}",
+            "{}: {}; expected one of {expected:?}",
             row.name,
             outcome.describe()
         ));

@@ -89,34 +89,23 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// How one client is named to backends, worked out once per client
-/// connection rather than per request.
-#[derive(Debug, Clone)]
+/// How one client is named to backends: its address and scheme, kept
+/// small (it lives as long as the client's connection; the header values
+/// are written per request).
+#[derive(Debug, Clone, Copy)]
 pub struct Forwarding {
-    /// The client's IP as text (an IPv4-mapped address as IPv4).
-    ip: String,
-    /// The same, as a header value.
-    ip_value: HeaderValue,
-    /// `for=IP;proto=PROTO` (an IPv6 address quoted in brackets).
-    element: String,
-    /// `proto` as a header value.
-    proto: HeaderValue,
+    /// The client's IP (an IPv4-mapped address as IPv4).
+    ip: IpAddr,
+    /// The scheme the client used.
+    proto: &'static str,
 }
 
 impl Forwarding {
     /// How `client` is named, the scheme it used being `proto`.
     pub fn new(client: IpAddr, proto: &'static str) -> Forwarding {
-        let client = client.to_canonical();
-        let ip = client.to_string();
-        let element = match client {
-            IpAddr::V4(_) => format!("for={ip};proto={proto}"),
-            IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={proto}"),
-        };
         Forwarding {
-            ip_value: value(ip.clone()),
-            ip,
-            element,
-            proto: HeaderValue::from_static(proto),
+            ip: client.to_canonical(),
+            proto,
         }
     }
 }
@@ -126,30 +115,35 @@ impl Forwarding {
 /// and `host` (the request's `Host`) appended to any earlier ones, and
 /// `X-Forwarded-Proto` set to the client's scheme.
 pub fn add_forwarding(headers: &mut HeaderMap, client: &Forwarding) {
+    use std::fmt::Write as _;
+    let ip = client.ip.to_string();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let mut element = String::with_capacity(48 + host.map_or(0, str::len));
+    // Writing to a String cannot fail.
+    let _ = match client.ip {
+        IpAddr::V4(_) => write!(element, "for={ip};proto={}", client.proto),
+        IpAddr::V6(_) => write!(element, "for=\"[{ip}]\";proto={}", client.proto),
+    };
+    if let Some(host) = host {
+        element.push_str(";host=");
+        push_quoted(&mut element, host);
+    }
     let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        append(headers, &X_FORWARDED_FOR, &client.ip)
+        append(headers, &X_FORWARDED_FOR, &ip)
     } else {
-        client.ip_value.clone()
+        value(ip)
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let element = match host {
-        Some(host) => {
-            let mut element = String::with_capacity(client.element.len() + host.len() + 8);
-            element.push_str(&client.element);
-            element.push_str(";host=");
-            push_quoted(&mut element, host);
-            element
-        }
-        None => client.element.clone(),
-    };
     let forwarded = if headers.contains_key(header::FORWARDED) {
         append(headers, &header::FORWARDED, &element)
     } else {
         value(element)
     };
     headers.insert(header::FORWARDED, forwarded);
-    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(client.proto),
+    );
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

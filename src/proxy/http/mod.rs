@@ -2,30 +2,30 @@
 //! balanced on its own and sent to its backend over a pooled keep-alive
 //! connection, the answer streamed back.
 //!
-//! [`serve`] is one client connection: hyper's server reads the requests
-//! (keep-alive, pipelining, HTTP/1.0, `Expect: 100-continue`, the header
-//! timeout and size limit), and [`request`] answers each: the backend set
+//! [`serve`] is one client connection: our own HTTP/1.1 server side
+//! ([`h1`]) reads the requests (keep-alive, pipelining, HTTP/1.0,
+//! `Expect: 100-continue`, the header timeout and size limit, the framing
+//! rules), and [`answer`] answers each: the backend set
 //! ([`route`]), a backend and a connection to it (pooled, or new, with the
 //! listener's retries), the forwarded request, the answer. A request's
 //! bookkeeping (counters, the pooled connection given back, the access log
 //! line) is done by its [`Finish`] when the answer's last byte is sent.
 
 mod body;
+pub mod h1;
 pub mod headers;
 mod upgrade;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,31 +35,36 @@ use crate::backend::{Backend, ConnectionGuard};
 use crate::config::HttpSettings;
 use crate::health::passive;
 use crate::net::connect::ConnectError;
-use crate::net::pool::{RequestBody, Sender, Tally};
-use crate::net::prefixed::Prefixed;
-use crate::net::{self};
+use crate::net::pool::{BoxError, RequestBody, Sender, Tally};
 use crate::proxy::connect::{Attempts, NoBackend, connect_to};
 use crate::state::{ListenerSlot, Snapshot};
 use body::{Relayed, ResponseBody};
-
-/// The smallest read buffer hyper accepts; a `max_header_bytes` below it
-/// is enforced by [`head_size`] alone.
-const MIN_READ_BUFFER: usize = 8192;
+use h1::body::ClientBody;
+use upgrade::UpgradeTo;
 
 /// What every request of one client connection shares.
-struct Conn {
+pub struct Conn {
     slot: Arc<ListenerSlot>,
     /// The client: the peer, or the source its PROXY protocol header named.
     client: SocketAddr,
     settings: HttpSettings,
-    /// How the client is named to backends.
-    forwarding: headers::Forwarding,
     /// Cancelled when open connections must close (drain timeout).
     close: CancellationToken,
-    /// The relay of an upgraded exchange (`101`), run by [`serve`] once
-    /// hyper is done with the connection.
-    upgraded: std::sync::Mutex<Option<upgrade::Pending>>,
+    /// The client socket's read side (`h1`).
+    reader: std::sync::Mutex<h1::body::Reader>,
+    /// When the connection was accepted.
+    accepted: std::time::Instant,
+    /// The connection's slots under the global and the listener's caps,
+    /// given back when the connection is over.
+    _permits: Permits,
 }
+
+/// A connection's slots under the global and its listener's connection
+/// caps.
+pub type Permits = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,81 +75,49 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Serves one admitted client connection in http mode until the client
-/// closes it, it idles out (`request_header_timeout` between requests),
-/// the listener stops (the drain: requests in flight finish, the
-/// connection then closes), or `close` is cancelled (drain timeout).
-pub async fn serve(
-    mut stream: TcpStream,
+/// An admitted client connection of an http listener on its way to being
+/// served: the PROXY protocol header read (when the listener takes one),
+/// then the connection's [`Conn`], which holds its socket; `None` when it
+/// was turned away. Boxed, and made outside the connection's task: what
+/// opening holds is freed once it is done, and an idle keep-alive
+/// connection's task keeps only a pointer to it.
+pub type Opening = std::pin::Pin<Box<dyn Future<Output = Option<Arc<Conn>>> + Send>>;
+
+/// Opens client `stream` from `peer` (see [`Opening`]); [`h1::serve`]
+/// then serves it until the client closes it, it idles out
+/// (`request_header_timeout` between requests), the listener stops (the
+/// drain: requests in flight finish, the connection then closes), or
+/// `close` is cancelled (drain timeout). `permits` are held as long as
+/// the connection is.
+pub fn open_client(
+    stream: TcpStream,
     peer: SocketAddr,
     slot: Arc<ListenerSlot>,
     state: Arc<Snapshot>,
     close: CancellationToken,
     settings: HttpSettings,
-) {
-    let Ok(arrival) = super::arrive(&mut stream, peer, &slot, &state).await else {
-        return;
-    };
-    drop(state);
-    let stop = slot.stop_accepting.clone();
-    let conn = Arc::new(Conn {
-        slot,
-        client: arrival.client,
-        forwarding: headers::Forwarding::new(arrival.client.ip(), "http"),
-        settings,
-        close: close.clone(),
-        upgraded: std::sync::Mutex::new(None),
-    });
-    let shared = Arc::clone(&conn);
-    let service = service_fn(move |req| request(Arc::clone(&shared), req));
-    let io = TokioIo::new(Prefixed::new(arrival.early, stream));
-    let mut served = net::http_server::builder(settings.request_header_timeout)
-        .max_buf_size(settings.max_header_bytes.max(MIN_READ_BUFFER))
-        .serve_connection(io, service)
-        .with_upgrades();
-    let result = tokio::select! {
-        result = &mut served => result,
-        () = close.cancelled() => return,
-        () = stop.cancelled() => {
-            std::pin::Pin::new(&mut served).graceful_shutdown();
-            tokio::select! {
-                result = &mut served => result,
-                () = close.cancelled() => return,
-            }
-        }
-    };
-    let upgraded = conn
-        .upgraded
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
-    let Err(err) = result else {
-        if let Some(relay) = upgraded {
-            relay.await;
-        }
-        return;
-    };
-    tracing::debug!(client = %peer, error = %err, "http connection ended with an error");
-    // What hyper's parser refused it answered itself (400, 431): counted
-    // here as the balancer's own answers.
-    if err.is_parse_too_large() {
-        conn.slot.stats.record_response(431);
-    } else if err.is_parse() {
-        conn.slot.stats.record_response(400);
-    }
-    // A head that began but did not arrive in time gets its 408; a
-    // kept-alive connection that sent nothing more is only closed.
-    if err.is_timeout() {
-        if let Some(parts) = served.into_parts() {
-            if !parts.read_buf.is_empty() {
-                conn.slot.stats.record_response(408);
-                let mut stream = parts.io.into_inner().into_inner();
-                let _ = stream
-                    .write_all(&raw_answer(StatusCode::REQUEST_TIMEOUT, TIMEOUT_TEXT))
-                    .await;
-            }
-        }
-    }
+    permits: Permits,
+) -> Opening {
+    let accepted = std::time::Instant::now();
+    Box::pin(async move {
+        let mut stream = stream;
+        let Ok(arrival) = super::arrive(&mut stream, peer, &slot, &state).await else {
+            slot.stats.connection_duration.observe(accepted.elapsed());
+            return None;
+        };
+        drop(state);
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            slot,
+            client: arrival.client,
+            settings,
+            close,
+            reader: std::sync::Mutex::new(h1::body::Reader::new(stream, &arrival.early)),
+            accepted,
+            _permits: permits,
+        });
+        Some(conn)
+    })
 }
 
 /// How often idle pooled connections are checked for their
@@ -174,83 +147,36 @@ pub async fn sweep_pools(slot: Arc<ListenerSlot>) {
     }
 }
 
-const TIMEOUT_TEXT: &str = "request timeout: the request head did not arrive in time\n";
-
-/// A whole answer as bytes, for when hyper no longer holds the connection.
-fn raw_answer(status: StatusCode, text: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        text.len()
-    )
-    .into_bytes()
-}
-
 /// The backend set for `req`: today every request of a listener goes to
 /// its backends (routing by host and path would choose here).
-fn route(slot: &ListenerSlot, _req: &Request<Incoming>) -> Arc<Snapshot> {
+fn route(slot: &ListenerSlot, _req: &Request<ClientBody>) -> Arc<Snapshot> {
     slot.snapshot.load_full()
 }
 
-/// The size of a request head as it came: request line and header lines.
-fn head_size(req: &Request<Incoming>) -> usize {
-    let uri = req.uri();
-    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
-        + uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
-        + uri.authority().map_or(0, |a| a.as_str().len());
-    let line = req.method().as_str().len() + target + 11;
-    req.headers().iter().fold(line, |sum, (name, value)| {
-        sum + name.as_str().len() + value.len() + 4
-    }) + 2
-}
-
-/// What hyper's parser lets through but a proxy must refuse (each is
-/// answered with its status and text, and the connection closed):
-///
-/// - an HTTP/1.1 request without `Host`, with two, or with one that is not
-///   a valid authority (RFC 9112 3.2: 400);
-/// - a `Transfer-Encoding` other than one `chunked`: hyper checks only that
-///   the last coding is `chunked`, and the header goes as hop-by-hop, so
-///   `chunked, chunked` or `gzip, chunked` would reach the backend still
-///   encoded (`chunked` twice is invalid, 400; another coding is not
-///   implemented, 501; RFC 9112 6.1).
-fn check_request(req: &Request<Incoming>) -> Result<(), (StatusCode, &'static str)> {
+/// What the head's framing rules leave to the request (each is answered
+/// with its status and text, and the connection closed): an HTTP/1.1
+/// request without `Host`, with two, or with one that is not a valid
+/// authority (RFC 9112 3.2: 400).
+fn check_request(req: &Request<ClientBody>) -> Result<(), (StatusCode, &'static str)> {
     let bad = |text| Err((StatusCode::BAD_REQUEST, text));
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (None, _) if req.version() == Version::HTTP_11 => {
-            return bad("bad request: an HTTP/1.1 request needs a Host header\n");
+            bad("bad request: an HTTP/1.1 request needs a Host header\n")
         }
-        (Some(_), Some(_)) => return bad("bad request: more than one Host header\n"),
+        (Some(_), Some(_)) => bad("bad request: more than one Host header\n"),
         (Some(host), None) => {
             let valid = host
                 .to_str()
                 .ok()
                 .is_some_and(|h| !h.is_empty() && h.parse::<hyper::http::uri::Authority>().is_ok());
-            if !valid {
-                return bad("bad request: the Host header is not a host\n");
+            if valid {
+                Ok(())
+            } else {
+                bad("bad request: the Host header is not a host\n")
             }
         }
-        _ => {}
-    }
-    let mut codings = req
-        .headers()
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(|coding| coding.trim_ascii())
-        .filter(|coding| !coding.is_empty());
-    match (codings.next(), codings.next()) {
         (None, _) => Ok(()),
-        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(()),
-        (Some(first), Some(_)) if first.eq_ignore_ascii_case(b"chunked") => {
-            bad("bad request: chunked may be applied only once\n")
-        }
-        _ => Err((
-            StatusCode::NOT_IMPLEMENTED,
-            "not implemented: only the chunked transfer coding is supported\n",
-        )),
     }
 }
 
@@ -262,16 +188,10 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// Answers one request (never fails: errors are answers).
-async fn request(
-    conn: Arc<Conn>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    Ok(answer(conn, req).await)
-}
-
-/// The answer to one request.
-async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+/// The answer to one request (never fails: errors are answers). An
+/// upgrade the backend accepted (`101`) comes with an [`UpgradeTo`] in the
+/// answer's extensions, for the connection to relay once it has sent it.
+pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<ResponseBody> {
     let started = Instant::now();
     let logged = conn
         .slot
@@ -282,21 +202,15 @@ async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
     let local = |status: StatusCode, text: &'static str, close: bool, logged| {
         conn.answer(status, text, close, started, logged)
     };
-    if head_size(&req) > conn.settings.max_header_bytes {
-        return local(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request header fields too large\n",
-            true,
-            logged,
-        );
-    }
     if let Err((status, text)) = check_request(&req) {
         return local(status, text, true, logged);
     }
     let state = route(&conn.slot, &req);
     let upgrade = upgrade::requested(req.headers());
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    prepare(&mut req, &conn.forwarding);
+    prepare(
+        &mut req,
+        &headers::Forwarding::new(conn.client.ip(), "http"),
+    );
     if let Some(protocol) = &upgrade {
         upgrade::mark(req.headers_mut(), protocol.clone());
     }
@@ -308,7 +222,10 @@ async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
     let counted = (!bodiless).then(|| Arc::new(Tally::default()));
     let body = match &counted {
         None => RequestBody::empty(),
-        Some(counted) => RequestBody::streamed(incoming, Arc::clone(counted)),
+        Some(counted) => RequestBody::streamed(
+            incoming.map_err(BoxError::from).boxed_unsync(),
+            Arc::clone(counted),
+        ),
     };
     let replay = (bodiless && idempotent(&method)).then(|| parts.clone());
     // An HTTP/1.0 request may come without a Host: it gets the address of
@@ -407,25 +324,21 @@ async fn answer(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
                     retries,
                     bytes_in: counted,
                 };
-                if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+                if switching && upgrade.is_some() {
                     let backend_upgrade = hyper::upgrade::on(&mut response);
                     let protocol = response.headers().get(header::UPGRADE).cloned();
-                    let relay = upgrade::relay(
-                        client_upgrade,
-                        backend_upgrade,
-                        finish,
-                        state.config.idle_timeout,
-                        conn.close.clone(),
-                    );
-                    *conn
-                        .upgraded
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(relay);
                     let (mut parts, _) = response.into_parts();
                     headers::remove_hop_by_hop(&mut parts.headers);
                     if let Some(protocol) = protocol.or(upgrade) {
                         upgrade::mark(&mut parts.headers, protocol);
                     }
+                    parts
+                        .extensions
+                        .insert(upgrade::PendingUpgrade::new(UpgradeTo {
+                            backend: backend_upgrade,
+                            finish,
+                            idle_timeout: state.config.idle_timeout,
+                        }));
                     return Response::from_parts(parts, body::local(""));
                 }
                 return relay(response, finish);
@@ -529,7 +442,7 @@ async fn open(state: &Snapshot, backend: &Backend) -> Result<Sender, NoBackend> 
 /// Makes `req` the request its backend gets: origin-form target, HTTP/1.1,
 /// hop-by-hop headers out, the client named in the forwarding headers, and
 /// `TE: trailers` when the client takes trailers.
-fn prepare(req: &mut Request<Incoming>, client: &headers::Forwarding) {
+fn prepare(req: &mut Request<ClientBody>, client: &headers::Forwarding) {
     if req.uri().authority().is_some() {
         // Absolute-form (`GET http://host/path`): the backend gets the path,
         // and the authority as `Host`.

@@ -5,8 +5,6 @@
 //! closes. The whole exchange is one request in the counters and the
 //! access log.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::HeaderMap;
@@ -18,11 +16,7 @@ use tokio::net::TcpStream;
 
 use super::Finish;
 use crate::config::defaults::BUFFER_SIZE;
-use crate::net::prefixed::Prefixed;
 use crate::proxy::tcp::{self, Moved, RelayOptions};
-
-/// The relay a connection runs once hyper hands over both sockets.
-pub type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The `Upgrade` value of a request that asks for one, to put back after
 /// the hop-by-hop headers went.
@@ -40,35 +34,65 @@ pub fn mark(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
-/// The relay of an upgraded exchange: waits for hyper to hand over the
-/// client's and the backend's connections, passes on what either had
-/// already sent past the `101`, relays until both sides are done, and
-/// then finishes the request with the bytes moved.
-pub fn relay(
-    client: OnUpgrade,
-    backend: OnUpgrade,
-    finish: Finish,
-    idle_timeout: std::time::Duration,
-    close: tokio_util::sync::CancellationToken,
-) -> Pending {
-    Box::pin(async move {
-        let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
-            finish.done(false, 0);
-            return;
-        };
-        let (Some((mut client, client_early)), Some((mut backend, backend_early))) =
-            (client_socket(client), backend_socket(backend))
-        else {
+/// An upgrade the backend accepted: what the client connection needs to
+/// relay once it has sent the `101` on (in the answer's extensions).
+#[derive(Debug)]
+pub struct UpgradeTo {
+    /// The backend's connection, once hyper hands it over.
+    pub backend: OnUpgrade,
+    /// The request's bookkeeping, finished when the relay ends.
+    pub finish: Finish,
+    /// The listener's `idle_timeout`, which the relay keeps.
+    pub idle_timeout: std::time::Duration,
+}
+
+/// An [`UpgradeTo`] as an answer's extension carries it (extensions must
+/// be `Clone`): taken once by the connection that sends the `101`.
+#[derive(Debug, Clone)]
+pub struct PendingUpgrade(Arc<std::sync::Mutex<Option<UpgradeTo>>>);
+
+impl PendingUpgrade {
+    /// `upgrade`, to be taken once.
+    pub fn new(upgrade: UpgradeTo) -> PendingUpgrade {
+        PendingUpgrade(Arc::new(std::sync::Mutex::new(Some(upgrade))))
+    }
+
+    /// The upgrade, the first time.
+    pub fn take(&self) -> Option<UpgradeTo> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl UpgradeTo {
+    /// Relays between `client` (which sent `early` past its request) and
+    /// the backend (whatever it sent past the `101` first) as tcp mode
+    /// does, until both sides are done or `close` is cancelled; then
+    /// finishes the request with the bytes moved.
+    pub async fn relay(
+        self,
+        mut client: TcpStream,
+        early: Vec<u8>,
+        close: tokio_util::sync::CancellationToken,
+    ) {
+        let UpgradeTo {
+            backend,
+            finish,
+            idle_timeout,
+        } = self;
+        let Some((mut backend, backend_early)) = backend.await.ok().and_then(backend_socket) else {
             finish.done(false, 0);
             return;
         };
         let mut moved = Moved::default();
-        if !client_early.is_empty() {
-            if backend.write_all(&client_early).await.is_err() {
+        if !early.is_empty() {
+            if backend.write_all(&early).await.is_err() {
                 finish.done(false, 0);
                 return;
             }
-            moved.bytes_in = client_early.len() as u64;
+            moved.bytes_in = early.len() as u64;
         }
         if !backend_early.is_empty() {
             if client.write_all(&backend_early).await.is_err() {
@@ -82,16 +106,7 @@ pub fn relay(
         let (outcome, moved) =
             tcp::relay(client, backend, &options, &backend_ref.stats, &close, moved).await;
         finish.done_upgraded(matches!(outcome, tcp::Outcome::Done), moved);
-    })
-}
-
-/// The client's socket out of hyper, and the bytes hyper had read past the
-/// request.
-fn client_socket(upgraded: Upgraded) -> Option<(TcpStream, Vec<u8>)> {
-    let parts = upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>().ok()?;
-    let (mut early, stream) = parts.io.into_inner().into_parts();
-    early.splice(0..0, parts.read_buf.iter().copied());
-    Some((stream, early))
+    }
 }
 
 /// The backend's socket out of hyper, and the bytes hyper had read past

@@ -1,0 +1,252 @@
+//! A request body read from the client as it streams to the backend.
+//!
+//! The client connection's socket and its read buffer live in a [`Reader`]
+//! in the connection's `Conn`, which the body reads while the request is
+//! sent (hyper's backend connection polls the body on its own task) and
+//! the connection reads once the exchange is over, for the next request;
+//! the reader's request number tells a late poll of an earlier request's
+//! body that it may not read any more. Only a std mutex guards it, held
+//! for one poll at a time, never across an `.await`.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::super::Conn;
+use super::codec::{Chunk, ChunkedDecoder};
+
+/// How much is read from the socket at a time, at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The client connection's read side: its socket (shared with the writer,
+/// which only writes) and the bytes read and not used yet.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// `None` once the connection is over or upgraded.
+    pub socket: Option<Arc<TcpStream>>,
+    /// Bytes read and not used yet (a body's, or the next request's).
+    pub buf: BytesMut,
+    /// The current request's body was read to its end (or it had none):
+    /// what follows in `buf` is the next request.
+    pub body_done: bool,
+    /// The request whose body may read now: the connection counts up when
+    /// an exchange is over, and a body of an earlier request then fails.
+    pub request: u64,
+}
+
+impl Reader {
+    /// The read side of client `socket`, which sent `early` already.
+    pub fn new(socket: TcpStream, early: &[u8]) -> Reader {
+        Reader {
+            socket: Some(Arc::new(socket)),
+            buf: BytesMut::from(early),
+            body_done: true,
+            request: 0,
+        }
+    }
+}
+
+/// Locks `reader`, whatever a panic elsewhere left.
+pub fn lock(reader: &Mutex<Reader>) -> MutexGuard<'_, Reader> {
+    reader.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The client closed the connection before the body ended.
+    #[error("the client closed the connection before the body ended")]
+    Incomplete,
+    /// The body's chunked framing is bad.
+    #[error("bad chunked framing: {0}")]
+    Framing(&'static str),
+    /// Reading the socket failed.
+    #[error("reading the request body failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The exchange this body belonged to is over.
+    #[error("the request body is no longer readable")]
+    Gone,
+}
+
+#[derive(Debug)]
+enum Left {
+    /// This many bytes of a Content-Length body.
+    Length(u64),
+    /// A chunked body, decoded as it comes.
+    Chunked(Box<ChunkedDecoder>),
+    /// Read to its end.
+    Done,
+    /// Failed; every later poll fails too.
+    Failed,
+}
+
+/// The body of a request from the client.
+#[derive(Debug)]
+pub struct ClientBody {
+    /// The connection, whose reader the body reads; `None` for a request
+    /// without a body.
+    conn: Option<Arc<Conn>>,
+    /// The request (the connection's number for it) this is the body of.
+    request: u64,
+    left: Left,
+    /// Told once the body is first polled, when the client waits for
+    /// `100 Continue` before sending it.
+    wants_continue: Option<Arc<Notify>>,
+}
+
+impl ClientBody {
+    /// A body of `length` bytes.
+    pub fn length(
+        conn: Arc<Conn>,
+        request: u64,
+        length: u64,
+        wants_continue: Option<Arc<Notify>>,
+    ) -> Self {
+        let left = if length == 0 {
+            Left::Done
+        } else {
+            Left::Length(length)
+        };
+        ClientBody {
+            conn: Some(conn),
+            request,
+            left,
+            wants_continue,
+        }
+    }
+
+    /// A chunked body.
+    pub fn chunked(
+        conn: Arc<Conn>,
+        request: u64,
+        decoder: ChunkedDecoder,
+        wants_continue: Option<Arc<Notify>>,
+    ) -> Self {
+        ClientBody {
+            conn: Some(conn),
+            request,
+            left: Left::Chunked(Box::new(decoder)),
+            wants_continue,
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        ClientBody {
+            conn: None,
+            request: 0,
+            left: Left::Done,
+            wants_continue: None,
+        }
+    }
+
+    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.left = Left::Failed;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// Reads more from `reader`'s socket into its buffer: `Ready(Ok(n))` with
+/// the bytes read (0 at end of stream).
+fn fill(reader: &mut Reader, cx: &mut Context<'_>) -> Poll<Result<usize, BodyError>> {
+    let Reader { socket, buf, .. } = reader;
+    let Some(socket) = socket.as_deref() else {
+        return Poll::Ready(Err(BodyError::Gone));
+    };
+    buf.reserve(READ_CHUNK);
+    loop {
+        std::task::ready!(socket.poll_read_ready(cx))?;
+        match socket.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            read => return Poll::Ready(read.map_err(BodyError::Io)),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(notify) = self.wants_continue.take() {
+            notify.notify_one();
+        }
+        let this = &mut *self;
+        let Some(conn) = this.conn.clone() else {
+            return Poll::Ready(None);
+        };
+        let mut reader = lock(&conn.reader);
+        if reader.request != this.request {
+            drop(reader);
+            return this.fail(BodyError::Gone);
+        }
+        loop {
+            match &mut this.left {
+                Left::Done => return Poll::Ready(None),
+                Left::Failed => return Poll::Ready(Some(Err(BodyError::Gone))),
+                Left::Length(remaining) => {
+                    if !reader.buf.is_empty() {
+                        let take = usize::try_from(*remaining)
+                            .unwrap_or(usize::MAX)
+                            .min(reader.buf.len());
+                        let data = reader.buf.split_to(take).freeze();
+                        *remaining -= take as u64;
+                        if *remaining == 0 {
+                            this.left = Left::Done;
+                            reader.body_done = true;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Left::Chunked(decoder) => match decoder.decode(&mut reader.buf) {
+                    Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Some(Chunk::Trailers(trailers))) => {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Some(Chunk::End)) => {
+                        this.left = Left::Done;
+                        reader.body_done = true;
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => {
+                        drop(reader);
+                        return this.fail(BodyError::Framing(refusal.text));
+                    }
+                },
+            }
+            match fill(&mut reader, cx) {
+                Poll::Ready(Ok(0)) => {
+                    drop(reader);
+                    return this.fail(BodyError::Incomplete);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    drop(reader);
+                    return this.fail(e);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.left, Left::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.left {
+            Left::Length(n) => SizeHint::with_exact(n),
+            Left::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
