@@ -1,110 +1,64 @@
 //! Idle HTTP/1.1 connections to one backend, kept for the next request
-//! (http mode). A connection is its hyper [`SendRequest`]: the task that
-//! drives the socket runs on its own and ends when the last sender is
-//! dropped, so dropping an idle sender closes its connection.
+//! (http mode). A connection is a [`BackendConn`]: its socket and the
+//! bytes read past the last answer (none while idle); dropping it closes
+//! it.
 //!
 //! The pool hands out the connection idle the shortest time first (the one
 //! the backend is least likely to have closed meanwhile), never one idle
-//! longer than the caller's timeout, and keeps at most the caller's number
-//! of them; a sweep ([`Pool::sweep`]) closes the ones that expired without
-//! being asked for.
+//! longer than the caller's timeout nor one the backend closed, and keeps
+//! at most the caller's number of them; a sweep ([`Pool::sweep`]) closes
+//! the ones that expired without being asked for.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::{Body, Frame, SizeHint};
-use hyper::client::conn::http1::SendRequest;
+use bytes::BytesMut;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// The body of a request sent to a backend: the client's, streamed, with
-/// its bytes counted; or none (a request without a body, or one sent
-/// again after its first try, which only requests without a body are).
+/// A keep-alive connection to a backend.
 #[derive(Debug)]
-pub struct RequestBody {
-    inner: Option<UnsyncBoxBody<Bytes, BoxError>>,
-    counted: Option<Arc<Tally>>,
+pub struct BackendConn {
+    /// The socket (shared with the task writing a request body, while one
+    /// is written).
+    pub socket: Arc<TcpStream>,
+    /// Bytes read and not used yet.
+    pub buf: BytesMut,
 }
 
-/// A body's error, whatever its type.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What passed through a client's request body: its data bytes, and
-/// whether reading it failed (the client's framing was bad, or it left):
-/// then the request failed because of the client, not of the backend.
-#[derive(Debug, Default)]
-pub struct Tally {
-    /// Data bytes read from the client so far.
-    pub bytes: AtomicU64,
-    /// Reading the client's body failed.
-    pub failed: AtomicBool,
-}
-
-impl RequestBody {
-    /// The client's body, its data bytes and a failure to read it noted in
-    /// `counted` as they pass.
-    pub fn streamed(inner: UnsyncBoxBody<Bytes, BoxError>, counted: Arc<Tally>) -> RequestBody {
-        RequestBody {
-            inner: Some(inner),
-            counted: Some(counted),
+impl BackendConn {
+    /// A new connection on `stream`.
+    pub fn new(stream: TcpStream) -> BackendConn {
+        let _ = stream.set_nodelay(true);
+        BackendConn {
+            socket: Arc::new(stream),
+            buf: BytesMut::new(),
         }
     }
 
-    /// No body.
-    pub fn empty() -> RequestBody {
-        RequestBody {
-            inner: None,
-            counted: None,
+    /// Whether an idle connection can take a request: the backend has
+    /// neither closed it nor sent anything unasked. Checked without
+    /// waiting: what the runtime has seen of the socket, and a read only
+    /// when it says there is something.
+    pub fn usable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
         }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = Pin::new(inner).poll_frame(cx);
-        match (&polled, &this.counted) {
-            (Poll::Ready(Some(Ok(frame))), Some(counted)) => {
-                if let Some(data) = frame.data_ref() {
-                    counted
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.socket.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut byte = [0u8; 1];
+                matches!(
+                    self.socket.try_read(&mut byte),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                )
             }
-            (Poll::Ready(Some(Err(_))), Some(counted)) => {
-                counted.failed.store(true, Ordering::Relaxed);
-            }
-            _ => {}
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
-
-/// One connection to a backend, ready for a request.
-pub type Sender = SendRequest<RequestBody>;
 
 /// The idle connections to one backend.
 #[derive(Debug, Default)]
@@ -115,7 +69,7 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: Sender,
+    conn: BackendConn,
     since: Instant,
 }
 
@@ -123,33 +77,35 @@ impl Pool {
     /// The connection idle the shortest time that is not closed and has not
     /// been idle longer than `max_idle`; the expired and closed ones found
     /// on the way are closed.
-    pub fn take(&self, max_idle: Duration) -> Option<Sender> {
+    pub fn take(&self, max_idle: Duration) -> Option<BackendConn> {
         let now = Instant::now();
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         while let Some(found) = idle.pop() {
-            if !found.sender.is_closed() && now.duration_since(found.since) < max_idle {
-                return Some(found.sender);
+            if now.duration_since(found.since) < max_idle && found.conn.usable() {
+                return Some(found.conn);
             }
         }
         None
     }
 
-    /// Keeps `sender` for a later request, unless `max` are kept already
-    /// or it is closed (then it is dropped, which closes it).
-    pub fn put(&self, sender: Sender, max: usize) {
-        if sender.is_closed() {
+    /// Keeps `conn` for a later request, unless `max` are kept already
+    /// or it is not usable (then it is dropped, which closes it).
+    pub fn put(&self, mut conn: BackendConn, max: usize) {
+        if !conn.usable() {
             return;
         }
+        // No buffer held while idle.
+        conn.buf = BytesMut::new();
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < max {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -163,7 +119,7 @@ impl Pool {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < max_idle);
+        idle.retain(|i| now.duration_since(i.since) < max_idle && i.conn.usable());
         idle.len()
     }
 
@@ -189,24 +145,19 @@ impl Pool {
 mod tests {
     use std::time::Duration;
 
-    use hyper_util::rt::TokioIo;
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::{Pool, Sender};
+    use super::{BackendConn, Pool};
 
     /// A connection to a listener that accepts and holds every connection;
-    /// returns the sender and the accepted stream (dropping it closes the
+    /// returns it and the accepted stream (dropping that closes the
     /// connection from the backend's side).
-    async fn connection(listener: &TcpListener) -> (Sender, TcpStream) {
+    async fn connection(listener: &TcpListener) -> (BackendConn, TcpStream) {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        (sender, accepted)
+        (BackendConn::new(stream), accepted)
     }
 
     #[tokio::test]
@@ -215,9 +166,9 @@ mod tests {
         let pool = Pool::default();
         let mut held = Vec::new();
         for _ in 0..3 {
-            let (sender, accepted) = connection(&listener).await;
+            let (conn, accepted) = connection(&listener).await;
             held.push(accepted);
-            pool.put(sender, 2);
+            pool.put(conn, 2);
         }
         assert_eq!(pool.len(), 2);
         assert!(pool.take(Duration::from_secs(60)).is_some());
@@ -229,23 +180,39 @@ mod tests {
     async fn an_expired_connection_is_never_handed_out_and_the_sweep_closes_it() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pool = Pool::default();
-        let (sender, _accepted) = connection(&listener).await;
-        pool.put(sender, 8);
+        let (conn, _accepted) = connection(&listener).await;
+        pool.put(conn, 8);
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(pool.sweep(Duration::from_secs(30)), 0);
-        let (sender, _accepted2) = connection(&listener).await;
-        pool.put(sender, 8);
+        let (conn, _accepted2) = connection(&listener).await;
+        pool.put(conn, 8);
         tokio::time::advance(Duration::from_secs(31)).await;
         assert!(pool.take(Duration::from_secs(30)).is_none());
         assert_eq!(pool.len(), 0);
     }
 
     #[tokio::test]
+    async fn a_connection_the_backend_sent_unasked_bytes_on_is_skipped() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::default();
+        let (conn, mut accepted) = connection(&listener).await;
+        pool.put(conn, 8);
+        accepted.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        crate::testing::eventually("the pool sees the bytes", || async {
+            pool.sweep(Duration::from_secs(60)) == 0
+        })
+        .await;
+        assert!(pool.take(Duration::from_secs(60)).is_none());
+        drop(accepted);
+    }
+
+    #[tokio::test]
     async fn a_connection_the_backend_closed_is_skipped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pool = Pool::default();
-        let (sender, accepted) = connection(&listener).await;
-        pool.put(sender, 8);
+        let (conn, accepted) = connection(&listener).await;
+        pool.put(conn, 8);
         drop(accepted);
         crate::testing::eventually("the pool sees the close", || async {
             pool.sweep(Duration::from_secs(60)) == 0

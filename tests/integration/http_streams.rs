@@ -254,3 +254,34 @@ fn clients_sending_their_heads_slowly_do_not_hold_up_others() {
     }
     assert_eq!(a.seen().len(), 70);
 }
+
+#[test]
+fn an_answer_that_comes_before_the_upload_ends_reaches_the_client_whose_connection_then_closes() {
+    let a = HttpBackend::start("a");
+    let balancer = Balancer::start(&http_config(&[&a], ""), Format::Toml);
+    let mut client = Client::connect(balancer.addr("web"));
+    // The head and the first 64 KiB of an 8 MiB upload; the backend
+    // answers 413 on the head alone.
+    let body = pattern(8 << 20);
+    let mut raw = format!(
+        "PUT /upload HTTP/1.1\r\nHost: example.test\r\nx-reply-early: 1\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body[..64 << 10]);
+    client.send(&raw);
+    let answer = client.answer();
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert_eq!(answer.body, b"too large", "{answer:?}");
+    // The rest of the upload was never read: the client's connection
+    // closes after the answer rather than taking it for a request.
+    assert!(
+        client.rest_until_closed(DEADLINE).is_some(),
+        "the client connection stayed open after an answer to an unread upload"
+    );
+    // The balancer serves on.
+    let mut next = Client::connect(balancer.addr("web"));
+    next.send(b"GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_eq!(next.answer().status, 200);
+}

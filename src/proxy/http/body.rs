@@ -9,9 +9,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use super::Finish;
+use super::h1::client::{BackendBody, BodyError};
 
 /// What a client is answered with.
 pub type ResponseBody = Either<Relayed, Full<Bytes>>;
@@ -27,14 +28,14 @@ pub fn local(text: &'static str) -> ResponseBody {
 /// a connection that completed its exchange back to the pool.
 #[derive(Debug)]
 pub struct Relayed {
-    inner: Incoming,
+    inner: BackendBody,
     finish: Option<Finish>,
     bytes: u64,
 }
 
 impl Relayed {
     /// `inner`, finished by `finish`.
-    pub fn new(inner: Incoming, finish: Finish) -> Relayed {
+    pub fn new(inner: BackendBody, finish: Finish) -> Relayed {
         Relayed {
             inner,
             finish: Some(finish),
@@ -44,19 +45,24 @@ impl Relayed {
 
     fn done(&mut self, complete: bool) {
         if let Some(finish) = self.finish.take() {
-            finish.done(complete, self.bytes);
+            let reusable = if complete {
+                self.inner.reusable()
+            } else {
+                None
+            };
+            finish.done(complete, self.bytes, reusable);
         }
     }
 }
 
 impl Body for Relayed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

@@ -21,11 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,11 +33,13 @@ use crate::backend::{Backend, ConnectionGuard};
 use crate::config::HttpSettings;
 use crate::health::passive;
 use crate::net::connect::ConnectError;
-use crate::net::pool::{BoxError, RequestBody, Sender, Tally};
+use crate::net::pool::BackendConn;
 use crate::proxy::connect::{Attempts, NoBackend, connect_to};
 use crate::state::{ListenerSlot, Snapshot};
 use body::{Relayed, ResponseBody};
 use h1::body::ClientBody;
+use h1::client::{self, Answer, Failure, Outgoing, Tally};
+use h1::codec::{self, RequestFraming};
 use upgrade::UpgradeTo;
 
 /// What every request of one client connection shares.
@@ -214,43 +214,46 @@ pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<R
     if let Some(protocol) = &upgrade {
         upgrade::mark(req.headers_mut(), protocol.clone());
     }
-    let method = req.method().clone();
     let (parts, incoming) = req.into_parts();
+    let head_request = parts.method == Method::HEAD;
     // A request without a body can be sent again as it is; one with a body
     // cannot once its first try has read from it.
     let bodiless = incoming.is_end_stream();
-    let counted = (!bodiless).then(|| Arc::new(Tally::default()));
-    let body = match &counted {
-        None => RequestBody::empty(),
-        Some(counted) => RequestBody::streamed(
-            incoming.map_err(BoxError::from).boxed_unsync(),
-            Arc::clone(counted),
-        ),
+    let framing = match incoming.size_hint().exact() {
+        _ if bodiless => RequestFraming::None,
+        Some(length) => RequestFraming::Length(length),
+        None => RequestFraming::Chunked,
     };
-    let replay = (bodiless && idempotent(&method)).then(|| parts.clone());
+    let tally = (!bodiless).then(|| Arc::new(Tally::default()));
+    let mut outgoing = tally.as_ref().map(|tally| Outgoing {
+        body: incoming,
+        chunked: framing == RequestFraming::Chunked,
+        tally: Arc::clone(tally),
+    });
+    let replayable = bodiless && idempotent(&parts.method);
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // An HTTP/1.0 request may come without a Host: it gets the address of
     // the backend it goes to, as nginx gives `$proxy_host`.
     let needs_host = !parts.headers.contains_key(header::HOST);
-    let mut outgoing = Some(Request::from_parts(parts, body));
+    let mut head = Vec::with_capacity(512);
+    codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
 
     let mut attempts = Attempts::new(&state);
     let mut retries = 0u32;
     let mut timed_out = false;
     let client_ip = conn.client.ip();
     while let Some(backend) = attempts.next(&state, client_ip) {
-        let (mut sender, reused) = match conn.settings.max_idle_per_backend {
-            0 => (None, false),
-            _ => {
-                let pooled = backend.pool.take(conn.settings.backend_idle_timeout);
-                let reused = pooled.is_some();
-                (pooled, reused)
-            }
+        let pooled = match conn.settings.max_idle_per_backend {
+            0 => None,
+            _ => backend.pool.take(conn.settings.backend_idle_timeout),
         };
-        if sender.is_none() {
+        let reused = pooled.is_some();
+        let backend_conn = match pooled {
+            Some(pooled) => pooled,
             // Boxed: opening is the rare case with keep-alive, and its
             // state would widen every request's future.
-            match Box::pin(open(&state, backend)).await {
-                Ok(opened) => sender = Some(opened),
+            None => match Box::pin(open(&state, backend)).await {
+                Ok(opened) => opened,
                 Err(NoBackend::Local(_)) => {
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -267,34 +270,24 @@ pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<R
                     retries += 1;
                     continue;
                 }
-            }
-        }
-        let Some(mut sender) = sender else { continue };
-        if reused && sender.ready().await.is_err() {
-            // Closed before anything was sent: another backend.
-            retries += 1;
-            continue;
-        }
-        let Some(mut request) = outgoing.take().or_else(|| {
-            replay
-                .clone()
-                .map(|parts| Request::from_parts(parts, RequestBody::empty()))
-        }) else {
-            break;
+            },
         };
         if needs_host {
+            let mut headers = parts.headers.clone();
             if let Ok(host) = HeaderValue::from_str(&backend.address) {
-                request.headers_mut().insert(header::HOST, host);
+                headers.insert(header::HOST, host);
             }
+            head.clear();
+            codec::encode_request_head(&mut head, &parts.method, target, &headers, framing);
         }
         let guard = ConnectionGuard::new(Arc::clone(backend));
         let sent_at = Instant::now();
         let sent = tokio::time::timeout(
             conn.settings.response_timeout,
-            sender.try_send_request(request),
+            client::send(backend_conn, &head, outgoing.take(), head_request),
         )
         .await;
-        match sent {
+        let failure = match sent {
             Err(_elapsed) => {
                 return local(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -303,80 +296,111 @@ pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<R
                     logged,
                 );
             }
-            Ok(Ok(mut response)) => {
+            Ok(Ok(Answer { head: answer, body })) => {
                 let now = Instant::now();
+                let status = answer.status;
                 passive::answered(
                     &state.config.name,
                     backend,
                     &state.backends,
-                    response.status().as_u16(),
+                    status.as_u16(),
                     now - sent_at,
                     now,
                 );
-                let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let finish = Finish {
                     conn: Arc::clone(&conn),
                     guard,
-                    sender: (!switching).then_some(sender),
                     started,
-                    status: response.status().as_u16(),
+                    status: status.as_u16(),
                     logged,
                     retries,
-                    bytes_in: counted,
+                    bytes_in: tally,
                 };
-                if switching && upgrade.is_some() {
-                    let backend_upgrade = hyper::upgrade::on(&mut response);
-                    let protocol = response.headers().get(header::UPGRADE).cloned();
-                    let (mut parts, _) = response.into_parts();
-                    headers::remove_hop_by_hop(&mut parts.headers);
-                    if let Some(protocol) = protocol.or(upgrade) {
+                let mut response = Response::new(());
+                *response.status_mut() = status;
+                *response.headers_mut() = answer.headers;
+                let (mut parts, ()) = response.into_parts();
+                headers::remove_hop_by_hop(&mut parts.headers);
+                if status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
+                    let protocol = answer_protocol(&parts.headers, upgrade);
+                    let Some(backend_side) = body.upgraded() else {
+                        finish.done(false, 0, None);
+                        return conn.answer(
+                            StatusCode::BAD_GATEWAY,
+                            "bad gateway: the backend switched protocols before the request's end\n",
+                            true,
+                            started,
+                            None,
+                        );
+                    };
+                    if let Some(protocol) = protocol {
                         upgrade::mark(&mut parts.headers, protocol);
                     }
                     parts
                         .extensions
                         .insert(upgrade::PendingUpgrade::new(UpgradeTo {
-                            backend: backend_upgrade,
+                            backend: backend_side,
                             finish,
                             idle_timeout: state.config.idle_timeout,
                         }));
                     return Response::from_parts(parts, body::local(""));
                 }
-                return relay(response, finish);
+                return Response::from_parts(
+                    parts,
+                    http_body_util::Either::Left(Relayed::new(body, finish)),
+                );
             }
-            Ok(Err(mut failed)) => {
-                tracing::debug!(backend = %backend.address, error = %failed.error(), reused, "request to a backend failed");
-                if let Some(back) = failed.take_message() {
-                    // Never sent: as if the connect had failed.
-                    outgoing = Some(back);
-                    retries += 1;
-                    continue;
-                }
-                if counted
-                    .as_ref()
-                    .is_some_and(|c| c.failed.load(Ordering::Relaxed))
-                {
-                    // The client's body could not be read (bad chunked
-                    // framing, or the client left): its fault, not the
-                    // backend's.
-                    return local(
-                        StatusCode::BAD_REQUEST,
-                        "bad request: the request body is malformed or incomplete\n",
-                        true,
-                        logged,
-                    );
-                }
-                // A reused connection the backend closed before answering
-                // (its keep-alive ran out as the request went): an
-                // idempotent bodiless request goes again. An answer that
-                // came and was garbage is not retried.
-                let error = failed.error();
-                if reused && replay.is_some() && !error.is_parse() && !error.is_user() {
-                    retries += 1;
-                    continue;
-                }
+            Ok(Err(failure)) => failure,
+        };
+        if tally
+            .as_ref()
+            .is_some_and(|t| t.failed.load(Ordering::Relaxed))
+        {
+            // The client's body could not be read (bad chunked framing, or
+            // the client left): its fault, not the backend's.
+            return local(
+                StatusCode::BAD_REQUEST,
+                "bad request: the request body is malformed or incomplete\n",
+                true,
+                logged,
+            );
+        }
+        match failure {
+            Failure::NotSent(back) => {
+                // Nothing reached the backend: as if the connect had failed.
+                tracing::debug!(backend = %backend.address, reused, "request to a backend not sent");
+                outgoing = back;
+                retries += 1;
+            }
+            Failure::ClientBody => {
+                return local(
+                    StatusCode::BAD_REQUEST,
+                    "bad request: the request body is malformed or incomplete\n",
+                    true,
+                    logged,
+                );
+            }
+            // A reused connection the backend closed before answering (its
+            // keep-alive ran out as the request went): an idempotent
+            // bodiless request goes again.
+            Failure::NoAnswer if reused && replayable => {
+                tracing::debug!(backend = %backend.address, "reused connection closed without an answer; sending again");
+                retries += 1;
+            }
+            Failure::NoAnswer => {
                 return local(
                     StatusCode::BAD_GATEWAY,
                     "bad gateway: the backend closed the connection without an answer\n",
+                    false,
+                    logged,
+                );
+            }
+            // An answer that came and was garbage is not retried.
+            Failure::BadAnswer(why) => {
+                tracing::debug!(backend = %backend.address, why, "backend answer refused");
+                return local(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: the backend's answer is not valid HTTP\n",
                     false,
                     logged,
                 );
@@ -407,10 +431,9 @@ pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<R
     )
 }
 
-/// A new connection to `backend`: connected (counted and reported as the
-/// tcp mode's connects are), then the HTTP/1.1 handshake, its driving task
-/// spawned.
-async fn open(state: &Snapshot, backend: &Backend) -> Result<Sender, NoBackend> {
+/// A new connection to `backend` (counted and reported as the tcp mode's
+/// connects are).
+async fn open(state: &Snapshot, backend: &Backend) -> Result<BackendConn, NoBackend> {
     let stream = connect_to(state, backend, false).await.map_err(|err| {
         if err.is_local() {
             NoBackend::Local(err)
@@ -421,22 +444,13 @@ async fn open(state: &Snapshot, backend: &Backend) -> Result<Sender, NoBackend> 
             }
         }
     })?;
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| NoBackend::Unreachable {
-            attempts: 1,
-            last: Some((
-                backend.address.clone(),
-                ConnectError::Io(std::io::Error::other(err)),
-            )),
-        })?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            tracing::debug!(error = %err, "backend connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(BackendConn::new(stream))
+}
+
+/// The protocol a `101` switches to: the backend's `Upgrade`, else the
+/// one the client asked for.
+fn answer_protocol(headers: &hyper::HeaderMap, asked: Option<HeaderValue>) -> Option<HeaderValue> {
+    headers.get(header::UPGRADE).cloned().or(asked)
 }
 
 /// Makes `req` the request its backend gets: origin-form target, HTTP/1.1,
@@ -472,25 +486,12 @@ fn prepare(req: &mut Request<ClientBody>, client: &headers::Forwarding) {
     headers::add_forwarding(headers, client);
 }
 
-/// The backend's answer on its way to the client: hop-by-hop headers out,
-/// the body streamed and finished by `finish`.
-fn relay(response: Response<Incoming>, finish: Finish) -> Response<ResponseBody> {
-    let (mut parts, incoming) = response.into_parts();
-    headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(
-        parts,
-        http_body_util::Either::Left(Relayed::new(incoming, finish)),
-    )
-}
-
 /// A request's bookkeeping once its answer is sent (or abandoned).
 #[derive(Debug)]
 pub struct Finish {
     conn: Arc<Conn>,
     /// Counts the request as outstanding on its backend until dropped.
     guard: ConnectionGuard,
-    /// The connection, given back to the pool when the exchange completed.
-    sender: Option<Sender>,
     started: Instant,
     status: u16,
     /// Method and target, when the access log is on.
@@ -507,8 +508,9 @@ impl Finish {
     }
 
     /// The answer ended after `bytes_out` body bytes: `complete` when its
-    /// last byte was sent, so the connection can serve another request.
-    pub fn done(mut self, complete: bool, bytes_out: u64) {
+    /// last byte was sent; `reusable`, the backend connection when it can
+    /// serve another request.
+    pub fn done(mut self, complete: bool, bytes_out: u64, reusable: Option<BackendConn>) {
         let duration = self.started.elapsed();
         let backend = Arc::clone(self.guard.backend());
         let bytes_in = self
@@ -520,10 +522,10 @@ impl Finish {
             .bytes_in
             .fetch_add(bytes_in, Ordering::Relaxed);
         backend.stats.record_response(self.status, duration);
-        if let (true, Some(sender)) = (complete, self.sender.take()) {
+        if let (true, Some(reusable)) = (complete, reusable) {
             backend
                 .pool
-                .put(sender, self.conn.settings.max_idle_per_backend);
+                .put(reusable, self.conn.settings.max_idle_per_backend);
         }
         self.conn.log(
             self.logged.take(),

@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderValue};
-use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -38,8 +36,8 @@ pub fn mark(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// relay once it has sent the `101` on (in the answer's extensions).
 #[derive(Debug)]
 pub struct UpgradeTo {
-    /// The backend's connection, once hyper hands it over.
-    pub backend: OnUpgrade,
+    /// The backend's connection, with the bytes it sent past the `101`.
+    pub backend: (TcpStream, Vec<u8>),
     /// The request's bookkeeping, finished when the relay ends.
     pub finish: Finish,
     /// The listener's `idle_timeout`, which the relay keeps.
@@ -82,21 +80,18 @@ impl UpgradeTo {
             finish,
             idle_timeout,
         } = self;
-        let Some((mut backend, backend_early)) = backend.await.ok().and_then(backend_socket) else {
-            finish.done(false, 0);
-            return;
-        };
+        let (mut backend, backend_early) = backend;
         let mut moved = Moved::default();
         if !early.is_empty() {
             if backend.write_all(&early).await.is_err() {
-                finish.done(false, 0);
+                finish.done(false, 0, None);
                 return;
             }
             moved.bytes_in = early.len() as u64;
         }
         if !backend_early.is_empty() {
             if client.write_all(&backend_early).await.is_err() {
-                finish.done(false, 0);
+                finish.done(false, 0, None);
                 return;
             }
             moved.bytes_out = backend_early.len() as u64;
@@ -107,11 +102,4 @@ impl UpgradeTo {
             tcp::relay(client, backend, &options, &backend_ref.stats, &close, moved).await;
         finish.done_upgraded(matches!(outcome, tcp::Outcome::Done), moved);
     }
-}
-
-/// The backend's socket out of hyper, and the bytes hyper had read past
-/// the `101`.
-fn backend_socket(upgraded: Upgraded) -> Option<(TcpStream, Vec<u8>)> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
-    Some((parts.io.into_inner(), parts.read_buf.to_vec()))
 }

@@ -21,6 +21,8 @@
 //!   added to the answer, as written;
 //! - `x-reply-garbage: 1`: answers bytes that are not HTTP, then closes;
 //! - `x-reply-drop: 1`: closes without answering;
+//! - `x-reply-early: 1`: answers `413` with `connection: close` before
+//!   reading the body, then reads and drops the rest until the peer closes;
 //! - `x-reply-drop-reused: NAME`: the backend named NAME closes without
 //!   answering when the request is not the first on its connection (a
 //!   kept-alive connection the backend closed just as it was reused);
@@ -197,6 +199,22 @@ async fn connection(mut stream: TcpStream, index: usize, shared: Arc<Shared>) {
         let mut request = parse_head(index, &head_bytes);
         if request.bad {
             record(&shared, request);
+            return;
+        }
+        if request.header("x-reply-early").is_some() {
+            // Answers before reading the body, as a backend refusing an
+            // upload does, then reads (and drops) what comes until the
+            // peer closes.
+            let answer = b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large";
+            record(&shared, request);
+            let _ = stream.write_all(answer).await;
+            let mut sink = [0u8; 16384];
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+                shared.received.fetch_add(n, Ordering::SeqCst);
+            }
             return;
         }
         if !read_body(&mut stream, &mut buf, &mut request, &shared).await {

@@ -865,6 +865,157 @@ pub fn encode_response_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// How a request goes to a backend: its body's framing there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body: framing headers as they are (a `Content-Length: 0` kept).
+    None,
+    /// A body of this many bytes.
+    Length(u64),
+    /// A chunked body.
+    Chunked,
+}
+
+/// Appends a request head for a backend: `method target HTTP/1.1`, the
+/// header fields (less `Transfer-Encoding` and `Content-Length`, which
+/// `framing` writes again), the blank line.
+pub fn encode_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        let skip = *name == header::TRANSFER_ENCODING
+            || (*name == header::CONTENT_LENGTH && framing != RequestFraming::None);
+        if !skip {
+            write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(length) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, length);
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a backend's answer body is delimited (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFraming {
+    /// No body (a `HEAD` request, 1xx, 204, 304, or a length of 0).
+    None,
+    /// This many bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the backend closes the connection.
+    Close,
+}
+
+/// A backend's answer head.
+#[derive(Debug)]
+pub struct AnswerHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: AnswerFraming,
+    /// The backend keeps the connection open after this answer.
+    pub keep_alive: bool,
+}
+
+/// Why a backend's answer head is refused (a 502 for the client).
+pub type AnswerRefusal = &'static str;
+
+/// Parses a backend's answer head at the start of `buf`, removing it from
+/// `buf` when complete (`Ok(None)`: incomplete). `head_request`: the
+/// request was a `HEAD`, so the answer has no body whatever it says.
+pub fn parse_answer(
+    buf: &mut BytesMut,
+    max_bytes: usize,
+    head_request: bool,
+) -> Result<Option<AnswerHead>, AnswerRefusal> {
+    let window = buf.get(..max_bytes).unwrap_or(buf.as_ref());
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut answer = httparse::Response::new(&mut stack);
+    let len = match answer.parse(window) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= max_bytes => {
+            return Err("the answer head is too large");
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("the answer is not HTTP/1.x"),
+    };
+    let version = match answer.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let status = StatusCode::from_u16(answer.code.unwrap_or(0))
+        .map_err(|_| "the answer's status is not valid")?;
+    let fields = &*answer.headers;
+    let connection = ConnectionTokens::of(fields);
+    let keep_alive = if version == Version::HTTP_11 {
+        !connection.close
+    } else {
+        connection.keep_alive && !connection.close
+    };
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        AnswerFraming::None
+    } else if has_field(fields, "transfer-encoding") {
+        let chunked_last = field_values(fields, "transfer-encoding")
+            .flat_map(elements)
+            .filter(|c| !c.is_empty())
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        if chunked_last {
+            AnswerFraming::Chunked
+        } else {
+            AnswerFraming::Close
+        }
+    } else {
+        match content_length(field_values(fields, "content-length")) {
+            Ok(Some(0)) => AnswerFraming::None,
+            Ok(Some(length)) => AnswerFraming::Length(length),
+            Ok(None) => AnswerFraming::Close,
+            Err(_) => return Err("the answer's Content-Length is not valid"),
+        }
+    };
+    let ranges = fields
+        .iter()
+        .map(|field| {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| "a header name of the answer is not valid")?;
+            Ok((name, range_in(window, field.value)))
+        })
+        .collect::<Result<Vec<_>, AnswerRefusal>>()?;
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(ranges.len());
+    for (name, range) in ranges {
+        let value = share(&head, range)
+            .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+            .ok_or("a header value of the answer is not valid")?;
+        headers.append(name, value);
+    }
+    Ok(Some(AnswerHead {
+        status,
+        headers,
+        framing,
+        keep_alive: keep_alive && framing != AnswerFraming::Close,
+    }))
+}
+
 /// Appends one chunk: `{size:x}\r\n{data}\r\n`; nothing for empty data
 /// (an empty chunk would end the body).
 pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {

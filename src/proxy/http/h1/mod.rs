@@ -23,6 +23,7 @@
 //!    request's body was read to its end; else close.
 
 pub mod body;
+pub mod client;
 pub mod codec;
 
 use std::future::Future;
@@ -204,7 +205,7 @@ async fn next_head(conn: &Conn, socket: &TcpStream) -> Next {
         }
         let mut reader = lock(&conn.reader);
         reader.buf.reserve(READ_CHUNK);
-        match socket.try_read_buf(&mut reader.buf) {
+        match body::read_some(socket, &mut reader.buf) {
             Ok(0) => {
                 return if reader.buf.is_empty() {
                     Next::Close
