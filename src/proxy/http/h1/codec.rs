@@ -164,6 +164,10 @@ struct Layout {
     upgrade: bool,
 }
 
+/// Header fields a request gains on its way to a backend
+/// (`X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `TE`).
+const FORWARDING_ROOM: usize = 4;
+
 /// How many header slots live on the stack; more come from the heap.
 const STACK_HEADERS: usize = 128;
 
@@ -234,8 +238,10 @@ fn scan_head(window: &[u8], max_headers: usize) -> Result<Option<Layout>, Refusa
 fn build_head(head: &Bytes, layout: Layout) -> Result<RequestHead, Refusal> {
     let target = share(head, layout.target).ok_or(BAD_TARGET)?;
     let uri = Uri::from_maybe_shared(target).map_err(|_| BAD_TARGET)?;
-    let mut headers =
-        HeaderMap::try_with_capacity(layout.fields.len()).map_err(|_| TOO_MANY_HEADERS)?;
+    // Room for the forwarding headers the request gets on its way, so
+    // adding them does not grow the map.
+    let room = layout.fields.len() + FORWARDING_ROOM;
+    let mut headers = HeaderMap::try_with_capacity(room).map_err(|_| TOO_MANY_HEADERS)?;
     for (name, range) in layout.fields {
         let value = share(head, range).ok_or(BAD_VALUE)?;
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| BAD_VALUE)?;
