@@ -191,7 +191,14 @@ fn idempotent(method: &Method) -> bool {
 /// The answer to one request (never fails: errors are answers). An
 /// upgrade the backend accepted (`101`) comes with an [`UpgradeTo`] in the
 /// answer's extensions, for the connection to relay once it has sent it.
-pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<ResponseBody> {
+///
+/// `deadline` is the connection's timer, moved to `response_timeout` from
+/// each try's start.
+pub async fn answer(
+    conn: Arc<Conn>,
+    mut req: Request<ClientBody>,
+    mut deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let logged = conn
         .slot
@@ -282,11 +289,14 @@ pub async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<R
         }
         let guard = ConnectionGuard::new(Arc::clone(backend));
         let sent_at = Instant::now();
-        let sent = tokio::time::timeout(
-            conn.settings.response_timeout,
-            client::send(backend_conn, &head, outgoing.take(), head_request),
-        )
-        .await;
+        deadline
+            .as_mut()
+            .reset(sent_at + conn.settings.response_timeout);
+        let sent = tokio::select! {
+            biased;
+            sent = client::send(backend_conn, &head, outgoing.take(), head_request) => Ok(sent),
+            () = deadline.as_mut() => Err(()),
+        };
         let failure = match sent {
             Err(_elapsed) => {
                 return local(

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::body::{ClientBody, read_some};
 use super::codec::{self, AnswerFraming, AnswerHead, Chunk, ChunkedDecoder};
-use super::{MAX_CHUNK_LINE, READ_CHUNK, write_all};
+use super::{HEAD_READ, MAX_CHUNK_LINE, READ_CHUNK, write_all};
 use crate::net::pool::BackendConn;
 
 /// The largest answer head taken from a backend (as hyper's client: more is
@@ -131,7 +131,7 @@ pub async fn send(
             Ok(Err(_)) => return Err(Failure::NoAnswer),
             Ok(Ok(())) => {}
         }
-        conn.buf.reserve(READ_CHUNK);
+        conn.buf.reserve(HEAD_READ);
         match read_some(socket, &mut conn.buf) {
             Ok(0) if got_any => return Err(Failure::BadAnswer("the answer head was cut short")),
             Ok(0) => return Err(Failure::NoAnswer),

@@ -164,6 +164,10 @@ struct Layout {
     upgrade: bool,
 }
 
+/// Header fields a request gains on its way to a backend
+/// (`X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `TE`).
+const FORWARDING_ROOM: usize = 4;
+
 /// How many header slots live on the stack; more come from the heap.
 const STACK_HEADERS: usize = 128;
 
@@ -234,8 +238,10 @@ fn scan_head(window: &[u8], max_headers: usize) -> Result<Option<Layout>, Refusa
 fn build_head(head: &Bytes, layout: Layout) -> Result<RequestHead, Refusal> {
     let target = share(head, layout.target).ok_or(BAD_TARGET)?;
     let uri = Uri::from_maybe_shared(target).map_err(|_| BAD_TARGET)?;
-    let mut headers =
-        HeaderMap::try_with_capacity(layout.fields.len()).map_err(|_| TOO_MANY_HEADERS)?;
+    // Room for the forwarding headers the request gets on its way, so
+    // adding them does not grow the map.
+    let room = layout.fields.len() + FORWARDING_ROOM;
+    let mut headers = HeaderMap::try_with_capacity(room).map_err(|_| TOO_MANY_HEADERS)?;
     for (name, range) in layout.fields {
         let value = share(head, range).ok_or(BAD_VALUE)?;
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| BAD_VALUE)?;
@@ -2085,5 +2091,131 @@ mod tests {
             push_hex(&mut out, n);
             assert_eq!(out, format!("{n:x}").as_bytes());
         }
+    }
+
+    /// `raw` parsed as a backend's answer: its status, framing and
+    /// keep-alive, or the refusal; and what `buf` holds after it.
+    fn answer(
+        raw: &[u8],
+        head_request: bool,
+    ) -> Result<(u16, AnswerFraming, bool, Vec<u8>), &'static str> {
+        let mut buf = BytesMut::from(raw);
+        let head = parse_answer(&mut buf, 1024, head_request)?.ok_or("incomplete")?;
+        Ok((
+            head.status.as_u16(),
+            head.framing,
+            head.keep_alive,
+            buf.to_vec(),
+        ))
+    }
+
+    #[test]
+    fn answer_framing_follows_rfc_9112_6_3() {
+        use AnswerFraming::{Chunked, Close, Length, None as NoBody};
+        let cases: [(&[u8], bool, u16, AnswerFraming, bool); 10] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                false,
+                200,
+                Length(5),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                200,
+                NoBody,
+                true,
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                false,
+                204,
+                NoBody,
+                true,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\n\r\n",
+                false,
+                304,
+                NoBody,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+                false,
+                200,
+                Chunked,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                200,
+                Close,
+                false,
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", false, 200, Close, false),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                false,
+                200,
+                NoBody,
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                200,
+                Length(1),
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
+                false,
+                200,
+                Length(1),
+                true,
+            ),
+        ];
+        for (raw, head_request, status, framing, keep_alive) in cases {
+            let parsed = answer(raw, head_request).expect("parsed");
+            assert_eq!(
+                (parsed.0, parsed.1, parsed.2),
+                (status, framing, keep_alive),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // The head is taken out of the buffer; the body stays.
+        let (.., rest) =
+            answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false).unwrap();
+        assert_eq!(rest, b"hello");
+    }
+
+    #[test]
+    fn answers_that_are_not_http_or_too_large_are_refused_and_partial_ones_wait() {
+        for raw in [
+            &b"this is not http\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\n",
+            b"HTTP/1.1 99 Odd\r\n\r\n",
+        ] {
+            assert!(
+                answer(raw, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let mut large = b"HTTP/1.1 200 OK\r\n".to_vec();
+        large.extend_from_slice(format!("x-big: {}\r\n", "a".repeat(2000)).as_bytes());
+        assert_eq!(
+            answer(&large, false).err(),
+            Some("the answer head is too large")
+        );
+        assert_eq!(
+            answer(b"HTTP/1.1 200 OK\r\nContent-Le", false).err(),
+            Some("incomplete")
+        );
     }
 }

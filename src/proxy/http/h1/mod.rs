@@ -27,6 +27,7 @@ pub mod client;
 pub mod codec;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -36,6 +37,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 use super::body::ResponseBody;
 use super::upgrade::{PendingUpgrade, UpgradeTo};
@@ -50,8 +52,12 @@ const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line of a chunked body (with its extensions).
 const MAX_CHUNK_LINE: usize = 4096;
 
-/// How much is read from the socket at a time, at most.
+/// How much is read from the socket at a time, at most, for a body.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// The room a head is first read into: enough for most heads, and small
+/// enough for the allocator's fast path (a larger head grows the buffer).
+const HEAD_READ: usize = 4 * 1024;
 
 /// Answer bytes gathered before they are written.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -79,13 +85,18 @@ pub fn serve(conn: Arc<Conn>) -> impl Future<Output = ()> + Send {
         let Some(socket) = lock(&conn.reader).socket.clone() else {
             return;
         };
+        // One timer for the connection's life, moved for each wait (a
+        // head, an answer): moving a deadline later touches no shared
+        // timer state, where a new timer per wait would.
+        let deadline = tokio::time::sleep(conn.settings.request_header_timeout);
+        tokio::pin!(deadline);
         loop {
-            let next = next_head(&conn, &socket).await;
+            let next = next_head(&conn, &socket, deadline.as_mut()).await;
             // Boxed: an idle connection's task then holds only the idle
             // wait's state, and the largest state of an exchange (hyper's
             // client futures) is allocated only while a request is in
             // flight.
-            match Box::pin(step(next, &conn, &socket)).await {
+            match Box::pin(step(next, &conn, &socket, deadline.as_mut())).await {
                 Step::Next => {}
                 Step::Close => {
                     // The socket closes now, even if a late request body
@@ -138,7 +149,7 @@ fn relay(
 }
 
 /// Answers what [`next_head`] found.
-async fn step(next: Next, conn: &Arc<Conn>, socket: &TcpStream) -> Step {
+async fn step(next: Next, conn: &Arc<Conn>, socket: &TcpStream, deadline: Pin<&mut Sleep>) -> Step {
     let head = match next {
         Next::Head(head) => head,
         Next::Close => return Step::Close,
@@ -148,17 +159,18 @@ async fn step(next: Next, conn: &Arc<Conn>, socket: &TcpStream) -> Step {
             return Step::Close;
         }
     };
-    exchange(*head, socket, conn).await
+    exchange(*head, socket, conn, deadline).await
 }
 
 /// Waits for the next request head (see the module doc, steps 1 and 2).
 /// While idle, the wait holds a timer and a cancellation and waits on the
 /// socket's readiness directly: a kept-alive connection costs little more
 /// than its task.
-async fn next_head(conn: &Conn, socket: &TcpStream) -> Next {
+async fn next_head(conn: &Conn, socket: &TcpStream, mut deadline: Pin<&mut Sleep>) -> Next {
     let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
-    let deadline = tokio::time::sleep(conn.settings.request_header_timeout);
-    tokio::pin!(deadline);
+    deadline
+        .as_mut()
+        .reset(Instant::now() + conn.settings.request_header_timeout);
     loop {
         let waiting = {
             let mut reader = lock(&conn.reader);
@@ -204,7 +216,7 @@ async fn next_head(conn: &Conn, socket: &TcpStream) -> Next {
             }
         }
         let mut reader = lock(&conn.reader);
-        reader.buf.reserve(READ_CHUNK);
+        reader.buf.reserve(HEAD_READ);
         match body::read_some(socket, &mut reader.buf) {
             Ok(0) => {
                 return if reader.buf.is_empty() {
@@ -225,7 +237,12 @@ async fn next_head(conn: &Conn, socket: &TcpStream) -> Next {
 
 /// One request and its answer (steps 3 to 5). `None`: close the
 /// connection.
-async fn exchange(head: codec::RequestHead, write: &TcpStream, conn: &Arc<Conn>) -> Step {
+async fn exchange(
+    head: codec::RequestHead,
+    write: &TcpStream,
+    conn: &Arc<Conn>,
+    deadline: Pin<&mut Sleep>,
+) -> Step {
     let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
     let method_head = head.method == Method::HEAD;
     let version = head.version;
@@ -261,7 +278,7 @@ async fn exchange(head: codec::RequestHead, write: &TcpStream, conn: &Arc<Conn>)
         request.headers_mut().remove(header::UPGRADE);
     }
 
-    let answering = answer(Arc::clone(conn), request);
+    let answering = answer(Arc::clone(conn), request, deadline);
     tokio::pin!(answering);
     let mut response = loop {
         tokio::select! {
