@@ -26,7 +26,7 @@ pub const CONFIG_REFERENCE: &str = include_str!("../docs/config.md");
 /// subcommand, never both (see [`Cli`]).
 const USAGE: &str = "balancer [OPTIONS] <CONFIG>\n       balancer [OPTIONS] <COMMAND>";
 
-/// balancer: a fast TCP load balancer.
+/// balancer: a fast TCP and HTTP load balancer.
 ///
 /// Reads the native TOML config (CONFIG ending in .toml) or the seed
 /// project's INI `setup.cfg` (any other name).
