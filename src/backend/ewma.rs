@@ -22,14 +22,14 @@
 //! estimate never grows by being read.
 //!
 //! [`PeakEwma`] shares one `Ewma` between the connection tasks that write
-//! samples and the balancer that reads it on every pick: an `ArcSwap`, so
-//! a read is lock-free and sees one whole estimate, and concurrent writes
-//! each apply (a compare-and-swap loop, `rcu`).
+//! samples and the balancer that reads it on every pick: behind a mutex
+//! held for a few arithmetic operations, so a read sees one whole estimate
+//! and concurrent writes each apply, with no allocation per sample (an
+//! http listener writes one per request).
 
-use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 /// The smallest decay time used; a shorter one (including zero) is raised
@@ -130,7 +130,7 @@ impl Ewma {
 /// and read by the balancer (see the module doc).
 #[derive(Debug)]
 pub struct PeakEwma {
-    current: ArcSwap<Ewma>,
+    current: Mutex<Ewma>,
 }
 
 // === impl PeakEwma ===
@@ -139,30 +139,37 @@ impl PeakEwma {
     /// No sample yet, decaying with `decay`.
     pub fn new(decay: Duration) -> PeakEwma {
         PeakEwma {
-            current: ArcSwap::from_pointee(Ewma::new(decay, Instant::now())),
+            current: Mutex::new(Ewma::new(decay, Instant::now())),
         }
     }
 
     /// Adds a latency sample taken at `now`.
     pub fn observe(&self, sample: Duration, now: Instant) {
-        self.current.rcu(|ewma| ewma.add_peak(sample, now));
+        let mut current = self.lock();
+        *current = current.add_peak(sample, now);
     }
 
-    /// The estimate at `now` (lock-free; changes nothing); `None` before
-    /// the first sample.
+    /// The estimate, whatever a panic elsewhere left.
+    fn lock(&self) -> MutexGuard<'_, Ewma> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The estimate at `now` (changes nothing); `None` before the first
+    /// sample.
     pub fn get_at(&self, now: Instant) -> Option<Duration> {
-        self.current.load().get_at(now)
+        self.lock().get_at(now)
     }
 
     /// The estimate at `now` in seconds, as the balancer compares it.
     pub fn seconds_at(&self, now: Instant) -> Option<f64> {
-        self.current.load().seconds_at(now)
+        self.lock().seconds_at(now)
     }
 
     /// Sets the decay time (a listener's `ewma_decay`), keeping the
     /// estimate.
     pub fn set_decay(&self, decay: Duration) {
-        self.current.rcu(|ewma| ewma.with_decay(decay));
+        let mut current = self.lock();
+        *current = current.with_decay(decay);
     }
 }
 
@@ -177,7 +184,7 @@ impl Default for PeakEwma {
 impl From<Ewma> for PeakEwma {
     fn from(ewma: Ewma) -> PeakEwma {
         PeakEwma {
-            current: ArcSwap::new(Arc::new(ewma)),
+            current: Mutex::new(ewma),
         }
     }
 }

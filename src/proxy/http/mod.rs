@@ -288,7 +288,14 @@ pub async fn answer(
             codec::encode_request_head(&mut head, &parts.method, target, &headers, framing);
         }
         let guard = ConnectionGuard::new(Arc::clone(backend));
-        let sent_at = Instant::now();
+        // A first try on a pooled connection goes out right after the
+        // request came (one clock read less per request); a retry or a new
+        // connection is timed from here, its connect left out.
+        let sent_at = if retries == 0 && reused {
+            started
+        } else {
+            Instant::now()
+        };
         deadline
             .as_mut()
             .reset(sent_at + conn.settings.response_timeout);
