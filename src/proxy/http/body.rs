@@ -13,6 +13,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::Finish;
 use super::h1::client::{BackendBody, BodyError};
+use super::h1::codec::RawFields;
 
 /// What a client is answered with.
 pub type ResponseBody = Either<Relayed, Full<Bytes>>;
@@ -29,18 +30,26 @@ pub fn local(text: &'static str) -> ResponseBody {
 #[derive(Debug)]
 pub struct Relayed {
     inner: BackendBody,
+    /// The answer's header lines, as they came.
+    raw: RawFields,
     finish: Option<Finish>,
     bytes: u64,
 }
 
 impl Relayed {
     /// `inner`, finished by `finish`.
-    pub fn new(inner: BackendBody, finish: Finish) -> Relayed {
+    pub fn new(inner: BackendBody, raw: RawFields, finish: Finish) -> Relayed {
         Relayed {
             inner,
+            raw,
             finish: Some(finish),
             bytes: 0,
         }
+    }
+
+    /// The answer's header lines, as they came.
+    pub fn raw(&self) -> &RawFields {
+        &self.raw
     }
 
     fn done(&mut self, complete: bool) {

@@ -364,7 +364,7 @@ pub async fn answer(
                 }
                 return Response::from_parts(
                     parts,
-                    http_body_util::Either::Left(Relayed::new(body, finish)),
+                    http_body_util::Either::Left(Relayed::new(body, answer.raw, finish)),
                 );
             }
             Ok(Err(failure)) => failure,

@@ -826,6 +826,7 @@ pub fn encode_response_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    raw: Option<&RawFields>,
     framing: ResponseFraming,
     connection: Connection,
 ) {
@@ -843,6 +844,14 @@ pub fn encode_response_head(
             || (*name == header::CONTENT_LENGTH && !keep_length);
         if !skip {
             write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if let Some(raw) = raw {
+        out.extend_from_slice(&raw.lines);
+        if let (true, Some(length)) = (keep_length, raw.content_length) {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, length);
+            out.extend_from_slice(b"\r\n");
         }
     }
     match framing {
@@ -865,7 +874,7 @@ pub fn encode_response_head(
         Connection::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
         Connection::Upgrade => out.extend_from_slice(b"connection: upgrade\r\n"),
     }
-    if !headers.contains_key(header::DATE) {
+    if !headers.contains_key(header::DATE) && !raw.is_some_and(|raw| raw.has_date) {
         write_date(out);
     }
     out.extend_from_slice(b"\r\n");
@@ -928,11 +937,31 @@ pub enum AnswerFraming {
     Close,
 }
 
+/// An answer's end-to-end header lines as they came, passed on as they are
+/// (no header map built, filtered and encoded again per answer).
+#[derive(Debug, Default)]
+pub struct RawFields {
+    /// `name: value\r\n` lines: all but the hop-by-hop fields (those
+    /// `Connection` names, `Connection`, `Keep-Alive`, `TE`,
+    /// `Transfer-Encoding`, `Upgrade`, `Proxy-*`) and `Content-Length`,
+    /// which the framing writes again.
+    pub lines: Vec<u8>,
+    /// The answer's `Content-Length`, for an answer without a body that
+    /// keeps it (to a `HEAD`, a `304`).
+    pub content_length: Option<u64>,
+    /// The answer has a `Date`.
+    pub has_date: bool,
+}
+
 /// A backend's answer head.
 #[derive(Debug)]
 pub struct AnswerHead {
     pub status: StatusCode,
+    /// The header fields of a `1xx` answer (which its caller may change);
+    /// empty for the others, whose fields are in `raw`.
     pub headers: HeaderMap,
+    /// The header fields of an answer other than `1xx`.
+    pub raw: RawFields,
     pub framing: AnswerFraming,
     /// The backend keeps the connection open after this answer.
     pub keep_alive: bool,
@@ -998,6 +1027,17 @@ pub fn parse_answer(
             Err(_) => return Err("the answer's Content-Length is not valid"),
         }
     };
+    if !status.is_informational() {
+        let raw = raw_fields(fields, bodiless);
+        buf.advance(len);
+        return Ok(Some(AnswerHead {
+            status,
+            headers: HeaderMap::new(),
+            raw,
+            framing,
+            keep_alive: keep_alive && framing != AnswerFraming::Close,
+        }));
+    }
     let ranges = fields
         .iter()
         .map(|field| {
@@ -1017,9 +1057,53 @@ pub fn parse_answer(
     Ok(Some(AnswerHead {
         status,
         headers,
+        raw: RawFields::default(),
         framing,
         keep_alive: keep_alive && framing != AnswerFraming::Close,
     }))
+}
+
+/// The end-to-end lines of an answer's `fields` (httparse checked their
+/// names are tokens and their values free of control characters).
+fn raw_fields(fields: &[httparse::Header<'_>], bodiless: bool) -> RawFields {
+    let listed: Vec<&[u8]> = field_values(fields, "connection")
+        .flat_map(elements)
+        .filter(|name| !name.is_empty())
+        .collect();
+    let mut raw = RawFields {
+        lines: Vec::with_capacity(
+            fields
+                .iter()
+                .map(|f| f.name.len() + f.value.len() + 4)
+                .sum(),
+        ),
+        ..RawFields::default()
+    };
+    for field in fields {
+        let name = field.name.as_bytes();
+        let is = |other: &str| name.eq_ignore_ascii_case(other.as_bytes());
+        let hop_by_hop = is("connection")
+            || is("keep-alive")
+            || is("te")
+            || is("transfer-encoding")
+            || is("upgrade")
+            || name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+        if hop_by_hop || is("content-length") {
+            continue;
+        }
+        raw.has_date |= is("date");
+        raw.lines.extend_from_slice(name);
+        raw.lines.extend_from_slice(b": ");
+        raw.lines.extend_from_slice(field.value);
+        raw.lines.extend_from_slice(b"\r\n");
+    }
+    if bodiless {
+        raw.content_length = content_length(field_values(fields, "content-length"))
+            .ok()
+            .flatten();
+    }
+    raw
 }
 
 /// Appends one chunk: `{size:x}\r\n{data}\r\n`; nothing for empty data
@@ -1939,6 +2023,7 @@ mod tests {
             &mut out,
             StatusCode::from_u16(status).unwrap(),
             headers,
+            None,
             framing,
             connection,
         );
@@ -2217,5 +2302,39 @@ mod tests {
             answer(b"HTTP/1.1 200 OK\r\nContent-Le", false).err(),
             Some("incomplete")
         );
+    }
+
+    #[test]
+    fn an_answers_end_to_end_lines_pass_as_they_came_and_hop_by_hop_ones_do_not() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive, X-Hop\r\n\
+            X-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Thing: 2\r\nContent-Length: 3\r\n\
+            Set-Cookie: a=1\r\nset-cookie: b=2\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\n\r\nabc";
+        let mut buf = BytesMut::from(&raw[..]);
+        let head = parse_answer(&mut buf, 4096, false).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(head.raw.lines.clone()).unwrap(),
+            "Server: x\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\n"
+        );
+        assert!(head.raw.has_date);
+        assert_eq!(head.raw.content_length, None);
+        assert_eq!(head.framing, AnswerFraming::Length(3));
+        assert_eq!(&buf[..], b"abc");
+        // To a HEAD, the Content-Length is kept to be written again.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"[..]);
+        let head = parse_answer(&mut buf, 4096, true).unwrap().unwrap();
+        assert_eq!(head.raw.content_length, Some(7));
+        assert!(!head.raw.has_date);
+        let mut out = Vec::new();
+        encode_response_head(
+            &mut out,
+            head.status,
+            &head.headers,
+            Some(&head.raw),
+            ResponseFraming::None,
+            Connection::None,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("content-length: 7\r\n"), "{text}");
+        assert!(text.contains("date: "), "{text}");
     }
 }

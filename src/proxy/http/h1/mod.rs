@@ -309,6 +309,7 @@ async fn exchange(
                 &mut out,
                 response.status(),
                 response.headers(),
+                None,
                 ResponseFraming::None,
                 Connection::Upgrade,
             );
@@ -382,10 +383,16 @@ async fn write_answer(
     trailers_ok: bool,
 ) -> bool {
     let mut out = Vec::with_capacity(512);
+    // A backend's answer brings its header lines as they came.
+    let raw = match response.body() {
+        http_body_util::Either::Left(relayed) => Some(relayed.raw()),
+        http_body_util::Either::Right(_) => None,
+    };
     codec::encode_response_head(
         &mut out,
         response.status(),
         response.headers(),
+        raw,
         framing,
         connection,
     );
@@ -473,6 +480,7 @@ async fn write_local(write: &TcpStream, status: StatusCode, text: &str) -> bool 
         &mut out,
         status,
         &headers,
+        None,
         ResponseFraming::Length(text.len() as u64),
         Connection::Close,
     );
