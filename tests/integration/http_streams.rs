@@ -285,3 +285,42 @@ fn an_answer_that_comes_before_the_upload_ends_reaches_the_client_whose_connecti
     next.send(b"GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n");
     assert_eq!(next.answer().status, 200);
 }
+
+#[test]
+fn a_backend_that_stalls_mid_answer_for_response_timeout_is_cut_off_and_the_client_closed() {
+    let a = HttpBackend::start("a");
+    let balancer = Balancer::start(
+        &http_config(&[&a], "response_timeout = \"1s\""),
+        Format::Toml,
+    );
+    let body = 2 << 20;
+    let half = body / 2;
+    let mut client = Client::connect(balancer.addr("web"));
+    // The backend sends the head and the first MiB, then holds the rest
+    // (never released here).
+    client.send(
+        format!(
+            "GET /stall HTTP/1.1\r\nHost: example.test\r\nx-reply-bytes: {body}\r\n\
+             x-reply-hold: 1\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let (status, _) = client.head();
+    assert_eq!(status, 200);
+    let first = client
+        .read_exact(half)
+        .unwrap_or_else(|got| panic!("{} of the first {half} bytes came", got.len()));
+    assert!(first == pattern_of(0, half), "the first half changed");
+    // Nothing more comes for response_timeout: the answer is cut and the
+    // connection closed (the client can tell: fewer bytes than announced).
+    assert_eq!(
+        client.rest_until_closed(DEADLINE),
+        Some(Vec::new()),
+        "the client connection stayed open while the backend stalled"
+    );
+    // The balancer serves on.
+    a.release();
+    let mut next = Client::connect(balancer.addr("web"));
+    next.send(b"GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_eq!(next.answer().status, 200);
+}

@@ -241,7 +241,7 @@ async fn exchange(
     head: codec::RequestHead,
     write: &TcpStream,
     conn: &Arc<Conn>,
-    deadline: Pin<&mut Sleep>,
+    mut deadline: Pin<&mut Sleep>,
 ) -> Step {
     let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
     let method_head = head.method == Method::HEAD;
@@ -278,18 +278,20 @@ async fn exchange(
         request.headers_mut().remove(header::UPGRADE);
     }
 
-    let answering = answer(Arc::clone(conn), request, deadline);
-    tokio::pin!(answering);
-    let mut response = loop {
-        tokio::select! {
-            response = &mut answering => break response,
-            () = wait_for(continue_wanted.as_deref()) => {
-                // Sent once: the notify is taken by the body's first poll.
-                if write_all(write, codec::CONTINUE).await.is_err() {
-                    return Step::Close;
+    let mut response = {
+        let answering = answer(Arc::clone(conn), request, deadline.as_mut());
+        tokio::pin!(answering);
+        loop {
+            tokio::select! {
+                response = &mut answering => break response,
+                () = wait_for(continue_wanted.as_deref()) => {
+                    // Sent once: the notify is taken by the body's first poll.
+                    if write_all(write, codec::CONTINUE).await.is_err() {
+                        return Step::Close;
+                    }
                 }
+                () = close.cancelled() => return Step::Close,
             }
-            () = close.cancelled() => return Step::Close,
         }
     };
     // The connection stays open after this answer when the client and the
@@ -344,7 +346,12 @@ async fn exchange(
         (true, _) => Connection::None,
     };
     let written = tokio::select! {
-        written = write_answer(write, &mut response, framing, connection, trailers_ok) => written,
+        written = write_answer(
+            write,
+            &mut response,
+            (framing, connection, trailers_ok),
+            (deadline, conn.settings.response_timeout),
+        ) => written,
         () = close.cancelled() => false,
     };
     drop(response);
@@ -374,13 +381,15 @@ fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {
     value.to_str().ok()?.trim().parse().ok()
 }
 
-/// Writes the answer's head and body; false when the client went away.
+/// Writes the answer's head and body; false when the client went away,
+/// or the backend sent nothing more for `inactivity` in the middle of the
+/// body (as HAProxy's `timeout server` and nginx's `proxy_read_timeout`:
+/// the answer is cut there, and the connection closed).
 async fn write_answer(
     write: &TcpStream,
     response: &mut Response<ResponseBody>,
-    framing: ResponseFraming,
-    connection: Connection,
-    trailers_ok: bool,
+    (framing, connection, trailers_ok): (ResponseFraming, Connection, bool),
+    (mut deadline, inactivity): (Pin<&mut Sleep>, std::time::Duration),
 ) -> bool {
     let mut out = Vec::with_capacity(512);
     // A backend's answer brings its header lines as they came.
@@ -417,7 +426,18 @@ async fn write_answer(
                     }
                     out.clear();
                 }
-                std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
+                deadline.as_mut().reset(Instant::now() + inactivity);
+                let waited = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+                        return Poll::Ready(Some(frame));
+                    }
+                    deadline.as_mut().poll(cx).map(|()| None)
+                })
+                .await;
+                let Some(frame) = waited else {
+                    return false;
+                };
+                frame
             }
         };
         match frame {
