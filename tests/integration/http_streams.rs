@@ -324,3 +324,46 @@ fn a_backend_that_stalls_mid_answer_for_response_timeout_is_cut_off_and_the_clie
     next.send(b"GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n");
     assert_eq!(next.answer().status, 200);
 }
+
+#[test]
+fn a_client_that_stops_reading_an_answer_is_closed_after_idle_timeout() {
+    let a = HttpBackend::start("a");
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        // (response_timeout would follow idle_timeout: the test backend
+        // takes a while to make a big answer)
+        http_config(&[&a], "idle_timeout = \"1s\"\nresponse_timeout = \"30s\"")
+    );
+    let balancer = Balancer::start(&config, Format::Toml);
+    let admin = balancer.wait_admin();
+    // 64 MiB asked for, none of it read: the socket buffers fill, the
+    // balancer's writes wait, and after idle_timeout it gives up.
+    let body = 64 << 20;
+    let mut client = Client::connect(balancer.addr("web"));
+    client.send(
+        format!("GET /big HTTP/1.1\r\nHost: example.test\r\nx-reply-bytes: {body}\r\n\r\n")
+            .as_bytes(),
+    );
+    let labels = [
+        ("listener", "web"),
+        ("backend", &a.addr().to_string()),
+        ("code", "2xx"),
+    ];
+    assert!(
+        eventually(DEADLINE, || {
+            http_get(admin, "/metrics")
+                .is_ok_and(|m| sample(&m.body, "balancer_requests_total", &labels) == Some(1.0))
+        }),
+        "the stalled answer never ended"
+    );
+    // What was sent before the stall is there, then the close: less than
+    // the whole answer.
+    let rest = client
+        .rest_until_closed(DEADLINE)
+        .expect("the client connection was not closed");
+    assert!(
+        !rest.is_empty() && rest.len() < body,
+        "{} bytes of a {body}-byte answer",
+        rest.len()
+    );
+}

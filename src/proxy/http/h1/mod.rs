@@ -347,7 +347,7 @@ async fn exchange(
     };
     let written = tokio::select! {
         written = write_answer(
-            write,
+            (write, conn),
             &mut response,
             (framing, connection, trailers_ok),
             (deadline, conn.settings.response_timeout),
@@ -381,12 +381,14 @@ fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {
     value.to_str().ok()?.trim().parse().ok()
 }
 
-/// Writes the answer's head and body; false when the client went away,
-/// or the backend sent nothing more for `inactivity` in the middle of the
-/// body (as HAProxy's `timeout server` and nginx's `proxy_read_timeout`:
-/// the answer is cut there, and the connection closed).
+/// Writes the answer's head and body; false when the client went away or
+/// took nothing for the listener's `idle_timeout` (as HAProxy's `timeout
+/// client`), or the backend sent nothing more for `inactivity` in the
+/// middle of the body (as HAProxy's `timeout server` and nginx's
+/// `proxy_read_timeout`): the answer is cut there, and the connection
+/// closed.
 async fn write_answer(
-    write: &TcpStream,
+    (write, conn): (&TcpStream, &Conn),
     response: &mut Response<ResponseBody>,
     (framing, connection, trailers_ok): (ResponseFraming, Connection, bool),
     (mut deadline, inactivity): (Pin<&mut Sleep>, std::time::Duration),
@@ -406,7 +408,7 @@ async fn write_answer(
         connection,
     );
     if framing == ResponseFraming::None {
-        return write_all(write, &out).await.is_ok();
+        return write_within(write, &out, deadline.as_mut(), conn).await;
     }
     let chunked = framing == ResponseFraming::Chunked;
     let body = response.body_mut();
@@ -421,7 +423,7 @@ async fn write_answer(
             std::task::Poll::Ready(frame) => frame,
             std::task::Poll::Pending => {
                 if !out.is_empty() {
-                    if write_all(write, &out).await.is_err() {
+                    if !write_within(write, &out, deadline.as_mut(), conn).await {
                         return false;
                     }
                     out.clear();
@@ -450,7 +452,7 @@ async fn write_answer(
             Some(Err(_)) => {
                 // The backend failed mid-answer: the client cannot be told
                 // but by the connection closing before the answer's end.
-                let _ = write_all(write, &out).await;
+                let _ = write_within(write, &out, deadline.as_mut(), conn).await;
                 return false;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -460,7 +462,7 @@ async fn write_answer(
                         if chunked {
                             let trailers = trailers_ok.then_some(&trailers);
                             codec::encode_last_chunk(&mut out, trailers);
-                            if write_all(write, &out).await.is_err() {
+                            if !write_within(write, &out, deadline.as_mut(), conn).await {
                                 return false;
                             }
                             return true;
@@ -470,13 +472,13 @@ async fn write_answer(
             },
         }
         if out.len() >= WRITE_BATCH {
-            if write_all(write, &out).await.is_err() {
+            if !write_within(write, &out, deadline.as_mut(), conn).await {
                 return false;
             }
             out.clear();
         }
     }
-    write_all(write, &out).await.is_ok()
+    write_within(write, &out, deadline.as_mut(), conn).await
 }
 
 /// Appends body `data`, in a chunk when `chunked`.
@@ -508,6 +510,41 @@ async fn write_local(write: &TcpStream, status: StatusCode, text: &str) -> bool 
     let written = write_all(write, &out).await.is_ok();
     let _ = socket2::SockRef::from(write).shutdown(std::net::Shutdown::Write);
     written
+}
+
+/// Writes all of `bytes` to the client `socket`; false when that failed,
+/// or the client took nothing for its listener's `idle_timeout` (its read
+/// side stalled). The timer is set only when a write has to wait.
+async fn write_within(
+    socket: &TcpStream,
+    mut bytes: &[u8],
+    mut deadline: Pin<&mut Sleep>,
+    conn: &Conn,
+) -> bool {
+    while !bytes.is_empty() {
+        match socket.try_write(bytes) {
+            Ok(0) => return false,
+            Ok(n) => {
+                bytes = &bytes[n..];
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+        let idle = conn.slot.snapshot.load().config.idle_timeout;
+        deadline.as_mut().reset(Instant::now() + idle);
+        let writable = std::future::poll_fn(|cx| {
+            if let Poll::Ready(ready) = socket.poll_write_ready(cx) {
+                return Poll::Ready(ready.is_ok());
+            }
+            deadline.as_mut().poll(cx).map(|()| false)
+        })
+        .await;
+        if !writable {
+            return false;
+        }
+    }
+    true
 }
 
 /// Writes all of `bytes` to `socket`.
