@@ -14,7 +14,7 @@ use hyper::header::{self, HeaderName, HeaderValue};
 /// switches protocols, whose caller puts it back.) `Trailer` is not one:
 /// RFC 9110 6.6.2 made it end to end (it names the trailer fields that
 /// follow the body, and hyper sends only the trailers it names).
-const HOP_BY_HOP: [HeaderName; 5] = [
+static HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     header::TE,
     header::TRANSFER_ENCODING,
