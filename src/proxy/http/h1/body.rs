@@ -73,16 +73,101 @@ pub enum BodyError {
     Gone,
 }
 
+/// What is left of a body being read, by how it is delimited: shared by
+/// the request bodies read from clients and the answer bodies read from
+/// backends (`client.rs`).
 #[derive(Debug)]
-enum Left {
-    /// This many bytes of a Content-Length body.
+pub enum Left {
+    /// This many bytes (of a `Content-Length` body).
     Length(u64),
     /// A chunked body, decoded as it comes.
     Chunked(Box<ChunkedDecoder>),
+    /// Until the peer closes (an answer without a length).
+    Close,
     /// Read to its end.
     Done,
     /// Failed; every later poll fails too.
     Failed,
+}
+
+/// What a body's buffered bytes give next.
+pub enum Piece {
+    /// Data or trailers.
+    Frame(Frame<Bytes>),
+    /// The body's end (or it had ended).
+    End,
+    /// Nothing until more is read.
+    More,
+    /// Bad chunked framing (the body is now failed).
+    Bad(&'static str),
+}
+
+impl Left {
+    /// A body of `length` bytes.
+    pub fn length(length: u64) -> Left {
+        if length == 0 {
+            Left::Done
+        } else {
+            Left::Length(length)
+        }
+    }
+
+    /// The next piece of the body out of `buf`; `Done` once it ends.
+    /// Not for a failed body (its caller says why it failed).
+    pub fn take(&mut self, buf: &mut BytesMut) -> Piece {
+        match self {
+            Left::Length(remaining) => {
+                if buf.is_empty() {
+                    return Piece::More;
+                }
+                let take = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                let data = buf.split_to(take).freeze();
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    *self = Left::Done;
+                }
+                Piece::Frame(Frame::data(data))
+            }
+            Left::Chunked(decoder) => match decoder.decode(buf) {
+                Ok(Some(Chunk::Data(data))) => Piece::Frame(Frame::data(data)),
+                Ok(Some(Chunk::Trailers(trailers))) => Piece::Frame(Frame::trailers(trailers)),
+                Ok(Some(Chunk::End)) => {
+                    *self = Left::Done;
+                    Piece::End
+                }
+                Ok(None) => Piece::More,
+                Err(refusal) => {
+                    *self = Left::Failed;
+                    Piece::Bad(refusal.text)
+                }
+            },
+            Left::Close if buf.is_empty() => Piece::More,
+            Left::Close => Piece::Frame(Frame::data(buf.split().freeze())),
+            Left::Done | Left::Failed => Piece::End,
+        }
+    }
+
+    /// Marks the body failed, with `error` for the poll that found it.
+    pub fn fail<E>(&mut self, error: E) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        *self = Left::Failed;
+        Poll::Ready(Some(Err(error)))
+    }
+
+    /// The body was read to its end.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Left::Done)
+    }
+
+    /// What is known of the body's remaining size.
+    pub fn size_hint(&self) -> SizeHint {
+        match self {
+            Left::Length(n) => SizeHint::with_exact(*n),
+            Left::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
 }
 
 /// The body of a request from the client.
@@ -107,15 +192,10 @@ impl ClientBody {
         length: u64,
         wants_continue: Option<Arc<Notify>>,
     ) -> Self {
-        let left = if length == 0 {
-            Left::Done
-        } else {
-            Left::Length(length)
-        };
         ClientBody {
             conn: Some(conn),
             request,
-            left,
+            left: Left::length(length),
             wants_continue,
         }
     }
@@ -144,11 +224,6 @@ impl ClientBody {
             wants_continue: None,
         }
     }
-
-    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        self.left = Left::Failed;
-        Poll::Ready(Some(Err(error)))
-    }
 }
 
 /// Reads more from `reader`'s socket into its buffer: `Ready(Ok(n))` with
@@ -158,12 +233,22 @@ fn fill(reader: &mut Reader, cx: &mut Context<'_>) -> Poll<Result<usize, BodyErr
     let Some(socket) = socket.as_deref() else {
         return Poll::Ready(Err(BodyError::Gone));
     };
+    poll_fill(socket, buf, cx).map_err(BodyError::Io)
+}
+
+/// Reads more from `socket` into `buf` (with room for a body's read):
+/// `Ready(Ok(n))` with the bytes read, 0 at end of stream.
+pub fn poll_fill(
+    socket: &TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
     buf.reserve(READ_CHUNK);
     loop {
         std::task::ready!(socket.poll_read_ready(cx))?;
         match read_some(socket, buf) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            read => return Poll::Ready(read.map_err(BodyError::Io)),
+            read => return Poll::Ready(read),
         }
     }
 }
@@ -209,52 +294,38 @@ impl Body for ClientBody {
         let mut reader = lock(&conn.reader);
         if reader.request != this.request {
             drop(reader);
-            return this.fail(BodyError::Gone);
+            return this.left.fail(BodyError::Gone);
         }
         loop {
-            match &mut this.left {
-                Left::Done => return Poll::Ready(None),
-                Left::Failed => return Poll::Ready(Some(Err(BodyError::Gone))),
-                Left::Length(remaining) => {
-                    if !reader.buf.is_empty() {
-                        let take = usize::try_from(*remaining)
-                            .unwrap_or(usize::MAX)
-                            .min(reader.buf.len());
-                        let data = reader.buf.split_to(take).freeze();
-                        *remaining -= take as u64;
-                        if *remaining == 0 {
-                            this.left = Left::Done;
-                            reader.body_done = true;
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                Left::Chunked(decoder) => match decoder.decode(&mut reader.buf) {
-                    Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Some(Chunk::Trailers(trailers))) => {
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    Ok(Some(Chunk::End)) => {
-                        this.left = Left::Done;
+            if let Left::Failed = this.left {
+                return Poll::Ready(Some(Err(BodyError::Gone)));
+            }
+            match this.left.take(&mut reader.buf) {
+                Piece::Frame(frame) => {
+                    if this.left.is_done() {
                         reader.body_done = true;
-                        return Poll::Ready(None);
                     }
-                    Ok(None) => {}
-                    Err(refusal) => {
-                        drop(reader);
-                        return this.fail(BodyError::Framing(refusal.text));
-                    }
-                },
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Piece::End => {
+                    reader.body_done = true;
+                    return Poll::Ready(None);
+                }
+                Piece::Bad(text) => {
+                    drop(reader);
+                    return this.left.fail(BodyError::Framing(text));
+                }
+                Piece::More => {}
             }
             match fill(&mut reader, cx) {
                 Poll::Ready(Ok(0)) => {
                     drop(reader);
-                    return this.fail(BodyError::Incomplete);
+                    return this.left.fail(BodyError::Incomplete);
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => {
                     drop(reader);
-                    return this.fail(e);
+                    return this.left.fail(e);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -262,14 +333,10 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.left, Left::Done)
+        self.left.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.left {
-            Left::Length(n) => SizeHint::with_exact(n),
-            Left::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.left.size_hint()
     }
 }

@@ -18,9 +18,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::body::{ClientBody, read_some};
-use super::codec::{self, AnswerFraming, AnswerHead, Chunk, ChunkedDecoder};
-use super::{HEAD_READ, MAX_CHUNK_LINE, READ_CHUNK, write_all};
+use super::body::{ClientBody, Left, Piece, poll_fill, read_some};
+use super::codec::{self, AnswerFraming, AnswerHead, ChunkedDecoder};
+use super::{HEAD_READ, MAX_CHUNK_LINE, write_all};
 use crate::net::pool::BackendConn;
 
 /// The largest answer head taken from a backend (as hyper's client: more is
@@ -221,20 +221,6 @@ async fn pump(socket: Arc<TcpStream>, outgoing: Outgoing) {
     }
 }
 
-#[derive(Debug)]
-enum Left {
-    /// This many bytes.
-    Length(u64),
-    /// A chunked body, decoded as it comes.
-    Chunked(Box<ChunkedDecoder>),
-    /// Until the backend closes.
-    Close,
-    /// Read to its end.
-    Done,
-    /// Failed.
-    Failed,
-}
-
 /// Why a backend's answer body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -267,7 +253,7 @@ impl BackendBody {
     /// The connection, when the exchange is over on both sides and the
     /// backend keeps it open: for the pool.
     pub fn reusable(&mut self) -> Option<BackendConn> {
-        if !(matches!(self.left, Left::Done) && self.reusable && self.body_sent()) {
+        if !(self.left.is_done() && self.reusable && self.body_sent()) {
             return None;
         }
         self.conn.take().filter(|conn| conn.buf.is_empty())
@@ -294,12 +280,6 @@ impl BackendBody {
     }
 }
 
-/// Marks a body failed and says why.
-fn fail(left: &mut Left, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-    *left = Left::Failed;
-    Poll::Ready(Some(Err(error)))
-}
-
 impl Body for BackendBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -313,70 +293,33 @@ impl Body for BackendBody {
             return Poll::Ready(None);
         };
         loop {
-            match &mut this.left {
-                Left::Done => return Poll::Ready(None),
-                Left::Failed => return Poll::Ready(Some(Err(BodyError::Incomplete))),
-                Left::Length(remaining) => {
-                    if !conn.buf.is_empty() {
-                        let take = usize::try_from(*remaining)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.buf.len());
-                        let data = conn.buf.split_to(take).freeze();
-                        *remaining -= take as u64;
-                        if *remaining == 0 {
-                            this.left = Left::Done;
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                Left::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
-                    Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Some(Chunk::Trailers(trailers))) => {
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    Ok(Some(Chunk::End)) => {
-                        this.left = Left::Done;
-                        return Poll::Ready(None);
-                    }
-                    Ok(None) => {}
-                    Err(refusal) => return fail(&mut this.left, BodyError::Framing(refusal.text)),
-                },
-                Left::Close => {
-                    if !conn.buf.is_empty() {
-                        let data = conn.buf.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
+            if let Left::Failed = this.left {
+                return Poll::Ready(Some(Err(BodyError::Incomplete)));
             }
-            if let Err(e) = std::task::ready!(conn.socket.poll_read_ready(cx)) {
-                return fail(&mut this.left, BodyError::Io(e));
+            match this.left.take(&mut conn.buf) {
+                Piece::Frame(frame) => return Poll::Ready(Some(Ok(frame))),
+                Piece::End => return Poll::Ready(None),
+                Piece::Bad(text) => return this.left.fail(BodyError::Framing(text)),
+                Piece::More => {}
             }
-            conn.buf.reserve(READ_CHUNK);
-            match read_some(&conn.socket, &mut conn.buf) {
-                Ok(0) => {
-                    if matches!(this.left, Left::Close) {
-                        this.left = Left::Done;
-                        this.reusable = false;
-                        return Poll::Ready(None);
-                    }
-                    return fail(&mut this.left, BodyError::Incomplete);
+            match std::task::ready!(poll_fill(&conn.socket, &mut conn.buf, cx)) {
+                Ok(0) if matches!(this.left, Left::Close) => {
+                    this.left = Left::Done;
+                    this.reusable = false;
+                    return Poll::Ready(None);
                 }
+                Ok(0) => return this.left.fail(BodyError::Incomplete),
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return fail(&mut this.left, BodyError::Io(e)),
+                Err(e) => return this.left.fail(BodyError::Io(e)),
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.left, Left::Done)
+        self.left.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.left {
-            Left::Length(n) => SizeHint::with_exact(n),
-            Left::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.left.size_hint()
     }
 }

@@ -52,9 +52,6 @@ const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line of a chunked body (with its extensions).
 const MAX_CHUNK_LINE: usize = 4096;
 
-/// How much is read from the socket at a time, at most, for a body.
-const READ_CHUNK: usize = 16 * 1024;
-
 /// The room a head is first read into: enough for most heads, and small
 /// enough for the allocator's fast path (a larger head grows the buffer).
 const HEAD_READ: usize = 4 * 1024;
