@@ -327,9 +327,8 @@ async fn exchange(
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         ResponseFraming::None
-    } else if let Some(length) = content_length(response.headers()) {
-        ResponseFraming::Length(length)
     } else if let Some(length) = response.body().size_hint().exact() {
+        // A backend's answer with a length, or one of our own.
         ResponseFraming::Length(length)
     } else if version == Version::HTTP_11 {
         ResponseFraming::Chunked
@@ -367,15 +366,6 @@ async fn wait_for(notify: Option<&Notify>) {
         Some(notify) => notify.notified().await,
         None => std::future::pending().await,
     }
-}
-
-/// The one `Content-Length` of an answer, when it has exactly one valid.
-fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    value.to_str().ok()?.trim().parse().ok()
 }
 
 /// Writes the answer's head and body; false when the client went away or
