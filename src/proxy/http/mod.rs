@@ -242,8 +242,11 @@ pub async fn answer(
     // An HTTP/1.0 request may come without a Host: it gets the address of
     // the backend it goes to, as nginx gives `$proxy_host`.
     let needs_host = !parts.headers.contains_key(header::HOST);
+    // Encoded once; per try only when the Host is the backend's.
     let mut head = Vec::with_capacity(512);
-    codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+    if !needs_host {
+        codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+    }
 
     let mut attempts = Attempts::new(&state);
     let mut retries = 0u32;
