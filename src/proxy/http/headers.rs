@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
 
@@ -42,39 +41,29 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
 /// names finds them; most messages have none, and then nothing else is
 /// done.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let any = headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-"));
-    if !any {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    // The names `Connection` lists, before it goes.
-    let listed: Vec<HeaderName> = headers
+    let mut gone = listed_by_connection(headers);
+    gone.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
+    for name in gone {
+        headers.remove(name);
+    }
+}
+
+/// The names `Connection` lists: none (and nothing allocated) without
+/// one.
+fn listed_by_connection(headers: &HeaderMap) -> Vec<HeaderName> {
+    if !headers.contains_key(header::CONNECTION) {
+        return Vec::new();
+    }
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if headers
-        .keys()
-        .any(|name| name.as_str().starts_with("proxy-"))
-    {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
-            headers.remove(name);
-        }
-    }
+        .collect()
 }
 
 /// Whether `headers` ask to switch protocols: an `Upgrade` header, and
@@ -110,89 +99,160 @@ impl Forwarding {
     }
 }
 
-/// Names the client to the backend: appended to `X-Forwarded-For` (one
-/// header, the earlier hops first), a `Forwarded` element `for`, `proto`
-/// and `host` (the request's `Host`) appended to any earlier ones, and
-/// `X-Forwarded-Proto` set to the client's scheme.
-pub fn add_forwarding(headers: &mut HeaderMap, client: &Forwarding) {
-    use std::fmt::Write as _;
-    let ip = client.ip.to_string();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let mut element = String::with_capacity(48 + host.map_or(0, str::len));
-    // Writing to a String cannot fail.
-    let _ = match client.ip {
-        IpAddr::V4(_) => write!(element, "for={ip};proto={}", client.proto),
-        IpAddr::V6(_) => write!(element, "for=\"[{ip}]\";proto={}", client.proto),
-    };
-    if let Some(host) = host {
-        element.push_str(";host=");
-        push_quoted(&mut element, host);
+/// What a request gains on its way to a backend, besides the headers that
+/// name its client.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    /// The client, named in the forwarding headers.
+    pub client: &'a Forwarding,
+    /// The `Host` the client sent, named in `Forwarded` (RFC 7239 5.3):
+    /// not one given to a request that came without.
+    pub host: Option<&'a HeaderValue>,
+    /// `TE: trailers`: the client takes trailers, so may the backend send
+    /// them.
+    pub trailers: bool,
+    /// `Upgrade: <this>` and `Connection: upgrade`: the client asks to
+    /// switch protocols.
+    pub upgrade: Option<&'a HeaderValue>,
+    /// Leave out `Content-Length` (the framing writes its own).
+    pub framed: bool,
+}
+
+/// Writes a request's header lines for its backend, `name: value\r\n`
+/// each, as they are to be sent: the client's end-to-end headers in their
+/// order (the hop-by-hop ones of [`remove_hop_by_hop`] left out), then
+/// the client named: appended to `X-Forwarded-For` (one header, the
+/// earlier hops first), a `Forwarded` element `for`, `proto` and `host`
+/// (the client's `Host`) appended to any earlier ones, `X-Forwarded-Proto`
+/// set to the client's scheme; then what `outbound` adds. Written straight
+/// into the request head: no header map is changed, no value built apart.
+pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, outbound: &Outbound<'_>) {
+    let listed = listed_by_connection(headers);
+    let (mut earlier_for, mut earlier_forwarded) = (false, false);
+    for (name, value) in headers {
+        if *name == X_FORWARDED_FOR {
+            earlier_for = true;
+        } else if *name == header::FORWARDED {
+            earlier_forwarded = true;
+        } else if !(*name == X_FORWARDED_PROTO
+            || (outbound.framed && *name == header::CONTENT_LENGTH)
+            || is_hop_by_hop(name)
+            || listed.contains(name))
+        {
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
-    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        append(headers, &X_FORWARDED_FOR, &ip)
+    let client = outbound.client;
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if earlier_for {
+        push_joined(out, headers, &X_FORWARDED_FOR);
+    }
+    push_ip(out, client.ip);
+    out.extend_from_slice(b"\r\nforwarded: ");
+    if earlier_forwarded {
+        push_joined(out, headers, &header::FORWARDED);
+    }
+    if client.ip.is_ipv4() {
+        out.extend_from_slice(b"for=");
+        push_ip(out, client.ip);
     } else {
-        value(ip)
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    let forwarded = if headers.contains_key(header::FORWARDED) {
-        append(headers, &header::FORWARDED, &element)
-    } else {
-        value(element)
-    };
-    headers.insert(header::FORWARDED, forwarded);
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(client.proto),
-    );
+        out.extend_from_slice(b"for=\"[");
+        push_ip(out, client.ip);
+        out.extend_from_slice(b"]\"");
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(client.proto.as_bytes());
+    if let Some(host) = outbound.host {
+        out.extend_from_slice(b";host=");
+        push_quoted(out, host.as_bytes());
+    }
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(client.proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if outbound.trailers {
+        out.extend_from_slice(b"te: trailers\r\n");
+    }
+    if let Some(protocol) = outbound.upgrade {
+        push_field(out, b"upgrade", protocol.as_bytes());
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// `text` as a header value, without copying it; text made of visible
-/// ASCII from other header values and our own, so it is always valid.
-fn value(text: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(text))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+/// Whether `name` is hop-by-hop whatever `Connection` lists.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
 }
 
-/// Every value of `name` joined with `, `, then `more`: one header value.
-fn append(headers: &HeaderMap, name: &HeaderName, more: &str) -> HeaderValue {
-    let mut joined = String::new();
+/// Appends `name: value\r\n`.
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends every non-empty value of `name`, trimmed, each followed by
+/// `, ` (what the client's hop is appended to).
+fn push_joined(out: &mut Vec<u8>, headers: &HeaderMap, name: &HeaderName) {
     for value in headers.get_all(name) {
-        if let Ok(text) = value.to_str() {
-            let text = text.trim();
-            if !text.is_empty() {
-                joined.push_str(text);
-                joined.push_str(", ");
-            }
+        let text = value.as_bytes().trim_ascii();
+        if !text.is_empty() {
+            out.extend_from_slice(text);
+            out.extend_from_slice(b", ");
         }
     }
-    joined.push_str(more);
-    value(joined)
+}
+
+/// Appends `ip` as text: an IPv4 address octet by octet (the formatting
+/// machinery costs more than the rest of the forwarding headers), an IPv6
+/// one as the standard library writes it.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Appends `text` as an RFC 7230 quoted-string (a host with a port holds a
 /// `:`, which a token may not).
-fn push_quoted(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+fn push_quoted(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    for &b in text {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
         }
-        out.push(c);
+        out.push(b);
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
 
     use hyper::HeaderMap;
     use hyper::header::HeaderValue;
 
-    use super::{Forwarding, add_forwarding, remove_hop_by_hop, wants_upgrade};
+    use super::{Forwarding, Outbound, remove_hop_by_hop, wants_upgrade, write_request_fields};
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -239,42 +299,98 @@ mod tests {
         assert!(!wants_upgrade(&headers(&[("connection", "upgrade")])));
     }
 
+    /// What `Outbound` adds besides the client: `TE: trailers`, an
+    /// upgrade, a length of our own.
+    type Extra<'a> = (bool, Option<&'a HeaderValue>, bool);
+
+    const PLAIN: Extra<'static> = (false, None, false);
+
+    /// The lines `write_request_fields` writes for `map` from `client`.
+    fn written(
+        map: &HeaderMap,
+        client: &str,
+        (trailers, upgrade, framed): Extra<'_>,
+    ) -> Vec<String> {
+        let client = Forwarding::new(client.parse().unwrap(), "http");
+        let outbound = Outbound {
+            client: &client,
+            host: map.get("host"),
+            trailers,
+            upgrade,
+            framed,
+        };
+        let mut out = Vec::new();
+        write_request_fields(&mut out, map, &outbound);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\n"), "{text:?}");
+        text.split_terminator("\r\n").map(str::to_string).collect()
+    }
+
     #[test]
     fn the_client_is_appended_to_earlier_hops() {
-        let mut map = headers(&[
+        let map = headers(&[
             ("x-forwarded-for", "203.0.113.7"),
-            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", " 10.0.0.1 "),
             ("forwarded", "for=203.0.113.7"),
             ("x-forwarded-proto", "https"),
             ("host", "example.com:8080"),
         ]);
-        add_forwarding(
-            &mut map,
-            &Forwarding::new("127.0.0.1".parse().unwrap(), "http"),
-        );
         assert_eq!(
-            map.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
-            ["203.0.113.7, 10.0.0.1, 127.0.0.1"]
+            written(&map, "127.0.0.1", PLAIN),
+            [
+                "host: example.com:8080",
+                "x-forwarded-for: 203.0.113.7, 10.0.0.1, 127.0.0.1",
+                "forwarded: for=203.0.113.7, for=127.0.0.1;proto=http;host=\"example.com:8080\"",
+                "x-forwarded-proto: http",
+            ]
         );
+    }
+
+    #[test]
+    fn the_request_keeps_its_end_to_end_fields_in_order_and_loses_the_hop_by_hop_ones() {
+        let map = headers(&[
+            ("user-agent", "t"),
+            ("connection", "keep-alive, x-private"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic xyz"),
+            ("x-private", "secret"),
+            ("content-length", "5"),
+            ("accept", "*/*"),
+            ("upgrade", "websocket"),
+        ]);
+        let protocol = HeaderValue::from_static("websocket");
+        let lines = written(&map, "10.0.0.9", (true, Some(&protocol), true));
         assert_eq!(
-            map["forwarded"],
-            "for=203.0.113.7, for=127.0.0.1;proto=http;host=\"example.com:8080\""
+            lines,
+            [
+                "user-agent: t",
+                "accept: */*",
+                "x-forwarded-for: 10.0.0.9",
+                "forwarded: for=10.0.0.9;proto=http",
+                "x-forwarded-proto: http",
+                "te: trailers",
+                "upgrade: websocket",
+                "connection: upgrade",
+            ]
         );
-        assert_eq!(map["x-forwarded-proto"], "http");
+        // Unframed by us, the client's own length stays.
+        assert!(written(&map, "10.0.0.9", PLAIN).contains(&"content-length: 5".to_string()));
     }
 
     #[test]
     fn an_ipv6_client_is_quoted_in_brackets_and_a_mapped_one_is_ipv4() {
-        let mut map = HeaderMap::new();
-        add_forwarding(
-            &mut map,
-            &Forwarding::new("2001:db8::1".parse().unwrap(), "http"),
-        );
-        assert_eq!(map["forwarded"], "for=\"[2001:db8::1]\";proto=http");
-        assert_eq!(map["x-forwarded-for"], "2001:db8::1");
-        let mut map = HeaderMap::new();
-        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        add_forwarding(&mut map, &Forwarding::new(mapped, "http"));
-        assert_eq!(map["x-forwarded-for"], "10.1.2.3");
+        let lines = written(&HeaderMap::new(), "2001:db8::1", PLAIN);
+        assert_eq!(lines[0], "x-forwarded-for: 2001:db8::1");
+        assert_eq!(lines[1], "forwarded: for=\"[2001:db8::1]\";proto=http");
+        let lines = written(&HeaderMap::new(), "::ffff:10.1.2.3", PLAIN);
+        assert_eq!(lines[0], "x-forwarded-for: 10.1.2.3");
+    }
+
+    #[test]
+    fn every_ipv4_octet_is_written_in_decimal() {
+        for ip in ["0.0.0.0", "9.10.99.100", "255.254.200.1", "127.0.0.1"] {
+            let lines = written(&HeaderMap::new(), ip, PLAIN);
+            assert_eq!(lines[0], format!("x-forwarded-for: {ip}"));
+        }
     }
 }

@@ -214,14 +214,17 @@ pub async fn answer(
     }
     let state = route(&conn.slot, &req);
     let upgrade = upgrade::requested(req.headers());
-    prepare(
-        &mut req,
-        &headers::Forwarding::new(conn.client.ip(), "http"),
-    );
-    if let Some(protocol) = &upgrade {
-        upgrade::mark(req.headers_mut(), protocol.clone());
-    }
+    let trailers = headers::accepts_trailers(req.headers());
+    to_origin_form(&mut req);
     let (parts, incoming) = req.into_parts();
+    let client = headers::Forwarding::new(conn.client.ip(), "http");
+    let outbound = headers::Outbound {
+        client: &client,
+        host: parts.headers.get(header::HOST),
+        trailers,
+        upgrade: upgrade.as_ref(),
+        framed: false,
+    };
     let head_request = parts.method == Method::HEAD;
     // A request without a body can be sent again as it is; one with a body
     // cannot once its first try has read from it.
@@ -245,7 +248,14 @@ pub async fn answer(
     // Encoded once; per try only when the Host is the backend's.
     let mut head = Vec::with_capacity(512);
     if !needs_host {
-        codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+        codec::encode_request_head(
+            &mut head,
+            &parts.method,
+            target,
+            &parts.headers,
+            framing,
+            &outbound,
+        );
     }
 
     let mut attempts = Attempts::new(&state);
@@ -288,7 +298,14 @@ pub async fn answer(
                 headers.insert(header::HOST, host);
             }
             head.clear();
-            codec::encode_request_head(&mut head, &parts.method, target, &headers, framing);
+            codec::encode_request_head(
+                &mut head,
+                &parts.method,
+                target,
+                &headers,
+                framing,
+                &outbound,
+            );
         }
         let guard = ConnectionGuard::new(Arc::clone(backend));
         // A first try on a pooled connection goes out right after the
@@ -473,37 +490,26 @@ fn answer_protocol(headers: &hyper::HeaderMap, asked: Option<HeaderValue>) -> Op
     headers.get(header::UPGRADE).cloned().or(asked)
 }
 
-/// Makes `req` the request its backend gets: origin-form target, HTTP/1.1,
-/// hop-by-hop headers out, the client named in the forwarding headers, and
-/// `TE: trailers` when the client takes trailers.
-fn prepare(req: &mut Request<ClientBody>, client: &headers::Forwarding) {
-    if req.uri().authority().is_some() {
-        // Absolute-form (`GET http://host/path`): the backend gets the path,
-        // and the authority as `Host`.
-        // RFC 9112 3.2.2: the target's authority replaces any Host.
-        if let Some(authority) = req.uri().authority().cloned() {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                req.headers_mut().insert(header::HOST, host);
-            }
-        }
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        if let Ok(uri) = path.parse::<Uri>() {
-            *req.uri_mut() = uri;
-        }
+/// Makes an absolute-form request (`GET http://host/path`) one in origin
+/// form, as backends expect: the path as target, the authority as `Host`
+/// (RFC 9112 3.2.2: it replaces any Host the request had). What else
+/// changes on the way (hop-by-hop headers, the forwarding ones) is written
+/// with the head ([`headers::write_request_fields`]).
+fn to_origin_form(req: &mut Request<ClientBody>) {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return;
+    };
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        req.headers_mut().insert(header::HOST, host);
     }
-    *req.version_mut() = Version::HTTP_11;
-    let headers = req.headers_mut();
-    let trailers = headers::accepts_trailers(headers);
-    headers::remove_hop_by_hop(headers);
-    if trailers {
-        // The client takes trailers: so do we, and the backend may send them.
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Ok(uri) = path.parse::<Uri>() {
+        *req.uri_mut() = uri;
     }
-    headers::add_forwarding(headers, client);
 }
 
 /// A request's bookkeeping once its answer is sent (or abandoned).

@@ -56,12 +56,15 @@
 //! none. [`encode_chunk`] and [`encode_last_chunk`] frame a chunked body.
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
+
+use crate::proxy::http::headers::{self, Outbound};
 
 /// Limits for one request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,17 +181,19 @@ fn scan_head(window: &[u8], max_headers: usize) -> Result<Option<Layout>, Refusa
     // A header line takes at least 3 bytes (`a:` and LF), so more slots
     // than that could never be filled: a huge `max_headers` costs nothing.
     let slots = max_headers.min(window.len() / 3 + 1);
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Uninitialized slots: httparse writes those it fills, and a head
+    // then costs no clearing of all of them first.
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
     let fields = match stack.get_mut(..slots) {
         Some(fields) => fields,
         None => {
-            heap.resize(slots, httparse::EMPTY_HEADER);
+            heap.resize_with(slots, MaybeUninit::uninit);
             heap.as_mut_slice()
         }
     };
-    let mut req = httparse::Request::new(fields);
-    let len = match req.parse(window) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(window, fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::Version) => return version_refusal(window).map_or(Ok(None), Err),
@@ -206,8 +211,9 @@ fn scan_head(window: &[u8], max_headers: usize) -> Result<Option<Layout>, Refusa
     }
     let target = req.path.unwrap_or_default();
     check_target(&method, target.as_bytes())?;
-    let framing = body_framing(version, req.headers)?;
-    let connection = ConnectionTokens::of(req.headers);
+    let survey = Survey::of(req.headers);
+    let framing = body_framing(version, req.headers, &survey)?;
+    let connection = &survey.connection;
     let is_11 = version == Version::HTTP_11;
     let fields = req
         .headers
@@ -228,8 +234,8 @@ fn scan_head(window: &[u8], max_headers: usize) -> Result<Option<Layout>, Refusa
         } else {
             connection.keep_alive && !connection.close
         },
-        expect_continue: is_11 && expect_continue(req.headers),
-        upgrade: is_11 && connection.upgrade && has_field(req.headers, "upgrade"),
+        expect_continue: is_11 && survey.has(Field::Expect) && expect_continue(req.headers),
+        upgrade: is_11 && connection.upgrade && survey.has(Field::Upgrade),
         fields,
     }))
 }
@@ -365,21 +371,117 @@ fn has_scheme(target: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
-/// Whether any field is named `name` (lowercase).
-fn has_field(fields: &[httparse::Header<'_>], name: &str) -> bool {
-    fields
-        .iter()
-        .any(|field| field.name.eq_ignore_ascii_case(name))
+/// The header fields the codec and the forwarding look at, each told
+/// from the others by one look at its name (its length first, then one
+/// case-insensitive comparison), so a head's fields are classified in one
+/// pass instead of being searched once per name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Field {
+    Other,
+    Connection,
+    KeepAlive,
+    Te,
+    TransferEncoding,
+    Upgrade,
+    /// `Proxy-*` (`Proxy-Connection`, `Proxy-Authorization`, ...).
+    Proxy,
+    ContentLength,
+    Date,
+    Host,
+    Expect,
+    XForwardedFor,
+    XForwardedProto,
+    Forwarded,
 }
 
-/// The values of the fields named `name` (lowercase), in order.
+impl Field {
+    /// The field named `name` (any case).
+    pub fn of(name: &[u8]) -> Field {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        let Some(&first) = name.first() else {
+            return Field::Other;
+        };
+        // The length and first letter rule out almost every other name
+        // before any comparison.
+        match (name.len(), first | 0x20) {
+            (2, b't') if is(b"te") => Field::Te,
+            (4, b'h') if is(b"host") => Field::Host,
+            (4, b'd') if is(b"date") => Field::Date,
+            (6, b'e') if is(b"expect") => Field::Expect,
+            (7, b'u') if is(b"upgrade") => Field::Upgrade,
+            (9, b'f') if is(b"forwarded") => Field::Forwarded,
+            (10, b'c') if is(b"connection") => Field::Connection,
+            (10, b'k') if is(b"keep-alive") => Field::KeepAlive,
+            (14, b'c') if is(b"content-length") => Field::ContentLength,
+            (15, b'x') if is(b"x-forwarded-for") => Field::XForwardedFor,
+            (17, b't') if is(b"transfer-encoding") => Field::TransferEncoding,
+            (17, b'x') if is(b"x-forwarded-proto") => Field::XForwardedProto,
+            (6.., b'p') if name[..6].eq_ignore_ascii_case(b"proxy-") => Field::Proxy,
+            _ => Field::Other,
+        }
+    }
+
+    /// A field that concerns one connection only (RFC 9110 7.6.1), never
+    /// passed on: besides these, the fields `Connection` names.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Field::Connection
+                | Field::KeepAlive
+                | Field::Te
+                | Field::TransferEncoding
+                | Field::Upgrade
+                | Field::Proxy
+        )
+    }
+}
+
+/// What one pass over a head's fields finds: which known fields are there,
+/// the tokens of `Connection` and the length `Content-Length` gives.
+struct Survey {
+    seen: u16,
+    connection: ConnectionTokens,
+    /// What every `Content-Length` element gives (see [`content_length`]).
+    content_length: Result<Option<u64>, Refusal>,
+}
+
+impl Survey {
+    fn of(fields: &[httparse::Header<'_>]) -> Survey {
+        let mut survey = Survey {
+            seen: 0,
+            connection: ConnectionTokens::default(),
+            content_length: Ok(None),
+        };
+        for field in fields {
+            let kind = Field::of(field.name.as_bytes());
+            survey.seen |= 1 << kind as u8;
+            match kind {
+                Field::Connection => survey.connection.add(field.value),
+                Field::ContentLength => {
+                    if let Ok(length) = survey.content_length {
+                        survey.content_length = content_length(length, field.value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        survey
+    }
+
+    fn has(&self, kind: Field) -> bool {
+        self.seen & (1 << kind as u8) != 0
+    }
+}
+
+/// The values of the `kind` fields, in order.
 fn field_values<'a>(
     fields: &'a [httparse::Header<'a>],
-    name: &'a str,
+    kind: Field,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     fields
         .iter()
-        .filter(move |field| field.name.eq_ignore_ascii_case(name))
+        .filter(move |field| Field::of(field.name.as_bytes()) == kind)
         .map(|field| field.value)
 }
 
@@ -390,9 +492,13 @@ fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// How the body is delimited (RFC 9112 6.3, SPEC 4).
-fn body_framing(version: Version, fields: &[httparse::Header<'_>]) -> Result<BodyFraming, Refusal> {
-    let has_te = has_field(fields, "transfer-encoding");
-    let has_cl = has_field(fields, "content-length");
+fn body_framing(
+    version: Version,
+    fields: &[httparse::Header<'_>],
+    survey: &Survey,
+) -> Result<BodyFraming, Refusal> {
+    let has_te = survey.has(Field::TransferEncoding);
+    let has_cl = survey.has(Field::ContentLength);
     if has_te && version == Version::HTTP_10 {
         return Err(TE_IN_HTTP_10);
     }
@@ -400,10 +506,13 @@ fn body_framing(version: Version, fields: &[httparse::Header<'_>]) -> Result<Bod
         return Err(TE_AND_CL);
     }
     if has_te {
-        check_transfer_codings(field_values(fields, "transfer-encoding"))?;
+        check_transfer_codings(field_values(fields, Field::TransferEncoding))?;
         return Ok(BodyFraming::Chunked);
     }
-    match content_length(field_values(fields, "content-length"))? {
+    if !has_cl {
+        return Ok(BodyFraming::None);
+    }
+    match survey.content_length.clone()? {
         None | Some(0) => Ok(BodyFraming::None),
         Some(length) => Ok(BodyFraming::Length(length)),
     }
@@ -431,11 +540,11 @@ fn check_transfer_codings<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<
     }
 }
 
-/// The length every `Content-Length` element gives (RFC 9110 8.6: a list
-/// of one value repeated is that value), `None` without any.
-fn content_length<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u64>, Refusal> {
-    let mut length = None;
-    for element in values.flat_map(elements) {
+/// The length that `length` (what earlier `Content-Length` fields gave,
+/// `None` before the first) and every element of `value` give together
+/// (RFC 9110 8.6: a list of one value repeated is that value).
+fn content_length(mut length: Option<u64>, value: &[u8]) -> Result<Option<u64>, Refusal> {
+    for element in elements(value) {
         let n = decimal(element)?;
         if length.is_some_and(|seen| seen != n) {
             return Err(CL_DIFFERENT);
@@ -469,20 +578,19 @@ struct ConnectionTokens {
 }
 
 impl ConnectionTokens {
-    fn of(fields: &[httparse::Header<'_>]) -> ConnectionTokens {
-        let mut tokens = ConnectionTokens::default();
-        for token in field_values(fields, "connection").flat_map(elements) {
-            tokens.close |= token.eq_ignore_ascii_case(b"close");
-            tokens.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            tokens.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+    /// Notes the tokens of one `Connection` value.
+    fn add(&mut self, value: &[u8]) {
+        for token in elements(value) {
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
         }
-        tokens
     }
 }
 
 /// Whether an `Expect` element is `100-continue`.
 fn expect_continue(fields: &[httparse::Header<'_>]) -> bool {
-    field_values(fields, "expect")
+    field_values(fields, Field::Expect)
         .flat_map(elements)
         .any(|e| e.eq_ignore_ascii_case(b"100-continue"))
 }
@@ -892,26 +1000,29 @@ pub enum RequestFraming {
 }
 
 /// Appends a request head for a backend: `method target HTTP/1.1`, the
-/// header fields (less `Transfer-Encoding` and `Content-Length`, which
-/// `framing` writes again), the blank line.
+/// header fields as [`headers::write_request_fields`] writes them for
+/// `outbound` (a `Content-Length` left out when `framing` writes its own),
+/// the framing, the blank line.
 pub fn encode_request_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     framing: RequestFraming,
+    outbound: &Outbound<'_>,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        let skip = *name == header::TRANSFER_ENCODING
-            || (*name == header::CONTENT_LENGTH && framing != RequestFraming::None);
-        if !skip {
-            write_field(out, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
+    headers::write_request_fields(
+        out,
+        headers,
+        &Outbound {
+            framed: framing != RequestFraming::None,
+            ..*outbound
+        },
+    );
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(length) => {
@@ -979,9 +1090,13 @@ pub fn parse_answer(
     head_request: bool,
 ) -> Result<Option<AnswerHead>, AnswerRefusal> {
     let window = buf.get(..max_bytes).unwrap_or(buf.as_ref());
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut answer = httparse::Response::new(&mut stack);
-    let len = match answer.parse(window) {
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut answer = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut answer,
+        window,
+        &mut stack,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= max_bytes => {
             return Err("the answer head is too large");
@@ -996,7 +1111,8 @@ pub fn parse_answer(
     let status = StatusCode::from_u16(answer.code.unwrap_or(0))
         .map_err(|_| "the answer's status is not valid")?;
     let fields = &*answer.headers;
-    let connection = ConnectionTokens::of(fields);
+    let survey = Survey::of(fields);
+    let connection = &survey.connection;
     let keep_alive = if version == Version::HTTP_11 {
         !connection.close
     } else {
@@ -1008,8 +1124,8 @@ pub fn parse_answer(
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         AnswerFraming::None
-    } else if has_field(fields, "transfer-encoding") {
-        let chunked_last = field_values(fields, "transfer-encoding")
+    } else if survey.has(Field::TransferEncoding) {
+        let chunked_last = field_values(fields, Field::TransferEncoding)
             .flat_map(elements)
             .filter(|c| !c.is_empty())
             .last()
@@ -1020,7 +1136,7 @@ pub fn parse_answer(
             AnswerFraming::Close
         }
     } else {
-        match content_length(field_values(fields, "content-length")) {
+        match survey.content_length {
             Ok(Some(0)) => AnswerFraming::None,
             Ok(Some(length)) => AnswerFraming::Length(length),
             Ok(None) => AnswerFraming::Close,
@@ -1028,7 +1144,7 @@ pub fn parse_answer(
         }
     };
     if !status.is_informational() {
-        let raw = raw_fields(fields, bodiless);
+        let raw = raw_fields(fields, &survey, bodiless);
         buf.advance(len);
         return Ok(Some(AnswerHead {
             status,
@@ -1065,11 +1181,15 @@ pub fn parse_answer(
 
 /// The end-to-end lines of an answer's `fields` (httparse checked their
 /// names are tokens and their values free of control characters).
-fn raw_fields(fields: &[httparse::Header<'_>], bodiless: bool) -> RawFields {
-    let listed: Vec<&[u8]> = field_values(fields, "connection")
-        .flat_map(elements)
-        .filter(|name| !name.is_empty())
-        .collect();
+fn raw_fields(fields: &[httparse::Header<'_>], survey: &Survey, bodiless: bool) -> RawFields {
+    let listed: Vec<&[u8]> = if survey.has(Field::Connection) {
+        field_values(fields, Field::Connection)
+            .flat_map(elements)
+            .filter(|name| !name.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut raw = RawFields {
         lines: Vec::with_capacity(
             fields
@@ -1081,27 +1201,20 @@ fn raw_fields(fields: &[httparse::Header<'_>], bodiless: bool) -> RawFields {
     };
     for field in fields {
         let name = field.name.as_bytes();
-        let is = |other: &str| name.eq_ignore_ascii_case(other.as_bytes());
-        let hop_by_hop = is("connection")
-            || is("keep-alive")
-            || is("te")
-            || is("transfer-encoding")
-            || is("upgrade")
-            || name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
-        if hop_by_hop || is("content-length") {
+        let kind = Field::of(name);
+        let hop_by_hop =
+            kind.is_hop_by_hop() || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+        if hop_by_hop || kind == Field::ContentLength {
             continue;
         }
-        raw.has_date |= is("date");
+        raw.has_date |= kind == Field::Date;
         raw.lines.extend_from_slice(name);
         raw.lines.extend_from_slice(b": ");
         raw.lines.extend_from_slice(field.value);
         raw.lines.extend_from_slice(b"\r\n");
     }
     if bodiless {
-        raw.content_length = content_length(field_values(fields, "content-length"))
-            .ok()
-            .flatten();
+        raw.content_length = survey.content_length.clone().ok().flatten();
     }
     raw
 }
