@@ -396,9 +396,9 @@ pub enum Field {
 }
 
 impl Field {
-    /// The field named `name` (any case).
+    /// The field named `name` (a token, any case).
     pub fn of(name: &[u8]) -> Field {
-        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        let is = |known: &[u8]| is_named(name, known);
         let Some(&first) = name.first() else {
             return Field::Other;
         };
@@ -417,7 +417,7 @@ impl Field {
             (15, b'x') if is(b"x-forwarded-for") => Field::XForwardedFor,
             (17, b't') if is(b"transfer-encoding") => Field::TransferEncoding,
             (17, b'x') if is(b"x-forwarded-proto") => Field::XForwardedProto,
-            (6.., b'p') if name[..6].eq_ignore_ascii_case(b"proxy-") => Field::Proxy,
+            (6.., b'p') if is_named(&name[..6], b"proxy-") => Field::Proxy,
             _ => Field::Other,
         }
     }
@@ -435,6 +435,36 @@ impl Field {
                 | Field::Proxy
         )
     }
+}
+
+/// Whether `name`, a token (httparse checked it), is `known` (lowercase
+/// letters and `-`) in any case. A token byte `b` matches such a byte `k`
+/// exactly when `b | 0x20 == k` (an upper-case letter becomes its lower
+/// case; `-` has that bit already, and the one other byte that would
+/// become `-`, CR, is no token byte), so eight bytes are compared at once.
+fn is_named(name: &[u8], known: &[u8]) -> bool {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    if name.len() != known.len() {
+        return false;
+    }
+    let (mut names, mut knowns) = (name.chunks_exact(8), known.chunks_exact(8));
+    for (n, k) in (&mut names).zip(&mut knowns) {
+        if word(n) | LOWER != word(k) {
+            return false;
+        }
+    }
+    names
+        .remainder()
+        .iter()
+        .zip(knowns.remainder())
+        .all(|(&n, &k)| n | 0x20 == k)
+}
+
+/// Eight bytes as one word.
+fn word(eight: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(eight);
+    u64::from_ne_bytes(word)
 }
 
 /// What one pass over a head's fields finds: which known fields are there,
@@ -575,15 +605,22 @@ struct ConnectionTokens {
     close: bool,
     keep_alive: bool,
     upgrade: bool,
+    /// A token may name a field that is not hop-by-hop by itself.
+    names_fields: bool,
 }
 
 impl ConnectionTokens {
     /// Notes the tokens of one `Connection` value.
     fn add(&mut self, value: &[u8]) {
         for token in elements(value) {
-            self.close |= token.eq_ignore_ascii_case(b"close");
-            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            let close = token.eq_ignore_ascii_case(b"close");
+            let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+            let upgrade = token.eq_ignore_ascii_case(b"upgrade");
+            self.close |= close;
+            self.keep_alive |= keep_alive;
+            self.upgrade |= upgrade;
+            // `keep-alive` and `upgrade` name fields that go anyway.
+            self.names_fields |= !(keep_alive || upgrade || token.is_empty());
         }
     }
 }
@@ -1182,7 +1219,7 @@ pub fn parse_answer(
 /// The end-to-end lines of an answer's `fields` (httparse checked their
 /// names are tokens and their values free of control characters).
 fn raw_fields(fields: &[httparse::Header<'_>], survey: &Survey, bodiless: bool) -> RawFields {
-    let listed: Vec<&[u8]> = if survey.has(Field::Connection) {
+    let listed: Vec<&[u8]> = if survey.connection.names_fields {
         field_values(fields, Field::Connection)
             .flat_map(elements)
             .filter(|name| !name.is_empty())
@@ -1387,6 +1424,58 @@ const TOO_MANY_TRAILERS: Refusal = bad("bad request: too many trailer fields\n")
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn each_known_field_is_told_by_its_name_in_any_case_and_nothing_else_is() {
+        let known = [
+            ("te", Field::Te),
+            ("host", Field::Host),
+            ("date", Field::Date),
+            ("expect", Field::Expect),
+            ("upgrade", Field::Upgrade),
+            ("forwarded", Field::Forwarded),
+            ("connection", Field::Connection),
+            ("keep-alive", Field::KeepAlive),
+            ("content-length", Field::ContentLength),
+            ("x-forwarded-for", Field::XForwardedFor),
+            ("transfer-encoding", Field::TransferEncoding),
+            ("x-forwarded-proto", Field::XForwardedProto),
+            ("proxy-connection", Field::Proxy),
+            ("Proxy-Authorization", Field::Proxy),
+        ];
+        for (name, field) in known {
+            assert_eq!(Field::of(name.as_bytes()), field, "{name}");
+            assert_eq!(Field::of(name.to_uppercase().as_bytes()), field, "{name}");
+            // Any one byte changed (to another token byte) is another field.
+            for at in 0..name.len() {
+                for other in [b'_', b'~', b'^', b'0', b'a', b'z', b'-', b'.'] {
+                    let mut changed = name.as_bytes().to_vec();
+                    if changed[at].eq_ignore_ascii_case(&other) {
+                        continue;
+                    }
+                    changed[at] = other;
+                    let kind = Field::of(&changed);
+                    let still_proxy = field == Field::Proxy && at >= 6;
+                    assert!(
+                        kind == Field::Other || still_proxy,
+                        "{:?} taken for {kind:?}",
+                        String::from_utf8_lossy(&changed)
+                    );
+                }
+            }
+        }
+        for other in [
+            "",
+            "t",
+            "hosts",
+            "content-type",
+            "proxy",
+            "x-forwarded-host",
+            "Accept",
+        ] {
+            assert_eq!(Field::of(other.as_bytes()), Field::Other, "{other}");
+        }
+    }
 
     const LIMITS: HeadLimits = HeadLimits {
         max_bytes: 8192,
