@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Format, PROMPTLY, connect, connect_refused, echoes, eventually,
-    http_get, read_until_closed,
+    Backend, Balancer, DEADLINE, Format, HttpBackend, PROMPTLY, connect, connect_refused, echoes,
+    eventually, http_get, read_until_closed,
 };
+use crate::http::{Client, http_config};
 
 fn config(backend: SocketAddr, drain_timeout: &str) -> String {
     format!(
@@ -185,4 +186,47 @@ fn ready_answers_503_from_sigterm_on_while_live_stays_200_through_the_drain() {
     drop(held);
     let status = balancer.wait_exit(DEADLINE);
     assert!(status.success(), "exit {status}");
+}
+
+#[test]
+fn with_one_worker_one_thread_serves_http_clients_and_the_admin_then_drains() {
+    // `workers = 1` runs everything on one thread (no work-stealing
+    // scheduler): clients interleaved on one keep-alive connection each,
+    // the admin port, then SIGTERM's drain, which closes the idle ones.
+    let backend = HttpBackend::start("a");
+    let config = format!(
+        "[global]\nworkers = 1\ndrain_timeout = \"30s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        http_config(&[&backend], "")
+    );
+    let mut balancer = Balancer::start(&config, Format::Toml);
+    let addr = balancer.addr("web");
+    let get = |path: String| format!("GET {path} HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send(get(format!("/{i}/{round}")).as_bytes());
+        }
+        for client in &mut clients {
+            assert_eq!(client.answer().status, 200);
+        }
+    }
+    assert_eq!(backend.seen().len(), 9);
+    let admin = balancer.wait_admin();
+    let status = http_get(admin, "/api/status").expect("the admin port answers");
+    assert_eq!(status.status, 200);
+
+    balancer.signal(Signal::TERM);
+    assert!(
+        eventually(PROMPTLY, || connect_refused(addr)),
+        "new connects are still accepted after SIGTERM"
+    );
+    // Idle between requests, each keep-alive client is closed at once,
+    // with nothing sent.
+    for client in &clients {
+        let (received, _) = read_until_closed(&mut client.try_clone_stream(), DEADLINE)
+            .expect("an idle keep-alive connection is closed by the drain");
+        assert_eq!(received, b"", "bytes sent on a closing idle connection");
+    }
+    let exit = balancer.wait_exit(DEADLINE);
+    assert!(exit.success(), "exit {exit}");
 }

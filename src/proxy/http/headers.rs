@@ -108,6 +108,8 @@ pub struct Outbound<'a> {
     /// The `Host` the client sent, named in `Forwarded` (RFC 7239 5.3):
     /// not one given to a request that came without.
     pub host: Option<&'a HeaderValue>,
+    /// The request may have a `Connection` header (whose names go too).
+    pub connection: bool,
     /// `TE: trailers`: the client takes trailers, so may the backend send
     /// them.
     pub trailers: bool,
@@ -127,7 +129,11 @@ pub struct Outbound<'a> {
 /// set to the client's scheme; then what `outbound` adds. Written straight
 /// into the request head: no header map is changed, no value built apart.
 pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, outbound: &Outbound<'_>) {
-    let listed = listed_by_connection(headers);
+    let listed = if outbound.connection {
+        listed_by_connection(headers)
+    } else {
+        Vec::new()
+    };
     let (mut earlier_for, mut earlier_forwarded) = (false, false);
     for (name, value) in headers {
         if *name == X_FORWARDED_FOR {
@@ -315,6 +321,7 @@ mod tests {
         let outbound = Outbound {
             client: &client,
             host: map.get("host"),
+            connection: true,
             trailers,
             upgrade,
             framed,

@@ -39,7 +39,7 @@ use crate::state::{ListenerSlot, Snapshot};
 use body::{Relayed, ResponseBody};
 use h1::body::ClientBody;
 use h1::client::{self, Answer, Failure, Outgoing, Tally};
-use h1::codec::{self, RequestFraming};
+use h1::codec::{self, Field, FieldSet, RequestFraming};
 use upgrade::UpgradeTo;
 
 /// What every request of one client connection shares.
@@ -197,6 +197,7 @@ fn idempotent(method: &Method) -> bool {
 pub async fn answer(
     conn: Arc<Conn>,
     mut req: Request<ClientBody>,
+    fields: FieldSet,
     mut deadline: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -213,14 +214,20 @@ pub async fn answer(
         return local(status, text, true, logged);
     }
     let state = route(&conn.slot, &req);
-    let upgrade = upgrade::requested(req.headers());
-    let trailers = headers::accepts_trailers(req.headers());
+    let upgrade = if fields.has(Field::Upgrade) {
+        upgrade::requested(req.headers())
+    } else {
+        None
+    };
+    let trailers = fields.has(Field::Te) && headers::accepts_trailers(req.headers());
     to_origin_form(&mut req);
     let (parts, incoming) = req.into_parts();
     let client = headers::Forwarding::new(conn.client.ip(), "http");
+    let host = parts.headers.get(header::HOST);
     let outbound = headers::Outbound {
         client: &client,
-        host: parts.headers.get(header::HOST),
+        host,
+        connection: fields.has(Field::Connection),
         trailers,
         upgrade: upgrade.as_ref(),
         framed: false,
@@ -244,7 +251,7 @@ pub async fn answer(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // An HTTP/1.0 request may come without a Host: it gets the address of
     // the backend it goes to, as nginx gives `$proxy_host`.
-    let needs_host = !parts.headers.contains_key(header::HOST);
+    let needs_host = host.is_none();
     // Encoded once; per try only when the Host is the backend's.
     let mut head = Vec::with_capacity(512);
     if !needs_host {

@@ -124,6 +124,9 @@ pub struct RequestHead {
     /// An HTTP/1.1 request with an `Upgrade` header and `upgrade` among
     /// the tokens of `Connection`.
     pub upgrade: bool,
+    /// Which known fields the head has (so those it lacks are not looked
+    /// up in `headers`).
+    pub fields: FieldSet,
 }
 
 /// Parses the request head at the start of `buf`.
@@ -165,6 +168,7 @@ struct Layout {
     keep_alive: bool,
     expect_continue: bool,
     upgrade: bool,
+    fields_seen: FieldSet,
 }
 
 /// Header fields a request gains on its way to a backend
@@ -237,6 +241,7 @@ fn scan_head(window: &[u8], max_headers: usize) -> Result<Option<Layout>, Refusa
         expect_continue: is_11 && survey.has(Field::Expect) && expect_continue(req.headers),
         upgrade: is_11 && connection.upgrade && survey.has(Field::Upgrade),
         fields,
+        fields_seen: FieldSet(survey.seen),
     }))
 }
 
@@ -264,6 +269,7 @@ fn build_head(head: &Bytes, layout: Layout) -> Result<RequestHead, Refusal> {
         keep_alive: layout.keep_alive,
         expect_continue: layout.expect_continue,
         upgrade: layout.upgrade,
+        fields: layout.fields_seen,
     })
 }
 
@@ -465,6 +471,17 @@ fn word(eight: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(eight);
     u64::from_ne_bytes(word)
+}
+
+/// Which of the known [`Field`]s a head has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSet(u16);
+
+impl FieldSet {
+    /// Whether the head has (or may have) a `kind` field.
+    pub fn has(self, kind: Field) -> bool {
+        self.0 & (1 << kind as u8) != 0
+    }
 }
 
 /// What one pass over a head's fields finds: which known fields are there,

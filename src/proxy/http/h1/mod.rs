@@ -43,7 +43,7 @@ use super::body::ResponseBody;
 use super::upgrade::{PendingUpgrade, UpgradeTo};
 use super::{Conn, answer, headers};
 use body::{ClientBody, lock};
-use codec::{BodyFraming, ChunkedDecoder, Connection, HeadLimits, ResponseFraming};
+use codec::{BodyFraming, ChunkedDecoder, Connection, Field, HeadLimits, ResponseFraming};
 
 /// How many header fields a request head may have (HAProxy's default is
 /// 101, hyper's 100).
@@ -243,7 +243,8 @@ async fn exchange(
     let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
     let method_head = head.method == Method::HEAD;
     let version = head.version;
-    let trailers_ok = headers::accepts_trailers(&head.headers);
+    let fields = head.fields;
+    let trailers_ok = fields.has(Field::Te) && headers::accepts_trailers(&head.headers);
     let continue_wanted = (head.expect_continue && head.framing != BodyFraming::None)
         .then(|| Arc::new(Notify::new()));
     // A body reads the connection's reader while it streams.
@@ -269,14 +270,14 @@ async fn exchange(
     *request.uri_mut() = head.uri;
     *request.version_mut() = version;
     *request.headers_mut() = head.headers;
-    if !head.upgrade {
+    if !head.upgrade && fields.has(Field::Upgrade) {
         // `Upgrade` counts only on an HTTP/1.1 request whose `Connection`
         // names it; otherwise it is one more hop-by-hop header.
         request.headers_mut().remove(header::UPGRADE);
     }
 
     let mut response = {
-        let answering = answer(Arc::clone(conn), request, deadline.as_mut());
+        let answering = answer(Arc::clone(conn), request, fields, deadline.as_mut());
         tokio::pin!(answering);
         loop {
             tokio::select! {
