@@ -651,7 +651,11 @@ impl Conn {
         duration: Duration,
         outcome: access_log::Outcome,
     ) {
-        let (Some((method, path)), Some(log)) = (logged, self.slot.access_log.load_full()) else {
+        // The log is looked up only for a request it takes.
+        let Some((method, path)) = logged else {
+            return;
+        };
+        let Some(log) = self.slot.access_log.load_full() else {
             return;
         };
         log.log(Record {
