@@ -118,6 +118,10 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin {
     /// `splice(2)`: a plain TCP socket, not one carrying TLS.
     fn socket(&self) -> Option<&TcpStream>;
 
+    /// Whether dropping the stream ends it as a shutdown would (a plain
+    /// socket's FIN); TLS needs its shutdown to send `close_notify`.
+    const CLOSES_BY_DROP: bool;
+
     /// Whether a read error `err` means the peer ended its stream; for a
     /// plain socket none does.
     fn is_end(_err: &io::Error) -> bool {
@@ -126,6 +130,8 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin {
 }
 
 impl Stream for TcpStream {
+    const CLOSES_BY_DROP: bool = true;
+
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
@@ -137,6 +143,8 @@ impl Stream for TcpStream {
 
 /// A TLS client: bytes are decrypted into user space, so they are copied.
 impl Stream for TlsStream<TcpStream> {
+    const CLOSES_BY_DROP: bool = false;
+
     /// Always ready: TLS may hold decrypted bytes the socket no longer
     /// signals. A read that finds nothing registers for the socket and
     /// gives its buffer back at once (see `read_chunk`).
@@ -338,9 +346,10 @@ struct Ends<'s, F, T> {
     counter: &'s AtomicU64,
     options: &'s RelayOptions,
     /// The other direction reached end of stream already, so this one, the
-    /// second, skips the shutdown: both sockets close as soon as it is
-    /// done, and closing a socket whose input was read to its end sends
-    /// the same FIN, one syscall cheaper.
+    /// second, skips the shutdown when the destination is a plain socket:
+    /// both sockets close as soon as it is done, and closing a socket
+    /// whose input was read to its end sends the same FIN, one syscall
+    /// cheaper. (TLS must still send its `close_notify`.)
     other_ended: bool,
     /// Set when a byte moved (activity for the idle timer).
     moved: &'s mut bool,
@@ -359,8 +368,11 @@ impl<F, T> Ends<'_, F, T> {
     }
 
     /// The step after the source's end of stream.
-    fn at_end(&self) -> Step {
-        if self.other_ended {
+    fn at_end(&self) -> Step
+    where
+        T: Stream,
+    {
+        if self.other_ended && T::CLOSES_BY_DROP {
             Step::Done
         } else {
             Step::Shutdown
@@ -450,7 +462,7 @@ impl Step {
 /// was stale: the buffer then goes back at once instead of being held
 /// while the connection idles (tokio's `poll_read` has cleared the
 /// readiness and registered for the next).
-fn read_chunk<F: Stream, T>(
+fn read_chunk<F: Stream, T: Stream>(
     cx: &mut Context<'_>,
     ends: &mut Ends<'_, F, T>,
 ) -> Poll<io::Result<Step>> {

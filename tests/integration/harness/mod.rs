@@ -11,6 +11,8 @@
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
 //! - `http_backend`: an HTTP/1.1 backend that records each request as it
 //!   arrived and answers as the request asks ([`HttpBackend`]).
+//! - `tls`: certificates made with rcgen ([`Certs`]) and a rustls client
+//!   ([`TlsClient`]) that shows what the server chose.
 //! - `metrics_text`: [`sample`] reads one sample out of `/metrics`; it is
 //!   `src/testing/metrics_text.rs`, shared with the unit tests.
 //!
@@ -27,6 +29,7 @@ mod http;
 mod http_backend;
 mod logs;
 mod process;
+mod tls;
 
 /// The Prometheus sample reader the unit tests use too (std only, so it
 /// compiles here as it is).
@@ -42,6 +45,7 @@ pub use http::{HttpResponse, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
+pub use tls::{Certs, HANDSHAKE_PATIENCE, Prefixed, TlsClient, block_on, peer_certificate};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::net::UnixListener;
