@@ -487,7 +487,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parses and validates config text; `origin` is how errors name the file.
-/// Relative paths in it are taken from the working directory.
+/// Relative paths in it are taken from the working directory. (Tests'
+/// shorthand: the binary reads files with [`load`], and the demo's
+/// embedded text with [`parse_in`].)
+#[cfg(test)]
 pub fn parse(text: &str, format: FileFormat, origin: &str) -> Result<Config, ConfigErrors> {
     parse_in(text, format, origin, Path::new(""))
 }
