@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::harness::{
     Backend, Balancer, Certs, Closed, DEADLINE, Format, HANDSHAKE_PATIENCE, PROMPTLY, Prefixed,
     TlsClient, assert_no_debug_formatting, block_on, check, connect, eventually, http_get,
-    http_request, peer_certificate, read_until_closed, run_with_config, sample,
+    http_request, peer_certificate, pseudo_random_bytes, read_until_closed, run_with_config,
+    sample,
 };
 
 /// A config with an admin port and one tcp listener `tls` over `backend`,
@@ -29,6 +30,18 @@ fn config(certificates: &[String], tls: &str, listener: &str, backend: SocketAdd
     )
 }
 
+/// A balancer whose listener `tls` serves one certificate, for
+/// `localhost`, over `backend`: `head` comes before the config (a
+/// `[global]` table), `tls` and `listener` lines go where [`config`] puts
+/// them. The certificate files last as long as the `Certs`.
+fn serving(backend: &Backend, head: &str, tls: &str, listener: &str) -> (Certs, Balancer) {
+    let certs = Certs::new();
+    certs.make("site", &["localhost"]);
+    let text = config(&[certs.entry("site")], tls, listener, backend.addr());
+    let balancer = Balancer::start(&format!("{head}{text}"), Format::Toml);
+    (certs, balancer)
+}
+
 /// The `balancer_tls_handshakes_total` sample of listener `tls` with
 /// `result`, read from the admin port at `admin`.
 fn handshakes(admin: SocketAddr, result: &str) -> Option<f64> {
@@ -41,19 +54,6 @@ fn handshakes(admin: SocketAddr, result: &str) -> Option<f64> {
 fn status(admin: SocketAddr) -> serde_json::Value {
     let answer = http_get(admin, "/api/status").expect("the admin port answers");
     serde_json::from_str(&answer.body).expect("the status is JSON")
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn pseudo_random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Sends `message` over a new TLS connection to `addr` as `client`, and
@@ -72,13 +72,8 @@ fn echoes_over_tls(client: &TlsClient, addr: SocketAddr, message: &[u8]) {
 #[test]
 fn four_mib_cross_a_tls_listener_unchanged_both_ways_and_close_notify_ends_it() {
     const LEN: usize = 4 * 1024 * 1024;
-    let certs = Certs::new();
-    certs.make("site", &["localhost"]);
     let backend = Backend::echo();
-    let balancer = Balancer::start(
-        &config(&[certs.entry("site")], "", "", backend.addr()),
-        Format::Toml,
-    );
+    let (_certs, balancer) = serving(&backend, "", "", "");
     let sent = pseudo_random_bytes(LEN, 0x9E37_79B9_7F4A_7C15);
     let addr = balancer.addr("tls");
     let received = block_on(async {
@@ -124,13 +119,8 @@ fn four_mib_cross_a_tls_listener_unchanged_both_ways_and_close_notify_ends_it() 
 
 #[test]
 fn a_tls_client_half_close_reaches_the_backend_and_its_reply_still_arrives() {
-    let certs = Certs::new();
-    certs.make("site", &["localhost"]);
     let backend = Backend::reply_after_eof();
-    let balancer = Balancer::start(
-        &config(&[certs.entry("site")], "", "", backend.addr()),
-        Format::Toml,
-    );
+    let (_certs, balancer) = serving(&backend, "", "", "");
     let addr = balancer.addr("tls");
     let reply = block_on(async {
         let mut stream = TlsClient::default()
@@ -189,18 +179,8 @@ fn sni_picks_each_certificate_a_wildcard_covers_one_label_and_no_sni_gets_the_fi
 
 #[test]
 fn a_tls_1_3_only_listener_refuses_a_tls_1_2_client_and_counts_the_error() {
-    let certs = Certs::new();
-    certs.make("site", &["localhost"]);
     let backend = Backend::echo();
-    let balancer = Balancer::start(
-        &config(
-            &[certs.entry("site")],
-            "min_version = \"1.3\"\n",
-            "",
-            backend.addr(),
-        ),
-        Format::Toml,
-    );
+    let (_certs, balancer) = serving(&backend, "", "min_version = \"1.3\"\n", "");
     let addr = balancer.addr("tls");
     static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
     let old = TlsClient {
@@ -228,14 +208,9 @@ fn a_tls_1_3_only_listener_refuses_a_tls_1_2_client_and_counts_the_error() {
 
 #[test]
 fn alpn_negotiates_a_protocol_both_offer_and_refuses_a_client_offering_none_of_them() {
-    let certs = Certs::new();
-    certs.make("site", &["localhost"]);
     let backend = Backend::echo();
     let tls = "alpn = [\"x-test\", \"http/1.1\"]\n";
-    let balancer = Balancer::start(
-        &config(&[certs.entry("site")], tls, "", backend.addr()),
-        Format::Toml,
-    );
+    let (_certs, balancer) = serving(&backend, "", tls, "");
     let addr = balancer.addr("tls");
     let offering = |alpn: Vec<&'static str>| TlsClient {
         alpn,
@@ -257,13 +232,8 @@ fn alpn_negotiates_a_protocol_both_offer_and_refuses_a_client_offering_none_of_t
 
 #[test]
 fn a_client_sending_garbage_is_closed_counted_and_the_next_client_is_served() {
-    let certs = Certs::new();
-    certs.make("site", &["localhost"]);
     let backend = Backend::echo();
-    let balancer = Balancer::start(
-        &config(&[certs.entry("site")], "", "", backend.addr()),
-        Format::Toml,
-    );
+    let (_certs, balancer) = serving(&backend, "", "", "");
     let addr = balancer.addr("tls");
     let mut plain = connect(addr);
     plain
@@ -290,20 +260,10 @@ fn a_client_sending_garbage_is_closed_counted_and_the_next_client_is_served() {
 
 #[test]
 fn a_client_that_stops_mid_handshake_holds_no_worker_and_is_closed_after_the_timeout() {
-    let certs = Certs::new();
-    certs.make("site", &["localhost"]);
     let backend = Backend::echo();
     // One worker: a stalled handshake that held it would stall the rest.
-    let text = format!(
-        "[global]\nworkers = 1\n{}",
-        config(
-            &[certs.entry("site")],
-            "handshake_timeout = \"1s\"\n",
-            "",
-            backend.addr()
-        )
-    );
-    let balancer = Balancer::start(&text, Format::Toml);
+    let timeout = "handshake_timeout = \"1s\"\n";
+    let (_certs, balancer) = serving(&backend, "[global]\nworkers = 1\n", timeout, "");
     let addr = balancer.addr("tls");
     let mut stalled = connect(addr);
     let started = Instant::now();
@@ -331,14 +291,9 @@ fn a_client_that_stops_mid_handshake_holds_no_worker_and_is_closed_after_the_tim
 
 #[test]
 fn a_proxy_protocol_header_comes_before_the_handshake_and_names_the_client() {
-    let certs = Certs::new();
-    certs.make("site", &["localhost"]);
     let backend = Backend::recording();
     let listener = "accept_proxy_protocol = [\"127.0.0.1/32\"]\nproxy_protocol = \"v1\"\n";
-    let balancer = Balancer::start(
-        &config(&[certs.entry("site")], "", listener, backend.addr()),
-        Format::Toml,
-    );
+    let (_certs, balancer) = serving(&backend, "", "", listener);
     let addr = balancer.addr("tls");
     let header = format!("PROXY TCP4 192.0.2.7 127.0.0.1 5555 {}\r\n", addr.port());
     let answer = block_on(async {

@@ -212,6 +212,28 @@ impl Validator<'_> {
         self.ok_or_report(check(value.get_ref()), value.span(), with_key(scope, key))
             .map(Some)
     }
+
+    /// A list of strings under `key`, each turned into a value by `check`:
+    /// absent is empty; every bad entry is reported, and the list stands
+    /// only when all of them pass.
+    fn strings<T>(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+        scope: &[Context],
+        key: &str,
+        check: impl Fn(&str) -> Result<T, Problem>,
+    ) -> Option<Vec<T>> {
+        let Some(list) = raw else {
+            return Some(Vec::new());
+        };
+        let context = with_key(scope, key);
+        let values: Vec<Option<T>> = list
+            .get_ref()
+            .iter()
+            .map(|entry| self.ok_or_report(check(entry.get_ref()), entry.span(), context.clone()))
+            .collect();
+        values.into_iter().collect()
+    }
 }
 
 // === context paths ===

@@ -37,7 +37,7 @@ impl Validator<'_> {
         let raw = table.get_ref();
         let certificates = self.certificates(raw, &table.span(), &scope);
         let min_version = self.text(&raw.min_version, &scope, "min_version", tls_version);
-        let alpn = self.alpn(raw.alpn.as_ref(), &scope);
+        let alpn = self.strings(raw.alpn.as_ref(), &scope, "alpn", alpn_name);
         let handshake_timeout = self.text(
             &raw.handshake_timeout,
             &scope,
@@ -98,27 +98,6 @@ impl Validator<'_> {
                 None
             }
         }
-    }
-
-    /// `alpn`: absent is none; every name 1 to 255 bytes.
-    fn alpn(
-        &mut self,
-        raw: Option<&Spanned<Vec<Spanned<String>>>>,
-        scope: &[Context],
-    ) -> Option<Vec<String>> {
-        let Some(list) = raw else {
-            return Some(Vec::new());
-        };
-        let context = with_key(scope, "alpn");
-        let names: Vec<Option<String>> = list
-            .get_ref()
-            .iter()
-            .map(|name| {
-                let checked = alpn_name(name.get_ref());
-                self.ok_or_report(checked, name.span(), context.clone())
-            })
-            .collect();
-        names.into_iter().collect()
     }
 }
 

@@ -167,6 +167,20 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure can be
+/// reproduced and no byte pattern repeats within the stream.
+pub fn pseudo_random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        out.extend_from_slice(&seed.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// The first fragment of Rust debug formatting or a panic in `text`.
 pub fn debug_formatting_in(text: &str) -> Option<&'static str> {
     DEBUG_FORMATTING.iter().copied().find(|f| text.contains(f))
