@@ -18,6 +18,9 @@
 //!   resolver, connect with a source address and a timeout, the accept
 //!   loop with back-off, the hyper HTTP/1.1 server setup, and how an I/O
 //!   error or a user's value is said in words.
+//! - `tls`: TLS termination on rustls (aws-lc-rs): certificates and keys
+//!   read from PEM files and matched, the SNI choice among them, a
+//!   listener's rustls config, and the counted handshake with its timeout.
 //! - `config`: pure text-to-model. The native TOML format and the seed's
 //!   INI `setup.cfg` are read into the same raw structs, validated into one
 //!   `config::Config`, and can be printed back as TOML (`convert`).
@@ -73,6 +76,7 @@ pub(crate) mod runtime;
 pub(crate) mod state;
 #[cfg(test)]
 mod testing;
+pub(crate) mod tls;
 
 pub use admin::metrics::names as metric_names;
 pub use error::Error;

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::UNIX_EPOCH;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -18,9 +19,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::backend::stats::STATUS_CLASSES;
 use crate::backend::{Backend, BackendState};
-use crate::config::Mode;
+use crate::config::{Mode, ServerTls};
 use crate::state::stats::Rejection;
 use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
+use crate::tls::Outcome as HandshakeOutcome;
 
 /// Every metric name, as exported. Used where metrics are emitted, in the
 /// tests that parse `/metrics`, and listed in `docs/admin.md`.
@@ -55,6 +57,15 @@ pub mod names {
     pub const CONNECTION_DURATION_SECONDS: &str = "balancer_connection_duration_seconds";
     /// Counter `{listener,reason}`: clients turned away at accept.
     pub const REJECTED_CONNECTIONS_TOTAL: &str = "balancer_rejected_connections_total";
+    /// Counter `{listener,result}`: TLS handshakes of listeners with TLS,
+    /// by how they ended: `ok`, `timeout`, `error` (TLS refused what the
+    /// client sent), `closed` (the client left before the end).
+    pub const TLS_HANDSHAKES_TOTAL: &str = "balancer_tls_handshakes_total";
+    /// Gauge `{listener,name}`: when each certificate of a listener with
+    /// TLS expires (its `notAfter`), seconds since the Unix epoch; `name`
+    /// is its first subject alternative name (else its common name, else
+    /// its file).
+    pub const TLS_CERTIFICATE_EXPIRY: &str = "balancer_tls_certificate_expiry_timestamp_seconds";
     /// Gauge: the config generation in force (1 at start, one more per
     /// reload).
     pub const CONFIG_GENERATION: &str = "balancer_config_generation";
@@ -82,7 +93,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 25] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -95,6 +106,8 @@ pub mod names {
         REQUEST_DURATION_SECONDS,
         CONNECTION_DURATION_SECONDS,
         REJECTED_CONNECTIONS_TOTAL,
+        TLS_HANDSHAKES_TOTAL,
+        TLS_CERTIFICATE_EXPIRY,
         CONFIG_GENERATION,
         CONFIG_RELOADS_TOTAL,
         ACCESS_LOG_DROPPED_TOTAL,
@@ -417,6 +430,7 @@ impl Collector for BalancerCollector {
                 Ok(())
             },
         )?;
+        tls_families(e, &listeners)?;
         family(
             e,
             names::CONFIG_GENERATION,
@@ -460,6 +474,52 @@ impl Collector for BalancerCollector {
             |m| gauge(m, &[("version", env!("CARGO_PKG_VERSION"))], 1),
         )
     }
+}
+
+/// The TLS families: handshakes by outcome and certificate expiry, for
+/// the listeners with TLS.
+fn tls_families(e: &mut DescriptorEncoder, listeners: &[Listener]) -> fmt::Result {
+    let with_tls: Vec<(&ListenerSlot, &ServerTls)> = listeners
+        .iter()
+        .filter_map(|(slot, state)| Some((slot.as_ref(), state.config.tls.as_ref()?)))
+        .collect();
+    family(
+        e,
+        names::TLS_HANDSHAKES_TOTAL,
+        "TLS handshakes by how they ended: ok, timeout, error (TLS refused what the client sent), closed (the client left).",
+        MetricType::Counter,
+        |m| {
+            for (slot, _) in &with_tls {
+                let handshakes = &slot.stats.tls_handshakes;
+                for outcome in HandshakeOutcome::ALL {
+                    let labels = [
+                        ("listener", slot.name.as_str()),
+                        ("result", outcome.label()),
+                    ];
+                    counter(m, &labels, handshakes.count(outcome))?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        e,
+        names::TLS_CERTIFICATE_EXPIRY,
+        "When each certificate expires (notAfter), seconds since the Unix epoch.",
+        MetricType::Gauge,
+        |m| {
+            for (slot, tls) in &with_tls {
+                for certificate in &tls.settings().certificates {
+                    let name = certificate.name();
+                    let labels = [("listener", slot.name.as_str()), ("name", name.as_str())];
+                    let expiry = certificate.not_after.duration_since(UNIX_EPOCH);
+                    let seconds = expiry.map_or(0, |d| as_gauge(d.as_secs()));
+                    gauge(m, &labels, seconds)?;
+                }
+            }
+            Ok(())
+        },
+    )
 }
 
 // === impl ProcessCollector ===

@@ -13,9 +13,10 @@ use super::body::{Body, json_response};
 use super::{Admin, AdminError};
 use crate::backend::Backend;
 use crate::backend::stats::{HistogramSnapshot, STATUS_CLASSES};
-use crate::config::Mode;
+use crate::config::{Mode, ServerTls};
 use crate::state::change::ChangeError;
 use crate::state::{ListenerSlot, Rejection, Snapshot};
+use crate::tls::Outcome as HandshakeOutcome;
 
 /// `GET /api/status`: every listener and its backends (SPEC 7's shape,
 /// extended, never renamed).
@@ -68,6 +69,9 @@ pub struct ListenerStatus {
     /// http listeners only: requests answered, by whom, and how fast.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpListenerStatus>,
+    /// Listeners with TLS only: handshakes and certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsListenerStatus>,
     /// Its live backends, in order.
     pub backends: Vec<BackendStatus>,
 }
@@ -86,6 +90,60 @@ pub struct HttpListenerStatus {
     /// `p99` (estimated from the histogram's buckets, as Prometheus'
     /// `histogram_quantile` does); `null` before the first answer.
     pub latency_ms: Option<Percentiles>,
+}
+
+/// A listener's TLS in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct TlsListenerStatus {
+    /// The oldest TLS version accepted: `1.2` or `1.3`.
+    pub min_version: &'static str,
+    /// Handshakes since it started, by how they ended (the `result` label
+    /// of `balancer_tls_handshakes_total`: `ok`, `timeout`, `error`,
+    /// `closed`).
+    pub handshakes: Map<String, Value>,
+    /// Its certificates, in config order (the first is the default).
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// One certificate of a listener in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct CertificateStatus {
+    /// How metrics name it: its first subject alternative name, else its
+    /// common name, else its file.
+    pub name: String,
+    /// The names SNI matches it by.
+    pub names: Vec<String>,
+    /// When it expires (`notAfter`), RFC 3339 (UTC).
+    pub not_after: String,
+    /// Its certificate file, as opened.
+    pub cert: String,
+}
+
+impl TlsListenerStatus {
+    fn of(slot: &ListenerSlot, tls: &ServerTls) -> TlsListenerStatus {
+        let handshakes = HandshakeOutcome::ALL
+            .iter()
+            .map(|&outcome| {
+                let count = slot.stats.tls_handshakes.count(outcome);
+                (outcome.label().to_string(), Value::from(count))
+            })
+            .collect();
+        let settings = tls.settings();
+        TlsListenerStatus {
+            min_version: settings.min_version.name(),
+            handshakes,
+            certificates: settings
+                .certificates
+                .iter()
+                .map(|c| CertificateStatus {
+                    name: c.name(),
+                    names: c.names.clone(),
+                    not_after: humantime::format_rfc3339_seconds(c.not_after).to_string(),
+                    cert: c.cert_path.display().to_string(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A backend's requests in `/api/status` (http listeners only).
@@ -277,6 +335,11 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
         total_connections: backends.iter().map(|b| b.total_connections).sum(),
         rejected_connections,
         http,
+        tls: state
+            .config
+            .tls
+            .as_ref()
+            .map(|tls| TlsListenerStatus::of(slot, tls)),
         backends,
     }
 }

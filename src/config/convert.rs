@@ -118,6 +118,27 @@ fn listener(out: &mut String, l: &Listener) {
             let _ = writeln!(out, "enabled = false");
         }
     }
+    if let Some(tls) = &l.tls {
+        self::tls(out, tls.settings());
+    }
+}
+
+/// `[listeners.tls]`, its files as they were opened (relative ones taken
+/// from the folder of the file converted).
+fn tls(out: &mut String, settings: &crate::tls::Settings) {
+    let _ = writeln!(out, "\n[listeners.tls]");
+    let _ = writeln!(out, "certificates = [");
+    for c in &settings.certificates {
+        let cert = string(&c.cert_path.display().to_string());
+        let key = string(&c.key_path.display().to_string());
+        let _ = writeln!(out, "  {{ cert = {cert}, key = {key} }},");
+    }
+    let _ = writeln!(out, "]");
+    let _ = writeln!(out, "min_version = {}", string(settings.min_version.name()));
+    let alpn: Vec<String> = settings.alpn.iter().map(|p| string(p)).collect();
+    let _ = writeln!(out, "alpn = [{}]", alpn.join(", "));
+    let timeout = duration(settings.handshake_timeout);
+    let _ = writeln!(out, "handshake_timeout = {timeout}");
 }
 
 /// Every key of a health check (`path` and `expect_status` too, which only
@@ -400,6 +421,7 @@ mod tests {
                     ewma_decay,
                     health_check,
                     passive_check,
+                    tls: None,
                 }
             })
     }

@@ -55,6 +55,8 @@ pub enum Context {
     /// A backend whose address is not a string; 1-based position in its
     /// listener's list.
     BackendNumber(usize),
+    /// A file a key names (a certificate or key file), as it was opened.
+    File(String),
 }
 
 /// What is wrong. Values are carried as typed so the message can quote them.
@@ -307,6 +309,28 @@ pub enum Problem {
         /// That listener's line.
         other_line: Option<usize>,
     },
+    /// A certificate or key file that cannot be used (the file is named
+    /// in the context).
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::FileProblem),
+    /// `[listeners.tls]` on an http listener, which cannot serve TLS yet.
+    #[error(
+        "TLS on http listeners is not built yet (use mode = \"tcp\" to relay the \
+         decrypted bytes, or terminate TLS in front of this listener)"
+    )]
+    TlsOnHttp,
+    /// `certificates = []`.
+    #[error("the certificate list is empty (expected at least one table with cert and key)")]
+    NoCertificates,
+    /// A `min_version` other than 1.2 and 1.3.
+    #[error("unknown TLS version {} (expected \"1.2\" or \"1.3\")", Quoted(.0))]
+    UnknownTlsVersion(String),
+    /// An ALPN protocol name that is empty or longer than 255 bytes.
+    #[error("ALPN protocol {} must be 1 to 255 bytes long", Quoted(.0))]
+    BadAlpn(String),
+    /// rustls refused the TLS settings; its reason.
+    #[error("TLS cannot be set up: {0}")]
+    TlsSetup(String),
     /// TOML: no `[[listeners]]`.
     #[error("no listeners (expected at least one [[listeners]] table)")]
     NoListeners,
@@ -326,6 +350,7 @@ impl fmt::Display for Context {
             Context::KeyValue(key, value) => write!(f, "key {} = {}", Quoted(key), Quoted(value)),
             Context::Backend(address) => write!(f, "backend {}", Quoted(address)),
             Context::BackendNumber(n) => write!(f, "backend #{n}"),
+            Context::File(path) => write!(f, "file {}", Quoted(path)),
         }
     }
 }

@@ -196,6 +196,9 @@ pub struct HttpSettings {
     pub max_idle_per_backend: usize,
 }
 
+/// A listener's TLS, built when its certificate files are read (`tls`).
+pub use crate::tls::{ServerTls, Version as TlsVersion};
+
 /// A version of the PROXY protocol (the wire format is `net`'s).
 pub use crate::net::proxy_protocol::Version as ProxyProtocol;
 
@@ -286,6 +289,9 @@ pub struct Listener {
     pub health_check: Option<HealthCheck>,
     /// Passive detection (failed real connects), or `None` when it is off.
     pub passive_check: Option<PassiveCheck>,
+    /// TLS terminated on this listener (`[listeners.tls]`), with its
+    /// certificate files read at load; `None`: cleartext.
+    pub tls: Option<ServerTls>,
 }
 
 impl Listener {
@@ -419,6 +425,10 @@ pub mod defaults {
     pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
     /// `max_idle_per_backend` of an http listener.
     pub const MAX_IDLE_PER_BACKEND: usize = 64;
+    /// `[listeners.tls] min_version`.
+    pub const TLS_MIN_VERSION: super::TlsVersion = super::TlsVersion::Tls12;
+    /// `[listeners.tls] handshake_timeout`.
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     /// `[listeners.passive_check] fall`.
     pub const PASSIVE_FALL: u32 = 3;
     /// `[listeners.passive_check] backoff`.
@@ -461,24 +471,43 @@ pub mod limits {
     pub(crate) const MAX_RISE_FALL: i64 = 100;
     /// The HTTP status codes an http check may expect.
     pub(crate) const STATUS_RANGE: (i64, i64) = (100, 599);
+    /// The longest ALPN protocol name, in bytes (RFC 7301: one length byte).
+    pub(crate) const MAX_ALPN_BYTES: usize = 255;
 }
 
 /// Reads and validates the config at `path`, in the format its name says.
 /// Errors name the file (as given), the line where it is known, the key and
-/// the bad value.
+/// the bad value. Relative paths in it (certificate files) are taken from
+/// the folder the file is in.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(&origin, &e))?;
-    parse(&text, FileFormat::of_path(path), &origin)
+    let folder = path.parent().unwrap_or(Path::new(""));
+    parse_in(&text, FileFormat::of_path(path), &origin, folder)
 }
 
 /// Parses and validates config text; `origin` is how errors name the file.
+/// Relative paths in it are taken from the working directory. (Tests'
+/// shorthand: the binary reads files with [`load`], and the demo's
+/// embedded text with [`parse_in`].)
+#[cfg(test)]
 pub fn parse(text: &str, format: FileFormat, origin: &str) -> Result<Config, ConfigErrors> {
+    parse_in(text, format, origin, Path::new(""))
+}
+
+/// Parses and validates config text whose relative paths (certificate
+/// files) are taken from `folder`; `origin` is how errors name the file.
+pub fn parse_in(
+    text: &str,
+    format: FileFormat,
+    origin: &str,
+    folder: &Path,
+) -> Result<Config, ConfigErrors> {
     let (raw, found) = match format {
         FileFormat::Toml => (native::parse(text, origin)?, Vec::new()),
         FileFormat::Ini => ini::parse(text, origin),
     };
-    validate::validate(raw, found, text, format, origin)
+    validate::validate(raw, found, text, format, origin, folder)
 }
 
 /// The summary `balancer check` prints: listeners, algorithms, backends,
@@ -524,11 +553,64 @@ pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>
             let _ = writeln!(out, "  {} weight {}", b.address, b.weight);
         }
         health_summary(&mut out, l);
+        if let Some(tls) = &l.tls {
+            tls_summary(&mut out, tls.settings(), std::time::SystemTime::now());
+        }
         if let Some(line) = extra(l) {
             let _ = writeln!(out, "  {line}");
         }
     }
     out
+}
+
+/// How close to its expiry a certificate gets a warning from `balancer
+/// check`: time enough to renew it.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The TLS lines of a listener's summary: its settings, then each
+/// certificate's names and expiry (a date, as of `now`), with a warning
+/// for one that expires within [`EXPIRY_WARNING`] or has expired.
+fn tls_summary(out: &mut String, tls: &crate::tls::Settings, now: std::time::SystemTime) {
+    use std::fmt::Write as _;
+    let alpn = if tls.alpn.is_empty() {
+        "none".to_string()
+    } else {
+        tls.alpn.join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "  tls: TLS {} and up, ALPN {alpn}, handshake timeout {}",
+        tls.min_version,
+        format_duration(tls.handshake_timeout)
+    );
+    const DAY: u64 = 24 * 3600;
+    for c in &tls.certificates {
+        let date = humantime::format_rfc3339_seconds(c.not_after).to_string();
+        let date = date.get(..10).unwrap_or(&date);
+        let names = if c.alt_names.is_empty() {
+            c.names.join(", ")
+        } else {
+            c.alt_names.join(", ")
+        };
+        let (when, warn) = match c.not_after.duration_since(now) {
+            Ok(left) => (
+                format!("expires {date} (in {} days)", left.as_secs() / DAY),
+                left < EXPIRY_WARNING,
+            ),
+            Err(past) => (
+                format!(
+                    "expired {date} ({} days ago)",
+                    past.duration().as_secs() / DAY
+                ),
+                true,
+            ),
+        };
+        let file = c.cert_path.display();
+        let _ = writeln!(out, "  certificate {file}: {names}; {when}");
+        if warn {
+            let _ = writeln!(out, "  warning: certificate {file} {when}: renew it");
+        }
+    }
 }
 
 /// The health lines of a listener's summary.

@@ -123,6 +123,8 @@ pub(crate) struct RawListener {
     pub health_check: Option<Spanned<RawHealthCheck>>,
     /// `[listeners.passive_check]`: what failed real connects do.
     pub passive_check: Option<Spanned<RawPassiveCheck>>,
+    /// `[listeners.tls]`: TLS terminated on this listener.
+    pub tls: Option<Spanned<RawTls>>,
     /// INI only: the reader refused (and reported) some items of the
     /// mapping's backend list, which holds the others; an empty list then
     /// says nothing new.
@@ -160,6 +162,30 @@ pub(crate) struct RawPassiveCheck {
     pub fall: Option<Spanned<i64>>,
     /// A duration string.
     pub backoff: Option<Spanned<String>>,
+}
+
+/// `[listeners.tls]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawTls {
+    /// The certificates, in order; the first is the default.
+    pub certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
+    /// `1.2` or `1.3`.
+    pub min_version: Option<Spanned<String>>,
+    /// ALPN protocol names, in order of preference.
+    pub alpn: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A duration string.
+    pub handshake_timeout: Option<Spanned<String>>,
+}
+
+/// One `{ cert = "...", key = "..." }` of `certificates`: two file paths.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table with cert and key")]
+pub(crate) struct RawCertificate {
+    /// The PEM file of the certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// The PEM file of the private key.
+    pub key: Spanned<String>,
 }
 
 /// A backend as typed: a bare `"host:port"` string (weight absent) or a
@@ -450,7 +476,7 @@ mod tests {
              algorithm, connect_timeout, idle_timeout, retries, source_address, \
              proxy_protocol, request_header_timeout, max_header_bytes, response_timeout, \
              backend_idle_timeout, max_idle_per_backend, accept_proxy_protocol, allow, max_connections, backends, slow_start, ewma_decay, \
-             health_check or passive_check)",
+             health_check, passive_check or tls)",
         ),
         (
             "[[listeners]]\nbackends = [{ address = \"127.0.0.1:2\", wieght = 2 }]\n",

@@ -3,11 +3,14 @@
 //!
 //! The demo's config is embedded (`demo.toml`) and goes through the same
 //! parsing and validation as any file; its backends are [`backend`]
-//! servers on the same runtime as the balancer.
+//! servers on the same runtime as the balancer. Its TLS listener's
+//! certificate is made at start ([`DemoCertificate`]), self-signed for
+//! `localhost` and `127.0.0.1`.
 
 pub mod backend;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -35,21 +38,28 @@ const DEMO_BACKENDS: [(&str, u16); 5] = [
     ("b5", 8084),
 ];
 
-/// The validated demo config.
-pub fn config() -> Result<Config, Error> {
-    Ok(config::parse(DEMO_CONFIG, FileFormat::Toml, "demo.toml")?)
+/// The validated demo config, its certificate files taken from `folder`.
+fn config(folder: &Path) -> Result<Config, Error> {
+    Ok(config::parse_in(
+        DEMO_CONFIG,
+        FileFormat::Toml,
+        "demo.toml",
+        folder,
+    )?)
 }
 
 /// `balancer demo`: five backends and the balancer in one process, until
 /// Ctrl-C (or SIGTERM). Once everything listens, `announce` is given what
 /// to tell a newcomer: what runs and what to try.
 pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
-    let config = config()?;
+    let certificate = DemoCertificate::make()?;
+    let config = config(&certificate.folder)?;
     let runtime = runtime::build_runtime(config.global.workers)?;
     runtime.block_on(async move {
         let reloads = Reloads::of(ConfigSource::Embedded {
             text: DEMO_CONFIG,
             origin: "demo.toml",
+            folder: certificate.folder.clone(),
         });
         let shutdown = Signals::install()?.listen(reloads.sender());
         let mut sockets = Vec::new();
@@ -84,6 +94,56 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
         backends.wait().await;
         Ok(())
     })
+}
+
+/// The demo TLS listener's certificate and key (`demo.pem`, `demo.key`):
+/// self-signed for `localhost` and `127.0.0.1`, made at start in a folder
+/// of this process's own under the system's temporary folder, which is
+/// removed when the demo ends.
+struct DemoCertificate {
+    folder: PathBuf,
+}
+
+impl DemoCertificate {
+    fn make() -> Result<DemoCertificate, Error> {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let made = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| Error::Runtime(format!("cannot make the demo's certificate: {e}")))?;
+        let folder = std::env::temp_dir().join(format!("balancer-demo-{}", std::process::id()));
+        let certificate = DemoCertificate { folder };
+        let write = |name: &str, text: &str| {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let path = certificate.folder.join(name);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut file| file.write_all(text.as_bytes()))
+                .map_err(|e| {
+                    let reason = crate::net::io_reason(&e);
+                    Error::Runtime(format!("cannot write {}: {reason}", path.display()))
+                })
+        };
+        std::fs::create_dir_all(&certificate.folder).map_err(|e| {
+            let reason = crate::net::io_reason(&e);
+            let folder = certificate.folder.display();
+            Error::Runtime(format!("cannot make the folder {folder}: {reason}"))
+        })?;
+        write("demo.pem", &made.cert.pem())?;
+        write("demo.key", &made.signing_key.serialize_pem())?;
+        Ok(certificate)
+    }
+}
+
+impl Drop for DemoCertificate {
+    fn drop(&mut self) {
+        // Best effort: a folder left behind in the temporary folder is
+        // harmless.
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
 }
 
 /// `balancer backend`: one demo backend until Ctrl-C (or SIGTERM).
@@ -134,6 +194,7 @@ fn instructions(bound: &runtime::Bound) -> String {
     let web = address_of("web", "127.0.0.1:24003");
     let api = address_of("api", "127.0.0.1:24004");
     let http = address_of("http", "127.0.0.1:24005");
+    let tls = address_of("tls", "127.0.0.1:24006");
     let admin = bound
         .admin_address()
         .map_or_else(|| "127.0.0.1:9000".to_string(), |a| a.to_string());
@@ -144,6 +205,8 @@ balancer demo is running:
   listener web on {web}: smooth weighted round robin 3,1,2,1 over b1..b4
   listener api on {api}: b5
   listener http on {http}: http mode, each request balanced 3,1,2,1 over b1..b4
+  listener tls on {tls}: TLS (a self-signed certificate made at start),
+      the decrypted bytes relayed 3,1,2,1 over b1..b4
   dashboard on http://{admin}/ (metrics at /metrics, JSON at /api/status)
 
 Try, in another terminal:
@@ -154,6 +217,8 @@ Try, in another terminal:
   curl -s http://{http}/[1-7]
       seven requests on one keep-alive connection, spread by weight
       (add -v to see curl re-using the connection)
+  curl -ik https://{tls}/
+      over TLS (-k: the certificate is self-signed), answered through the balancer
   curl -i http://127.0.0.1:8080/
       straight at a backend: 403, backends only answer the balancer
   while true; do curl -s http://{web}/ >/dev/null; sleep 0.2; done

@@ -4,12 +4,15 @@
 //! and connects to a backend ([`connect`]), sends the backend a PROXY
 //! protocol header of its own (when configured), relays bytes both ways
 //! ([`tcp`]), and writes the access log line when the connection ends.
+//! On a listener with TLS, the handshake comes between the PROXY protocol
+//! header and the backend ([`tls`]), and the decrypted bytes are relayed.
 
 pub mod connect;
 pub mod http;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod tcp;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +51,11 @@ pub fn handle<'a>(
     close: CancellationToken,
 ) -> impl Future<Output = Option<Ended>> + Send + 'a {
     async move {
+        if state.config.tls.is_some() {
+            // Boxed: a TLS connection's state is its own size, and a
+            // cleartext connection's future does not grow by it.
+            return Box::pin(tls::handle(client, peer, slot, state, close)).await;
+        }
         let _ = client.set_nodelay(true);
         // Boxed: the opening (header, connect with retries) is short-lived,
         // so its state is allocated only while opening instead of widening
@@ -55,30 +63,13 @@ pub fn handle<'a>(
         let opened = Box::pin(open(&mut client, *peer, slot, &state, &close)).await;
         let (backend, guard, early) = match opened {
             Ok(opened) => opened,
-            Err(not_opened) => {
-                return not_opened.map(|(client, outcome)| {
-                    *peer = client;
-                    Ended {
-                        backend: None,
-                        outcome,
-                        moved: tcp::Moved::default(),
-                    }
-                });
-            }
+            Err(not_opened) => return ended_early(not_opened, peer),
         };
         // From here on the client is the real one (its PROXY header's); the
         // caller sees it too.
         *peer = early.client;
         tracing::debug!(listener = %state.config.name, client = %peer, backend = %guard.backend().address, "connected");
-        // (In a block: only what the relay needs lives on in this future
-        // while the connection is open.)
-        let options = {
-            let buffer_size = match &state.config.mode {
-                ModeSettings::Tcp(settings) => settings.buffer_size,
-                ModeSettings::Http(_) => crate::config::defaults::BUFFER_SIZE,
-            };
-            tcp::RelayOptions::new(buffer_size, state.config.idle_timeout)
-        };
+        let options = relay_options(&state);
         let relayed = tcp::relay(
             client,
             backend,
@@ -88,19 +79,53 @@ pub fn handle<'a>(
             early.moved,
         );
         let (outcome, moved) = relayed.await;
-        tracing::debug!(listener = %state.config.name, client = %peer, backend = %guard.backend().address, outcome = %outcome, "connection ended");
-        let outcome = match outcome {
-            tcp::Outcome::Done => access_log::Outcome::Ok,
-            tcp::Outcome::IdleTimeout => access_log::Outcome::IdleTimeout,
-            tcp::Outcome::Closed => access_log::Outcome::DrainTimeout,
-            tcp::Outcome::Failed(_) => access_log::Outcome::Reset,
-        };
-        Some(Ended {
-            backend: Some(Arc::clone(guard.backend())),
-            outcome,
-            moved,
-        })
+        Some(ended(&state, *peer, guard, outcome, moved))
     }
+}
+
+/// How the relay of a listener's connections behaves: its copy buffer
+/// and idle timeout.
+fn relay_options(state: &Snapshot) -> tcp::RelayOptions {
+    let buffer_size = match &state.config.mode {
+        ModeSettings::Tcp(settings) => settings.buffer_size,
+        ModeSettings::Http(_) => crate::config::defaults::BUFFER_SIZE,
+    };
+    tcp::RelayOptions::new(buffer_size, state.config.idle_timeout)
+}
+
+/// How a relayed connection ended, logged at debug, for the access log.
+fn ended(
+    state: &Snapshot,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+    outcome: tcp::Outcome,
+    moved: tcp::Moved,
+) -> Ended {
+    tracing::debug!(listener = %state.config.name, client = %peer, backend = %guard.backend().address, outcome = %outcome, "connection ended");
+    let outcome = match outcome {
+        tcp::Outcome::Done => access_log::Outcome::Ok,
+        tcp::Outcome::IdleTimeout => access_log::Outcome::IdleTimeout,
+        tcp::Outcome::Closed => access_log::Outcome::DrainTimeout,
+        tcp::Outcome::Failed(_) => access_log::Outcome::Reset,
+    };
+    Ended {
+        backend: Some(Arc::clone(guard.backend())),
+        outcome,
+        moved,
+    }
+}
+
+/// How a connection that never reached the relay ended (for the access
+/// log, when it was a client at all), its client set in `peer`.
+fn ended_early(not_opened: NotOpened, peer: &mut SocketAddr) -> Option<Ended> {
+    not_opened.map(|(client, outcome)| {
+        *peer = client;
+        Ended {
+            backend: None,
+            outcome,
+            moved: tcp::Moved::default(),
+        }
+    })
 }
 
 /// How a connection ended, for the access log ([`log_access`]).
@@ -187,11 +212,26 @@ async fn open(
     state: &Snapshot,
     close: &CancellationToken,
 ) -> Result<(TcpStream, ConnectionGuard, Opening), NotOpened> {
+    let arrival = arrive(client, peer, slot, state).await?;
+    reach(arrival, client.local_addr().ok(), slot, state, close).await
+}
+
+/// Picks and connects a backend for the client of `arrival` (with
+/// retries), and sends it what it must get before the relay: a PROXY
+/// protocol header (when configured; `destination` is the address the
+/// client connected to), then the arrival's early bytes.
+async fn reach(
+    arrival: Arrival,
+    destination: Option<SocketAddr>,
+    slot: &ListenerSlot,
+    state: &Snapshot,
+    close: &CancellationToken,
+) -> Result<(TcpStream, ConnectionGuard, Opening), NotOpened> {
     let config = &state.config;
     let Arrival {
         client: source,
         early,
-    } = arrive(client, peer, slot, state).await?;
+    } = arrival;
     let mut opening = Opening {
         client: source,
         moved: tcp::Moved::default(),
@@ -215,8 +255,8 @@ async fn open(
         ModeSettings::Tcp(settings) => settings.proxy_protocol,
         ModeSettings::Http(_) => None,
     };
-    let mut preamble = match (sent, client.local_addr()) {
-        (Some(version), Ok(destination)) => version.encode(&Header::Proxied {
+    let mut preamble = match (sent, destination) {
+        (Some(version), Some(destination)) => version.encode(&Header::Proxied {
             source: opening.client,
             destination,
         }),

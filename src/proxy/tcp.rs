@@ -12,6 +12,11 @@
 //! `select!` over `try_join!` of two `async` pumps.
 //! Each direction holds a copy buffer (or a pipe) only while a chunk is in
 //! flight, so an idle connection holds neither.
+//!
+//! The client's side is any [`Stream`]: a plain TCP socket, or TLS over
+//! one (a tcp listener with `[listeners.tls]`). The relay is generic over
+//! it, so the cleartext path compiles to what it was: splice applies only
+//! between two sockets, and a TLS client's bytes take the copy path.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -25,6 +30,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 #[cfg(target_os = "linux")]
@@ -101,6 +107,63 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// One side of a relay: how it is waited on, and whether bytes may be
+/// spliced straight out of and into it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin {
+    /// Ready when a read may find bytes or end of stream. Waiting here
+    /// holds no buffer: a direction leases one only once this is ready.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The socket itself, when bytes may move between it and a pipe with
+    /// `splice(2)`: a plain TCP socket, not one carrying TLS.
+    fn socket(&self) -> Option<&TcpStream>;
+
+    /// Whether dropping the stream ends it as a shutdown would (a plain
+    /// socket's FIN); TLS needs its shutdown to send `close_notify`.
+    const CLOSES_BY_DROP: bool;
+
+    /// Whether a read error `err` means the peer ended its stream; for a
+    /// plain socket none does.
+    fn is_end(_err: &io::Error) -> bool {
+        false
+    }
+}
+
+impl Stream for TcpStream {
+    const CLOSES_BY_DROP: bool = true;
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+/// A TLS client: bytes are decrypted into user space, so they are copied.
+impl Stream for TlsStream<TcpStream> {
+    const CLOSES_BY_DROP: bool = false;
+
+    /// Always ready: TLS may hold decrypted bytes the socket no longer
+    /// signals. A read that finds nothing registers for the socket and
+    /// gives its buffer back at once (see `read_chunk`).
+    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+
+    /// A client that closes its socket without a TLS `close_notify`
+    /// ended its stream (as nginx takes it): in tcp mode the backend sees
+    /// the same FIN either way.
+    fn is_end(err: &io::Error) -> bool {
+        err.kind() == io::ErrorKind::UnexpectedEof
+    }
+}
+
 /// Relays between `client` and `backend` until both directions are done,
 /// counting bytes into `stats` as they move (`bytes_in`: client to backend)
 /// and into the connection's own total, which starts at `already` (bytes
@@ -111,8 +174,8 @@ impl fmt::Display for Outcome {
 /// timer and the drain waiter (both `!Unpin`) in the task's own memory, as
 /// the crate has no `unsafe` to project pins into `Relay` and boxing them
 /// would cost two allocations per connection.
-pub fn relay<'a>(
-    client: TcpStream,
+pub fn relay<'a, C: Stream + 'a>(
+    client: C,
     backend: TcpStream,
     options: &'a RelayOptions,
     stats: &'a Stats,
@@ -139,8 +202,8 @@ pub fn relay<'a>(
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// Both directions of one connection and what they share.
-struct Relay<'a> {
-    client: TcpStream,
+struct Relay<'a, C> {
+    client: C,
     backend: TcpStream,
     /// Client to backend.
     up: Step,
@@ -158,13 +221,13 @@ struct Relay<'a> {
 
 // === impl Relay ===
 
-impl<'a> Relay<'a> {
+impl<'a, C: Stream> Relay<'a, C> {
     fn new(
-        client: TcpStream,
+        client: C,
         backend: TcpStream,
         options: &'a RelayOptions,
         stats: &'a Stats,
-    ) -> Relay<'a> {
+    ) -> Relay<'a, C> {
         Relay {
             client,
             backend,
@@ -276,16 +339,17 @@ enum Step {
     Done,
 }
 
-/// One direction's sockets and what it reports into, for one poll.
-struct Ends<'s> {
-    from: &'s mut TcpStream,
-    to: &'s mut TcpStream,
+/// One direction's streams and what it reports into, for one poll.
+struct Ends<'s, F, T> {
+    from: &'s mut F,
+    to: &'s mut T,
     counter: &'s AtomicU64,
     options: &'s RelayOptions,
     /// The other direction reached end of stream already, so this one, the
-    /// second, skips the shutdown: both sockets close as soon as it is
-    /// done, and closing a socket whose input was read to its end sends
-    /// the same FIN, one syscall cheaper.
+    /// second, skips the shutdown when the destination is a plain socket:
+    /// both sockets close as soon as it is done, and closing a socket
+    /// whose input was read to its end sends the same FIN, one syscall
+    /// cheaper. (TLS must still send its `close_notify`.)
     other_ended: bool,
     /// Set when a byte moved (activity for the idle timer).
     moved: &'s mut bool,
@@ -293,7 +357,7 @@ struct Ends<'s> {
     total: &'s mut u64,
 }
 
-impl Ends<'_> {
+impl<F, T> Ends<'_, F, T> {
     /// Counts `n` bytes written: the backend's counter, this connection's
     /// total, and activity for the idle timer.
     fn count(&mut self, n: usize) {
@@ -304,8 +368,11 @@ impl Ends<'_> {
     }
 
     /// The step after the source's end of stream.
-    fn at_end(&self) -> Step {
-        if self.other_ended {
+    fn at_end(&self) -> Step
+    where
+        T: Stream,
+    {
+        if self.other_ended && T::CLOSES_BY_DROP {
             Step::Done
         } else {
             Step::Shutdown
@@ -326,7 +393,11 @@ impl Step {
     /// them); after a read fills the whole buffer the direction carries
     /// bulk data, and (on Linux) it splices until a chunk comes up
     /// short again.
-    fn poll(&mut self, cx: &mut Context<'_>, ends: &mut Ends<'_>) -> Poll<io::Result<()>> {
+    fn poll<F: Stream, T: Stream>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ends: &mut Ends<'_, F, T>,
+    ) -> Poll<io::Result<()>> {
         loop {
             match self {
                 Step::Read { bulk } => {
@@ -353,6 +424,9 @@ impl Step {
                         *start += n;
                         ends.count(n);
                     }
+                    // Bytes a TLS stream took may wait in it for the
+                    // socket; a plain socket's flush does nothing.
+                    ready!(Pin::new(&mut *ends.to).poll_flush(cx))?;
                     *self = Step::Read {
                         bulk: *end == buf.len(),
                     };
@@ -360,8 +434,12 @@ impl Step {
                 #[cfg(target_os = "linux")]
                 Step::Splice { pipe, bulk } => {
                     while pipe.buffered() > 0 {
-                        ready!(ends.to.poll_write_ready(cx))?;
-                        match pipe.drain(ends.to) {
+                        // Spliced chunks only ever go between two sockets.
+                        let Some(to) = ends.to.socket() else {
+                            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+                        };
+                        ready!(to.poll_write_ready(cx))?;
+                        match pipe.drain(to) {
                             Ok(n) => ends.count(n),
                             // Readiness was stale and is cleared now.
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -384,10 +462,16 @@ impl Step {
 /// was stale: the buffer then goes back at once instead of being held
 /// while the connection idles (tokio's `poll_read` has cleared the
 /// readiness and registered for the next).
-fn read_chunk(cx: &mut Context<'_>, ends: &mut Ends<'_>) -> Poll<io::Result<Step>> {
+fn read_chunk<F: Stream, T: Stream>(
+    cx: &mut Context<'_>,
+    ends: &mut Ends<'_, F, T>,
+) -> Poll<io::Result<Step>> {
     let mut buf = BufferLease::take(ends.options.buffer_size);
     let mut read = ReadBuf::new(buf.bytes());
-    ready!(Pin::new(&mut *ends.from).poll_read(cx, &mut read))?;
+    match ready!(Pin::new(&mut *ends.from).poll_read(cx, &mut read)) {
+        Err(e) if F::is_end(&e) => return Poll::Ready(Ok(ends.at_end())),
+        other => other?,
+    }
     let n = read.filled().len();
     if n == 0 {
         return Poll::Ready(Ok(ends.at_end()));
@@ -401,13 +485,17 @@ fn read_chunk(cx: &mut Context<'_>, ends: &mut Ends<'_>) -> Poll<io::Result<Step
 }
 
 /// Splices one chunk from the source into a leased pipe. `None` when no
-/// pipe can be had (the caller copies the chunk instead).
+/// pipe can be had, or either side is not a plain socket (the caller
+/// copies the chunk instead).
 #[cfg(target_os = "linux")]
-fn splice_in(ends: &mut Ends<'_>) -> io::Result<Option<Step>> {
+fn splice_in<F: Stream, T: Stream>(ends: &mut Ends<'_, F, T>) -> io::Result<Option<Step>> {
+    let (Some(from), Some(_)) = (ends.from.socket(), ends.to.socket()) else {
+        return Ok(None);
+    };
     let Ok(mut pipe) = PipeLease::take() else {
         return Ok(None);
     };
-    match pipe.fill(ends.from) {
+    match pipe.fill(from) {
         Ok(0) => Ok(Some(ends.at_end())),
         Ok(n) => {
             *ends.moved = true;

@@ -45,6 +45,8 @@ pub enum ConfigSource {
         text: &'static str,
         /// How errors name it.
         origin: &'static str,
+        /// Where its relative paths (certificate files) are taken from.
+        folder: PathBuf,
     },
 }
 
@@ -53,9 +55,11 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigErrors> {
         match self {
             ConfigSource::File(path) => config::load(path),
-            ConfigSource::Embedded { text, origin } => {
-                config::parse(text, FileFormat::Toml, origin)
-            }
+            ConfigSource::Embedded {
+                text,
+                origin,
+                folder,
+            } => config::parse_in(text, FileFormat::Toml, origin, folder),
         }
     }
 }

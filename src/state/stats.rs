@@ -1,5 +1,6 @@
 //! Counters of one listener (not of one backend): clients turned away at
-//! accept, by reason, and how long client connections lasted. Written by
+//! accept, by reason, how long client connections lasted, and how TLS
+//! handshakes ended. Written by
 //! the accept loop and connection tasks with one or two `Relaxed` atomic
 //! adds per event (each is an independent tally); read by `/metrics`.
 //!
@@ -111,6 +112,8 @@ pub struct ListenerStats {
     /// status class, 1xx to 5xx; answers from backends are counted on
     /// the backend.
     pub local_responses: [AtomicU64; 5],
+    /// Listeners with TLS: handshakes by how they ended.
+    pub tls_handshakes: crate::tls::Handshakes,
 }
 
 impl ListenerStats {

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::harness::{Balancer, DEADLINE, fixed_ports, http_get, loopback};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{
+    Balancer, DEADLINE, TlsClient, block_on, fixed_ports, http_get, loopback, peer_certificate,
+};
 
 #[test]
 fn a_demo_backend_answers_health_and_paths_naming_itself() {
@@ -54,7 +58,7 @@ fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
 #[test]
 fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigint() {
     let _ports = fixed_ports();
-    let ports = [24003, 24004, 24005, 8080, 8081, 8082, 8083, 8084];
+    let ports = [24003, 24004, 24005, 24006, 8080, 8081, 8082, 8083, 8084];
     let addresses: Vec<SocketAddr> = ports.into_iter().map(loopback).collect();
     let mut demo = Balancer::spawn(["demo"], None);
     demo.wait_listening_on(&addresses);
@@ -98,6 +102,32 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
         "the demo does not print the http curl"
     );
 
+    // TLS: a certificate made at start for localhost, the decrypted
+    // request relayed to a backend, which answers through it.
+    let (certificate, answer) = block_on(async {
+        let mut stream = TlsClient::default()
+            .connect(loopback(24006))
+            .await
+            .expect("a TLS handshake with 24006");
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("a request");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("the answer");
+        (peer_certificate(&stream), answer)
+    });
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(
+        answer.starts_with("http/1.0 200") && answer.contains("x-backend: b"),
+        "{answer}"
+    );
+    assert!(!certificate.is_empty());
+    assert!(
+        demo.output().contains("curl -ik https://127.0.0.1:24006/"),
+        "the demo does not print the TLS curl"
+    );
+
     let direct =
         http_get(loopback(8080), "/").unwrap_or_else(|e| panic!("GET straight to 8080: {e}"));
     assert_eq!(direct.status, 403);
@@ -107,9 +137,15 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
         "the demo does not print the commands to try"
     );
 
+    let certificate_folder = std::env::temp_dir().join(format!("balancer-demo-{}", demo.pid()));
+    assert!(certificate_folder.join("demo.pem").exists());
     demo.signal(Signal::INT);
     let status = demo.wait_exit(DEADLINE);
     assert!(status.success(), "exit {status}");
+    assert!(
+        !certificate_folder.exists(),
+        "the demo left its certificate behind"
+    );
     for addr in addresses {
         let freed = TcpListener::bind(addr);
         assert!(

@@ -25,6 +25,9 @@
 //! - `reload`: SIGHUP and `POST /api/reload`: the diff by listener name,
 //!   state kept, bad files and bind failures changing nothing, reloads
 //!   under load, the seed's INI.
+//! - `tls`: TLS on tcp listeners: bytes both ways, half-close, PROXY
+//!   header before the handshake, SNI, versions, ALPN, failed and stalled
+//!   handshakes, certificates on reload, every bad file.
 //! - `health`: active and passive health checks, slow start,
 //!   least_connections steering, Maglev agreement between two processes,
 //!   bad health-check values.
@@ -58,3 +61,4 @@ mod proxy_protocol;
 mod reload;
 mod seed;
 mod tcp;
+mod tls;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     Backend, Balancer, Closed, DEADLINE, Format, PROMPTLY, assert_closed_without_data, connect,
-    connect_from, echoes, eventually, half_close, read_until_closed,
+    connect_from, echoes, eventually, half_close, pseudo_random_bytes, read_until_closed,
 };
 
 /// A one-listener TOML config named `web` over `backend`, with `extra`
@@ -17,20 +17,6 @@ fn one_listener(backend: SocketAddr, extra: &str) -> String {
     format!(
         "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n{extra}\nbackends = [\"{backend}\"]\n"
     )
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), so a failure can be
-/// reproduced and no byte pattern repeats within the stream.
-fn pseudo_random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 #[test]

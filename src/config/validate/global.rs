@@ -13,7 +13,6 @@ use super::Validator;
 use super::values::{
     access_log_format, access_log_target, algorithm, duration, duration_or_zero, token,
 };
-use super::with_key;
 use crate::config::error::Problem;
 use crate::net::addr;
 
@@ -117,20 +116,10 @@ impl Validator<'_> {
         raw: Option<&Spanned<Vec<Spanned<String>>>>,
         scope: &[Context],
     ) -> Option<Vec<String>> {
-        let Some(list) = raw else {
-            return Some(Vec::new());
-        };
-        let context = with_key(scope, "allowed_hosts");
-        let names: Vec<Option<String>> = list
-            .get_ref()
-            .iter()
-            .map(|entry| {
-                let name = addr::host_name(entry.get_ref())
-                    .map(str::to_string)
-                    .map_err(Problem::from);
-                self.ok_or_report(name, entry.span(), context.clone())
-            })
-            .collect();
-        names.into_iter().collect()
+        self.strings(raw, scope, "allowed_hosts", |entry| {
+            addr::host_name(entry)
+                .map(str::to_string)
+                .map_err(Problem::from)
+        })
     }
 }

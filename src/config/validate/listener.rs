@@ -1,7 +1,8 @@
 //! One listener: its name, listen address, mode, algorithm, timeouts, allow
 //! list and health checks, and that its name and address are its own. Its
 //! backends are checked in `backend.rs`, its source address in `source.rs`,
-//! listen addresses in `listen.rs`, the keys of one mode only in `mode.rs`.
+//! listen addresses in `listen.rs`, the keys of one mode only in `mode.rs`,
+//! its TLS in `tls.rs`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -76,6 +77,8 @@ impl Validator<'_> {
             Some(check) => self.passive_check(check.get_ref(), &scope),
             None => Some(Some(defaults::PASSIVE_CHECK)),
         };
+        let mode_of_tls = mode_name.map(|m| m.unwrap_or(defaults::MODE));
+        let tls = self.tls(raw.tls.as_ref(), &scope, mode_of_tls);
 
         if let (Some(name), Some(written), Some(addr)) = (&name, &raw.listen, listen) {
             self.claim_name(name, here.clone());
@@ -101,6 +104,7 @@ impl Validator<'_> {
             ewma_decay: ewma_decay?.unwrap_or(defaults::EWMA_DECAY),
             health_check: health_check?,
             passive_check: passive_check?,
+            tls: tls?,
         })
     }
 

@@ -25,6 +25,9 @@
 //!   the conflicts between them.
 //! - `backend.rs`: a listener's backend list: weights, duplicates,
 //!   resolution.
+//! - `tls.rs`: a listener's `[listeners.tls]`: its certificate and key
+//!   files are read here (relative paths from the config file's folder),
+//!   and the rustls config is built from them.
 //! - `values.rs`: small pure checks of one value (durations, names, the
 //!   token, a check path).
 //! - `tests.rs`: the pass end to end, one row per error a user can see.
@@ -37,11 +40,13 @@ mod mode;
 mod source;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod values;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::Range;
+use std::path::Path;
 
 use toml::Spanned;
 
@@ -54,13 +59,15 @@ use listen::Listens;
 
 /// Checks `raw` (read from `text` in `format`) and builds the model, or
 /// returns every problem found, `found` (the reader's own) included.
-/// `origin` names the file in errors.
+/// `origin` names the file in errors; relative file paths in it are taken
+/// from `folder`.
 pub(crate) fn validate(
     raw: RawConfig,
     found: Vec<ConfigError>,
     text: &str,
     format: FileFormat,
     origin: &str,
+    folder: &Path,
 ) -> Result<Config, ConfigErrors> {
     // With lines already refused, an empty listener list says nothing new.
     let refused_lines = !found.is_empty();
@@ -68,6 +75,7 @@ pub(crate) fn validate(
         lines: LineStarts::new(text),
         format,
         origin,
+        folder,
         errors: found,
         names: HashMap::new(),
         listens: Listens::default(),
@@ -106,6 +114,8 @@ struct Validator<'a> {
     lines: LineStarts,
     format: FileFormat,
     origin: &'a str,
+    /// Where relative file paths are taken from: the config file's folder.
+    folder: &'a Path,
     errors: Vec<ConfigError>,
     /// Listener names seen, with their line.
     names: HashMap<String, Option<usize>>,
@@ -201,6 +211,28 @@ impl Validator<'_> {
         };
         self.ok_or_report(check(value.get_ref()), value.span(), with_key(scope, key))
             .map(Some)
+    }
+
+    /// A list of strings under `key`, each turned into a value by `check`:
+    /// absent is empty; every bad entry is reported, and the list stands
+    /// only when all of them pass.
+    fn strings<T>(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+        scope: &[Context],
+        key: &str,
+        check: impl Fn(&str) -> Result<T, Problem>,
+    ) -> Option<Vec<T>> {
+        let Some(list) = raw else {
+            return Some(Vec::new());
+        };
+        let context = with_key(scope, key);
+        let values: Vec<Option<T>> = list
+            .get_ref()
+            .iter()
+            .map(|entry| self.ok_or_report(check(entry.get_ref()), entry.span(), context.clone()))
+            .collect();
+        values.into_iter().collect()
     }
 }
 

@@ -11,6 +11,8 @@
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
 //! - `http_backend`: an HTTP/1.1 backend that records each request as it
 //!   arrived and answers as the request asks ([`HttpBackend`]).
+//! - `tls`: certificates made with rcgen ([`Certs`]) and a rustls client
+//!   ([`TlsClient`]) that shows what the server chose.
 //! - `metrics_text`: [`sample`] reads one sample out of `/metrics`; it is
 //!   `src/testing/metrics_text.rs`, shared with the unit tests.
 //!
@@ -27,6 +29,7 @@ mod http;
 mod http_backend;
 mod logs;
 mod process;
+mod tls;
 
 /// The Prometheus sample reader the unit tests use too (std only, so it
 /// compiles here as it is).
@@ -42,6 +45,7 @@ pub use http::{HttpResponse, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
+pub use tls::{Certs, HANDSHAKE_PATIENCE, Prefixed, TlsClient, block_on, peer_certificate};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::net::UnixListener;
@@ -161,6 +165,20 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(POLL);
     }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure can be
+/// reproduced and no byte pattern repeats within the stream.
+pub fn pseudo_random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        out.extend_from_slice(&seed.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// The first fragment of Rust debug formatting or a panic in `text`.
