@@ -116,7 +116,11 @@ fn running_out_of_file_descriptors_is_counted_as_local_and_never_marks_backends_
     let addrs: Vec<SocketAddr> = backends.iter().map(Backend::addr).collect();
     // Passive detection on (the default): a failure it saw would mark a
     // backend down after 3.
-    let config = config(&addrs, "max_connections = 1000")
+    // One worker: its accept loop takes every waiting client before any
+    // of their tasks runs (with two, another worker may connect each
+    // client to its backend while the loop accepts, and the accept then
+    // runs out of descriptors first, with no connect left to fail).
+    let config = config(&addrs, "workers = 1\nmax_connections = 1000")
         .replace("[listeners.passive_check]\nenabled = false\n", "");
     let mut balancer = Balancer::spawn_under_ulimit(64, &config, Format::Toml);
     balancer.wait_listening(&["web".to_string()]);
@@ -128,10 +132,15 @@ fn running_out_of_file_descriptors_is_counted_as_local_and_never_marks_backends_
     );
     let web = balancer.addr("web");
 
-    // Far more clients than 64 descriptors allow; each held open.
+    // Far more clients than 64 descriptors allow, each held open, all
+    // waiting in the listen queue (the balancer stopped meanwhile), so
+    // that it accepts them in one go until its descriptors run out, and
+    // then their connects to the backends fail.
+    balancer.signal(Signal::STOP);
     let held: Vec<_> = (0..120)
         .filter_map(|_| std::net::TcpStream::connect(web).ok())
         .collect();
+    balancer.signal(Signal::CONT);
     assert!(
         eventually(DEADLINE, || balancer
             .stderr()
