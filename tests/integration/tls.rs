@@ -412,9 +412,14 @@ fn every_bad_certificate_file_is_a_config_error_naming_it_with_exit_2() {
             "the private key does not match the certificate in",
         ),
         (
-            config(&[certs.entry("site")], "", "mode = \"http\"", backend),
-            "[listeners.tls]".to_string(),
-            "TLS on http listeners is not built yet",
+            config(
+                &[entry("site.pem", "other.key")],
+                "",
+                "mode = \"http\"",
+                backend,
+            ),
+            path("other.key"),
+            "the private key does not match the certificate in",
         ),
     ];
     for (text, named, problem) in cases {
