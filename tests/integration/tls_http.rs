@@ -9,10 +9,12 @@
 use std::time::Duration;
 
 use rustix::process::Signal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
     Balancer, Certs, DEADLINE, Format, HttpBackend, TlsClient, answered, block_on, eventually,
-    h1_client, h2_client, http_get, peer_certificate, pseudo_random_bytes, request, sample,
+    h1_client, h2_client, http_get, peer_certificate, pseudo_random_bytes, reload_by_sighup,
+    request, sample,
 };
 
 /// A balancer with an admin port and one http listener `web` over TLS (a
@@ -320,7 +322,6 @@ fn limits_hold_on_the_h2_path_and_upgrades_are_refused_over_tls() {
 fn a_reload_gives_new_h2_connections_the_new_certificate_and_open_ones_go_on() {
     let backend = HttpBackend::start("b1");
     let (certs, balancer) = serving(&backend, "", "");
-    let admin = balancer.wait_admin();
     let addr = balancer.addr("web");
     let client = TlsClient {
         alpn: vec!["h2"],
@@ -328,17 +329,7 @@ fn a_reload_gives_new_h2_connections_the_new_certificate_and_open_ones_go_on() {
     };
     let (sender, _driven) = block_on(h2_client(addr));
     let second = certs.make("site", &["localhost", "two.test"]);
-    balancer.signal(Signal::HUP);
-    assert!(
-        eventually(DEADLINE, || {
-            let status = http_get(admin, "/api/status").expect("the admin port answers");
-            let status: serde_json::Value =
-                serde_json::from_str(&status.body).expect("the status is JSON");
-            status["generation"] == 2
-        }),
-        "no reload:\n{}",
-        balancer.stderr()
-    );
+    reload_by_sighup(&balancer, 2);
     let fresh = block_on(client.connect(addr)).expect("a handshake");
     assert!(
         peer_certificate(&fresh) == second,
@@ -350,5 +341,44 @@ fn a_reload_gives_new_h2_connections_the_new_certificate_and_open_ones_go_on() {
     });
     assert_eq!(answer.status, 200, "the open connection stopped serving");
     drop(fresh);
+    balancer.stop();
+}
+
+#[test]
+fn over_tls_content_length_with_chunked_is_read_as_chunked_sent_framed_once_and_closes() {
+    // The known gap of HTTP/1.1 over TLS (docs/tls.md): hyper's parser
+    // takes such a request as chunked where our own answers 400. What
+    // reaches the backend is still framed once, and nothing after it on
+    // the connection is served.
+    let backend = HttpBackend::start("b1");
+    let (_certs, balancer) = serving(&backend, "", "");
+    let addr = balancer.addr("web");
+    let answer = block_on(async {
+        let client = TlsClient {
+            alpn: vec!["http/1.1"],
+            ..TlsClient::default()
+        };
+        let mut stream = client.connect(addr).await.expect("a handshake");
+        stream
+            .write_all(
+                b"POST /smuggle HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+                  GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            )
+            .await
+            .expect("a write");
+        let mut answer = Vec::new();
+        // Closed after the answer: read to the end (a reset is an end too).
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, "/smuggle");
+    assert_eq!(seen[0].header("transfer-encoding"), Some("chunked"));
+    assert_eq!(seen[0].header("content-length"), None);
+    assert_eq!(seen[0].body, b"hello");
     balancer.stop();
 }

@@ -47,7 +47,7 @@ pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
 pub use tls::{
     Certs, HANDSHAKE_PATIENCE, Prefixed, TlsClient, answered, block_on, h1_client, h2_client,
-    peer_certificate, request,
+    peer_certificate, reload_by_sighup, request,
 };
 
 use std::net::{Ipv4Addr, SocketAddr};

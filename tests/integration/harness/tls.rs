@@ -151,6 +151,20 @@ pub fn peer_certificate<S>(stream: &TlsStream<S>) -> CertificateDer<'static> {
         .into_owned()
 }
 
+/// Sends `balancer` a SIGHUP and waits until its admin port shows config
+/// `generation`: the reload (with its certificate files read again) took.
+pub fn reload_by_sighup(balancer: &super::Balancer, generation: u64) {
+    let admin = balancer.wait_admin();
+    balancer.signal(rustix::process::Signal::HUP);
+    let reloaded = super::eventually(DEADLINE, || {
+        super::http_get(admin, "/api/status").is_ok_and(|status| {
+            serde_json::from_str::<serde_json::Value>(&status.body)
+                .is_ok_and(|status| status["generation"] == generation)
+        })
+    });
+    assert!(reloaded, "no reload:\n{}", balancer.stderr());
+}
+
 /// How long a test waits for something that must not happen at once (a
 /// handshake timeout of the balancer's) before calling it a failure.
 pub const HANDSHAKE_PATIENCE: Duration = Duration::from_secs(10);
