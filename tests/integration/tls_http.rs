@@ -22,10 +22,20 @@ use crate::harness::{
 /// with `listener` lines in the listener and `tls` lines in its
 /// `[listeners.tls]`.
 fn serving(backend: &HttpBackend, listener: &str, tls: &str) -> (Certs, Balancer) {
+    serving_after("", backend, listener, tls)
+}
+
+/// As [`serving`], with `head` (a `[global]` table) first in the config.
+fn serving_after(
+    head: &str,
+    backend: &HttpBackend,
+    listener: &str,
+    tls: &str,
+) -> (Certs, Balancer) {
     let certs = Certs::new();
     certs.make("site", &["localhost"]);
     let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\n\
+        "{head}[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\n\
          listen = \"127.0.0.1:0\"\nmode = \"http\"\n{listener}\nbackends = [\"{}\"]\n\n\
          [listeners.tls]\ncertificates = [{}]\n{tls}",
         backend.addr(),
@@ -380,5 +390,37 @@ fn over_tls_content_length_with_chunked_is_read_as_chunked_sent_framed_once_and_
     assert_eq!(seen[0].header("transfer-encoding"), Some("chunked"));
     assert_eq!(seen[0].header("content-length"), None);
     assert_eq!(seen[0].body, b"hello");
+    balancer.stop();
+}
+
+#[test]
+fn the_access_log_writes_an_h2_requests_method_and_path() {
+    let backend = HttpBackend::start("b1");
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("access.json");
+    let head = format!(
+        "[global]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n\n",
+        path.display()
+    );
+    let (_certs, balancer) = serving_after(&head, &backend, "", "");
+    let addr = balancer.addr("web");
+    let answer = block_on(async {
+        let (sender, _driven) = h2_client(addr).await;
+        let post = request("POST", "https://localhost/items?id=7", &[], b"abc");
+        answered(sender.clone().send_request(post).await.expect("an answer")).await
+    });
+    assert_eq!(answer.status, 200);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        eventually(DEADLINE, || read().lines().count() == 1),
+        "{}",
+        read()
+    );
+    let record: serde_json::Value = serde_json::from_str(&read()).expect("a JSON line");
+    assert_eq!(record["method"], "POST");
+    assert_eq!(record["path"], "/items?id=7");
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["listener"], "web");
+    assert_eq!(record["bytes_in"], 3);
     balancer.stop();
 }
