@@ -30,7 +30,8 @@
 //!   handshakes, certificates on reload, every bad file.
 //! - `tls_http`: TLS on http listeners: ALPN's choice of HTTP/2 or
 //!   HTTP/1.1, concurrent h2 streams, the forwarded `https`, the drain's
-//!   GOAWAY, limits, certificates on reload.
+//!   GOAWAY, limits, certificates on reload, the access log, the
+//!   smuggling table's invariants over TLS.
 //! - `health`: active and passive health checks, slow start,
 //!   least_connections steering, Maglev agreement between two processes,
 //!   bad health-check values.
