@@ -25,7 +25,9 @@ pub enum RequestBody {
     /// Read by our own HTTP/1.1 server (cleartext connections).
     Own(ClientBody),
     /// Read by hyper (connections over TLS: HTTP/2 streams and HTTP/1.1).
-    Hyper(hyper::body::Incoming),
+    /// Boxed: hyper's body is larger than ours, and every cleartext
+    /// request's futures would carry the difference.
+    Hyper(Box<hyper::body::Incoming>),
 }
 
 impl Body for RequestBody {
@@ -38,7 +40,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             RequestBody::Own(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Hyper(body) => Pin::new(body)
+            RequestBody::Hyper(body) => Pin::new(&mut **body)
                 .poll_frame(cx)
                 .map_err(RequestBodyError::Stream),
         }
@@ -156,5 +158,20 @@ impl Drop for Relayed {
         // An empty body may never be polled: it is complete as it is.
         let complete = self.inner.is_end_stream();
         self.done(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClientBody, RequestBody};
+
+    #[test]
+    fn a_request_body_is_no_larger_than_our_own_h1_body() {
+        // What every cleartext request's futures carry does not grow with
+        // hyper's body (boxed).
+        assert_eq!(
+            std::mem::size_of::<RequestBody>(),
+            std::mem::size_of::<ClientBody>()
+        );
     }
 }

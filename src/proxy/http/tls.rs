@@ -246,7 +246,7 @@ async fn respond(
         None => {
             let deadline = tokio::time::sleep(conn.settings.response_timeout);
             tokio::pin!(deadline);
-            let req = req.map(RequestBody::Hyper);
+            let req = req.map(|body| RequestBody::Hyper(Box::new(body)));
             answer(conn, req, FieldSet::ANY, deadline.as_mut()).await
         }
     };
