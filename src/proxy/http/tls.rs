@@ -137,7 +137,8 @@ async fn open(
 
 /// Serves HTTP/2 on `tls` (each stream a request, answered on a task of
 /// its own), with `max_header_bytes` as its `SETTINGS_MAX_HEADER_LIST_SIZE`
-/// (a larger header list is answered 431), closed gracefully when no
+/// (a larger header list is answered 431, or refused when it runs on far
+/// past it), closed gracefully when no
 /// request was in flight for `request_header_timeout`.
 async fn serve_h2(conn: Arc<Conn>, tls: tokio_rustls::server::TlsStream<TcpStream>) {
     let in_flight = Arc::new(InFlight::default());
