@@ -471,3 +471,30 @@ fn the_smuggling_table_over_tls_smuggles_nothing_and_frames_each_request_once() 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     balancer.stop();
 }
+
+#[test]
+fn a_client_that_stops_reading_its_answer_is_closed_after_idle_timeout() {
+    const LEN: usize = 16 * 1024 * 1024;
+    let backend = HttpBackend::start("b1");
+    let (_certs, balancer) = serving(&backend, "idle_timeout = \"1s\"", "");
+    let addr = balancer.addr("web");
+    let received = block_on(async {
+        let client = TlsClient {
+            alpn: vec!["http/1.1"],
+            ..TlsClient::default()
+        };
+        let mut stream = client.connect(addr).await.expect("a handshake");
+        let head = format!("GET /big HTTP/1.1\r\nHost: a.test\r\nx-reply-bytes: {LEN}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("a write");
+        // Nothing read for longer than idle_timeout: the balancer's writes
+        // stall, and it gives up.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut received = Vec::new();
+        let reading = stream.read_to_end(&mut received);
+        let ended = tokio::time::timeout(Duration::from_secs(10), reading).await;
+        assert!(ended.is_ok(), "the connection was not closed");
+        received.len()
+    });
+    assert!(received < LEN, "the whole answer came: it was not cut");
+    balancer.stop();
+}

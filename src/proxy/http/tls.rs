@@ -24,6 +24,10 @@
 //!   `request_header_timeout` is closed gracefully (GOAWAY), as our own
 //!   server closes an idle keep-alive connection; hyper's HTTP/1.1 server
 //!   closes one that sends no head within it.
+//! - A client that takes nothing of what is written to it for the
+//!   listener's `idle_timeout` is closed ([`WriteTimeout`]), as our own
+//!   server cuts such an answer. An HTTP/2 client that keeps reading but
+//!   gives no flow-control credit is not (its streams wait).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,6 +45,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -84,9 +89,12 @@ pub async fn serve(
     slot.stats.connection_duration.observe(accepted.elapsed());
 }
 
+/// A client's stream over TLS.
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
 /// A connection over TLS, its handshake done: what its requests share, and
 /// the stream.
-type Opened = (Arc<Conn>, tokio_rustls::server::TlsStream<TcpStream>);
+type Opened = (Arc<Conn>, Tls);
 
 /// What an admitted connection comes with: the listener's snapshot, the
 /// drain timeout's token, its http settings and its permits.
@@ -140,7 +148,7 @@ async fn open(
 /// (a larger header list is answered 431, or refused when it runs on far
 /// past it), closed gracefully when no
 /// request was in flight for `request_header_timeout`.
-async fn serve_h2(conn: Arc<Conn>, tls: tokio_rustls::server::TlsStream<TcpStream>) {
+async fn serve_h2(conn: Arc<Conn>, tls: Tls) {
     let in_flight = Arc::new(InFlight::default());
     let service = {
         let (conn, in_flight) = (Arc::clone(&conn), Arc::clone(&in_flight));
@@ -150,7 +158,7 @@ async fn serve_h2(conn: Arc<Conn>, tls: tokio_rustls::server::TlsStream<TcpStrea
     let connection = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(header_list)
-        .serve_connection(TokioIo::new(tls), service);
+        .serve_connection(TokioIo::new(WriteTimeout::new(tls, &conn)), service);
     let idle = in_flight.idle_for(conn.settings.request_header_timeout);
     run(
         connection,
@@ -164,7 +172,7 @@ async fn serve_h2(conn: Arc<Conn>, tls: tokio_rustls::server::TlsStream<TcpStrea
 /// Serves HTTP/1.1 on `tls` with hyper's server: keep-alive, heads within
 /// `request_header_timeout` (also the wait for the next request), at most
 /// `max_header_bytes` of head (else 431).
-async fn serve_h1(conn: Arc<Conn>, tls: tokio_rustls::server::TlsStream<TcpStream>) {
+async fn serve_h1(conn: Arc<Conn>, tls: Tls) {
     let service = {
         let conn = Arc::clone(&conn);
         service_fn(move |req| respond(Arc::clone(&conn), req, Active::none()))
@@ -174,7 +182,7 @@ async fn serve_h1(conn: Arc<Conn>, tls: tokio_rustls::server::TlsStream<TcpStrea
         .header_read_timeout(conn.settings.request_header_timeout)
         .max_header_size(conn.settings.max_header_bytes)
         .max_headers(MAX_HEADERS)
-        .serve_connection(TokioIo::new(tls), service);
+        .serve_connection(TokioIo::new(WriteTimeout::new(tls, &conn)), service);
     run(
         connection,
         http1::Connection::graceful_shutdown,
@@ -363,5 +371,99 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+// === writes that stall ===
+
+/// The client's stream, its writes given up once none made progress for
+/// the listener's `idle_timeout` (the client stopped reading): the write
+/// fails, and hyper closes the connection, as our own server cuts such an
+/// answer. The timer is made only when a write has to wait.
+struct WriteTimeout<S> {
+    inner: S,
+    idle: Duration,
+    /// Since when writes wait (`None` while they go through).
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    /// `inner`, with `conn`'s listener's `idle_timeout`.
+    fn new(inner: S, conn: &Conn) -> WriteTimeout<S> {
+        WriteTimeout {
+            inner,
+            idle: conn.slot.snapshot.load().config.idle_timeout,
+            stalled: None,
+        }
+    }
+
+    /// What a write that made progress (`Ready`) or had to wait
+    /// (`Pending`) gives: a wait past `idle` is an error.
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let idle = self.idle;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing of its answer for the listener's idle_timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progress(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progress(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
