@@ -1,11 +1,13 @@
-//! http mode (SPEC 4, docs/http.md): HTTP/1.1 from clients, each request
-//! balanced on its own and sent to its backend over a pooled keep-alive
-//! connection, the answer streamed back.
+//! http mode (SPEC 4, docs/http.md): HTTP/1.1 from clients (and HTTP/2
+//! over TLS), each request balanced on its own and sent to its backend as
+//! HTTP/1.1 over a pooled keep-alive connection, the answer streamed back.
 //!
-//! [`serve`] is one client connection: our own HTTP/1.1 server side
-//! ([`h1`]) reads the requests (keep-alive, pipelining, HTTP/1.0,
-//! `Expect: 100-continue`, the header timeout and size limit, the framing
-//! rules), and [`answer`] answers each: the backend set
+//! [`h1::serve`] is one cleartext client connection: our own HTTP/1.1
+//! server side ([`h1`]) reads the requests (keep-alive, pipelining,
+//! HTTP/1.0, `Expect: 100-continue`, the header timeout and size limit,
+//! the framing rules); [`tls::serve`] is one over TLS, whose requests
+//! hyper's HTTP/2 or HTTP/1.1 server reads. [`answer`] answers each: the
+//! backend set
 //! ([`route`]), a backend and a connection to it (pooled, or new, with the
 //! listener's retries), the forwarded request, the answer. A request's
 //! bookkeeping (counters, the pooled connection given back, the access log
