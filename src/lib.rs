@@ -40,7 +40,8 @@
 //!   results); both write the backend's health.
 //! - `proxy`: the data plane of one client connection: pick, connect
 //!   with retries, relay bytes both ways (copy or splice) with half-close
-//!   and idle timeout.
+//!   and idle timeout; TLS on it; http mode (`proxy::http`: each request
+//!   balanced, HTTP/1.1 from clients, and HTTP/2 over TLS).
 //! - `admin`: the admin server (SPEC 7) on its own listener: the
 //!   dashboard, `/metrics` (every metric name in [`metric_names`], which
 //!   the integration tests read too)

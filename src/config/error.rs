@@ -313,12 +313,6 @@ pub enum Problem {
     /// in the context).
     #[error(transparent)]
     Certificate(#[from] crate::tls::FileProblem),
-    /// `[listeners.tls]` on an http listener, which cannot serve TLS yet.
-    #[error(
-        "TLS on http listeners is not built yet (use mode = \"tcp\" to relay the \
-         decrypted bytes, or terminate TLS in front of this listener)"
-    )]
-    TlsOnHttp,
     /// `certificates = []`.
     #[error("the certificate list is empty (expected at least one table with cert and key)")]
     NoCertificates,

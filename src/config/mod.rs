@@ -429,6 +429,9 @@ pub mod defaults {
     pub const TLS_MIN_VERSION: super::TlsVersion = super::TlsVersion::Tls12;
     /// `[listeners.tls] handshake_timeout`.
     pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `[listeners.tls] alpn` of an http listener: HTTP/2 for the clients
+    /// that offer it, else HTTP/1.1 (a tcp listener offers none).
+    pub const HTTP_ALPN: [&str; 2] = ["h2", "http/1.1"];
     /// `[listeners.passive_check] fall`.
     pub const PASSIVE_FALL: u32 = 3;
     /// `[listeners.passive_check] backoff`.

@@ -3,9 +3,10 @@
 //!
 //! The demo's config is embedded (`demo.toml`) and goes through the same
 //! parsing and validation as any file; its backends are [`backend`]
-//! servers on the same runtime as the balancer. Its TLS listener's
-//! certificate is made at start ([`DemoCertificate`]), self-signed for
-//! `localhost` and `127.0.0.1`.
+//! servers on the same runtime as the balancer. The certificate of its
+//! TLS listeners (`tls` in tcp mode, `https` in http mode) is made at
+//! start ([`DemoCertificate`]), self-signed for `localhost` and
+//! `127.0.0.1`.
 
 pub mod backend;
 
@@ -96,7 +97,7 @@ pub fn run(announce: impl FnOnce(&str)) -> Result<(), Error> {
     })
 }
 
-/// The demo TLS listener's certificate and key (`demo.pem`, `demo.key`):
+/// The demo TLS listeners' certificate and key (`demo.pem`, `demo.key`):
 /// self-signed for `localhost` and `127.0.0.1`, made at start in a folder
 /// of this process's own under the system's temporary folder, which is
 /// removed when the demo ends.
@@ -195,6 +196,7 @@ fn instructions(bound: &runtime::Bound) -> String {
     let api = address_of("api", "127.0.0.1:24004");
     let http = address_of("http", "127.0.0.1:24005");
     let tls = address_of("tls", "127.0.0.1:24006");
+    let https = address_of("https", "127.0.0.1:24007");
     let admin = bound
         .admin_address()
         .map_or_else(|| "127.0.0.1:9000".to_string(), |a| a.to_string());
@@ -207,6 +209,8 @@ balancer demo is running:
   listener http on {http}: http mode, each request balanced 3,1,2,1 over b1..b4
   listener tls on {tls}: TLS (a self-signed certificate made at start),
       the decrypted bytes relayed 3,1,2,1 over b1..b4
+  listener https on {https}: http mode over TLS (same certificate), HTTP/2
+      for clients that offer it, each request balanced 3,1,2,1 over b1..b4
   dashboard on http://{admin}/ (metrics at /metrics, JSON at /api/status)
 
 Try, in another terminal:
@@ -219,6 +223,9 @@ Try, in another terminal:
       (add -v to see curl re-using the connection)
   curl -ik https://{tls}/
       over TLS (-k: the certificate is self-signed), answered through the balancer
+  curl -sk --http2 https://{https}/[1-7]
+      seven HTTP/2 requests on one connection, spread by weight
+      (add -v to see ALPN choose h2)
   curl -i http://127.0.0.1:8080/
       straight at a backend: 403, backends only answer the balancer
   while true; do curl -s http://{web}/ >/dev/null; sleep 0.2; done

@@ -89,6 +89,12 @@ fn admit(ctx: &AcceptContext, stream: TcpStream, client: SocketAddr) {
     if let ModeSettings::Http(settings) = state.config.mode {
         let slot = Arc::clone(&ctx.slot);
         let permits = (global, local);
+        if state.config.tls.is_some() {
+            let task =
+                proxy::http::tls::serve(stream, client, slot, state, close, settings, permits);
+            ctx.connections.spawn(task);
+            return;
+        }
         let opening =
             proxy::http::open_client(stream, client, slot, state, close, settings, permits);
         // What an idle keep-alive connection costs is this task (the

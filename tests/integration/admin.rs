@@ -622,7 +622,7 @@ fn the_dashboard_in_headless_chromium_shows_every_backend_and_counts_traffic() {
 fn the_demo_serves_its_dashboard_on_port_9000() {
     let _ports = fixed_ports();
     let mut demo = Balancer::spawn(["demo"], None);
-    let listening = [24003, 24004, 24005, 24006].map(loopback);
+    let listening = [24003, 24004, 24005, 24006, 24007].map(loopback);
     demo.wait_listening_on(&listening);
     assert!(demo.wait_for_log(DEADLINE, |l| {
         l.contains("admin listening address=127.0.0.1:9000")
@@ -654,7 +654,8 @@ fn the_demo_serves_its_dashboard_on_port_9000() {
             ("web".to_string(), 4),
             ("api".to_string(), 1),
             ("http".to_string(), 4),
-            ("tls".to_string(), 4)
+            ("tls".to_string(), 4),
+            ("https".to_string(), 4)
         ]
     );
     demo.stop();

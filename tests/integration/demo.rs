@@ -11,7 +11,8 @@ use rustix::process::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
-    Balancer, DEADLINE, TlsClient, block_on, fixed_ports, http_get, loopback, peer_certificate,
+    Balancer, DEADLINE, TlsClient, answered, block_on, fixed_ports, h2_client, http_get, loopback,
+    peer_certificate, request,
 };
 
 #[test]
@@ -58,7 +59,9 @@ fn a_demo_backend_answers_403_to_clients_outside_allow_from() {
 #[test]
 fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigint() {
     let _ports = fixed_ports();
-    let ports = [24003, 24004, 24005, 24006, 8080, 8081, 8082, 8083, 8084];
+    let ports = [
+        24003, 24004, 24005, 24006, 24007, 8080, 8081, 8082, 8083, 8084,
+    ];
     let addresses: Vec<SocketAddr> = ports.into_iter().map(loopback).collect();
     let mut demo = Balancer::spawn(["demo"], None);
     demo.wait_listening_on(&addresses);
@@ -126,6 +129,32 @@ fn the_demo_serves_through_the_balancer_refuses_direct_clients_and_stops_on_sigi
     assert!(
         demo.output().contains("curl -ik https://127.0.0.1:24006/"),
         "the demo does not print the TLS curl"
+    );
+
+    // http mode over TLS: seven HTTP/2 streams on one connection, spread
+    // by weight.
+    let backends = block_on(async {
+        let (sender, _driven) = h2_client(loopback(24007)).await;
+        let mut backends = Vec::new();
+        for i in 0..7 {
+            let get = request("GET", &format!("https://localhost/{i}"), &[], b"");
+            let answer = answered(sender.clone().send_request(get).await.expect("an answer")).await;
+            assert_eq!(answer.status, 200, "h2 request {i}");
+            backends.push(answer.header("x-backend").unwrap_or("none").to_string());
+        }
+        backends
+    });
+    let mut by_backend: HashMap<String, usize> = HashMap::new();
+    for backend in backends {
+        *by_backend.entry(backend).or_default() += 1;
+    }
+    let mut shares: Vec<usize> = by_backend.values().copied().collect();
+    shares.sort_unstable();
+    assert_eq!(shares, [1, 1, 2, 3], "{by_backend:?}");
+    assert!(
+        demo.output()
+            .contains("curl -sk --http2 https://127.0.0.1:24007/[1-7]"),
+        "the demo does not print the h2 curl"
     );
 
     let direct =

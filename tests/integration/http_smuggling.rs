@@ -690,14 +690,20 @@ fn check_row(row: &Row, outcome: &Outcome, expected: &[Expect]) -> Option<String
             outcome.describe()
         ));
     }
-    for seen in &outcome.reached {
+    smuggled_or_ambiguous(row, &outcome.reached)
+}
+
+/// Why what reached the backend during `row` is unsafe, if it is: the
+/// smuggled request, or a request with two framings (whatever came in,
+/// what goes out has one).
+pub fn smuggled_or_ambiguous(row: &Row, reached: &[Seen]) -> Option<String> {
+    for seen in reached {
         if seen.target.contains("smuggled") {
             return Some(format!(
                 "{}: the smuggled request reached the backend",
                 row.name
             ));
         }
-        // Whatever came in, what goes out has one framing.
         let lengths = seen.headers_named("content-length").len();
         let chunked = seen.header("transfer-encoding").is_some();
         if lengths > 1 || (lengths == 1 && chunked) {

@@ -28,6 +28,10 @@
 //! - `tls`: TLS on tcp listeners: bytes both ways, half-close, PROXY
 //!   header before the handshake, SNI, versions, ALPN, failed and stalled
 //!   handshakes, certificates on reload, every bad file.
+//! - `tls_http`: TLS on http listeners: ALPN's choice of HTTP/2 or
+//!   HTTP/1.1, concurrent h2 streams, the forwarded `https`, the drain's
+//!   GOAWAY, limits, certificates on reload, the access log, the
+//!   smuggling table's invariants over TLS.
 //! - `health`: active and passive health checks, slow start,
 //!   least_connections steering, Maglev agreement between two processes,
 //!   bad health-check values.
@@ -62,3 +66,4 @@ mod reload;
 mod seed;
 mod tcp;
 mod tls;
+mod tls_http;

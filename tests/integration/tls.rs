@@ -8,14 +8,13 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rustix::process::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
     Backend, Balancer, Certs, Closed, DEADLINE, Format, HANDSHAKE_PATIENCE, PROMPTLY, Prefixed,
     TlsClient, assert_no_debug_formatting, block_on, check, connect, eventually, http_get,
-    http_request, peer_certificate, pseudo_random_bytes, read_until_closed, run_with_config,
-    sample,
+    http_request, peer_certificate, pseudo_random_bytes, read_until_closed, reload_by_sighup,
+    run_with_config, sample,
 };
 
 /// A config with an admin port and one tcp listener `tls` over `backend`,
@@ -340,12 +339,7 @@ fn a_reload_serves_new_connections_the_new_certificate_and_open_ones_keep_theirs
 
     // New files under the same names, then SIGHUP.
     let second = certs.make("site", &["two.test"]);
-    balancer.signal(Signal::HUP);
-    assert!(
-        eventually(DEADLINE, || status(admin)["generation"] == 2),
-        "no reload:\n{}",
-        balancer.stderr()
-    );
+    reload_by_sighup(&balancer, 2);
     let fresh = block_on(client.connect(addr)).expect("a handshake");
     assert!(
         peer_certificate(&fresh) == second,
@@ -412,9 +406,14 @@ fn every_bad_certificate_file_is_a_config_error_naming_it_with_exit_2() {
             "the private key does not match the certificate in",
         ),
         (
-            config(&[certs.entry("site")], "", "mode = \"http\"", backend),
-            "[listeners.tls]".to_string(),
-            "TLS on http listeners is not built yet",
+            config(
+                &[entry("site.pem", "other.key")],
+                "",
+                "mode = \"http\"",
+                backend,
+            ),
+            path("other.key"),
+            "the private key does not match the certificate in",
         ),
     ];
     for (text, named, problem) in cases {

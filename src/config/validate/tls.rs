@@ -31,9 +31,6 @@ impl Validator<'_> {
             return Some(None);
         };
         let scope = with(scope, Context::Table("listeners.tls".into()));
-        if mode == Some(Mode::Http) {
-            self.report(table.span(), scope.clone(), Problem::TlsOnHttp);
-        }
         let raw = table.get_ref();
         let certificates = self.certificates(raw, &table.span(), &scope);
         let min_version = self.text(&raw.min_version, &scope, "min_version", tls_version);
@@ -44,10 +41,15 @@ impl Validator<'_> {
             "handshake_timeout",
             duration,
         );
+        let alpn = match (alpn?, &raw.alpn, mode) {
+            // Not given: an http listener offers HTTP/2, then HTTP/1.1.
+            (_, None, Some(Mode::Http)) => defaults::HTTP_ALPN.map(String::from).to_vec(),
+            (alpn, ..) => alpn,
+        };
         let settings = Settings {
             certificates: certificates?,
             min_version: min_version?.unwrap_or(defaults::TLS_MIN_VERSION),
-            alpn: alpn?,
+            alpn,
             handshake_timeout: handshake_timeout?.unwrap_or(defaults::TLS_HANDSHAKE_TIMEOUT),
         };
         let built = ServerTls::new(settings).map_err(|e| Problem::TlsSetup(e.to_string()));
@@ -230,12 +232,6 @@ mod tests {
                 "b.toml:8: listener \"web\": [listeners.tls]: key \"handshake_timeout\": \
                  duration must be more than zero",
             ),
-            (
-                with_tls("http", good),
-                "b.toml:6: listener \"web\": [listeners.tls]: TLS on http listeners is not \
-                 built yet (use mode = \"tcp\" to relay the decrypted bytes, or terminate TLS \
-                 in front of this listener)",
-            ),
         ];
         for (text, expected) in cases {
             let rendered = errors(&text, &folder);
@@ -270,6 +266,25 @@ mod tests {
             Path::new("/"),
         );
         assert_eq!(again.unwrap(), config);
+    }
+
+    #[test]
+    fn an_http_listener_takes_tls_and_offers_h2_then_http11_unless_told() {
+        let files = Files::new();
+        files.pair("site", &["a.test"]);
+        let folder = files.path("");
+        let certificates = "certificates = [{ cert = \"site.pem\", key = \"site.key\" }]\n";
+        let alpn_of = |tls: &str| {
+            let config = parse_in(&with_tls("http", tls), FileFormat::Toml, "b.toml", &folder)
+                .expect("TLS on an http listener is valid");
+            let listener = config.listeners.first().unwrap();
+            listener.tls.as_ref().unwrap().settings().alpn.clone()
+        };
+        assert_eq!(alpn_of(certificates), ["h2", "http/1.1"]);
+        let only_h1 = format!("{certificates}alpn = [\"http/1.1\"]\n");
+        assert_eq!(alpn_of(&only_h1), ["http/1.1"]);
+        let none = format!("{certificates}alpn = []\n");
+        assert!(alpn_of(&none).is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The bodies http mode answers with: a backend's answer streamed through
-//! ([`Relayed`], which finishes the request's bookkeeping when its last
-//! byte is sent or the client goes away), or a short text of our own
-//! ([`local`]).
+//! The bodies of http mode: a request's, read by our own HTTP/1.1 server
+//! or by hyper's ([`RequestBody`]), and those it answers with: a backend's
+//! answer streamed through ([`Relayed`], which finishes the request's
+//! bookkeeping when its last byte is sent or the client goes away), or a
+//! short text of our own ([`local`]).
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -12,8 +13,53 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::Finish;
+use super::h1::body::{BodyError as RequestBodyError, ClientBody};
 use super::h1::client::{BackendBody, BodyError};
 use super::h1::codec::RawFields;
+
+/// A request's body, from whichever server read its head: what
+/// [`super::answer`] sends on. Its size hint and end of stream decide the
+/// request's framing to the backend (none, a length, or chunked).
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Read by our own HTTP/1.1 server (cleartext connections).
+    Own(ClientBody),
+    /// Read by hyper (connections over TLS: HTTP/2 streams and HTTP/1.1).
+    /// Boxed: hyper's body is larger than ours, and every cleartext
+    /// request's futures would carry the difference.
+    Hyper(Box<hyper::body::Incoming>),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        match self.get_mut() {
+            RequestBody::Own(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Hyper(body) => Pin::new(&mut **body)
+                .poll_frame(cx)
+                .map_err(RequestBodyError::Stream),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Own(body) => body.is_end_stream(),
+            RequestBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Own(body) => body.size_hint(),
+            RequestBody::Hyper(body) => body.size_hint(),
+        }
+    }
+}
 
 /// What a client is answered with.
 pub type ResponseBody = Either<Relayed, Full<Bytes>>;
@@ -112,5 +158,20 @@ impl Drop for Relayed {
         // An empty body may never be polled: it is complete as it is.
         let complete = self.inner.is_end_stream();
         self.done(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClientBody, RequestBody};
+
+    #[test]
+    fn a_request_body_is_no_larger_than_our_own_h1_body() {
+        // What every cleartext request's futures carry does not grow with
+        // hyper's body (boxed).
+        assert_eq!(
+            std::mem::size_of::<RequestBody>(),
+            std::mem::size_of::<ClientBody>()
+        );
     }
 }

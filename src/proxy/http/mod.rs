@@ -1,11 +1,13 @@
-//! http mode (SPEC 4, docs/http.md): HTTP/1.1 from clients, each request
-//! balanced on its own and sent to its backend over a pooled keep-alive
-//! connection, the answer streamed back.
+//! http mode (SPEC 4, docs/http.md): HTTP/1.1 from clients (and HTTP/2
+//! over TLS), each request balanced on its own and sent to its backend as
+//! HTTP/1.1 over a pooled keep-alive connection, the answer streamed back.
 //!
-//! [`serve`] is one client connection: our own HTTP/1.1 server side
-//! ([`h1`]) reads the requests (keep-alive, pipelining, HTTP/1.0,
-//! `Expect: 100-continue`, the header timeout and size limit, the framing
-//! rules), and [`answer`] answers each: the backend set
+//! [`h1::serve`] is one cleartext client connection: our own HTTP/1.1
+//! server side ([`h1`]) reads the requests (keep-alive, pipelining,
+//! HTTP/1.0, `Expect: 100-continue`, the header timeout and size limit,
+//! the framing rules); [`tls::serve`] is one over TLS, whose requests
+//! hyper's HTTP/2 or HTTP/1.1 server reads. [`answer`] answers each: the
+//! backend set
 //! ([`route`]), a backend and a connection to it (pooled, or new, with the
 //! listener's retries), the forwarded request, the answer. A request's
 //! bookkeeping (counters, the pooled connection given back, the access log
@@ -14,6 +16,7 @@
 mod body;
 pub mod h1;
 pub mod headers;
+pub mod tls;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -36,8 +39,7 @@ use crate::net::connect::ConnectError;
 use crate::net::pool::BackendConn;
 use crate::proxy::connect::{Attempts, NoBackend, connect_to};
 use crate::state::{ListenerSlot, Snapshot};
-use body::{Relayed, ResponseBody};
-use h1::body::ClientBody;
+use body::{Relayed, RequestBody, ResponseBody};
 use h1::client::{self, Answer, Failure, Outgoing, Tally};
 use h1::codec::{self, Field, FieldSet, RequestFraming};
 use upgrade::UpgradeTo;
@@ -47,10 +49,14 @@ pub struct Conn {
     slot: Arc<ListenerSlot>,
     /// The client: the peer, or the source its PROXY protocol header named.
     client: SocketAddr,
+    /// The scheme the client used, named to backends in the forwarding
+    /// headers: `http`, or `https` over TLS.
+    scheme: &'static str,
     settings: HttpSettings,
     /// Cancelled when open connections must close (drain timeout).
     close: CancellationToken,
-    /// The client socket's read side (`h1`).
+    /// The client socket's read side (`h1`; empty over TLS, where hyper
+    /// reads).
     reader: std::sync::Mutex<h1::body::Reader>,
     /// When the connection was accepted.
     accepted: std::time::Instant,
@@ -110,6 +116,7 @@ pub fn open_client(
         let conn = Arc::new(Conn {
             slot,
             client: arrival.client,
+            scheme: "http",
             settings,
             close,
             reader: std::sync::Mutex::new(h1::body::Reader::new(stream, &arrival.early)),
@@ -149,7 +156,7 @@ pub async fn sweep_pools(slot: Arc<ListenerSlot>) {
 
 /// The backend set for `req`: today every request of a listener goes to
 /// its backends (routing by host and path would choose here).
-fn route(slot: &ListenerSlot, _req: &Request<ClientBody>) -> Arc<Snapshot> {
+fn route(slot: &ListenerSlot, _req: &Request<RequestBody>) -> Arc<Snapshot> {
     slot.snapshot.load_full()
 }
 
@@ -157,7 +164,7 @@ fn route(slot: &ListenerSlot, _req: &Request<ClientBody>) -> Arc<Snapshot> {
 /// with its status and text, and the connection closed): an HTTP/1.1
 /// request without `Host`, with two, or with one that is not a valid
 /// authority (RFC 9112 3.2: 400).
-fn check_request(req: &Request<ClientBody>) -> Result<(), (StatusCode, &'static str)> {
+fn check_request(req: &Request<RequestBody>) -> Result<(), (StatusCode, &'static str)> {
     let bad = |text| Err((StatusCode::BAD_REQUEST, text));
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
@@ -196,17 +203,25 @@ fn idempotent(method: &Method) -> bool {
 /// each try's start.
 pub async fn answer(
     conn: Arc<Conn>,
-    mut req: Request<ClientBody>,
+    mut req: Request<RequestBody>,
     fields: FieldSet,
     mut deadline: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let logged = conn
-        .slot
-        .access_log
-        .load()
-        .is_some()
-        .then(|| (req.method().to_string(), req.uri().to_string()));
+    let logged = conn.slot.access_log.load().is_some().then(|| {
+        // An HTTP/2 request's target is its path: its scheme and
+        // authority are pseudo-headers, not part of what the client wrote
+        // as its target.
+        let target = match req.version() {
+            Version::HTTP_2 => req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            _ => req.uri().to_string(),
+        };
+        (req.method().to_string(), target)
+    });
     let local = |status: StatusCode, text: &'static str, close: bool, logged| {
         conn.answer(status, text, close, started, logged)
     };
@@ -222,7 +237,7 @@ pub async fn answer(
     let trailers = fields.has(Field::Te) && headers::accepts_trailers(req.headers());
     to_origin_form(&mut req);
     let (parts, incoming) = req.into_parts();
-    let client = headers::Forwarding::new(conn.client.ip(), "http");
+    let client = headers::Forwarding::new(conn.client.ip(), conn.scheme);
     let host = parts.headers.get(header::HOST);
     let outbound = headers::Outbound {
         client: &client,
@@ -502,7 +517,7 @@ fn answer_protocol(headers: &hyper::HeaderMap, asked: Option<HeaderValue>) -> Op
 /// (RFC 9112 3.2.2: it replaces any Host the request had). What else
 /// changes on the way (hop-by-hop headers, the forwarding ones) is written
 /// with the head ([`headers::write_request_fields`]).
-fn to_origin_form(req: &mut Request<ClientBody>) {
+fn to_origin_form(req: &mut Request<RequestBody>) {
     let Some(authority) = req.uri().authority().cloned() else {
         return;
     };

@@ -45,7 +45,10 @@ pub use http::{HttpResponse, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
-pub use tls::{Certs, HANDSHAKE_PATIENCE, Prefixed, TlsClient, block_on, peer_certificate};
+pub use tls::{
+    Certs, HANDSHAKE_PATIENCE, Prefixed, TlsClient, answered, block_on, h1_client, h2_client,
+    peer_certificate, reload_by_sighup, request,
+};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::net::UnixListener;

@@ -151,6 +151,20 @@ pub fn peer_certificate<S>(stream: &TlsStream<S>) -> CertificateDer<'static> {
         .into_owned()
 }
 
+/// Sends `balancer` a SIGHUP and waits until its admin port shows config
+/// `generation`: the reload (with its certificate files read again) took.
+pub fn reload_by_sighup(balancer: &super::Balancer, generation: u64) {
+    let admin = balancer.wait_admin();
+    balancer.signal(rustix::process::Signal::HUP);
+    let reloaded = super::eventually(DEADLINE, || {
+        super::http_get(admin, "/api/status").is_ok_and(|status| {
+            serde_json::from_str::<serde_json::Value>(&status.body)
+                .is_ok_and(|status| status["generation"] == generation)
+        })
+    });
+    assert!(reloaded, "no reload:\n{}", balancer.stderr());
+}
+
 /// How long a test waits for something that must not happen at once (a
 /// handshake timeout of the balancer's) before calling it a failure.
 pub const HANDSHAKE_PATIENCE: Duration = Duration::from_secs(10);
@@ -265,4 +279,109 @@ impl tokio::io::AsyncWrite for Prefixed {
     ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
+}
+
+/// One answer read whole by a hyper client: its version, status, headers
+/// and body.
+#[derive(Debug)]
+pub struct Answered {
+    pub version: hyper::Version,
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answered {
+    /// The value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Reads `response` whole.
+pub async fn answered(response: hyper::Response<hyper::body::Incoming>) -> Answered {
+    use http_body_util::BodyExt;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .expect("the answer's body arrives whole")
+        .to_bytes()
+        .to_vec();
+    Answered {
+        version: parts.version,
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A request for a hyper client: `method` on `uri` with `headers` and
+/// `body`.
+pub fn request(
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut builder = hyper::Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .expect("a valid request")
+}
+
+/// A hyper connection driven by a task on the test runtime: its handle
+/// ends when the connection does (`Ok` for a clean end).
+pub type Driven = tokio::task::JoinHandle<Result<(), hyper::Error>>;
+
+/// An HTTP/2 connection over TLS to `addr` (the client offers only `h2`,
+/// and checks it was chosen): its request sender, cloned for concurrent
+/// streams, and the task driving it.
+pub async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    Driven,
+) {
+    let client = TlsClient {
+        alpn: vec!["h2"],
+        ..TlsClient::default()
+    };
+    let stream = client.connect(addr).await.expect("a handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("an HTTP/2 handshake");
+    (sender, tokio::spawn(connection))
+}
+
+/// An HTTP/1.1 connection over TLS to `addr`, the client offering `alpn`:
+/// its request sender, the task driving it, and the ALPN protocol the
+/// server chose.
+pub async fn h1_client(
+    addr: SocketAddr,
+    alpn: Vec<&'static str>,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    Driven,
+    Option<Vec<u8>>,
+) {
+    let client = TlsClient {
+        alpn,
+        ..TlsClient::default()
+    };
+    let stream = client.connect(addr).await.expect("a handshake");
+    let chosen = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("an HTTP/1.1 handshake");
+    (sender, tokio::spawn(connection), chosen)
 }

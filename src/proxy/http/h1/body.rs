@@ -71,6 +71,10 @@ pub enum BodyError {
     /// The exchange this body belonged to is over.
     #[error("the request body is no longer readable")]
     Gone,
+    /// The client's stream failed (a request read by hyper: an HTTP/2
+    /// stream reset, a connection lost, bad framing).
+    #[error("reading the request body failed: {0}")]
+    Stream(hyper::Error),
 }
 
 /// What is left of a body being read, by how it is delimited: shared by

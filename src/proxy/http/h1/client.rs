@@ -18,7 +18,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::body::{ClientBody, Left, Piece, poll_fill, read_some};
+use super::super::body::RequestBody;
+use super::body::{Left, Piece, poll_fill, read_some};
 use super::codec::{self, AnswerFraming, AnswerHead, ChunkedDecoder};
 use super::{HEAD_READ, MAX_CHUNK_LINE, write_all};
 use crate::net::pool::BackendConn;
@@ -45,7 +46,7 @@ pub struct Tally {
 /// A request body on its way: the client's body, whether it goes chunked,
 /// and its tally.
 pub struct Outgoing {
-    pub body: ClientBody,
+    pub body: RequestBody,
     pub chunked: bool,
     pub tally: Arc<Tally>,
 }

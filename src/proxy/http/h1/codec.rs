@@ -478,6 +478,11 @@ fn word(eight: &[u8]) -> u64 {
 pub struct FieldSet(u16);
 
 impl FieldSet {
+    /// Any field may be present: each is looked up in the header map when
+    /// it matters (a request that did not come through our own parser,
+    /// such as an HTTP/2 one).
+    pub const ANY: FieldSet = FieldSet(u16::MAX);
+
     /// Whether the head has (or may have) a `kind` field.
     pub fn has(self, kind: Field) -> bool {
         self.0 & (1 << kind as u8) != 0
@@ -1116,6 +1121,32 @@ pub struct RawFields {
     pub content_length: Option<u64>,
     /// The answer has a `Date`.
     pub has_date: bool,
+}
+
+impl RawFields {
+    /// Appends the fields to `headers`, for a server that writes heads of
+    /// its own (hyper's, over TLS), with the `Content-Length` of an answer
+    /// with `status` and no body that keeps it (to a `HEAD`, a `304`). The
+    /// lines are httparse's checked fields, so each makes a valid header;
+    /// one that would not is left out.
+    pub fn append_to(&self, headers: &mut HeaderMap, status: StatusCode) {
+        for line in self.lines.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                headers.append(name, value);
+            }
+        }
+        let keeps_length = !status.is_informational() && status != StatusCode::NO_CONTENT;
+        if let (true, Some(length)) = (keeps_length, self.content_length) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+    }
 }
 
 /// A backend's answer head.
@@ -2538,11 +2569,21 @@ mod tests {
         assert_eq!(head.raw.content_length, None);
         assert_eq!(head.framing, AnswerFraming::Length(3));
         assert_eq!(&buf[..], b"abc");
+        // The same lines as a header map, for hyper's servers.
+        let mut map = HeaderMap::new();
+        head.raw.append_to(&mut map, head.status);
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(map.get("server").unwrap(), "x");
+        assert_eq!(map.len(), 4);
         // To a HEAD, the Content-Length is kept to be written again.
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"[..]);
         let head = parse_answer(&mut buf, 4096, true).unwrap().unwrap();
         assert_eq!(head.raw.content_length, Some(7));
         assert!(!head.raw.has_date);
+        let mut map = HeaderMap::new();
+        head.raw.append_to(&mut map, head.status);
+        assert_eq!(map.get("content-length").unwrap(), "7");
         let mut out = Vec::new();
         encode_response_head(
             &mut out,

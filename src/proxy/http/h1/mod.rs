@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::upgrade::{PendingUpgrade, UpgradeTo};
 use super::{Conn, answer, headers};
 use body::{ClientBody, lock};
@@ -47,7 +47,7 @@ use codec::{BodyFraming, ChunkedDecoder, Connection, Field, HeadLimits, Response
 
 /// How many header fields a request head may have (HAProxy's default is
 /// 101, hyper's 100).
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// The longest chunk-size line of a chunked body (with its extensions).
 const MAX_CHUNK_LINE: usize = 4096;
@@ -265,7 +265,7 @@ async fn exchange(
         ),
         BodyFraming::None => ClientBody::empty(),
     };
-    let mut request = Request::new(body);
+    let mut request = Request::new(RequestBody::Own(body));
     *request.method_mut() = head.method;
     *request.uri_mut() = head.uri;
     *request.version_mut() = version;

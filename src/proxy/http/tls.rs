@@ -1,0 +1,469 @@
+//! http mode over TLS (SPEC 9, docs/tls.md): one client connection of an
+//! http listener with `[listeners.tls]`, from the handshake to its close.
+//!
+//! The PROXY protocol header (when the listener takes one) comes first,
+//! in cleartext, then the handshake; the ALPN protocol it settled on picks
+//! the server: `h2` is HTTP/2, served by hyper (many requests at once on
+//! one connection, each a stream); anything else (`http/1.1`, or a client
+//! that offered no ALPN) is HTTP/1.1, served by hyper's HTTP/1.1 server.
+//! Every request is then answered by the same [`answer`] as over
+//! cleartext: routing, the forwarding headers (with `proto=https`), the
+//! pooled HTTP/1.1 connections to backends, retries, metrics and the
+//! access log.
+//!
+//! What differs from our own cleartext HTTP/1.1 server (docs/tls.md):
+//!
+//! - HTTP/1.1 over TLS is hyper's, whose parsing is more lenient than
+//!   ours: a request with both `Content-Length` and `Transfer-Encoding` is
+//!   read as chunked (RFC 9112 6.3) where ours refuses it with a 400, and
+//!   a head that stalls closes the connection without a 408.
+//! - Protocol upgrades (WebSocket over HTTP/1.1, extended `CONNECT` over
+//!   HTTP/2) and `CONNECT` are answered 501, as our own server answers
+//!   `CONNECT`.
+//! - An HTTP/2 connection with no request in flight for
+//!   `request_header_timeout` is closed gracefully (GOAWAY), as our own
+//!   server closes an idle keep-alive connection; hyper's HTTP/1.1 server
+//!   closes one that sends no head within it.
+//! - A client that takes nothing of what is written to it for the
+//!   listener's `idle_timeout` is closed ([`WriteTimeout`]), as our own
+//!   server cuts such an answer. An HTTP/2 client that keeps reading but
+//!   gives no flow-control credit is not (its streams wait).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Either;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::body::{RequestBody, ResponseBody};
+use super::h1::MAX_HEADERS;
+use super::h1::body::Reader;
+use super::h1::codec::FieldSet;
+use super::{Conn, Permits, answer, headers};
+use crate::config::HttpSettings;
+use crate::state::{ListenerSlot, Snapshot};
+
+/// The ALPN protocol name of HTTP/2 (RFC 9113 3.2).
+const H2: &[u8] = b"h2";
+
+/// Serves client `stream` from `peer` of an http listener with TLS (see
+/// the module doc) until the client closes it, it idles out, the listener
+/// stops (the drain: requests in flight finish; an HTTP/2 client is sent
+/// a GOAWAY), or `close` is cancelled (drain timeout). A failed handshake
+/// is counted (in the listener's stats) and logged at debug. `permits`
+/// are held as long as the connection is.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ListenerSlot>,
+    state: Arc<Snapshot>,
+    close: CancellationToken,
+    settings: HttpSettings,
+    permits: Permits,
+) {
+    let accepted = std::time::Instant::now();
+    let admitted = (state, close, settings, permits);
+    if let Some((conn, tls)) = open(stream, peer, &slot, admitted, accepted).await {
+        if tls.get_ref().1.alpn_protocol() == Some(H2) {
+            serve_h2(conn, tls).await;
+        } else {
+            serve_h1(conn, tls).await;
+        }
+    }
+    slot.stats.connection_duration.observe(accepted.elapsed());
+}
+
+/// A client's stream over TLS.
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A connection over TLS, its handshake done: what its requests share, and
+/// the stream.
+type Opened = (Arc<Conn>, Tls);
+
+/// What an admitted connection comes with: the listener's snapshot, the
+/// drain timeout's token, its http settings and its permits.
+type Admitted = (Arc<Snapshot>, CancellationToken, HttpSettings, Permits);
+
+/// The PROXY protocol header (when the listener takes one), then the
+/// handshake, for a connection `accepted` then; `None` when the client was
+/// turned away, the handshake failed, or the connection was closed
+/// meanwhile.
+async fn open(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: &Arc<ListenerSlot>,
+    (state, close, settings, permits): Admitted,
+    accepted: std::time::Instant,
+) -> Option<Opened> {
+    let tls = state.config.tls.clone()?;
+    let _ = stream.set_nodelay(true);
+    let arrival = crate::proxy::arrive(&mut stream, peer, slot, &state)
+        .await
+        .ok()?;
+    drop(state);
+    let handshake = crate::tls::accept(&tls, stream, &arrival.early, &slot.stats.tls_handshakes);
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(stream) => stream,
+            Err(e) => {
+                let result = e.outcome.label();
+                tracing::debug!(listener = %slot.name, client = %arrival.client, result, error = %e, "TLS handshake failed");
+                return None;
+            }
+        },
+        () = close.cancelled() => return None,
+    };
+    let conn = Arc::new(Conn {
+        slot: Arc::clone(slot),
+        client: arrival.client,
+        scheme: "https",
+        settings,
+        close,
+        // hyper reads the connection: our own HTTP/1.1 reader stays empty.
+        reader: std::sync::Mutex::new(Reader::default()),
+        accepted,
+        _permits: permits,
+    });
+    Some((conn, stream))
+}
+
+/// Serves HTTP/2 on `tls` (each stream a request, answered on a task of
+/// its own), with `max_header_bytes` as its `SETTINGS_MAX_HEADER_LIST_SIZE`
+/// (a larger header list is answered 431, or refused when it runs on far
+/// past it), closed gracefully when no
+/// request was in flight for `request_header_timeout`.
+async fn serve_h2(conn: Arc<Conn>, tls: Tls) {
+    let in_flight = Arc::new(InFlight::default());
+    let service = {
+        let (conn, in_flight) = (Arc::clone(&conn), Arc::clone(&in_flight));
+        service_fn(move |req| respond(Arc::clone(&conn), req, in_flight.start()))
+    };
+    let header_list = u32::try_from(conn.settings.max_header_bytes).unwrap_or(u32::MAX);
+    let connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(header_list)
+        .serve_connection(TokioIo::new(WriteTimeout::new(tls, &conn)), service);
+    let idle = in_flight.idle_for(conn.settings.request_header_timeout);
+    run(
+        connection,
+        http2::Connection::graceful_shutdown,
+        &conn,
+        idle,
+    )
+    .await;
+}
+
+/// Serves HTTP/1.1 on `tls` with hyper's server: keep-alive, heads within
+/// `request_header_timeout` (also the wait for the next request), at most
+/// `max_header_bytes` of head (else 431).
+async fn serve_h1(conn: Arc<Conn>, tls: Tls) {
+    let service = {
+        let conn = Arc::clone(&conn);
+        service_fn(move |req| respond(Arc::clone(&conn), req, Active::none()))
+    };
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(conn.settings.request_header_timeout)
+        .max_header_size(conn.settings.max_header_bytes)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(WriteTimeout::new(tls, &conn)), service);
+    run(
+        connection,
+        http1::Connection::graceful_shutdown,
+        &conn,
+        std::future::pending(),
+    )
+    .await;
+}
+
+/// Drives hyper's `connection` to its end. When the listener stops (the
+/// drain) or `idle` resolves, it is shut down gracefully (`graceful`:
+/// requests in flight finish, no new one is taken); when the connection's
+/// `close` is cancelled (drain timeout), it is dropped at once.
+async fn run<C>(
+    connection: C,
+    graceful: fn(Pin<&mut C>),
+    conn: &Conn,
+    idle: impl Future<Output = ()>,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
+    tokio::pin!(connection);
+    tokio::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(listener = %conn.slot.name, client = %conn.client, error = %e, "connection over TLS ended");
+                }
+                return;
+            }
+            () = stop.cancelled(), if !closing => {
+                graceful(connection.as_mut());
+                closing = true;
+            }
+            () = &mut idle, if !closing => {
+                graceful(connection.as_mut());
+                closing = true;
+            }
+            () = close.cancelled() => return,
+        }
+    }
+}
+
+/// Answers one request read by hyper (`active` counts it in flight until
+/// its answer's body is done): as over cleartext, through [`answer`],
+/// except what this path does not serve (see the module doc).
+async fn respond(
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    active: Active,
+) -> Result<Response<Counted>, Infallible> {
+    let version = req.version();
+    let response = match unsupported(&req) {
+        Some(text) => {
+            let logged = conn.slot.access_log.load().is_some().then(|| {
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                (req.method().to_string(), target.to_string())
+            });
+            conn.answer(
+                StatusCode::NOT_IMPLEMENTED,
+                text,
+                false,
+                Instant::now(),
+                logged,
+            )
+        }
+        None => {
+            let deadline = tokio::time::sleep(conn.settings.response_timeout);
+            tokio::pin!(deadline);
+            let req = req.map(|body| RequestBody::Hyper(Box::new(body)));
+            answer(conn, req, FieldSet::ANY, deadline.as_mut()).await
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    if let Either::Left(relayed) = &body {
+        // A backend's answer keeps its fields as the lines that came, for
+        // our own HTTP/1.1 server to write as they are: hyper needs them
+        // in the map.
+        relayed.raw().append_to(&mut parts.headers, parts.status);
+    }
+    if version == Version::HTTP_2 {
+        // No connection-specific field in HTTP/2 (RFC 9113 8.2.2): our own
+        // answers' `connection: close` does not apply to a stream.
+        parts.headers.remove(header::CONNECTION);
+    }
+    let body = Counted {
+        body,
+        _active: active,
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Why a request is answered 501 on this path, if it is: `CONNECT` (a
+/// balancer does not tunnel; with HTTP/2, extended `CONNECT` is not
+/// offered, so WebSocket over HTTP/2 never starts) and an HTTP/1.1
+/// protocol upgrade, which hyper's server here does not hand over.
+fn unsupported(req: &Request<Incoming>) -> Option<&'static str> {
+    if req.method() == Method::CONNECT {
+        return Some("not implemented: CONNECT (the balancer does not tunnel)\n");
+    }
+    if headers::wants_upgrade(req.headers()) {
+        return Some("not implemented: protocol upgrades (WebSocket) over TLS\n");
+    }
+    None
+}
+
+// === requests in flight ===
+
+/// The requests of one HTTP/2 connection in flight, and a wake-up when
+/// their number changes: what tells an idle connection from a busy one.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl InFlight {
+    /// Counts one more request, until the [`Active`] is dropped.
+    fn start(self: &Arc<Self>) -> Active {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+        Active(Some(Arc::clone(self)))
+    }
+
+    /// Resolves once no request was in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the count is read: a change after it wakes.
+            changed.as_mut().enable();
+            if self.count.load(Ordering::Acquire) > 0 {
+                changed.await;
+            } else if tokio::time::timeout(timeout, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One request counted in flight until dropped (with its answer's body).
+#[derive(Debug)]
+struct Active(Option<Arc<InFlight>>);
+
+impl Active {
+    /// A request nothing counts.
+    fn none() -> Active {
+        Active(None)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(in_flight) = self.0.take() {
+            in_flight.count.fetch_sub(1, Ordering::AcqRel);
+            in_flight.changed.notify_waiters();
+        }
+    }
+}
+
+/// An answer's body, its request counted in flight until it is dropped
+/// (sent, or its stream reset).
+#[derive(Debug)]
+struct Counted {
+    body: ResponseBody,
+    _active: Active,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+// === writes that stall ===
+
+/// The client's stream, its writes given up once none made progress for
+/// the listener's `idle_timeout` (the client stopped reading): the write
+/// fails, and hyper closes the connection, as our own server cuts such an
+/// answer. The timer is made only when a write has to wait.
+struct WriteTimeout<S> {
+    inner: S,
+    idle: Duration,
+    /// Since when writes wait (`None` while they go through).
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    /// `inner`, with `conn`'s listener's `idle_timeout`.
+    fn new(inner: S, conn: &Conn) -> WriteTimeout<S> {
+        WriteTimeout {
+            inner,
+            idle: conn.slot.snapshot.load().config.idle_timeout,
+            stalled: None,
+        }
+    }
+
+    /// What a write that made progress (`Ready`) or had to wait
+    /// (`Pending`) gives: a wait past `idle` is an error.
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let idle = self.idle;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing of its answer for the listener's idle_timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progress(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progress(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
