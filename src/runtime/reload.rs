@@ -314,6 +314,8 @@ impl super::Serving {
         }
         self.health.stop_listener(&name);
         self.health.start(slot);
+        let listeners = Arc::clone(&self.listeners);
+        self.discovery.follow(&listeners, slot);
     }
 
     /// Logs what a reload cannot change without a restart.

@@ -136,3 +136,55 @@ pub(super) fn proxy_protocol(value: &str) -> Result<Option<ProxyProtocol>, Probl
         _ => Err(Problem::UnknownProxyProtocol(value.to_string())),
     }
 }
+
+/// `[listeners.discovery] dns`: a name starting with `_` and without a
+/// port is an SRV name; `host:port` (a host name, port 1 to 65535) asks for
+/// A/AAAA records; anything else is refused. A trailing dot (a fully
+/// qualified name) is kept as written.
+pub(super) fn dns_name(text: &str) -> Result<crate::config::DnsName, Problem> {
+    use crate::config::DnsName;
+    let bad = || Problem::BadDnsName(text.to_string());
+    if text.starts_with('_') {
+        if text.contains(':') {
+            return Err(Problem::SrvWithPort(text.to_string()));
+        }
+        return if is_dns_name(text) {
+            Ok(DnsName::Srv(text.to_string()))
+        } else {
+            Err(bad())
+        };
+    }
+    let parsed = crate::net::addr::backend_address(text).map_err(|_| bad())?;
+    // An IP literal has no records to look up: it belongs in `backends`.
+    if parsed.host.ip.is_some() || !is_dns_name(parsed.host.text) {
+        return Err(bad());
+    }
+    Ok(DnsName::Host {
+        host: parsed.host.text.to_string(),
+        port: parsed.port,
+    })
+}
+
+/// Whether `name` is a DNS name: dot-separated labels of 1 to 63 letters,
+/// digits, `-` and `_`, at most 253 characters, an optional trailing dot.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label)
+}
+
+/// A `[listeners.discovery] resolvers` entry: `ip:port`, `[ipv6]:port`, or
+/// a bare IP address (port 53).
+pub(super) fn resolver(text: &str) -> Result<std::net::SocketAddr, Problem> {
+    use std::net::{IpAddr, SocketAddr};
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, crate::config::defaults::DNS_PORT))
+        .map_err(|_| Problem::BadResolver(text.to_string()))
+}
