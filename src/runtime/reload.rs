@@ -355,6 +355,11 @@ fn admin_changes_dropped(
     let Some(file) = file else {
         return Vec::new();
     };
+    // DNS gave a discovered listener its backends, and the admin API
+    // cannot change them: there is nothing of an operator's to lose.
+    if file.discovery.is_some() || next.discovery.is_some() {
+        return Vec::new();
+    }
     let mut dropped = Vec::new();
     for backend in &live.backends {
         let address = backend.address.as_str();

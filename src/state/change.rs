@@ -742,6 +742,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_discovered_listener_refuses_admin_changes_and_a_reload_keeps_its_set() {
+        let discovered = testing::listener("web")
+            .table("[listeners.discovery]\ndns = \"web.test:80\"\nresolvers = [\"127.0.0.1\"]");
+        let (listeners, slot) = discovered.registered();
+        let found = [spec("127.0.0.1:1", 1), spec("127.0.0.1:2", 1)];
+        set_backends(&listeners, "web", &found).await.unwrap();
+        let refused = ChangeError::Discovered {
+            listener: "web".into(),
+            dns: "web.test:80".into(),
+        };
+        let add = add_backend(&listeners, "web", &spec("127.0.0.1:9", 1)).await;
+        assert_eq!(add.unwrap_err(), refused);
+        let change = BackendChange {
+            weight: Some(2),
+            state: None,
+        };
+        let changed = change_backend(&listeners, "web", "127.0.0.1:1", change).await;
+        assert_eq!(changed.unwrap_err(), refused);
+        let removed = remove_backend(&listeners, "web", "127.0.0.1:1").await;
+        assert_eq!(removed.unwrap_err(), refused);
+        assert_eq!(
+            refused.to_string(),
+            "the backends of listener \"web\" are found by DNS (\"web.test:80\"): \
+             change the DNS records, or the config and reload"
+        );
+        // A reload of the discovered listener keeps what DNS gave it.
+        let before = slot.snapshot.load().backends.clone();
+        let next = discovered.set("algorithm", "random").build();
+        let done = reconfigure(&listeners, next).await.unwrap();
+        assert_eq!(done, BackendsSet::default());
+        let after = slot.snapshot.load();
+        assert_eq!(after.config.algorithm, crate::config::Algorithm::Random);
+        assert!(
+            before
+                .iter()
+                .zip(&after.backends)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
+        assert_eq!(after.backends.len(), 2);
+        listeners.close().await;
+    }
+
+    #[tokio::test]
     async fn set_backends_keeps_staying_backends_adds_new_ones_and_drains_the_rest() {
         let (listeners, slot) = web(3);
         let before: Vec<Arc<Backend>> = slot.snapshot.load().backends.clone();

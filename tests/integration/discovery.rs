@@ -263,6 +263,51 @@ fn a_dns_server_that_stops_leaves_the_last_good_set_serving_and_counts_the_failu
     crate::harness::assert_no_debug_formatting("the log", &output);
 }
 
+#[test]
+fn health_checks_judge_discovered_backends_and_their_verdict_outlives_resolutions() {
+    let (port, backends) = backends_on_one_port(&["a"]);
+    let a = backends[0].addr().to_string();
+    // 127.0.0.3 has a record but nothing listening there.
+    let dead = ip_of(1, port).to_string();
+    let Some(dns) = Dnsmasq::start("127.0.0.2 web.test\n127.0.0.3 web.test\n", &[]) else {
+        return;
+    };
+    let with_checks = format!(
+        "{}[listeners.health_check]\ninterval = \"100ms\"\ntimeout = \"500ms\"\n\
+         rise = 1\nfall = 1\n",
+        config("round_robin", &format!("web.test:{port}"), dns.addr())
+    );
+    let running = Running::start(&with_checks);
+    running.wait_backends(&[a.clone(), dead.clone()]);
+    let state_of = |address: &str| {
+        running
+            .backends()
+            .into_iter()
+            .find(|(a, _, _)| a == address)
+            .map(|(_, state, _)| state)
+    };
+    let down = eventually(RESOLVES_WITHIN, || {
+        state_of(&dead).as_deref() == Some("down")
+    });
+    assert!(down, "{:?}", running.backends());
+    let names = backends_reached(running.web(), 4);
+    assert_eq!(count(&names, "a"), 4, "{names:?}");
+    // Later resolutions bring the same records: the verdict and the
+    // counters stay.
+    let ok_before = running.resolutions("ok");
+    let resolved = eventually(RESOLVES_WITHIN, || {
+        running.resolutions("ok") >= ok_before + 2.0
+    });
+    assert!(resolved, "no further resolutions");
+    assert_eq!(state_of(&dead).as_deref(), Some("down"));
+    let web = running.web_status();
+    let total = web["backends"]
+        .as_array()
+        .and_then(|list| list.iter().find(|b| b["address"] == a.as_str()))
+        .and_then(|b| b["total_connections"].as_u64());
+    assert_eq!(total, Some(4), "{web}");
+}
+
 // === SRV records ===
 
 #[test]
@@ -306,6 +351,60 @@ fn srv_weights_shape_the_weighted_round_robin_shares() {
     let names = backends_reached(running.web(), 10);
     let shares = [count(&names, "a"), count(&names, "b"), count(&names, "c")];
     assert_eq!(shares, [6, 2, 2], "{names:?}");
+}
+
+// === Reload ===
+
+#[test]
+fn a_reload_keeps_the_discovered_set_and_restarts_discovery_only_when_it_changed() {
+    let (port, backends) = backends_on_one_port(&["a", "b", "c"]);
+    let [a, b, c] = [0, 1, 2].map(|i| backends[i].addr().to_string());
+    let hosts = "127.0.0.2 web.test\n127.0.0.3 web.test\n127.0.0.4 other.test\n";
+    let Some(dns) = Dnsmasq::start(hosts, &[]) else {
+        return;
+    };
+    let first = config("round_robin", &format!("web.test:{port}"), dns.addr());
+    let running = Running::start(&first);
+    running.wait_backends(&[a.clone(), b.clone()]);
+    let reload = |config: &str| {
+        running.balancer.rewrite_config(config);
+        let answer = running.request("POST", "/api/reload", None);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    };
+
+    // Another algorithm, the same discovery: the set stays, the task runs on.
+    reload(&first.replace("round_robin", "least_connections"));
+    assert_eq!(running.web_status()["algorithm"], "least_connections");
+    let mut now = running.addresses();
+    now.sort();
+    assert_eq!(now, [a.clone(), b.clone()]);
+    let output = running.balancer.output();
+    assert_eq!(output.matches("discovery started").count(), 1, "{output}");
+    assert!(!output.contains("admin API"), "{output}");
+
+    // Another name: the new records replace the set (the old drain away).
+    reload(&config(
+        "round_robin",
+        &format!("other.test:{port}"),
+        dns.addr(),
+    ));
+    running.wait_backends(std::slice::from_ref(&c));
+    assert_eq!(
+        running.web_status()["discovery"]["dns"],
+        format!("other.test:{port}")
+    );
+
+    // Back to a static list: discovery stops, the admin API may change it.
+    let fixed = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\n\
+         listen = \"127.0.0.1:0\"\nbackends = [\"{a}\"]\n"
+    );
+    reload(&fixed);
+    running.wait_backends(std::slice::from_ref(&a));
+    assert!(running.web_status()["discovery"].is_null());
+    let body = format!(r#"{{"address":"{b}"}}"#);
+    let added = running.request("POST", "/api/listeners/web/backends", Some(&body));
+    assert_eq!(added.status, 201, "{}", added.body);
 }
 
 // === Admin API and start without records ===
