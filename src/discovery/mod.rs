@@ -68,8 +68,15 @@ pub async fn run(
             }
             Err(failure) => {
                 if !failing {
-                    let kept = applied.as_ref().map_or(0, Vec::len);
-                    tracing::warn!(listener = %name, dns = %discovery.dns, result = failure.result.label(), error = %failure.reason, backends_kept = kept, "discovery failed; the last good backends stay, retrying every min_interval");
+                    let (result, error) = (failure.result.label(), &failure.reason);
+                    match &applied {
+                        Some(kept) => {
+                            tracing::warn!(listener = %name, dns = %discovery.dns, result, error = %error, backends_kept = kept.len(), "discovery failed; the last good backends stay, retrying every min_interval")
+                        }
+                        None => {
+                            tracing::warn!(listener = %name, dns = %discovery.dns, result, error = %error, "discovery failed; no backends until the name resolves, retrying every min_interval")
+                        }
+                    }
                     failing = true;
                 }
                 let wait = jittered(discovery.min_interval, &discovery);
