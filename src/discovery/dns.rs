@@ -98,8 +98,10 @@ pub async fn resolve(resolver: &TokioResolver, name: &DnsName) -> Result<Answer,
 /// The backends of SRV name `srv`: the records of the lowest priority
 /// (RFC 2782: the others are fallbacks), each `target:port` at the
 /// record's weight (0 counts as 1, above the largest weight counts as
-/// that), its target resolved to its lowest address. A target that does not resolve is left out (logged); the
-/// validity is the shortest of every lookup's.
+/// that), its target resolved to its lowest address. The targets are
+/// resolved together (a slow one does not hold the others up); one that
+/// does not resolve is left out (logged at debug level). The validity is
+/// the shortest of every lookup's.
 async fn srv_backends(
     resolver: &TokioResolver,
     srv: &str,
@@ -112,23 +114,36 @@ async fn srv_backends(
     let Some(priority) = lookup.iter().map(|r| r.priority()).min() else {
         return Ok((Vec::new(), valid_until));
     };
-    let mut backends = Vec::new();
+    // Owned here: dropped (and its lookups aborted) if this resolution is.
+    let mut targets = tokio::task::JoinSet::new();
     for record in lookup.iter().filter(|r| r.priority() == priority) {
-        let target = record.target().to_utf8();
-        let target = target.trim_end_matches('.');
-        let name = format!("{target}:{}", record.port());
-        match resolver.lookup_ip(target).await {
+        let host = record.target().to_utf8().trim_end_matches('.').to_string();
+        let (port, weight) = (record.port(), u32::from(record.weight()).max(1));
+        let resolver = resolver.clone();
+        targets.spawn(async move {
+            let answer = resolver.lookup_ip(host.as_str()).await;
+            (host, port, weight, answer)
+        });
+    }
+    let mut backends = Vec::new();
+    while let Some(done) = targets.join_next().await {
+        let Ok((host, port, weight, answer)) = done else {
+            continue;
+        };
+        let name = format!("{host}:{port}");
+        match answer {
             Ok(ips) => {
                 valid_until = valid_until.min(ips.valid_until());
                 // The lowest address, so that a target with several
                 // keeps one backend whatever order they come in.
                 if let Some(ip) = ips.iter().min() {
-                    let weight = u32::from(record.weight()).max(1);
-                    backends.push(backend(name, ip, record.port(), weight));
+                    backends.push(backend(name, ip, port, weight));
                 }
             }
             Err(e) => {
-                tracing::debug!(srv, backend = %name, error = %e, "SRV target does not resolve; left out");
+                let target = DnsName::Host { host, port };
+                let reason = failure(&e, &target).reason;
+                tracing::debug!(srv, backend = %name, error = %reason, "SRV target does not resolve; left out");
             }
         }
     }
@@ -178,5 +193,52 @@ fn failure(e: &ResolveError, name: &DnsName) -> Failure {
                 e.to_string().trim_start_matches("proto error: ")
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Arc;
+
+    use hickory_resolver::proto::ProtoError;
+
+    use super::*;
+
+    fn lookup_error(kind: ProtoErrorKind) -> ResolveError {
+        ResolveError::from(ProtoError::from(kind))
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind_and_said_in_words() {
+        let name = DnsName::Host {
+            host: "web.test".into(),
+            port: 80,
+        };
+        let timeout = failure(&lookup_error(ProtoErrorKind::Timeout), &name);
+        assert_eq!(timeout.result, Resolution::Timeout);
+        assert_eq!(
+            timeout.reason,
+            "web.test:80: no DNS server answered within 1s"
+        );
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let refused = failure(&lookup_error(ProtoErrorKind::Io(Arc::new(refused))), &name);
+        assert_eq!(refused.result, Resolution::Error);
+        assert!(
+            refused.reason.starts_with("web.test:80: "),
+            "{}",
+            refused.reason
+        );
+        assert!(!refused.reason.contains("Kind("), "{}", refused.reason);
+    }
+
+    #[test]
+    fn a_discovered_weight_stays_within_the_largest_weight() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(backend("a:1".into(), ip, 1, 65_535).weight, 10_000);
+        assert_eq!(
+            backend("a:1".into(), ip, 1, 3).resolved.to_string(),
+            "127.0.0.1:1"
+        );
     }
 }

@@ -188,3 +188,63 @@ pub(super) fn resolver(text: &str) -> Result<std::net::SocketAddr, Problem> {
         .map(|ip| SocketAddr::new(ip, crate::config::defaults::DNS_PORT))
         .map_err(|_| Problem::BadResolver(text.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DnsName;
+
+    #[test]
+    fn a_dns_name_is_srv_when_it_starts_with_an_underscore_and_host_and_port_otherwise() {
+        assert_eq!(
+            dns_name("_http._tcp.web.internal."),
+            Ok(DnsName::Srv("_http._tcp.web.internal.".into()))
+        );
+        assert_eq!(
+            dns_name("web-1.internal:8080"),
+            Ok(DnsName::Host {
+                host: "web-1.internal".into(),
+                port: 8080
+            })
+        );
+        let long_label = format!("_x.{}.test", "a".repeat(64));
+        for bad in [
+            "web.internal",
+            "web.internal:0",
+            "web..internal:80",
+            "[::1]:80",
+            "127.0.0.1:80",
+            "_http._tcp..test",
+            long_label.as_str(),
+            "",
+            "web internal:80",
+        ] {
+            assert!(
+                matches!(dns_name(bad), Err(Problem::BadDnsName(_))),
+                "{bad}: {:?}",
+                dns_name(bad)
+            );
+        }
+        assert_eq!(
+            dns_name("_http._tcp.web:80"),
+            Err(Problem::SrvWithPort("_http._tcp.web:80".into()))
+        );
+    }
+
+    #[test]
+    fn a_resolver_is_an_ip_with_an_optional_port() {
+        assert_eq!(
+            resolver("10.0.0.2").map(|r| r.to_string()),
+            Ok("10.0.0.2:53".into())
+        );
+        assert_eq!(
+            resolver("[::1]:5353").map(|r| r.to_string()),
+            Ok("[::1]:5353".into())
+        );
+        assert_eq!(
+            resolver("::1").map(|r| r.to_string()),
+            Ok("[::1]:53".into())
+        );
+        assert!(resolver("dns.google:53").is_err());
+    }
+}
