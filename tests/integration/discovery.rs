@@ -2,9 +2,9 @@
 //! loopback (`harness::Dnsmasq`), real backends on `127.0.0.x` addresses,
 //! real bytes. A records found and balanced over, a record added and one
 //! removed (its open connection finishing first), the DNS server gone
-//! (the last good set serves on, the failures counted), SRV weights
-//! shaping weighted round robin, admin changes refused with 409, and the
-//! config errors.
+//! (the last good set serves on, the failures counted), health checks and
+//! Maglev over a discovered set, SRV weights shaping weighted round robin,
+//! reloads, admin changes refused with 409, and the config errors.
 //!
 //! dnsmasq answers with a TTL of one second, so the balancer resolves
 //! about every second (`min_interval`'s default); every wait is a
@@ -306,6 +306,27 @@ fn health_checks_judge_discovered_backends_and_their_verdict_outlives_resolution
         .and_then(|list| list.iter().find(|b| b["address"] == a.as_str()))
         .and_then(|b| b["total_connections"].as_u64());
     assert_eq!(total, Some(4), "{web}");
+}
+
+#[test]
+fn source_hash_builds_its_maglev_table_from_the_discovered_set() {
+    let (port, backends) = backends_on_one_port(&["a", "b"]);
+    let addresses: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
+    let Some(dns) = Dnsmasq::start("127.0.0.2 web.test\n", &[]) else {
+        return;
+    };
+    let running = Running::start(&config(
+        "source_hash",
+        &format!("web.test:{port}"),
+        dns.addr(),
+    ));
+    running.wait_backends(&addresses[..1]);
+    assert_eq!(backends_reached(running.web(), 3), ["a", "a", "a"]);
+    dns.set_hosts("127.0.0.2 web.test\n127.0.0.3 web.test\n");
+    running.wait_backends(&addresses);
+    // One client, one backend, whichever the new table gives it.
+    let names = backends_reached(running.web(), 4);
+    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
 }
 
 // === SRV records ===
