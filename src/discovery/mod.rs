@@ -68,15 +68,7 @@ pub async fn run(
             }
             Err(failure) => {
                 if !failing {
-                    let (result, error) = (failure.result.label(), &failure.reason);
-                    match &applied {
-                        Some(kept) => {
-                            tracing::warn!(listener = %name, dns = %discovery.dns, result, error = %error, backends_kept = kept.len(), "discovery failed; the last good backends stay, retrying every min_interval")
-                        }
-                        None => {
-                            tracing::warn!(listener = %name, dns = %discovery.dns, result, error = %error, "discovery failed; no backends until the name resolves, retrying every min_interval")
-                        }
-                    }
+                    warn_failed(&slot, &discovery, &failure);
                     failing = true;
                 }
                 let wait = jittered(discovery.min_interval, &discovery);
@@ -93,6 +85,22 @@ pub async fn run(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The warning that starts a streak of failures: what failed, and what the
+/// listener is left with (its backends, from an earlier answer or from
+/// before a reload, or none).
+fn warn_failed(slot: &ListenerSlot, discovery: &Discovery, failure: &dns::Failure) {
+    let (listener, dns) = (&slot.name, &discovery.dns);
+    let (result, error) = (failure.result.label(), &failure.reason);
+    match slot.snapshot.load().backends.len() {
+        0 => {
+            tracing::warn!(listener = %listener, dns = %dns, result, error = %error, "discovery failed; no backends until the name resolves, retrying every min_interval")
+        }
+        kept => {
+            tracing::warn!(listener = %listener, dns = %dns, result, error = %error, backends_kept = kept, "discovery failed; the last good backends stay, retrying every min_interval")
         }
     }
 }
