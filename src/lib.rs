@@ -9,7 +9,7 @@
 //! bytes are relayed by `proxy::tcp`, and everything is counted in
 //! `backend::stats`. A config's way: `config` reads and checks it,
 //! `state` publishes it as snapshots, and every later change (the admin
-//! API now; reload and discovery next) goes through `state::change`.
+//! API, reload, DNS discovery) goes through `state::change`.
 //!
 //! The modules, from the bottom up (each imports only those above it in
 //! this list, and `net` none of ours):
@@ -38,6 +38,11 @@
 //! - `health`: active health checks (one task per listener, a check loop
 //!   per backend, tcp or http probes) and passive detection (real connect
 //!   results); both write the backend's health.
+//! - `discovery`: backends found by DNS (`[listeners.discovery]`, on
+//!   hickory-resolver): one task per discovered listener resolves SRV or
+//!   A/AAAA records, applies each new set through `state::change`, and
+//!   resolves again when the TTL runs out; DNS trouble keeps the last
+//!   good set.
 //! - `proxy`: the data plane of one client connection: pick, connect
 //!   with retries, relay bytes both ways (copy or splice) with half-close
 //!   and idle timeout; TLS on it; http mode (`proxy::http`: each request
@@ -51,7 +56,7 @@
 //!   bounded queue to one writer thread (never blocking a worker), reopened
 //!   on SIGUSR1.
 //! - `runtime`: owns lifecycles: binding, accept loops and admission
-//!   (allow list, caps), health tasks, the admin server, signals, drain.
+//!   (allow list, caps), health and discovery tasks, the admin server, signals, drain.
 //! - `demo`: `balancer backend` (a small HTTP server) and `balancer demo`
 //!   (five backends plus the balancer, from an embedded config that goes
 //!   through the same validation as any file).
@@ -68,6 +73,7 @@ pub(crate) mod balance;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod demo;
+pub(crate) mod discovery;
 pub mod error;
 pub(crate) mod health;
 pub(crate) mod logging;

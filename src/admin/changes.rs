@@ -1,6 +1,7 @@
 //! The run-time changes of the admin API (SPEC 7): `POST` a backend,
 //! `PATCH` its weight or state, `DELETE` it (drain, then remove once
-//! idle). A body is checked whole before anything changes (a 400 changes
+//! idle). A listener whose backends DNS discovery gives refuses them all
+//! (409). A body is checked whole before anything changes (a 400 changes
 //! nothing); the change itself is one of the named changes of
 //! [`state::change`](crate::state::change), the one writer path. Changes
 //! last until the next reload or restart.
@@ -32,9 +33,7 @@ pub async fn add_backend(
 ) -> Result<Response<Body>, AdminError> {
     // The listener is looked up first, so a POST to an unknown one is a
     // 404 whatever its body, and no name is resolved for nothing.
-    if admin.listeners.find(listener).is_none() {
-        return Err(change::ChangeError::UnknownListener(listener.to_string()).into());
-    }
+    found_and_not_discovered(admin, listener)?;
     only_fields(body, &["address", "weight"], "\"address\" and \"weight\"")?;
     let address = match body.get("address") {
         None => return Err(AdminError::MissingField("address")),
@@ -72,9 +71,7 @@ pub async fn change_backend(
     address: &str,
     body: &Map<String, Value>,
 ) -> Result<Response<Body>, AdminError> {
-    if admin.listeners.find(listener).is_none() {
-        return Err(change::ChangeError::UnknownListener(listener.to_string()).into());
-    }
+    found_and_not_discovered(admin, listener)?;
     only_fields(body, &["weight", "state"], "\"weight\" and \"state\"")?;
     let wanted = BackendChange {
         weight: body.get("weight").map(weight).transpose()?,
@@ -103,6 +100,7 @@ pub async fn remove_backend(
     listener: &str,
     address: &str,
 ) -> Result<Response<Body>, AdminError> {
+    found_and_not_discovered(admin, listener)?;
     let backend = change::remove_backend(&admin.listeners, listener, address).await?;
     Ok(backend_answer(
         admin,
@@ -110,6 +108,23 @@ pub async fn remove_backend(
         listener,
         &backend,
     ))
+}
+
+/// Refuses a change to an unknown listener (404) or to one whose
+/// backends DNS discovery gives (409), before its body is looked at: the
+/// state checks both again as it applies the change.
+fn found_and_not_discovered(admin: &Admin, listener: &str) -> Result<(), AdminError> {
+    let Some(slot) = admin.listeners.find(listener) else {
+        return Err(change::ChangeError::UnknownListener(listener.to_string()).into());
+    };
+    match &slot.snapshot.load().config.discovery {
+        Some(discovery) => Err(change::ChangeError::Discovered {
+            listener: listener.to_string(),
+            dns: discovery.dns.to_string(),
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// A POSTed backend address, parsed with the config's grammar and resolved

@@ -128,6 +128,7 @@ impl AdminError {
             AdminError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AdminError::Metrics => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Change(ChangeError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Change(ChangeError::Discovered { .. }) => StatusCode::CONFLICT,
             AdminError::BodyUnreadable(_)
             | AdminError::BadPathSegment(_)
             | AdminError::InvalidJson(_)

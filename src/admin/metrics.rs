@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use crate::backend::stats::STATUS_CLASSES;
 use crate::backend::{Backend, BackendState};
 use crate::config::{Mode, ServerTls};
+use crate::state::discovery::Resolution;
 use crate::state::stats::Rejection;
 use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
 use crate::tls::Outcome as HandshakeOutcome;
@@ -66,6 +67,11 @@ pub mod names {
     /// is its first subject alternative name (else its common name, else
     /// its file).
     pub const TLS_CERTIFICATE_EXPIRY: &str = "balancer_tls_certificate_expiry_timestamp_seconds";
+    /// Counter `{listener,result}`: DNS resolutions of listeners with
+    /// `[listeners.discovery]`, by how they ended: `ok`, `empty` (no
+    /// usable records), `timeout`, `error`; all but `ok` keep the last
+    /// good backend set.
+    pub const DISCOVERY_RESOLUTIONS_TOTAL: &str = "balancer_discovery_resolutions_total";
     /// Gauge: the config generation in force (1 at start, one more per
     /// reload).
     pub const CONFIG_GENERATION: &str = "balancer_config_generation";
@@ -93,7 +99,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -108,6 +114,7 @@ pub mod names {
         REJECTED_CONNECTIONS_TOTAL,
         TLS_HANDSHAKES_TOTAL,
         TLS_CERTIFICATE_EXPIRY,
+        DISCOVERY_RESOLUTIONS_TOTAL,
         CONFIG_GENERATION,
         CONFIG_RELOADS_TOTAL,
         ACCESS_LOG_DROPPED_TOTAL,
@@ -431,6 +438,7 @@ impl Collector for BalancerCollector {
             },
         )?;
         tls_families(e, &listeners)?;
+        discovery_family(e, &listeners)?;
         family(
             e,
             names::CONFIG_GENERATION,
@@ -515,6 +523,28 @@ fn tls_families(e: &mut DescriptorEncoder, listeners: &[Listener]) -> fmt::Resul
                     let expiry = certificate.not_after.duration_since(UNIX_EPOCH);
                     let seconds = expiry.map_or(0, |d| as_gauge(d.as_secs()));
                     gauge(m, &labels, seconds)?;
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// DNS resolutions by result, for the listeners with discovery.
+fn discovery_family(e: &mut DescriptorEncoder, listeners: &[Listener]) -> fmt::Result {
+    family(
+        e,
+        names::DISCOVERY_RESOLUTIONS_TOTAL,
+        "DNS discovery resolutions by result: ok, empty, timeout, error (all but ok keep the last good backends).",
+        MetricType::Counter,
+        |m| {
+            for (slot, state) in listeners {
+                if state.config.discovery.is_none() {
+                    continue;
+                }
+                for result in Resolution::ALL {
+                    let labels = [("listener", slot.name.as_str()), ("result", result.label())];
+                    counter(m, &labels, slot.discovery.count(result))?;
                 }
             }
             Ok(())

@@ -15,6 +15,7 @@ use crate::backend::Backend;
 use crate::backend::stats::{HistogramSnapshot, STATUS_CLASSES};
 use crate::config::{Mode, ServerTls};
 use crate::state::change::ChangeError;
+use crate::state::discovery::Resolution;
 use crate::state::{ListenerSlot, Rejection, Snapshot};
 use crate::tls::Outcome as HandshakeOutcome;
 
@@ -72,6 +73,10 @@ pub struct ListenerStatus {
     /// Listeners with TLS only: handshakes and certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsListenerStatus>,
+    /// Listeners with `[listeners.discovery]` only: where DNS finds their
+    /// backends, and how the resolutions went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryStatus>,
     /// Its live backends, in order.
     pub backends: Vec<BackendStatus>,
 }
@@ -103,6 +108,48 @@ pub struct TlsListenerStatus {
     pub handshakes: Map<String, Value>,
     /// Its certificates, in config order (the first is the default).
     pub certificates: Vec<CertificateStatus>,
+}
+
+/// A discovered listener's DNS in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct DiscoveryStatus {
+    /// The name, as configured: an SRV name or `host:port`.
+    pub dns: String,
+    /// `SRV` or `A/AAAA`.
+    pub records: &'static str,
+    /// How the last resolution ended (`ok`, `empty`, `timeout`, `error`);
+    /// `null` before the first has ended.
+    pub last_result: Option<&'static str>,
+    /// Why it failed, in words; `null` when it succeeded.
+    pub last_error: Option<String>,
+    /// When it ended, RFC 3339 (UTC); `null` before the first.
+    pub last_resolution: Option<String>,
+    /// When the next is due, RFC 3339 (UTC); `null` before the first has
+    /// ended.
+    pub next_resolution: Option<String>,
+    /// Resolutions so far, by result (the `result` label of
+    /// `balancer_discovery_resolutions_total`).
+    pub resolutions: Map<String, Value>,
+}
+
+impl DiscoveryStatus {
+    fn of(slot: &ListenerSlot, discovery: &crate::config::Discovery) -> DiscoveryStatus {
+        let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+        let last = slot.discovery.last();
+        let resolutions = Resolution::ALL
+            .iter()
+            .map(|&r| (r.label().to_string(), Value::from(slot.discovery.count(r))))
+            .collect();
+        DiscoveryStatus {
+            dns: discovery.dns.to_string(),
+            records: discovery.dns.records(),
+            last_result: last.as_ref().map(|l| l.result.label()),
+            last_error: last.as_ref().and_then(|l| l.error.clone()),
+            last_resolution: last.as_ref().map(|l| time(l.at)),
+            next_resolution: last.as_ref().map(|l| time(l.next)),
+            resolutions,
+        }
+    }
 }
 
 /// One certificate of a listener in `/api/status`.
@@ -340,6 +387,11 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
             .tls
             .as_ref()
             .map(|tls| TlsListenerStatus::of(slot, tls)),
+        discovery: state
+            .config
+            .discovery
+            .as_ref()
+            .map(|d| DiscoveryStatus::of(slot, d)),
         backends,
     }
 }

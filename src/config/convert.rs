@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{
-    AccessLogFormat, AccessLogTarget, Admin, BackendSpec, Config, Global, HealthCheck, Listener,
-    ModeSettings, TcpSettings, format_duration,
+    AccessLogFormat, AccessLogTarget, Admin, BackendSpec, Config, Discovery, Global, HealthCheck,
+    Listener, ModeSettings, TcpSettings, format_duration,
 };
 
 /// TOML text that loads back into an equal `Config`.
@@ -100,11 +100,16 @@ fn listener(out: &mut String, l: &Listener) {
     let _ = writeln!(out, "max_connections = {}", l.max_connections);
     let _ = writeln!(out, "slow_start = {}", duration(l.slow_start));
     let _ = writeln!(out, "ewma_decay = {}", duration(l.ewma_decay));
-    let _ = writeln!(out, "backends = [");
-    for b in &l.backends {
-        let _ = writeln!(out, "  {},", backend(b));
+    if l.discovery.is_none() {
+        let _ = writeln!(out, "backends = [");
+        for b in &l.backends {
+            let _ = writeln!(out, "  {},", backend(b));
+        }
+        let _ = writeln!(out, "]");
     }
-    let _ = writeln!(out, "]");
+    if let Some(d) = &l.discovery {
+        discovery(out, d);
+    }
     if let Some(check) = &l.health_check {
         health_check(out, check);
     }
@@ -121,6 +126,18 @@ fn listener(out: &mut String, l: &Listener) {
     if let Some(tls) = &l.tls {
         self::tls(out, tls.settings());
     }
+}
+
+/// `[listeners.discovery]`, every key written.
+fn discovery(out: &mut String, d: &Discovery) {
+    let _ = writeln!(out, "\n[listeners.discovery]");
+    let _ = writeln!(out, "dns = {}", string(&d.dns.to_string()));
+    if !d.resolvers.is_empty() {
+        let list: Vec<String> = d.resolvers.iter().map(|r| string(&r.to_string())).collect();
+        let _ = writeln!(out, "resolvers = [{}]", list.join(", "));
+    }
+    let _ = writeln!(out, "min_interval = {}", duration(d.min_interval));
+    let _ = writeln!(out, "max_interval = {}", duration(d.max_interval));
 }
 
 /// `[listeners.tls]`, its files as they were opened (relative ones taken
@@ -417,6 +434,7 @@ mod tests {
                     accept_proxy_protocol: Vec::new(),
                     max_connections: usize::try_from(max_connections).unwrap(),
                     backends,
+                    discovery: None,
                     slow_start,
                     ewma_decay,
                     health_check,

@@ -272,6 +272,45 @@ pub enum Problem {
     /// A listener with an empty backend list.
     #[error("the backend list is empty")]
     NoBackends,
+    /// `backends` and `[listeners.discovery]` on one listener: DNS gives a
+    /// discovered listener its backends.
+    #[error(
+        "backends and [listeners.discovery] cannot both be set \
+         (DNS gives a discovered listener its backends: leave backends out)"
+    )]
+    BackendsAndDiscovery,
+    /// A `dns` value that is neither an SRV name nor `host:port`.
+    #[error(
+        "{} is not a name to discover (expected an SRV name starting with \"_\", \
+         such as \"_http._tcp.web.internal\", or \"host:port\" for A/AAAA records)",
+        Quoted(.0)
+    )]
+    BadDnsName(String),
+    /// An SRV name written with a port: the records give each backend's.
+    #[error(
+        "{} is an SRV name with a port (each SRV record gives its backend's port: \
+         leave the port out, or name a host without \"_\" for A/AAAA records)",
+        Quoted(.0)
+    )]
+    SrvWithPort(String),
+    /// `resolvers = []`.
+    #[error("the resolver list is empty (leave the key out to use the system's resolvers)")]
+    EmptyResolvers,
+    /// A resolver that is not an IP address with an optional port.
+    #[error(
+        "resolver {} is not an IP address with an optional port \
+         (as in \"127.0.0.1:53\" or \"[::1]:53\")",
+        Quoted(.0)
+    )]
+    BadResolver(String),
+    /// `min_interval` above `max_interval`; both as typed (or defaulted).
+    #[error("min_interval {min} is longer than max_interval {max}")]
+    IntervalsOutOfOrder {
+        /// `min_interval`, formatted.
+        min: String,
+        /// `max_interval`, formatted.
+        max: String,
+    },
     /// INI: an empty item in a comma-separated backend list.
     #[error("empty item in the backend list")]
     EmptyBackendItem,

@@ -276,8 +276,12 @@ pub struct Listener {
     pub accept_proxy_protocol: Vec<IpNet>,
     /// Cap on this listener's open client connections.
     pub max_connections: usize,
-    /// The backends, in config order; never empty.
+    /// The backends, in config order; never empty, except on a listener
+    /// with `discovery`, whose backends DNS gives (its list is empty).
     pub backends: Vec<BackendSpec>,
+    /// Where DNS discovery finds the backends (`[listeners.discovery]`,
+    /// SPEC 10); `None`: the backends are `backends`.
+    pub discovery: Option<Discovery>,
     /// How long a backend that comes back up (or is added) takes to ramp
     /// from 10% of its weight to all of it; zero for no ramp.
     pub slow_start: Duration,
@@ -358,6 +362,63 @@ pub struct PassiveCheck {
     pub backoff: Duration,
 }
 
+/// A listener's `[listeners.discovery]`: the DNS name its backends are
+/// found under, and how often it is resolved again (`docs/discovery.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The name, and which records it is asked for.
+    pub dns: DnsName,
+    /// The DNS servers asked, in order; empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub resolvers: Vec<SocketAddr>,
+    /// The shortest time between two resolutions, whatever the records'
+    /// TTL; also how soon a failed resolution is tried again. More than
+    /// zero.
+    pub min_interval: Duration,
+    /// The longest time between two resolutions, whatever the records'
+    /// TTL; at least `min_interval`.
+    pub max_interval: Duration,
+}
+
+/// The name of `[listeners.discovery] dns`, told apart by its shape: a name
+/// that starts with `_` and has no port is an SRV name; `host:port` asks
+/// for A/AAAA records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsName {
+    /// An SRV name (`_http._tcp.web.internal`): each record is a backend
+    /// `target:port` with the record's weight.
+    Srv(String),
+    /// `host:port`: each A/AAAA record of `host` is a backend `ip:port` of
+    /// weight 1.
+    Host {
+        /// The host name asked for.
+        host: String,
+        /// The port of every backend.
+        port: u16,
+    },
+}
+
+impl fmt::Display for DnsName {
+    /// As written in the config: the SRV name, or `host:port`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnsName::Srv(name) => f.write_str(name),
+            DnsName::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl DnsName {
+    /// Which records are asked for, as status and `check` name them:
+    /// `SRV` or `A/AAAA`.
+    pub fn records(&self) -> &'static str {
+        match self {
+            DnsName::Srv(_) => "SRV",
+            DnsName::Host { .. } => "A/AAAA",
+        }
+    }
+}
+
 /// A backend as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendSpec {
@@ -432,6 +493,13 @@ pub mod defaults {
     /// `[listeners.tls] alpn` of an http listener: HTTP/2 for the clients
     /// that offer it, else HTTP/1.1 (a tcp listener offers none).
     pub const HTTP_ALPN: [&str; 2] = ["h2", "http/1.1"];
+    /// `[listeners.discovery] min_interval`.
+    pub const DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+    /// `[listeners.discovery] max_interval`.
+    pub const DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(300);
+    /// The port of a `[listeners.discovery] resolvers` entry given as a
+    /// bare IP address.
+    pub const DNS_PORT: u16 = 53;
     /// `[listeners.passive_check] fall`.
     pub const PASSIVE_FALL: u32 = 3;
     /// `[listeners.passive_check] backoff`.
@@ -542,18 +610,24 @@ pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>
         let _ = writeln!(out, "admin on {} ({token})", admin.listen);
     }
     for l in &config.listeners {
+        let backends = match (&l.discovery, l.backends.len()) {
+            (Some(_), _) => "backends found by DNS".to_string(),
+            (None, 1) => "1 backend".to_string(),
+            (None, n) => format!("{n} backends"),
+        };
         let _ = writeln!(
             out,
-            "listener {} on {} ({}, {}), {} backend{}:",
+            "listener {} on {} ({}, {}), {backends}:",
             l.name,
             l.listen,
             l.mode(),
             l.algorithm,
-            l.backends.len(),
-            if l.backends.len() == 1 { "" } else { "s" }
         );
         for b in &l.backends {
             let _ = writeln!(out, "  {} weight {}", b.address, b.weight);
+        }
+        if let Some(d) = &l.discovery {
+            discovery_summary(&mut out, d);
         }
         health_summary(&mut out, l);
         if let Some(tls) = &l.tls {
@@ -614,6 +688,29 @@ fn tls_summary(out: &mut String, tls: &crate::tls::Settings, now: std::time::Sys
             let _ = writeln!(out, "  warning: certificate {file} {when}: renew it");
         }
     }
+}
+
+/// The discovery line of a listener's summary: where its backends are
+/// found, through which servers, how often.
+fn discovery_summary(out: &mut String, d: &Discovery) {
+    use std::fmt::Write as _;
+    let resolvers = if d.resolvers.is_empty() {
+        "the system's resolvers".to_string()
+    } else {
+        d.resolvers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "  discovery: {} records of {} through {resolvers}, every {} to {} (the records' TTL)",
+        d.dns.records(),
+        d.dns,
+        format_duration(d.min_interval),
+        format_duration(d.max_interval)
+    );
 }
 
 /// The health lines of a listener's summary.

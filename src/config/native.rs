@@ -125,6 +125,8 @@ pub(crate) struct RawListener {
     pub passive_check: Option<Spanned<RawPassiveCheck>>,
     /// `[listeners.tls]`: TLS terminated on this listener.
     pub tls: Option<Spanned<RawTls>>,
+    /// `[listeners.discovery]`: backends found by DNS (TOML only).
+    pub discovery: Option<Spanned<RawDiscovery>>,
     /// INI only: the reader refused (and reported) some items of the
     /// mapping's backend list, which holds the others; an empty list then
     /// says nothing new.
@@ -162,6 +164,20 @@ pub(crate) struct RawPassiveCheck {
     pub fall: Option<Spanned<i64>>,
     /// A duration string.
     pub backoff: Option<Spanned<String>>,
+}
+
+/// `[listeners.discovery]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawDiscovery {
+    /// An SRV name, or `host:port` for A/AAAA records.
+    pub dns: Option<Spanned<String>>,
+    /// DNS servers: `ip:port`, or a bare IP (port 53).
+    pub resolvers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A duration string.
+    pub min_interval: Option<Spanned<String>>,
+    /// A duration string.
+    pub max_interval: Option<Spanned<String>>,
 }
 
 /// `[listeners.tls]` as typed.
@@ -476,7 +492,7 @@ mod tests {
              algorithm, connect_timeout, idle_timeout, retries, source_address, \
              proxy_protocol, request_header_timeout, max_header_bytes, response_timeout, \
              backend_idle_timeout, max_idle_per_backend, accept_proxy_protocol, allow, max_connections, backends, slow_start, ewma_decay, \
-             health_check, passive_check or tls)",
+             health_check, passive_check, tls or discovery)",
         ),
         (
             "[[listeners]]\nbackends = [{ address = \"127.0.0.1:2\", wieght = 2 }]\n",

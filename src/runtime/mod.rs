@@ -158,8 +158,8 @@ pub fn serve_with(config: Config, reloads: Reloads) -> Result<(), Error> {
 /// Serves `bound` until `shutdown` resolves, then drains: stop accepting,
 /// wait up to `drain_timeout` for open connections (or until `forced`),
 /// close the rest. Meanwhile each request of `reloads` reads the config
-/// again and applies it ([`reload`]). Health checks run beside the
-/// listeners and stop when the drain starts (a draining process takes no
+/// again and applies it ([`reload`]). Health checks and DNS discovery run
+/// beside the listeners and stop when the drain starts (a draining process takes no
 /// new connections, so health no longer matters). The admin server, when
 /// bound, serves through the drain (so it can be watched) and stops last.
 pub async fn run(
@@ -209,6 +209,7 @@ pub async fn run(
         }
     }
     serving.health.stop().await;
+    serving.discovery.stop().await;
     let drain_timeout = serving.config.global.drain_timeout;
     serving.drain.run(drain_timeout, forced).await;
     admin_stop.cancel();
@@ -231,6 +232,8 @@ struct Serving {
     drain: Drain,
     /// Health checkers, per listener.
     health: HealthTasks,
+    /// DNS discovery, per discovered listener.
+    discovery: DiscoveryTasks,
     /// The process-wide connection cap, swapped when a reload changes it.
     global_slots: Arc<ArcSwap<Semaphore>>,
 }
@@ -244,6 +247,7 @@ impl Serving {
             process: Arc::new(Process::default()).with_access_log(access_log),
             drain: Drain::default(),
             health: HealthTasks::default(),
+            discovery: DiscoveryTasks::default(),
             global_slots: Arc::new(ArcSwap::from_pointee(Semaphore::new(cap))),
         }
     }
@@ -293,6 +297,7 @@ impl Serving {
             .listeners
             .spawn(crate::proxy::http::sweep_pools(Arc::clone(&slot)));
         self.health.start(&slot);
+        self.discovery.start(&self.listeners, &slot);
         Some(slot)
     }
 
@@ -319,6 +324,7 @@ impl Serving {
     /// checks; its open connections run on.
     fn stop_listener(&mut self, name: &str) -> Option<Arc<ListenerSlot>> {
         self.health.stop_listener(name);
+        self.discovery.stop_listener(name);
         let slot = self.listeners.remove(name)?;
         slot.stop_accepting.cancel();
         Some(slot)
@@ -376,6 +382,65 @@ impl HealthTasks {
     }
 
     /// Stops every checker and waits until they have ended.
+    async fn stop(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// The DNS discovery tasks, one per listener with `[listeners.discovery]`:
+/// owned here, stopped one by one (a reload that removes the listener or
+/// changes its discovery) or together (the drain).
+#[derive(Debug, Default)]
+struct DiscoveryTasks {
+    /// Every discovery task.
+    tasks: TaskTracker,
+    /// Cancelled to stop them all; each task has a child of it.
+    cancel: CancellationToken,
+    /// Each running task's settings and own token, by listener name.
+    by_listener: HashMap<String, (crate::config::Discovery, CancellationToken)>,
+}
+
+impl DiscoveryTasks {
+    /// Starts the discovery of the listener in `slot`, when its config has
+    /// one.
+    fn start(&mut self, listeners: &Arc<Listeners>, slot: &Arc<ListenerSlot>) {
+        let Some(settings) = slot.snapshot.load().config.discovery.clone() else {
+            return;
+        };
+        let cancel = self.cancel.child_token();
+        self.by_listener
+            .insert(slot.name.clone(), (settings.clone(), cancel.clone()));
+        self.tasks.spawn(crate::discovery::run(
+            Arc::clone(listeners),
+            Arc::clone(slot),
+            settings,
+            cancel,
+        ));
+    }
+
+    /// After a reload gave the listener in `slot` its config: a discovery
+    /// whose settings changed (or went, or came) is restarted; one that
+    /// stayed the same runs on.
+    fn follow(&mut self, listeners: &Arc<Listeners>, slot: &Arc<ListenerSlot>) {
+        let wanted = slot.snapshot.load().config.discovery.clone();
+        let running = self.by_listener.get(&slot.name).map(|(d, _)| d);
+        if running == wanted.as_ref() {
+            return;
+        }
+        self.stop_listener(&slot.name);
+        self.start(listeners, slot);
+    }
+
+    /// Stops the discovery of listener `name`, if it has one.
+    fn stop_listener(&mut self, name: &str) {
+        if let Some((_, cancel)) = self.by_listener.remove(name) {
+            cancel.cancel();
+        }
+    }
+
+    /// Stops every discovery task and waits until they have ended.
     async fn stop(&self) {
         self.cancel.cancel();
         self.tasks.close();

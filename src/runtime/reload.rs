@@ -314,6 +314,8 @@ impl super::Serving {
         }
         self.health.stop_listener(&name);
         self.health.start(slot);
+        let listeners = Arc::clone(&self.listeners);
+        self.discovery.follow(&listeners, slot);
     }
 
     /// Logs what a reload cannot change without a restart.
@@ -353,6 +355,11 @@ fn admin_changes_dropped(
     let Some(file) = file else {
         return Vec::new();
     };
+    // DNS gave a discovered listener its backends, and the admin API
+    // cannot change them: there is nothing of an operator's to lose.
+    if file.discovery.is_some() || next.discovery.is_some() {
+        return Vec::new();
+    }
     let mut dropped = Vec::new();
     for backend in &live.backends {
         let address = backend.address.as_str();

@@ -7,9 +7,10 @@
 //! snapshot, built over the same `Arc<Backend>`s (so counters, health,
 //! latency and a slow-start ramp stay), is published for the next
 //! connection; changes that come together share one build. The admin API calls
-//! [`add_backend`], [`change_backend`] and [`remove_backend`]; reload and
-//! discovery will call [`set_backends`], which keeps each backend matched
-//! by its address.
+//! [`add_backend`], [`change_backend`] and [`remove_backend`] (refused on
+//! a listener whose backends DNS discovery gives); discovery calls
+//! [`set_backends`] and reload [`reconfigure`], which keep each backend
+//! matched by its address.
 //!
 //! A backend is never dropped while it has open connections: a removal
 //! sets it draining (no new connections, open ones finish) and a tracked
@@ -54,6 +55,20 @@ pub enum ChangeError {
         listener: String,
         /// The backend's address.
         address: String,
+    },
+    /// A listener whose backends DNS discovery gives: a change here would
+    /// be undone by the next resolution.
+    #[error(
+        "the backends of listener {} are found by DNS ({}): change the DNS records, \
+         or the config and reload",
+        Quoted(.listener),
+        Quoted(.dns)
+    )]
+    Discovered {
+        /// The listener's name.
+        listener: String,
+        /// The name its backends are found under, as configured.
+        dns: String,
     },
     /// The runtime is shutting down; nothing changed.
     #[error("the balancer is shutting down")]
@@ -110,6 +125,7 @@ fn add_backend_now(
     spec: &BackendSpec,
 ) -> Result<Arc<Backend>, ChangeError> {
     in_listener(listeners, listener, |draft| {
+        not_discovered(draft, listener)?;
         if draft.backend(&spec.address).is_some() {
             return Err(ChangeError::DuplicateBackend {
                 listener: listener.to_string(),
@@ -146,6 +162,7 @@ fn change_backend_now(
     change: BackendChange,
 ) -> Result<Arc<Backend>, ChangeError> {
     in_listener(listeners, listener, |draft| {
+        not_discovered(draft, listener)?;
         let backend = Arc::clone(find_backend(draft, listener, address)?);
         if let Some(weight) = change.weight {
             backend.set_weight(weight);
@@ -184,6 +201,7 @@ fn remove_backend_now(
     address: &str,
 ) -> Result<Arc<Backend>, ChangeError> {
     let (backend, started) = in_listener(listeners, listener, |draft| {
+        not_discovered(draft, listener)?;
         let backend = Arc::clone(find_backend(draft, listener, address)?);
         let staying = draft
             .backends
@@ -216,10 +234,6 @@ fn remove_backend_now(
 /// new address is added, ramping up over the listener's `slow_start`. A
 /// backend no longer listed is drained and removed once idle. A backend
 /// whose address now resolves elsewhere is a new backend in its place.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "DNS discovery (issue 13) will call it")
-)]
 pub async fn set_backends(
     listeners: &Arc<Listeners>,
     listener: &str,
@@ -233,7 +247,8 @@ pub async fn set_backends(
 /// Gives `listener` a new config (a reload): its backends become the
 /// config's, matched by address as [`set_backends`] does (so those that
 /// stay keep their health and counters, and admin API changes give way to
-/// the file), and the next connection gets the new algorithm, caps,
+/// the file), except on a listener with discovery, whose backends stay
+/// as DNS gave them; the next connection gets the new algorithm, caps,
 /// timeouts and allow list.
 pub async fn reconfigure(
     listeners: &Arc<Listeners>,
@@ -241,10 +256,31 @@ pub async fn reconfigure(
 ) -> Result<BackendsSet, ChangeError> {
     let listeners = Arc::clone(listeners);
     off_the_workers(move || {
-        let (name, specs) = (config.name.clone(), config.backends.clone());
+        let name = config.name.clone();
+        if config.discovery.is_some() {
+            // DNS owns the set: it stays as discovery left it until the
+            // (restarted) discovery task resolves again.
+            return in_listener(&listeners, &name, |draft| {
+                draft.config = config;
+                Ok(BackendsSet::default())
+            });
+        }
+        let specs = config.backends.clone();
         replace_backends(&listeners, &name, Some(config), &specs)
     })
     .await
+}
+
+/// Refuses an admin change to a listener whose backends DNS discovery
+/// gives.
+fn not_discovered(draft: &Draft, listener: &str) -> Result<(), ChangeError> {
+    match &draft.config.discovery {
+        Some(discovery) => Err(ChangeError::Discovered {
+            listener: listener.to_string(),
+            dns: discovery.dns.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The body of [`set_backends`] and [`reconfigure`]: `specs` become the
@@ -702,6 +738,49 @@ mod tests {
         tokio::time::sleep(REMOVAL_POLL * 3).await;
         assert_eq!(addresses(&slot), ["127.0.0.1:1", "127.0.0.1:2"]);
         assert_eq!(backend.state(), BackendState::Up);
+        listeners.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_discovered_listener_refuses_admin_changes_and_a_reload_keeps_its_set() {
+        let discovered = testing::listener("web")
+            .table("[listeners.discovery]\ndns = \"web.test:80\"\nresolvers = [\"127.0.0.1\"]");
+        let (listeners, slot) = discovered.registered();
+        let found = [spec("127.0.0.1:1", 1), spec("127.0.0.1:2", 1)];
+        set_backends(&listeners, "web", &found).await.unwrap();
+        let refused = ChangeError::Discovered {
+            listener: "web".into(),
+            dns: "web.test:80".into(),
+        };
+        let add = add_backend(&listeners, "web", &spec("127.0.0.1:9", 1)).await;
+        assert_eq!(add.unwrap_err(), refused);
+        let change = BackendChange {
+            weight: Some(2),
+            state: None,
+        };
+        let changed = change_backend(&listeners, "web", "127.0.0.1:1", change).await;
+        assert_eq!(changed.unwrap_err(), refused);
+        let removed = remove_backend(&listeners, "web", "127.0.0.1:1").await;
+        assert_eq!(removed.unwrap_err(), refused);
+        assert_eq!(
+            refused.to_string(),
+            "the backends of listener \"web\" are found by DNS (\"web.test:80\"): \
+             change the DNS records, or the config and reload"
+        );
+        // A reload of the discovered listener keeps what DNS gave it.
+        let before = slot.snapshot.load().backends.clone();
+        let next = discovered.set("algorithm", "random").build();
+        let done = reconfigure(&listeners, next).await.unwrap();
+        assert_eq!(done, BackendsSet::default());
+        let after = slot.snapshot.load();
+        assert_eq!(after.config.algorithm, crate::config::Algorithm::Random);
+        assert!(
+            before
+                .iter()
+                .zip(&after.backends)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
+        assert_eq!(after.backends.len(), 2);
         listeners.close().await;
     }
 

@@ -21,6 +21,7 @@
 //! import it; it imports none of them.
 
 pub mod change;
+pub mod discovery;
 mod process;
 mod publish;
 mod snapshot;
@@ -56,6 +57,8 @@ pub struct ListenerSlot {
     pub stats: ListenerStats,
     /// The throttles of its per-client log messages.
     pub logs: ListenerLogs,
+    /// Its DNS resolutions, when it has `[listeners.discovery]`.
+    pub discovery: discovery::DiscoveryStats,
     /// The access log, shared by every listener (swapped by a reload that
     /// changes it); empty when it is off.
     pub access_log: SharedAccessLog,
@@ -88,6 +91,7 @@ impl ListenerSlot {
             listen,
             stats: ListenerStats::default(),
             logs: ListenerLogs::default(),
+            discovery: discovery::DiscoveryStats::default(),
             access_log,
             changes: Publisher::default(),
             connection_slots: ArcSwap::from_pointee(Semaphore::new(

@@ -12,6 +12,8 @@
 //!   what it accepts (issue 16).
 //! - `tcp`: relaying: bytes unchanged, half-close, idle timeout, `allow`.
 //! - `balancing`: which backend each connection gets, retries, caps.
+//! - `discovery`: DNS discovery against a real dnsmasq: A and SRV
+//!   records, records added and removed, the DNS server gone, 409s.
 //! - `drain`: SIGTERM/SIGINT drain and exit, SIGHUP.
 //! - `seed`: the seed's `setup.cfg` unchanged, `check` and `convert`.
 //! - `demo`: `balancer backend` and `balancer demo`.
@@ -49,6 +51,7 @@ mod balancing;
 mod cli;
 mod config;
 mod demo;
+mod discovery;
 mod drain;
 mod hardening;
 mod health;

@@ -2,7 +2,7 @@
 //! list and health checks, and that its name and address are its own. Its
 //! backends are checked in `backend.rs`, its source address in `source.rs`,
 //! listen addresses in `listen.rs`, the keys of one mode only in `mode.rs`,
-//! its TLS in `tls.rs`.
+//! its TLS in `tls.rs`, its `[listeners.discovery]` in `discovery.rs`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -65,7 +65,19 @@ impl Validator<'_> {
             1,
             MAX_CONNECTIONS,
         );
-        let backends = self.backends(raw.backends.as_ref(), raw.refused_backends, &header, &scope);
+        let discovery = match &raw.discovery {
+            Some(table) => self.discovery(table, &scope).map(Some),
+            None => Some(None),
+        };
+        let backends = match (&raw.discovery, &raw.backends) {
+            (None, list) => self.backends(list.as_ref(), raw.refused_backends, &header, &scope),
+            (Some(_), Some(list)) if !list.get_ref().is_empty() => {
+                let context = with_key(&scope, "backends");
+                self.report(list.span(), context, Problem::BackendsAndDiscovery);
+                None
+            }
+            (Some(_), _) => Some(Vec::new()),
+        };
         let source_address = self.source_address(&raw.source_address, &scope, backends.as_deref());
         let slow_start = self.text(&raw.slow_start, &scope, "slow_start", duration_or_zero);
         let ewma_decay = self.text(&raw.ewma_decay, &scope, "ewma_decay", duration);
@@ -100,6 +112,7 @@ impl Validator<'_> {
             accept_proxy_protocol: accept_proxy_protocol?,
             max_connections: max_connections?.unwrap_or(defaults::LISTENER_MAX_CONNECTIONS),
             backends: backends?,
+            discovery: discovery?,
             slow_start: slow_start?.unwrap_or(defaults::SLOW_START),
             ewma_decay: ewma_decay?.unwrap_or(defaults::EWMA_DECAY),
             health_check: health_check?,

@@ -25,6 +25,8 @@
 //!   the conflicts between them.
 //! - `backend.rs`: a listener's backend list: weights, duplicates,
 //!   resolution.
+//! - `discovery.rs`: a listener's `[listeners.discovery]`: the DNS name
+//!   (SRV or `host:port`), its resolvers and intervals.
 //! - `tls.rs`: a listener's `[listeners.tls]`: its certificate and key
 //!   files are read here (relative paths from the config file's folder),
 //!   and the rustls config is built from them.
@@ -33,6 +35,7 @@
 //! - `tests.rs`: the pass end to end, one row per error a user can see.
 
 mod backend;
+mod discovery;
 mod global;
 mod listen;
 mod listener;

@@ -942,3 +942,109 @@ fn a_duplicate_after_twenty_thousand_backends_names_its_line_and_the_first_issue
          backend is listed twice in this listener (first on line 2)"
     );
 }
+
+// === discovery ===
+
+/// A listener with `[listeners.discovery]` whose keys are `body` (from
+/// line 5) and no backends.
+fn discovered(body: &str) -> String {
+    toml_listener(&format!("[listeners.discovery]\n{body}"))
+}
+
+#[test]
+fn discovery_takes_an_srv_name_or_host_and_port_with_its_defaults() {
+    let config = parse(
+        &discovered("dns = \"_http._tcp.web.internal\"\n"),
+        FileFormat::Toml,
+        "b.toml",
+    )
+    .unwrap();
+    let listener = &config.listeners[0];
+    assert!(listener.backends.is_empty());
+    let discovery = listener.discovery.as_ref().unwrap();
+    assert_eq!(
+        discovery.dns,
+        crate::config::DnsName::Srv("_http._tcp.web.internal".into())
+    );
+    assert!(discovery.resolvers.is_empty());
+    assert_eq!(discovery.min_interval, defaults::DISCOVERY_MIN_INTERVAL);
+    assert_eq!(discovery.max_interval, defaults::DISCOVERY_MAX_INTERVAL);
+
+    let text = discovered(
+        "dns = \"web.internal:8080\"\nresolvers = [\"127.0.0.1:5353\", \"::1\"]\n\
+         min_interval = \"5s\"\nmax_interval = \"1m\"\n",
+    );
+    let config = parse(&text, FileFormat::Toml, "b.toml").unwrap();
+    let discovery = config.listeners[0].discovery.clone().unwrap();
+    assert_eq!(
+        discovery.dns,
+        crate::config::DnsName::Host {
+            host: "web.internal".into(),
+            port: 8080
+        }
+    );
+    let resolvers: Vec<String> = discovery.resolvers.iter().map(|r| r.to_string()).collect();
+    assert_eq!(resolvers, ["127.0.0.1:5353", "[::1]:53"]);
+    assert_eq!(discovery.min_interval, Duration::from_secs(5));
+    assert_eq!(discovery.max_interval, Duration::from_secs(60));
+    // `convert` writes it back, and it loads into the same model.
+    let again = parse(&crate::config::to_toml(&config), FileFormat::Toml, "c.toml").unwrap();
+    assert_eq!(again, config);
+    assert!(crate::config::summary_with(&config, |_| None).contains(
+        "discovery: A/AAAA records of web.internal:8080 through 127.0.0.1:5353, [::1]:53"
+    ));
+}
+
+#[test]
+fn discovery_errors_name_the_line_the_key_and_the_value() {
+    let rows = [
+        (
+            toml_listener(&format!(
+                "{BACKENDS}[listeners.discovery]\ndns = \"web.test:80\"\n"
+            )),
+            "b.toml:4: listener \"web\": key \"backends\": backends and [listeners.discovery] \
+             cannot both be set (DNS gives a discovered listener its backends: leave backends out)",
+        ),
+        (
+            discovered("dns = \"web.test\"\n"),
+            "b.toml:5: listener \"web\": [listeners.discovery]: key \"dns\": \
+             \"web.test\" is not a name to discover (expected an SRV name starting with \"_\", \
+             such as \"_http._tcp.web.internal\", or \"host:port\" for A/AAAA records)",
+        ),
+        (
+            discovered("dns = \"_http._tcp.web.test:80\"\n"),
+            "b.toml:5: listener \"web\": [listeners.discovery]: key \"dns\": \
+             \"_http._tcp.web.test:80\" is an SRV name with a port (each SRV record gives its \
+             backend's port: leave the port out, or name a host without \"_\" for A/AAAA records)",
+        ),
+        (
+            discovered("dns = \"10.0.0.1:80\"\n"),
+            "b.toml:5: listener \"web\": [listeners.discovery]: key \"dns\": \
+             \"10.0.0.1:80\" is not a name to discover (expected an SRV name starting with \"_\", \
+             such as \"_http._tcp.web.internal\", or \"host:port\" for A/AAAA records)",
+        ),
+        (
+            discovered("min_interval = \"1s\"\n"),
+            "b.toml:4: listener \"web\": [listeners.discovery]: missing key \"dns\"",
+        ),
+        (
+            discovered("dns = \"a.test:1\"\nresolvers = []\n"),
+            "b.toml:6: listener \"web\": [listeners.discovery]: key \"resolvers\": \
+             the resolver list is empty (leave the key out to use the system's resolvers)",
+        ),
+        (
+            discovered("dns = \"a.test:1\"\nresolvers = [\"dns.google\"]\n"),
+            "b.toml:6: listener \"web\": [listeners.discovery]: key \"resolvers\": \
+             resolver \"dns.google\" is not an IP address with an optional port \
+             (as in \"127.0.0.1:53\" or \"[::1]:53\")",
+        ),
+        (
+            discovered("dns = \"a.test:1\"\nmin_interval = \"10m\"\n"),
+            "b.toml:6: listener \"web\": [listeners.discovery]: \
+             min_interval 10m is longer than max_interval 5m",
+        ),
+    ];
+    for (text, expected) in rows {
+        check_row(&text, FileFormat::Toml, "b.toml", expected);
+    }
+}

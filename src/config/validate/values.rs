@@ -136,3 +136,115 @@ pub(super) fn proxy_protocol(value: &str) -> Result<Option<ProxyProtocol>, Probl
         _ => Err(Problem::UnknownProxyProtocol(value.to_string())),
     }
 }
+
+/// `[listeners.discovery] dns`: a name starting with `_` and without a
+/// port is an SRV name; `host:port` (a host name, port 1 to 65535) asks for
+/// A/AAAA records; anything else is refused. A trailing dot (a fully
+/// qualified name) is kept as written.
+pub(super) fn dns_name(text: &str) -> Result<crate::config::DnsName, Problem> {
+    use crate::config::DnsName;
+    let bad = || Problem::BadDnsName(text.to_string());
+    if text.starts_with('_') {
+        if text.contains(':') {
+            return Err(Problem::SrvWithPort(text.to_string()));
+        }
+        return if is_dns_name(text) {
+            Ok(DnsName::Srv(text.to_string()))
+        } else {
+            Err(bad())
+        };
+    }
+    let parsed = crate::net::addr::backend_address(text).map_err(|_| bad())?;
+    // An IP literal has no records to look up: it belongs in `backends`.
+    if parsed.host.ip.is_some() || !is_dns_name(parsed.host.text) {
+        return Err(bad());
+    }
+    Ok(DnsName::Host {
+        host: parsed.host.text.to_string(),
+        port: parsed.port,
+    })
+}
+
+/// Whether `name` is a DNS name: dot-separated labels of 1 to 63 letters,
+/// digits, `-` and `_`, at most 253 characters, an optional trailing dot.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label)
+}
+
+/// A `[listeners.discovery] resolvers` entry: `ip:port`, `[ipv6]:port`, or
+/// a bare IP address (port 53).
+pub(super) fn resolver(text: &str) -> Result<std::net::SocketAddr, Problem> {
+    use std::net::{IpAddr, SocketAddr};
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, crate::config::defaults::DNS_PORT))
+        .map_err(|_| Problem::BadResolver(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DnsName;
+
+    #[test]
+    fn a_dns_name_is_srv_when_it_starts_with_an_underscore_and_host_and_port_otherwise() {
+        assert_eq!(
+            dns_name("_http._tcp.web.internal."),
+            Ok(DnsName::Srv("_http._tcp.web.internal.".into()))
+        );
+        assert_eq!(
+            dns_name("web-1.internal:8080"),
+            Ok(DnsName::Host {
+                host: "web-1.internal".into(),
+                port: 8080
+            })
+        );
+        let long_label = format!("_x.{}.test", "a".repeat(64));
+        for bad in [
+            "web.internal",
+            "web.internal:0",
+            "web..internal:80",
+            "[::1]:80",
+            "127.0.0.1:80",
+            "_http._tcp..test",
+            long_label.as_str(),
+            "",
+            "web internal:80",
+        ] {
+            assert!(
+                matches!(dns_name(bad), Err(Problem::BadDnsName(_))),
+                "{bad}: {:?}",
+                dns_name(bad)
+            );
+        }
+        assert_eq!(
+            dns_name("_http._tcp.web:80"),
+            Err(Problem::SrvWithPort("_http._tcp.web:80".into()))
+        );
+    }
+
+    #[test]
+    fn a_resolver_is_an_ip_with_an_optional_port() {
+        assert_eq!(
+            resolver("10.0.0.2").map(|r| r.to_string()),
+            Ok("10.0.0.2:53".into())
+        );
+        assert_eq!(
+            resolver("[::1]:5353").map(|r| r.to_string()),
+            Ok("[::1]:5353".into())
+        );
+        assert_eq!(
+            resolver("::1").map(|r| r.to_string()),
+            Ok("[::1]:53".into())
+        );
+        assert!(resolver("dns.google:53").is_err());
+    }
+}

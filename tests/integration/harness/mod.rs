@@ -8,6 +8,8 @@
 //! - `clients`: loopback clients with deadlines: connect, read a greeting,
 //!   echo, read until closed, half-close, refused connects.
 //! - `backends`: in-process backends on `127.0.0.1:0` ([`Backend`]).
+//! - `dnsmasq`: a real DNS server on loopback for discovery ([`Dnsmasq`]):
+//!   A records from a hosts file re-read on SIGHUP, SRV records.
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
 //! - `http_backend`: an HTTP/1.1 backend that records each request as it
 //!   arrived and answers as the request asks ([`HttpBackend`]).
@@ -25,6 +27,7 @@
 
 mod backends;
 mod clients;
+mod dnsmasq;
 mod http;
 mod http_backend;
 mod logs;
@@ -41,6 +44,7 @@ pub use clients::{
     Closed, assert_closed_without_data, backend_name_via, backends_reached, connect, connect_from,
     connect_refused, count, echoes, half_close, read_line, read_until_closed, refused_address,
 };
+pub use dnsmasq::Dnsmasq;
 pub use http::{HttpResponse, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
