@@ -60,6 +60,11 @@ pub struct ListenerStatus {
     pub mode: String,
     /// Its balancing algorithm, as the config names it.
     pub algorithm: String,
+    /// `source_hash` only: the digest of its Maglev table over the live
+    /// backends (16 hex digits), equal on every instance with the same
+    /// backend set, so equal clients land on equal backends everywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maglev_digest: Option<String>,
     /// Client connections open to its backends now.
     pub active_connections: u64,
     /// Client connections ever relayed to its backends.
@@ -378,6 +383,7 @@ fn listener_status(admin: &Admin, slot: &ListenerSlot) -> ListenerStatus {
         listen: slot.listen.to_string(),
         mode: state.config.mode().to_string(),
         algorithm: state.config.algorithm.to_string(),
+        maglev_digest: state.balancer.table().map(|table| table.digest_hex()),
         active_connections: backends.iter().map(|b| b.active_connections).sum(),
         total_connections: backends.iter().map(|b| b.total_connections).sum(),
         rejected_connections,

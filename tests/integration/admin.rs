@@ -970,3 +970,45 @@ fn the_dashboard_shows_requests_status_classes_and_latency_of_an_http_listener()
     drop(browser);
     admin.balancer.stop();
 }
+
+#[test]
+fn instances_with_one_backend_set_show_one_maglev_digest_and_a_change_shows_in_it() {
+    let backends: Vec<Backend> = ["a", "b", "c"].into_iter().map(Backend::named).collect();
+    let list: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
+    let text = config("source_hash", &list, "");
+    let (one, two) = (Admin::start(&text), Admin::start(&text));
+    let digest = |admin: &Admin| {
+        admin.status()["listeners"][0]["maglev_digest"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let first = digest(&one).expect("a source_hash listener shows its maglev_digest");
+    assert_eq!(first.len(), 16, "{first}");
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+    assert_eq!(digest(&two), Some(first.clone()), "two instances, one set");
+    // `balancer check` prints the same digest for the same config.
+    let checked = crate::harness::check(&text, Format::Toml);
+    assert!(
+        checked.stdout.contains(&first),
+        "check does not print {first}:\n{}",
+        checked.stdout
+    );
+
+    // A backend added on one instance only: its table, and digest, change.
+    let d = Backend::named("d");
+    let post = format!(r#"{{"address": "{}"}}"#, d.addr());
+    for admin in [&one, &two] {
+        let added = admin.request("POST", "/api/listeners/web/backends", &[JSON], Some(&post));
+        assert_eq!(added.status, 201, "{}", added.body);
+        if std::ptr::eq(admin, &one) {
+            let changed = digest(&one).expect("still a digest");
+            assert_ne!(changed, first, "the table did not change with the set");
+            assert_ne!(Some(changed), digest(&two), "different sets, one digest");
+        }
+    }
+    // The same change on both: one digest again.
+    assert_eq!(digest(&one), digest(&two));
+    // Round robin has no table, and no digest.
+    let plain = Admin::start(&config("round_robin", &list, ""));
+    assert_eq!(plain.status()["listeners"][0].get("maglev_digest"), None);
+}
