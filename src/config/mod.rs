@@ -38,6 +38,8 @@
 mod convert;
 mod duration;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod ini;
 mod native;
 mod validate;
