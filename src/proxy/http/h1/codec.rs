@@ -2203,7 +2203,79 @@ mod tests {
         assert_eq!(decoder.state, ChunkedState::Data(u64::MAX - 2));
     }
 
+    /// Request heads the head fuzzing starts from.
+    const HEAD_SEEDS: &[&[u8]] = &[
+        b"GET /a?b=c HTTP/1.1\r\nHost: example.test\r\nAccept: */*\r\n\r\n",
+        b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+        b"PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET http://example.test/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    ];
+
+    /// What a parse decided, comparable: the head's meaning, or the
+    /// refusal's status and text, or `None` (read more).
+    type Decision =
+        Result<Option<(String, String, Version, BodyFraming, bool, usize)>, (u16, &'static str)>;
+
+    fn decide(bytes: &[u8], limits: &HeadLimits) -> (Decision, usize) {
+        let mut buf = BytesMut::from(bytes);
+        let decision = match parse_request(&mut buf, limits) {
+            Ok(Some(head)) => Ok(Some((
+                head.method.to_string(),
+                head.uri.to_string(),
+                head.version,
+                head.framing,
+                head.keep_alive,
+                head.headers.len(),
+            ))),
+            Ok(None) => Ok(None),
+            Err(refusal) => Err((refusal.status.as_u16(), refusal.text)),
+        };
+        (decision, buf.len())
+    }
+
     proptest! {
+        /// A request head with random byte edits, followed by a second
+        /// request: whatever the parser decides (a head, a refusal) it
+        /// decides the same on the whole buffer as on the bytes arriving
+        /// one at a time (how TCP cuts a request never changes what it
+        /// means), never panics, and a head it reads ends at the end of a
+        /// head: the second request is never taken into the first.
+        #[test]
+        fn a_mutated_head_is_read_the_same_whole_or_byte_by_byte(
+            seed in 0..HEAD_SEEDS.len(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6),
+        ) {
+            let mut bytes = HEAD_SEEDS[seed].to_vec();
+            for (at, byte, op) in edits {
+                let i = at % (bytes.len() + 1);
+                match op {
+                    0 if i < bytes.len() => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ if i < bytes.len() => { bytes.remove(i); }
+                    _ => {}
+                }
+            }
+            let first_len = bytes.len();
+            bytes.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: n\r\n\r\n");
+            let limits = HeadLimits { max_bytes: 4096, max_headers: 64 };
+            let (whole, rest) = decide(&bytes, &limits);
+            let mut piecewise = None;
+            for end in 0..=bytes.len() {
+                let (decision, left) = decide(&bytes[..end], &limits);
+                if decision != Ok(None) {
+                    piecewise = Some((decision, left + (bytes.len() - end)));
+                    break;
+                }
+            }
+            prop_assert_eq!(piecewise, Some((whole.clone(), rest)), "{:?}", String::from_utf8_lossy(&bytes));
+            if let Ok(Some(_)) = whole {
+                let taken = &bytes[..bytes.len() - rest];
+                prop_assert!(taken.ends_with(b"\n\n") || taken.ends_with(b"\n\r\n"), "{:?}", String::from_utf8_lossy(taken));
+                prop_assert!(taken.len() <= first_len + 34, "took more than two heads");
+            }
+        }
+
         /// Random data in random chunks, with or without trailers and
         /// something after the body, cut anywhere and fed piece by piece,
         /// decodes to the same data, one `End`, and leaves exactly what
