@@ -20,6 +20,8 @@
 //! - `admin`: the admin API, metrics (read by a real Prometheus parser),
 //!   changes at run time, and the dashboard in headless Chromium
 //!   (`browser`: chromedriver over WebDriver).
+//! - `admin_fuzz`: random and mutated change bodies and path segments
+//!   against one running admin API: never a 5xx, errors as JSON.
 //! - `hardening`: issue 16's cases: a stuck stderr, log floods, running
 //!   out of file descriptors, admin slowloris and DNS rebinding.
 //! - `proxy_protocol`: PROXY protocol headers sent to backends and
@@ -47,6 +49,7 @@ mod harness;
 
 mod access_log;
 mod admin;
+mod admin_fuzz;
 mod balancing;
 mod cli;
 mod config;
