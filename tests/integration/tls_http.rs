@@ -478,7 +478,8 @@ fn a_client_that_stops_reading_its_answer_is_closed_after_idle_timeout() {
     let backend = HttpBackend::start("b1");
     let (_certs, balancer) = serving(&backend, "idle_timeout = \"1s\"", "");
     let addr = balancer.addr("web");
-    let received = block_on(async {
+    let admin = balancer.wait_admin();
+    let mut stream = block_on(async {
         let client = TlsClient {
             alpn: vec!["http/1.1"],
             ..TlsClient::default()
@@ -486,9 +487,23 @@ fn a_client_that_stops_reading_its_answer_is_closed_after_idle_timeout() {
         let mut stream = client.connect(addr).await.expect("a handshake");
         let head = format!("GET /big HTTP/1.1\r\nHost: a.test\r\nx-reply-bytes: {LEN}\r\n\r\n");
         stream.write_all(head.as_bytes()).await.expect("a write");
-        // Nothing read for longer than idle_timeout: the balancer's writes
-        // stall, and it gives up.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        stream
+    });
+    // Nothing read: the balancer's writes stall, and after idle_timeout it
+    // gives up, which ends (and counts) the answer.
+    let labels = [
+        ("listener", "web"),
+        ("backend", &*backend.addr().to_string()),
+        ("code", "2xx"),
+    ];
+    assert!(
+        eventually(DEADLINE, || {
+            http_get(admin, "/metrics")
+                .is_ok_and(|m| sample(&m.body, "balancer_requests_total", &labels) == Some(1.0))
+        }),
+        "the stalled answer never ended"
+    );
+    let received = block_on(async {
         let mut received = Vec::new();
         let reading = stream.read_to_end(&mut received);
         let ended = tokio::time::timeout(Duration::from_secs(10), reading).await;
