@@ -101,13 +101,7 @@ fn edits() -> impl Strategy<Value = Vec<Edit>> {
 fn mutated(seed: &str, edits: &[Edit]) -> String {
     let mut bytes = seed.as_bytes().to_vec();
     for edit in edits {
-        let at = |i: usize| {
-            if bytes.is_empty() {
-                0
-            } else {
-                i % (bytes.len() + 1)
-            }
-        };
+        let at = |i: usize| i % (bytes.len() + 1);
         match *edit {
             Edit::Replace(i, b) => {
                 if !bytes.is_empty() {

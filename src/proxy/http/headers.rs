@@ -8,18 +8,128 @@ use std::net::IpAddr;
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
 
-/// The hop-by-hop headers every message loses, whatever its `Connection`
-/// header lists. (`Upgrade` too, except on a request or answer that
-/// switches protocols, whose caller puts it back.) `Trailer` is not one:
-/// RFC 9110 6.6.2 made it end to end (it names the trailer fields that
-/// follow the body, and hyper sends only the trailers it names).
-static HOP_BY_HOP: [HeaderName; 5] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-];
+/// The header fields the codec and the forwarding look at, each told
+/// from the others by one look at its name (its length first, then one
+/// case-insensitive comparison), so a head's fields are classified in one
+/// pass instead of being searched once per name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Field {
+    Other,
+    Connection,
+    KeepAlive,
+    Te,
+    TransferEncoding,
+    Upgrade,
+    /// `Proxy-*` (`Proxy-Connection`, `Proxy-Authorization`, ...).
+    Proxy,
+    ContentLength,
+    Date,
+    Host,
+    Expect,
+    XForwardedFor,
+    XForwardedProto,
+    Forwarded,
+}
+
+impl Field {
+    /// The field named `name` (a token, any case).
+    pub fn of(name: &[u8]) -> Field {
+        let is = |known: &[u8]| is_named(name, known);
+        let Some(&first) = name.first() else {
+            return Field::Other;
+        };
+        // The length and first letter rule out almost every other name
+        // before any comparison.
+        match (name.len(), first | 0x20) {
+            (2, b't') if is(b"te") => Field::Te,
+            (4, b'h') if is(b"host") => Field::Host,
+            (4, b'd') if is(b"date") => Field::Date,
+            (6, b'e') if is(b"expect") => Field::Expect,
+            (7, b'u') if is(b"upgrade") => Field::Upgrade,
+            (9, b'f') if is(b"forwarded") => Field::Forwarded,
+            (10, b'c') if is(b"connection") => Field::Connection,
+            (10, b'k') if is(b"keep-alive") => Field::KeepAlive,
+            (14, b'c') if is(b"content-length") => Field::ContentLength,
+            (15, b'x') if is(b"x-forwarded-for") => Field::XForwardedFor,
+            (17, b't') if is(b"transfer-encoding") => Field::TransferEncoding,
+            (17, b'x') if is(b"x-forwarded-proto") => Field::XForwardedProto,
+            (6.., b'p') if is_named(&name[..6], b"proxy-") => Field::Proxy,
+            _ => Field::Other,
+        }
+    }
+
+    /// A field that concerns one connection only (RFC 9110 7.6.1), never
+    /// passed on: besides these, the fields `Connection` names. (`Upgrade`
+    /// too, except on a request or answer that switches protocols, whose
+    /// caller puts it back.) `Trailer` is not one: RFC 9110 6.6.2 made it
+    /// end to end (it names the trailer fields that follow the body).
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Field::Connection
+                | Field::KeepAlive
+                | Field::Te
+                | Field::TransferEncoding
+                | Field::Upgrade
+                | Field::Proxy
+        )
+    }
+}
+
+/// Whether `name`, a token (httparse checked it), is `known` (lowercase
+/// letters and `-`) in any case. A token byte `b` matches such a byte `k`
+/// exactly when `b | 0x20 == k` (an upper-case letter becomes its lower
+/// case; `-` has that bit already, and the one other byte that would
+/// become `-`, CR, is no token byte), so eight bytes are compared at once.
+fn is_named(name: &[u8], known: &[u8]) -> bool {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    if name.len() != known.len() {
+        return false;
+    }
+    let (mut names, mut knowns) = (name.chunks_exact(8), known.chunks_exact(8));
+    for (n, k) in (&mut names).zip(&mut knowns) {
+        if word(n) | LOWER != word(k) {
+            return false;
+        }
+    }
+    names
+        .remainder()
+        .iter()
+        .zip(knowns.remainder())
+        .all(|(&n, &k)| n | 0x20 == k)
+}
+
+/// Eight bytes as one word.
+fn word(eight: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(eight);
+    u64::from_ne_bytes(word)
+}
+
+/// Which of the known [`Field`]s a head has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSet(u16);
+
+impl FieldSet {
+    /// Any field may be present: each is looked up in the header map when
+    /// it matters (a request that did not come through our own parser,
+    /// such as an HTTP/2 one).
+    pub const ANY: FieldSet = FieldSet(u16::MAX);
+
+    /// No field.
+    pub const NONE: FieldSet = FieldSet(0);
+
+    /// Notes that the head has a `kind` field.
+    pub fn insert(&mut self, kind: Field) {
+        self.0 |= 1 << kind as u8;
+    }
+
+    /// Whether the head has (or may have) a `kind` field.
+    pub fn has(self, kind: Field) -> bool {
+        self.0 & (1 << kind as u8) != 0
+    }
+}
 
 /// Whether a request's `TE` says the client takes trailers.
 pub fn accepts_trailers(headers: &HeaderMap) -> bool {
@@ -116,8 +226,6 @@ pub struct Outbound<'a> {
     /// `Upgrade: <this>` and `Connection: upgrade`: the client asks to
     /// switch protocols.
     pub upgrade: Option<&'a HeaderValue>,
-    /// Leave out `Content-Length` (the framing writes its own).
-    pub framed: bool,
 }
 
 /// Writes a request's header lines for its backend, `name: value\r\n`
@@ -126,9 +234,16 @@ pub struct Outbound<'a> {
 /// the client named: appended to `X-Forwarded-For` (one header, the
 /// earlier hops first), a `Forwarded` element `for`, `proto` and `host`
 /// (the client's `Host`) appended to any earlier ones, `X-Forwarded-Proto`
-/// set to the client's scheme; then what `outbound` adds. Written straight
-/// into the request head: no header map is changed, no value built apart.
-pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, outbound: &Outbound<'_>) {
+/// set to the client's scheme; then what `outbound` adds. A
+/// `Content-Length` is left out when `framed` (the framing writes its
+/// own). Written straight into the request head: no header map is
+/// changed, no value built apart.
+pub fn write_request_fields(
+    out: &mut Vec<u8>,
+    headers: &HeaderMap,
+    outbound: &Outbound<'_>,
+    framed: bool,
+) {
     let listed = if outbound.connection {
         listed_by_connection(headers)
     } else {
@@ -141,7 +256,7 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, outbound: &O
         } else if *name == header::FORWARDED {
             earlier_forwarded = true;
         } else if !(*name == X_FORWARDED_PROTO
-            || (outbound.framed && *name == header::CONTENT_LENGTH)
+            || (framed && *name == header::CONTENT_LENGTH)
             || is_hop_by_hop(name)
             || listed.contains(name))
         {
@@ -187,13 +302,14 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, outbound: &O
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Whether `name` is hop-by-hop whatever `Connection` lists.
+/// Whether `name` is hop-by-hop whatever `Connection` lists (see
+/// [`Field::is_hop_by_hop`]).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
+    Field::of(name.as_str().as_bytes()).is_hop_by_hop()
 }
 
 /// Appends `name: value\r\n`.
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -324,10 +440,9 @@ mod tests {
             connection: true,
             trailers,
             upgrade,
-            framed,
         };
         let mut out = Vec::new();
-        write_request_fields(&mut out, map, &outbound);
+        write_request_fields(&mut out, map, &outbound, framed);
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("\r\n"), "{text:?}");
         text.split_terminator("\r\n").map(str::to_string).collect()

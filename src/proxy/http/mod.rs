@@ -41,7 +41,8 @@ use crate::proxy::connect::{Attempts, NoBackend, connect_to};
 use crate::state::{ListenerSlot, Snapshot};
 use body::{Relayed, RequestBody, ResponseBody};
 use h1::client::{self, Answer, Failure, Outgoing, Tally};
-use h1::codec::{self, Field, FieldSet, RequestFraming};
+use h1::codec::{self, RequestFraming};
+use headers::{Field, FieldSet};
 use upgrade::UpgradeTo;
 
 /// What every request of one client connection shares.
@@ -245,7 +246,6 @@ pub async fn answer(
         connection: fields.has(Field::Connection),
         trailers,
         upgrade: upgrade.as_ref(),
-        framed: false,
     };
     let head_request = parts.method == Method::HEAD;
     // A request without a body can be sent again as it is; one with a body

@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use super::body::{RequestBody, ResponseBody};
 use super::h1::MAX_HEADERS;
 use super::h1::body::Reader;
-use super::h1::codec::FieldSet;
+use super::headers::FieldSet;
 use super::{Conn, Permits, answer, headers};
 use crate::config::HttpSettings;
 use crate::state::{ListenerSlot, Snapshot};

@@ -64,7 +64,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::proxy::http::headers::{self, Outbound};
+use crate::proxy::http::headers::{self, Field, FieldSet, Outbound, push_field};
 
 /// Limits for one request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +241,7 @@ fn scan_head(window: &[u8], max_headers: usize) -> Result<Option<Layout>, Refusa
         expect_continue: is_11 && survey.has(Field::Expect) && expect_continue(req.headers),
         upgrade: is_11 && connection.upgrade && survey.has(Field::Upgrade),
         fields,
-        fields_seen: FieldSet(survey.seen),
+        fields_seen: survey.seen,
     }))
 }
 
@@ -377,122 +377,10 @@ fn has_scheme(target: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
-/// The header fields the codec and the forwarding look at, each told
-/// from the others by one look at its name (its length first, then one
-/// case-insensitive comparison), so a head's fields are classified in one
-/// pass instead of being searched once per name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Field {
-    Other,
-    Connection,
-    KeepAlive,
-    Te,
-    TransferEncoding,
-    Upgrade,
-    /// `Proxy-*` (`Proxy-Connection`, `Proxy-Authorization`, ...).
-    Proxy,
-    ContentLength,
-    Date,
-    Host,
-    Expect,
-    XForwardedFor,
-    XForwardedProto,
-    Forwarded,
-}
-
-impl Field {
-    /// The field named `name` (a token, any case).
-    pub fn of(name: &[u8]) -> Field {
-        let is = |known: &[u8]| is_named(name, known);
-        let Some(&first) = name.first() else {
-            return Field::Other;
-        };
-        // The length and first letter rule out almost every other name
-        // before any comparison.
-        match (name.len(), first | 0x20) {
-            (2, b't') if is(b"te") => Field::Te,
-            (4, b'h') if is(b"host") => Field::Host,
-            (4, b'd') if is(b"date") => Field::Date,
-            (6, b'e') if is(b"expect") => Field::Expect,
-            (7, b'u') if is(b"upgrade") => Field::Upgrade,
-            (9, b'f') if is(b"forwarded") => Field::Forwarded,
-            (10, b'c') if is(b"connection") => Field::Connection,
-            (10, b'k') if is(b"keep-alive") => Field::KeepAlive,
-            (14, b'c') if is(b"content-length") => Field::ContentLength,
-            (15, b'x') if is(b"x-forwarded-for") => Field::XForwardedFor,
-            (17, b't') if is(b"transfer-encoding") => Field::TransferEncoding,
-            (17, b'x') if is(b"x-forwarded-proto") => Field::XForwardedProto,
-            (6.., b'p') if is_named(&name[..6], b"proxy-") => Field::Proxy,
-            _ => Field::Other,
-        }
-    }
-
-    /// A field that concerns one connection only (RFC 9110 7.6.1), never
-    /// passed on: besides these, the fields `Connection` names.
-    pub fn is_hop_by_hop(self) -> bool {
-        matches!(
-            self,
-            Field::Connection
-                | Field::KeepAlive
-                | Field::Te
-                | Field::TransferEncoding
-                | Field::Upgrade
-                | Field::Proxy
-        )
-    }
-}
-
-/// Whether `name`, a token (httparse checked it), is `known` (lowercase
-/// letters and `-`) in any case. A token byte `b` matches such a byte `k`
-/// exactly when `b | 0x20 == k` (an upper-case letter becomes its lower
-/// case; `-` has that bit already, and the one other byte that would
-/// become `-`, CR, is no token byte), so eight bytes are compared at once.
-fn is_named(name: &[u8], known: &[u8]) -> bool {
-    const LOWER: u64 = 0x2020_2020_2020_2020;
-    if name.len() != known.len() {
-        return false;
-    }
-    let (mut names, mut knowns) = (name.chunks_exact(8), known.chunks_exact(8));
-    for (n, k) in (&mut names).zip(&mut knowns) {
-        if word(n) | LOWER != word(k) {
-            return false;
-        }
-    }
-    names
-        .remainder()
-        .iter()
-        .zip(knowns.remainder())
-        .all(|(&n, &k)| n | 0x20 == k)
-}
-
-/// Eight bytes as one word.
-fn word(eight: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(eight);
-    u64::from_ne_bytes(word)
-}
-
-/// Which of the known [`Field`]s a head has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FieldSet(u16);
-
-impl FieldSet {
-    /// Any field may be present: each is looked up in the header map when
-    /// it matters (a request that did not come through our own parser,
-    /// such as an HTTP/2 one).
-    pub const ANY: FieldSet = FieldSet(u16::MAX);
-
-    /// Whether the head has (or may have) a `kind` field.
-    pub fn has(self, kind: Field) -> bool {
-        self.0 & (1 << kind as u8) != 0
-    }
-}
-
 /// What one pass over a head's fields finds: which known fields are there,
 /// the tokens of `Connection` and the length `Content-Length` gives.
 struct Survey {
-    seen: u16,
+    seen: FieldSet,
     connection: ConnectionTokens,
     /// What every `Content-Length` element gives (see [`content_length`]).
     content_length: Result<Option<u64>, Refusal>,
@@ -501,13 +389,13 @@ struct Survey {
 impl Survey {
     fn of(fields: &[httparse::Header<'_>]) -> Survey {
         let mut survey = Survey {
-            seen: 0,
+            seen: FieldSet::NONE,
             connection: ConnectionTokens::default(),
             content_length: Ok(None),
         };
         for field in fields {
             let kind = Field::of(field.name.as_bytes());
-            survey.seen |= 1 << kind as u8;
+            survey.seen.insert(kind);
             match kind {
                 Field::Connection => survey.connection.add(field.value),
                 Field::ContentLength => {
@@ -522,7 +410,7 @@ impl Survey {
     }
 
     fn has(&self, kind: Field) -> bool {
-        self.seen & (1 << kind as u8) != 0
+        self.seen.has(kind)
     }
 }
 
@@ -1010,7 +898,7 @@ pub fn encode_response_head(
             || *name == header::CONNECTION
             || (*name == header::CONTENT_LENGTH && !keep_length);
         if !skip {
-            write_field(out, name.as_str().as_bytes(), value.as_bytes());
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
     if let Some(raw) = raw {
@@ -1074,14 +962,7 @@ pub fn encode_request_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    headers::write_request_fields(
-        out,
-        headers,
-        &Outbound {
-            framed: framing != RequestFraming::None,
-            ..*outbound
-        },
-    );
+    headers::write_request_fields(out, headers, outbound, framing != RequestFraming::None);
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(length) => {
@@ -1321,16 +1202,8 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
 pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends `{name}: {value}\r\n`.
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1395,13 +1268,13 @@ fn write_date(out: &mut Vec<u8>) {
         if at != second {
             let text = httpdate::fmt_http_date(now);
             let Ok(fresh) = <[u8; 29]>::try_from(text.as_bytes()) else {
-                write_field(out, b"date", text.as_bytes());
+                push_field(out, b"date", text.as_bytes());
                 return;
             };
             date = fresh;
             cached.set((second, date));
         }
-        write_field(out, b"date", &date);
+        push_field(out, b"date", &date);
     });
 }
 

@@ -40,10 +40,11 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{RequestBody, ResponseBody};
+use super::headers::{self, Field};
 use super::upgrade::{PendingUpgrade, UpgradeTo};
-use super::{Conn, answer, headers};
+use super::{Conn, answer};
 use body::{ClientBody, lock};
-use codec::{BodyFraming, ChunkedDecoder, Connection, Field, HeadLimits, ResponseFraming};
+use codec::{BodyFraming, ChunkedDecoder, Connection, HeadLimits, ResponseFraming};
 
 /// How many header fields a request head may have (HAProxy's default is
 /// 101, hyper's 100).
