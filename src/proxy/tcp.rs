@@ -164,6 +164,24 @@ impl Stream for TlsStream<TcpStream> {
     }
 }
 
+/// A client over TLS whose connection our HTTP/1.1 server read first (an
+/// upgraded request's): as [`TlsStream`].
+impl Stream for crate::tls::TlsSocket {
+    const CLOSES_BY_DROP: bool = false;
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        crate::tls::TlsSocket::poll_read_ready(self, cx)
+    }
+
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+
+    fn is_end(err: &io::Error) -> bool {
+        <TlsStream<TcpStream> as Stream>::is_end(err)
+    }
+}
+
 /// Relays between `client` and `backend` until both directions are done,
 /// counting bytes into `stats` as they move (`bytes_in`: client to backend)
 /// and into the connection's own total, which starts at `already` (bytes

@@ -8,6 +8,8 @@
 //!   name, then a one-label `*.` wildcard, else the first).
 //! - `handshake.rs`: [`accept`], one server handshake under the listener's
 //!   timeout, counted in [`Handshakes`] by [`Outcome`].
+//! - `socket.rs`: a [`TlsSocket`], a connection past its handshake that a
+//!   reader and a writer on two tasks share (http mode's HTTP/1.1 server).
 //!
 //! A listener's [`ServerTls`] is built once per config load (at start and
 //! on each reload), when its files are read, and shared by every
@@ -30,6 +32,7 @@
 mod certificate;
 mod handshake;
 mod resolve;
+mod socket;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -44,6 +47,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use certificate::{Certificate, FileProblem};
 pub use handshake::{Handshakes, Outcome, accept};
+pub use socket::TlsSocket;
 
 /// Sessions a listener's server-side cache keeps for resumption by
 /// session ID (TLS 1.2 clients that do not take tickets), as HAProxy's

@@ -287,7 +287,7 @@ fn the_drain_sends_h2_clients_a_goaway_and_lets_their_streams_finish() {
 }
 
 #[test]
-fn limits_hold_on_the_h2_path_and_upgrades_are_refused_over_tls() {
+fn limits_hold_on_the_h2_path() {
     let backend = HttpBackend::start("b1");
     let listener = "request_header_timeout = \"1s\"\nmax_header_bytes = 2048";
     let (_certs, balancer) = serving(&backend, listener, "");
@@ -308,24 +308,6 @@ fn limits_hold_on_the_h2_path_and_upgrades_are_refused_over_tls() {
     assert!(ended, "an idle h2 connection stays open");
     assert!(backend.seen().iter().all(|r| r.target != "/big"));
 
-    // A WebSocket upgrade over TLS: 501, not passed on.
-    let upgrade = block_on(async {
-        let (mut sender, _driven, _) = h1_client(addr, vec!["http/1.1"]).await;
-        let headers = [
-            ("host", "a.test"),
-            ("connection", "upgrade"),
-            ("upgrade", "websocket"),
-        ];
-        let get = request("GET", "/ws", &headers, b"");
-        answered(sender.send_request(get).await.expect("an answer")).await
-    });
-    assert_eq!(
-        upgrade.status,
-        501,
-        "{:?}",
-        String::from_utf8_lossy(&upgrade.body)
-    );
-    assert!(backend.seen().iter().all(|r| r.target != "/ws"));
     balancer.stop();
 }
 
@@ -355,42 +337,145 @@ fn a_reload_gives_new_h2_connections_the_new_certificate_and_open_ones_go_on() {
     balancer.stop();
 }
 
+/// What a TLS client with ALPN `http/1.1` reads after writing `sent`, to
+/// the connection's end; and whether it ended with `close_notify` (a
+/// reset or a bare FIN after unread bytes is an end too, not a clean one).
+async fn exchange_over_tls(addr: std::net::SocketAddr, sent: &[u8]) -> (String, bool) {
+    let client = TlsClient {
+        alpn: vec!["http/1.1"],
+        ..TlsClient::default()
+    };
+    let mut stream = client.connect(addr).await.expect("a handshake");
+    stream.write_all(sent).await.expect("a write");
+    let mut answer = Vec::new();
+    let clean = stream.read_to_end(&mut answer).await.is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), clean)
+}
+
 #[test]
-fn over_tls_content_length_with_chunked_is_read_as_chunked_sent_framed_once_and_closes() {
-    // The known gap of HTTP/1.1 over TLS (docs/tls.md): hyper's parser
-    // takes such a request as chunked where our own answers 400. What
-    // reaches the backend is still framed once, and nothing after it on
-    // the connection is served.
+fn over_tls_content_length_with_chunked_is_refused_as_over_cleartext() {
+    // HTTP/1.1 over TLS is our own strict server, as over cleartext: a
+    // request with two framings is a 400, and nothing reaches a backend.
+    let backend = HttpBackend::start("b1");
+    let (_certs, balancer) = serving(&backend, "", "");
+    let (answer, _) = block_on(exchange_over_tls(
+        balancer.addr("web"),
+        b"POST /smuggle HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    ));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+    balancer.stop();
+}
+
+#[test]
+fn over_tls_a_slow_head_gets_408_pipelined_requests_their_answers_in_order_and_close_notify_ends_it()
+ {
+    let backend = HttpBackend::start("b1");
+    let (_certs, balancer) = serving(&backend, "request_header_timeout = \"1s\"", "");
+    let addr = balancer.addr("web");
+    // Three requests in one write (one TLS record), the last asking to
+    // close: three answers in order, then the connection ends cleanly.
+    let (answer, clean) = block_on(exchange_over_tls(
+        addr,
+        b"GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n\
+          POST /2 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello\
+          GET /3 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    ));
+    let bodies: Vec<&str> = answer
+        .split("\r\n\r\n")
+        .skip(1)
+        .map(|rest| rest.split("HTTP/1.1").next().unwrap_or(""))
+        .collect();
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 3, "{answer}");
+    assert_eq!(bodies, ["b1 GET /1\n", "hello", "b1 GET /3\n"], "{answer}");
+    assert!(clean, "the connection ended without close_notify");
+    // A head that stops half-way: 408 once `request_header_timeout` ran
+    // out, as over cleartext.
+    let (answer, _) = block_on(exchange_over_tls(addr, b"GET /slow HTTP/1.1\r\nHost: a."));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(backend.seen().len(), 3, "{:?}", backend.seen());
+    balancer.stop();
+}
+
+#[test]
+fn a_websocket_upgrade_over_tls_relays_bytes_both_ways_and_ends_with_close_notify() {
     let backend = HttpBackend::start("b1");
     let (_certs, balancer) = serving(&backend, "", "");
     let addr = balancer.addr("web");
-    let answer = block_on(async {
+    let big = pseudo_random_bytes(1 << 20, 0x3EB5);
+    let (head, early, echoed, clean) = block_on(async {
         let client = TlsClient {
             alpn: vec!["http/1.1"],
             ..TlsClient::default()
         };
         let mut stream = client.connect(addr).await.expect("a handshake");
+        // The first frame in the same write as the request: it must wait
+        // for the 101, then pass.
         stream
             .write_all(
-                b"POST /smuggle HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\
-                  Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
-                  GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n",
+                b"GET /chat HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                  Sec-WebSocket-Version: 13\r\n\r\nearly frame",
             )
             .await
             .expect("a write");
-        let mut answer = Vec::new();
-        // Closed after the answer: read to the end (a reset is an end too).
-        let _ = stream.read_to_end(&mut answer).await;
-        String::from_utf8_lossy(&answer).into_owned()
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream
+                .read_exact(&mut byte)
+                .await
+                .expect("the answer's head");
+            head.push(byte[0]);
+        }
+        let mut early = [0u8; 11];
+        stream
+            .read_exact(&mut early)
+            .await
+            .expect("the early frame");
+        // A MiB each way at once.
+        let (mut reading, mut writing) = tokio::io::split(stream);
+        let sent = big.clone();
+        let writer = async move {
+            writing.write_all(&sent).await.expect("the MiB sent");
+            writing
+        };
+        let reader = async {
+            let mut echoed = vec![0u8; big.len()];
+            reading.read_exact(&mut echoed).await.expect("the MiB back");
+            echoed
+        };
+        let (mut writing, echoed) = tokio::join!(writer, reader);
+        // The client ends its side (close_notify): the backend sees the
+        // end and closes, and the client then reads a clean end.
+        writing.shutdown().await.expect("a shutdown");
+        let mut rest = Vec::new();
+        let clean = reading.read_to_end(&mut rest).await.is_ok() && rest.is_empty();
+        (
+            String::from_utf8_lossy(&head).into_owned(),
+            early,
+            echoed,
+            clean,
+        )
     });
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    assert_eq!(&early, b"early frame");
+    assert!(echoed == big, "the MiB came back changed");
+    assert!(
+        clean,
+        "the upgraded connection did not end with close_notify"
+    );
     let seen = backend.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].target, "/smuggle");
-    assert_eq!(seen[0].header("transfer-encoding"), Some("chunked"));
-    assert_eq!(seen[0].header("content-length"), None);
-    assert_eq!(seen[0].body, b"hello");
+    assert_eq!(seen[0].header("upgrade"), Some("websocket"));
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
     balancer.stop();
 }
 

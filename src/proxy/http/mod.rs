@@ -56,8 +56,8 @@ pub struct Conn {
     settings: HttpSettings,
     /// Cancelled when open connections must close (drain timeout).
     close: CancellationToken,
-    /// The client socket's read side (`h1`; empty over TLS, where hyper
-    /// reads).
+    /// The client socket's read side (`h1`; empty over HTTP/2, where
+    /// hyper reads).
     reader: std::sync::Mutex<h1::body::Reader>,
     /// When the connection was accepted.
     accepted: std::time::Instant,
@@ -120,7 +120,10 @@ pub fn open_client(
             scheme: "http",
             settings,
             close,
-            reader: std::sync::Mutex::new(h1::body::Reader::new(stream, &arrival.early)),
+            reader: std::sync::Mutex::new(h1::body::Reader::new(
+                h1::socket::Socket::Plain(stream),
+                &arrival.early,
+            )),
             accepted,
             _permits: permits,
         });

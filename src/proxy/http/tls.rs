@@ -5,29 +5,28 @@
 //! in cleartext, then the handshake; the ALPN protocol it settled on picks
 //! the server: `h2` is HTTP/2, served by hyper (many requests at once on
 //! one connection, each a stream); anything else (`http/1.1`, or a client
-//! that offered no ALPN) is HTTP/1.1, served by hyper's HTTP/1.1 server.
-//! Every request is then answered by the same [`answer`] as over
-//! cleartext: routing, the forwarding headers (with `proto=https`), the
-//! pooled HTTP/1.1 connections to backends, retries, metrics and the
-//! access log.
+//! that offered no ALPN) is HTTP/1.1, served by our own server ([`h1`])
+//! exactly as over cleartext, its socket a [`TlsSocket`]: the same strict
+//! parsing, timeouts (408 on a slow head), pipelining, `100 Continue` and
+//! protocol upgrades (WebSocket over TLS). Every request is then answered
+//! by the same [`answer`]: routing, the forwarding headers (with
+//! `proto=https`), the pooled HTTP/1.1 connections to backends, retries,
+//! metrics and the access log.
 //!
-//! What differs from our own cleartext HTTP/1.1 server (docs/tls.md):
+//! What HTTP/2 does differently from HTTP/1.1 (docs/tls.md):
 //!
-//! - HTTP/1.1 over TLS is hyper's, whose parsing is more lenient than
-//!   ours: a request with both `Content-Length` and `Transfer-Encoding` is
-//!   read as chunked (RFC 9112 6.3) where ours refuses it with a 400, and
-//!   a head that stalls closes the connection without a 408.
-//! - Protocol upgrades (WebSocket over HTTP/1.1, extended `CONNECT` over
-//!   HTTP/2) and `CONNECT` are answered 501, as our own server answers
-//!   `CONNECT`.
+//! - Extended `CONNECT` (WebSocket over HTTP/2) is not offered and
+//!   `CONNECT` is answered 501, as our own server answers `CONNECT`.
 //! - An HTTP/2 connection with no request in flight for
 //!   `request_header_timeout` is closed gracefully (GOAWAY), as our own
-//!   server closes an idle keep-alive connection; hyper's HTTP/1.1 server
-//!   closes one that sends no head within it.
+//!   server closes an idle keep-alive connection.
 //! - A client that takes nothing of what is written to it for the
 //!   listener's `idle_timeout` is closed ([`WriteTimeout`]), as our own
 //!   server cuts such an answer. An HTTP/2 client that keeps reading but
 //!   gives no flow-control credit is not (its streams wait).
+//!
+//! [`h1`]: super::h1
+//! [`TlsSocket`]: crate::tls::TlsSocket
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,9 +40,9 @@ use bytes::Bytes;
 use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -52,12 +51,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{RequestBody, ResponseBody};
-use super::h1::MAX_HEADERS;
-use super::h1::body::Reader;
+use super::h1::body::{Reader, lock};
+use super::h1::socket::Socket;
 use super::headers::FieldSet;
-use super::{Conn, Permits, answer, headers};
+use super::{Conn, Permits, answer};
 use crate::config::HttpSettings;
 use crate::state::{ListenerSlot, Snapshot};
+use crate::tls::TlsSocket;
 
 /// The ALPN protocol name of HTTP/2 (RFC 9113 3.2).
 const H2: &[u8] = b"h2";
@@ -83,7 +83,11 @@ pub async fn serve(
         if tls.get_ref().1.alpn_protocol() == Some(H2) {
             serve_h2(conn, tls).await;
         } else {
-            serve_h1(conn, tls).await;
+            let socket = Socket::Tls(Box::new(TlsSocket::new(tls)));
+            *lock(&conn.reader) = Reader::new(socket, &[]);
+            // Boxed, as over cleartext: an idle connection's task holds
+            // only the idle wait.
+            Box::pin(super::h1::serve(conn)).await;
         }
     }
     slot.stats.connection_duration.observe(accepted.elapsed());
@@ -135,7 +139,8 @@ async fn open(
         scheme: "https",
         settings,
         close,
-        // hyper reads the connection: our own HTTP/1.1 reader stays empty.
+        // Given the socket once HTTP/1.1 is chosen (over HTTP/2, hyper
+        // reads the connection and this stays empty).
         reader: std::sync::Mutex::new(Reader::default()),
         accepted,
         _permits: permits,
@@ -165,29 +170,6 @@ async fn serve_h2(conn: Arc<Conn>, tls: Tls) {
         http2::Connection::graceful_shutdown,
         &conn,
         idle,
-    )
-    .await;
-}
-
-/// Serves HTTP/1.1 on `tls` with hyper's server: keep-alive, heads within
-/// `request_header_timeout` (also the wait for the next request), at most
-/// `max_header_bytes` of head (else 431).
-async fn serve_h1(conn: Arc<Conn>, tls: Tls) {
-    let service = {
-        let conn = Arc::clone(&conn);
-        service_fn(move |req| respond(Arc::clone(&conn), req, Active::none()))
-    };
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(conn.settings.request_header_timeout)
-        .max_header_size(conn.settings.max_header_bytes)
-        .max_headers(MAX_HEADERS)
-        .serve_connection(TokioIo::new(WriteTimeout::new(tls, &conn)), service);
-    run(
-        connection,
-        http1::Connection::graceful_shutdown,
-        &conn,
-        std::future::pending(),
     )
     .await;
 }
@@ -237,7 +219,6 @@ async fn respond(
     req: Request<Incoming>,
     active: Active,
 ) -> Result<Response<Counted>, Infallible> {
-    let version = req.version();
     let response = match unsupported(&req) {
         Some(text) => {
             let logged = conn.slot.access_log.load().is_some().then(|| {
@@ -266,11 +247,9 @@ async fn respond(
         // in the map.
         relayed.raw().append_to(&mut parts.headers, parts.status);
     }
-    if version == Version::HTTP_2 {
-        // No connection-specific field in HTTP/2 (RFC 9113 8.2.2): our own
-        // answers' `connection: close` does not apply to a stream.
-        parts.headers.remove(header::CONNECTION);
-    }
+    // No connection-specific field in HTTP/2 (RFC 9113 8.2.2): our own
+    // answers' `connection: close` does not apply to a stream.
+    parts.headers.remove(header::CONNECTION);
     let body = Counted {
         body,
         _active: active,
@@ -279,17 +258,12 @@ async fn respond(
 }
 
 /// Why a request is answered 501 on this path, if it is: `CONNECT` (a
-/// balancer does not tunnel; with HTTP/2, extended `CONNECT` is not
-/// offered, so WebSocket over HTTP/2 never starts) and an HTTP/1.1
-/// protocol upgrade, which hyper's server here does not hand over.
+/// balancer does not tunnel; extended `CONNECT` is not offered, so
+/// WebSocket over HTTP/2 never starts). An HTTP/1.1 `Upgrade` cannot come
+/// this way: HTTP/2 refuses the field (RFC 9113 8.2.2).
 fn unsupported(req: &Request<Incoming>) -> Option<&'static str> {
-    if req.method() == Method::CONNECT {
-        return Some("not implemented: CONNECT (the balancer does not tunnel)\n");
-    }
-    if headers::wants_upgrade(req.headers()) {
-        return Some("not implemented: protocol upgrades (WebSocket) over TLS\n");
-    }
-    None
+    (req.method() == Method::CONNECT)
+        .then_some("not implemented: CONNECT (the balancer does not tunnel)\n")
 }
 
 // === requests in flight ===
@@ -307,7 +281,7 @@ impl InFlight {
     fn start(self: &Arc<Self>) -> Active {
         self.count.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
-        Active(Some(Arc::clone(self)))
+        Active(Arc::clone(self))
     }
 
     /// Resolves once no request was in flight for `timeout`.
@@ -328,21 +302,12 @@ impl InFlight {
 
 /// One request counted in flight until dropped (with its answer's body).
 #[derive(Debug)]
-struct Active(Option<Arc<InFlight>>);
-
-impl Active {
-    /// A request nothing counts.
-    fn none() -> Active {
-        Active(None)
-    }
-}
+struct Active(Arc<InFlight>);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        if let Some(in_flight) = self.0.take() {
-            in_flight.count.fetch_sub(1, Ordering::AcqRel);
-            in_flight.changed.notify_waiters();
-        }
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
     }
 }
 

@@ -69,9 +69,9 @@ impl UpgradeTo {
     /// the backend (whatever it sent past the `101` first) as tcp mode
     /// does, until both sides are done or `close` is cancelled; then
     /// finishes the request with the bytes moved.
-    pub async fn relay(
+    pub async fn relay<C: tcp::Stream + Send>(
         self,
-        mut client: TcpStream,
+        mut client: C,
         early: Vec<u8>,
         close: tokio_util::sync::CancellationToken,
     ) {

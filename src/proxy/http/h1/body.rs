@@ -19,16 +19,17 @@ use tokio::sync::Notify;
 
 use super::super::Conn;
 use super::codec::{Chunk, ChunkedDecoder};
+use super::socket::Socket;
 
 /// How much is read from the socket at a time, at most.
-const READ_CHUNK: usize = 16 * 1024;
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 /// The client connection's read side: its socket (shared with the writer,
 /// which only writes) and the bytes read and not used yet.
 #[derive(Debug, Default)]
 pub struct Reader {
     /// `None` once the connection is over or upgraded.
-    pub socket: Option<Arc<TcpStream>>,
+    pub socket: Option<Arc<Socket>>,
     /// Bytes read and not used yet (a body's, or the next request's).
     pub buf: BytesMut,
     /// The current request's body was read to its end (or it had none):
@@ -41,7 +42,7 @@ pub struct Reader {
 
 impl Reader {
     /// The read side of client `socket`, which sent `early` already.
-    pub fn new(socket: TcpStream, early: &[u8]) -> Reader {
+    pub fn new(socket: Socket, early: &[u8]) -> Reader {
         Reader {
             socket: Some(Arc::new(socket)),
             buf: BytesMut::from(early),
@@ -237,7 +238,7 @@ fn fill(reader: &mut Reader, cx: &mut Context<'_>) -> Poll<Result<usize, BodyErr
     let Some(socket) = socket.as_deref() else {
         return Poll::Ready(Err(BodyError::Gone));
     };
-    poll_fill(socket, buf, cx).map_err(BodyError::Io)
+    socket.poll_fill(buf, cx).map_err(BodyError::Io)
 }
 
 /// Reads more from `socket` into `buf` (with room for a body's read):

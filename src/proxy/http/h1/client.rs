@@ -79,7 +79,7 @@ pub async fn send(
     outgoing: Option<Outgoing>,
     head_request: bool,
 ) -> Result<Answer, Failure> {
-    if write_all(&conn.socket, head).await.is_err() {
+    if write_all(&*conn.socket, head).await.is_err() {
         return Err(Failure::NotSent(outgoing));
     }
     let (tally, mut pump) = match outgoing {
@@ -198,7 +198,7 @@ async fn pump(socket: Arc<TcpStream>, outgoing: Outgoing) {
                     tally.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     if chunked {
                         codec::encode_chunk(&mut out, &data);
-                    } else if write_all(&socket, &data).await.is_err() {
+                    } else if write_all(&*socket, &data).await.is_err() {
                         return;
                     }
                 }
@@ -211,13 +211,13 @@ async fn pump(socket: Arc<TcpStream>, outgoing: Outgoing) {
             },
         }
         if !out.is_empty() {
-            if write_all(&socket, &out).await.is_err() {
+            if write_all(&*socket, &out).await.is_err() {
                 return;
             }
             out.clear();
         }
     }
-    if write_all(&socket, &out).await.is_ok() {
+    if write_all(&*socket, &out).await.is_ok() {
         tally.sent.store(true, Ordering::Relaxed);
     }
 }

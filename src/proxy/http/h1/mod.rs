@@ -25,6 +25,7 @@
 pub mod body;
 pub mod client;
 pub mod codec;
+pub mod socket;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,7 +36,6 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
@@ -45,6 +45,7 @@ use super::upgrade::{PendingUpgrade, UpgradeTo};
 use super::{Conn, answer};
 use body::{ClientBody, lock};
 use codec::{BodyFraming, ChunkedDecoder, Connection, HeadLimits, ResponseFraming};
+use socket::{Socket, Write};
 
 /// How many header fields a request head may have (HAProxy's default is
 /// 101, hyper's 100).
@@ -98,7 +99,8 @@ pub fn serve(conn: Arc<Conn>) -> impl Future<Output = ()> + Send {
                 Step::Next => {}
                 Step::Close => {
                     // The socket closes now, even if a late request body
-                    // still holds the connection.
+                    // still holds the connection (over TLS, cleanly).
+                    socket.close();
                     lock(&conn.reader).socket = None;
                     break;
                 }
@@ -131,9 +133,9 @@ enum Step {
 /// sent past its request first.
 fn relay(
     conn: &Conn,
-    socket: Arc<TcpStream>,
+    socket: Arc<Socket>,
     upgrade: UpgradeTo,
-) -> Option<std::pin::Pin<Box<impl Future<Output = ()> + Send + use<>>>> {
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
     let (early, held) = {
         let mut reader = lock(&conn.reader);
         (
@@ -142,12 +144,15 @@ fn relay(
         )
     };
     drop(held);
-    let stream = Arc::try_unwrap(socket).ok()?;
-    Some(Box::pin(upgrade.relay(stream, early, conn.close.clone())))
+    let close = conn.close.clone();
+    Some(match Arc::try_unwrap(socket).ok()? {
+        Socket::Plain(tcp) => Box::pin(upgrade.relay(tcp, early, close)),
+        Socket::Tls(tls) => Box::pin(upgrade.relay(*tls, early, close)),
+    })
 }
 
 /// Answers what [`next_head`] found.
-async fn step(next: Next, conn: &Arc<Conn>, socket: &TcpStream, deadline: Pin<&mut Sleep>) -> Step {
+async fn step(next: Next, conn: &Arc<Conn>, socket: &Socket, deadline: Pin<&mut Sleep>) -> Step {
     let head = match next {
         Next::Head(head) => head,
         Next::Close => return Step::Close,
@@ -164,7 +169,7 @@ async fn step(next: Next, conn: &Arc<Conn>, socket: &TcpStream, deadline: Pin<&m
 /// While idle, the wait holds a timer and a cancellation and waits on the
 /// socket's readiness directly: a kept-alive connection costs little more
 /// than its task.
-async fn next_head(conn: &Conn, socket: &TcpStream, mut deadline: Pin<&mut Sleep>) -> Next {
+async fn next_head(conn: &Conn, socket: &Socket, mut deadline: Pin<&mut Sleep>) -> Next {
     let (stop, close) = (&conn.slot.stop_accepting, &conn.close);
     deadline
         .as_mut()
@@ -215,7 +220,7 @@ async fn next_head(conn: &Conn, socket: &TcpStream, mut deadline: Pin<&mut Sleep
         }
         let mut reader = lock(&conn.reader);
         reader.buf.reserve(HEAD_READ);
-        match body::read_some(socket, &mut reader.buf) {
+        match socket.read_some(&mut reader.buf) {
             Ok(0) => {
                 return if reader.buf.is_empty() {
                     Next::Close
@@ -237,7 +242,7 @@ async fn next_head(conn: &Conn, socket: &TcpStream, mut deadline: Pin<&mut Sleep
 /// connection.
 async fn exchange(
     head: codec::RequestHead,
-    write: &TcpStream,
+    write: &Socket,
     conn: &Arc<Conn>,
     mut deadline: Pin<&mut Sleep>,
 ) -> Step {
@@ -377,7 +382,7 @@ async fn wait_for(notify: Option<&Notify>) {
 /// `proxy_read_timeout`): the answer is cut there, and the connection
 /// closed.
 async fn write_answer(
-    (write, conn): (&TcpStream, &Conn),
+    (write, conn): (&Socket, &Conn),
     response: &mut Response<ResponseBody>,
     (framing, connection, trailers_ok): (ResponseFraming, Connection, bool),
     (mut deadline, inactivity): (Pin<&mut Sleep>, std::time::Duration),
@@ -480,7 +485,7 @@ fn push_data(out: &mut Vec<u8>, data: &Bytes, chunked: bool) {
 }
 
 /// Writes an answer of our own (a refused head) and closes.
-async fn write_local(write: &TcpStream, status: StatusCode, text: &str) -> bool {
+async fn write_local(write: &Socket, status: StatusCode, text: &str) -> bool {
     let mut headers = hyper::HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -497,27 +502,24 @@ async fn write_local(write: &TcpStream, status: StatusCode, text: &str) -> bool 
     );
     out.extend_from_slice(text.as_bytes());
     let written = write_all(write, &out).await.is_ok();
-    let _ = socket2::SockRef::from(write).shutdown(std::net::Shutdown::Write);
+    write.shutdown_write();
     written
 }
 
-/// Writes all of `bytes` to the client `socket`; false when that failed,
-/// or the client took nothing for its listener's `idle_timeout` (its read
-/// side stalled). The timer is set only when a write has to wait.
+/// Writes all of `bytes` to the client `socket` (and sends all TLS holds
+/// of them); false when that failed, or the client took nothing for its
+/// listener's `idle_timeout` (its read side stalled). The timer is set
+/// only when a write has to wait.
 async fn write_within(
-    socket: &TcpStream,
+    socket: &Socket,
     mut bytes: &[u8],
     mut deadline: Pin<&mut Sleep>,
     conn: &Conn,
 ) -> bool {
-    while !bytes.is_empty() {
-        match socket.try_write(bytes) {
-            Ok(0) => return false,
-            Ok(n) => {
-                bytes = &bytes[n..];
-                continue;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+    loop {
+        match write_now(socket, &mut bytes) {
+            Ok(true) => return true,
+            Ok(false) => {}
             Err(_) => return false,
         }
         let idle = conn.slot.snapshot.load().config.idle_timeout;
@@ -533,19 +535,34 @@ async fn write_within(
             return false;
         }
     }
-    true
 }
 
-/// Writes all of `bytes` to `socket`.
-async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
+/// Writes all of `bytes` to `socket` (a client's, or a backend's), and
+/// sends all TLS holds of them.
+async fn write_all(socket: &impl Write, mut bytes: &[u8]) -> std::io::Result<()> {
+    loop {
+        if write_now(socket, &mut bytes)? {
+            return Ok(());
+        }
         std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
+    }
+}
+
+/// Writes what `socket` takes of `bytes` now (advancing it), then sends
+/// what TLS holds: `Ok(true)` once all is sent, `Ok(false)` when the
+/// socket is full (its readiness is spent: a wait on it sleeps).
+fn write_now(socket: &impl Write, bytes: &mut &[u8]) -> std::io::Result<bool> {
+    while !bytes.is_empty() {
         match socket.try_write(bytes) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(n) => *bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    match socket.try_flush() {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
 }
