@@ -79,14 +79,16 @@ pub async fn serve(
 ) {
     let accepted = std::time::Instant::now();
     let admitted = (state, close, settings, permits);
-    if let Some((conn, tls)) = open(stream, peer, &slot, admitted, accepted).await {
+    // Each step boxed: the connection's task then keeps room for none of
+    // them (the handshake's state is as large as a TLS session), and an
+    // idle HTTP/1.1 connection holds only its idle wait, as over cleartext.
+    let opened = Box::pin(open(stream, peer, &slot, admitted, accepted)).await;
+    if let Some((conn, tls)) = opened {
         if tls.get_ref().1.alpn_protocol() == Some(H2) {
-            serve_h2(conn, tls).await;
+            Box::pin(serve_h2(conn, tls)).await;
         } else {
             let socket = Socket::Tls(Box::new(TlsSocket::new(tls)));
             *lock(&conn.reader) = Reader::new(socket, &[]);
-            // Boxed, as over cleartext: an idle connection's task holds
-            // only the idle wait.
             Box::pin(super::h1::serve(conn)).await;
         }
     }
