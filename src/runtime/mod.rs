@@ -469,8 +469,8 @@ impl DiscoveryTasks {
 /// listeners in it, stopped when the drain starts.
 #[derive(Debug, Default)]
 struct FleetTask {
-    /// The fleet task (one at a time; a restarted one's predecessor is
-    /// waited for by the drain).
+    /// The fleet task (one at a time: a restart waits for the old one to
+    /// end).
     tasks: TaskTracker,
     /// The running task's settings and listeners, and its token.
     running: Option<(Fleet, Vec<String>, CancellationToken)>,
@@ -503,7 +503,12 @@ impl FleetTask {
             return;
         }
         if let Some((_, _, cancel)) = self.running.take() {
+            // The old task ends before the new one starts: it never
+            // applies a set after its successor did.
             cancel.cancel();
+            self.tasks.close();
+            self.tasks.wait().await;
+            self.tasks.reopen();
             tracing::info!("fleet task restarted: [fleet] or its listeners changed");
         }
         process.fleet.store(None);

@@ -592,3 +592,52 @@ fn fleet_config_errors_name_their_line_and_check_shows_the_fleet() {
         "1 backend (seeds the fleet's set; etcd's set wins)",
     ]);
 }
+
+// === Reload ===
+
+#[test]
+fn a_reload_keeps_etcds_set_and_follows_a_new_prefix_and_a_new_listener() {
+    let Some(etcd) = Etcd::start() else {
+        return;
+    };
+    let [a, b, c] = ["a", "b", "c"].map(Backend::named);
+    let endpoint = etcd.endpoint();
+    let one = Instance::start_config(&config(&endpoint, "/one", "round_robin", &[&a]));
+    one.wait_connected(true);
+    let body = format!("{{\"address\": \"{}\"}}", b.addr());
+    let answer = one.request("POST", "/api/listeners/web/backends", Some(&body));
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let a_b = [a.addr().to_string(), b.addr().to_string()];
+
+    // The file now lists c: a fleet listener keeps etcd's set.
+    one.balancer
+        .rewrite_config(&config(&endpoint, "/one", "round_robin", &[&c]));
+    let reloaded = one.request("POST", "/api/reload", None);
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert_eq!(one.addresses(), sorted(&a_b));
+    one.wait_connected(true);
+    let names = backends_reached(one.web(), 4);
+    assert_eq!(count(&names, "c"), 0, "{names:?}");
+
+    // Another prefix, and a new listener: the fleet starts over there,
+    // seeding both from the file.
+    let api = format!(
+        "\n[[listeners]]\nname = \"api\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{}\"]\n",
+        a.addr()
+    );
+    let text = config(&endpoint, "/two", "round_robin", &[&c])
+        .replace("\n[fleet]", &format!("{api}\n[fleet]"));
+    one.balancer.rewrite_config(&text);
+    let reloaded = one.request("POST", "/api/reload", None);
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    one.wait_addresses(&[c.addr().to_string()]);
+    let status = one.status();
+    assert_eq!(status["fleet"]["prefix"], "/two", "{}", status["fleet"]);
+    let seeded = eventually(APPLIED_WITHIN, || {
+        etcd.get_prefix("/two/listeners/api/backends/").len() == 1
+            && etcd.get_prefix("/two/listeners/web/backends/").len() == 1
+    });
+    assert!(seeded, "{:?}", etcd.get_prefix("/two/"));
+    // What the old prefix holds is left as it was.
+    assert_eq!(etcd.get_prefix("/one/listeners/web/backends/").len(), 2);
+}

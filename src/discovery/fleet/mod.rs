@@ -71,6 +71,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The most backends a listener can seed: etcd takes 128 operations per
+/// transaction by default (`--max-txn-ops`), and the `seeded` key is one.
+const MAX_SEED: usize = 127;
+
 /// A listener in the fleet: its name, and the config's backends that seed
 /// etcd when it has never been seeded.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +227,11 @@ impl Follower {
     async fn seed(&mut self, client: &mut etcd_client::Client) -> Result<(), String> {
         for member in &self.members {
             if self.seeded.contains(&member.name) {
+                continue;
+            }
+            if member.seed.len() > MAX_SEED {
+                tracing::error!(listener = %member.name, backends = member.seed.len(), max = MAX_SEED, "fleet: too many backends to seed in one etcd transaction; seed the listener with etcdctl (its keys and its seeded key), its backends come from etcd meanwhile");
+                self.seeded.insert(member.name.clone());
                 continue;
             }
             let marker = self.layout.seeded(&member.name);
