@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Etcd, Format, HttpResponse, Relay, backends_reached, check,
-    connect_from, count, echoes, eventually, http_request, read_line, sample,
+    Backend, Balancer, DEADLINE, Etcd, Format, HttpResponse, Relay, admin_call, backends_reached,
+    check, connect_from, count, echoes, eventually, read_line, sample,
 };
 
 /// How long a change may take to show on every instance: SPEC says
@@ -68,16 +68,7 @@ impl Instance {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
-        let headers = [("Content-Type", "application/json")];
-        http_request(
-            self.admin,
-            method,
-            path,
-            &headers,
-            body.map(str::as_bytes),
-            DEADLINE,
-        )
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        admin_call(self.admin, method, path, body)
     }
 
     fn status(&self) -> Value {

@@ -50,7 +50,7 @@ pub use clients::{
 };
 pub use dnsmasq::Dnsmasq;
 pub use etcd::{Etcd, Relay};
-pub use http::{HttpResponse, http_get, http_request};
+pub use http::{HttpResponse, admin_call, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
