@@ -493,6 +493,35 @@ fn with_causes(mut text: String, mut source: Option<&(dyn std::error::Error + 's
 mod tests {
     use super::*;
 
+    /// An error that says `text` and was caused by `source`.
+    #[derive(Debug)]
+    struct Caused(&'static str, Option<std::io::Error>);
+
+    impl std::fmt::Display for Caused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Caused {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn an_error_is_said_with_its_causes_each_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let outer = Caused("transport error", Some(refused));
+        let text = with_causes("tcp connect error".into(), Some(&outer));
+        assert_eq!(text, "tcp connect error: transport error: refused");
+        let repeated = Caused("tcp connect error", None);
+        assert_eq!(
+            with_causes("tcp connect error".into(), Some(&repeated)),
+            "tcp connect error"
+        );
+    }
+
     #[test]
     fn the_backoff_doubles_from_100_ms_up_to_5_s_with_jitter() {
         for _ in 0..100 {
