@@ -503,16 +503,21 @@ impl FleetTask {
             return;
         }
         if let Some((_, _, cancel)) = self.running.take() {
-            // The old task ends before the new one starts: it never
-            // applies a set after its successor did.
+            // Admin changes answer 503 until the next link is in place
+            // (none goes to this instance alone meanwhile), and the old
+            // task ends before the new one starts: it never applies a set
+            // after its successor did.
+            if let Some(link) = process.fleet.load_full() {
+                link.disconnected("the fleet restarts after a reload".to_string());
+            }
             cancel.cancel();
             self.tasks.close();
             self.tasks.wait().await;
             self.tasks.reopen();
             tracing::info!("fleet task restarted: [fleet] or its listeners changed");
         }
-        process.fleet.store(None);
         let Some(settings) = config.fleet.clone() else {
+            process.fleet.store(None);
             return;
         };
         let client = match fleet::client(&settings).await {
