@@ -104,14 +104,13 @@ impl FleetLink {
     }
 
     /// Records that every change up to etcd revision `revision` is applied
-    /// here (revisions only go up).
+    /// here. Revisions go up, except when etcd's data was replaced and
+    /// everything was read again at its (lower) revision.
     pub fn applied(&self, revision: i64) {
         self.applied.send_if_modified(|applied| {
-            let newer = revision > *applied;
-            if newer {
-                *applied = revision;
-            }
-            newer
+            let changed = revision != *applied;
+            *applied = revision;
+            changed
         });
     }
 

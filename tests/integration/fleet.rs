@@ -476,6 +476,46 @@ fn an_instance_cut_off_from_etcd_catches_up_on_return_even_past_a_compaction() {
     assert_eq!(count(&names, "c"), 2, "{names:?}");
 }
 
+#[test]
+fn an_etcd_whose_data_was_replaced_is_seeded_again_with_the_set_the_instance_served() {
+    let Some(mut etcd) = Etcd::start() else {
+        return;
+    };
+    let [a, b] = ["a", "b"].map(Backend::named);
+    let one = Instance::start(&etcd, "round_robin", &[&a]);
+    one.wait_connected(true);
+    let body = format!("{{\"address\": \"{}\", \"weight\": 2}}", b.addr());
+    let answer = one.request("POST", "/api/listeners/web/backends", Some(&body));
+    assert_eq!(answer.status, 201, "{}", answer.body);
+
+    etcd.wipe();
+    let prefix = "/fleet-test/listeners/web/backends/";
+    let seeded = eventually(APPLIED_WITHIN, || etcd.get_prefix(prefix).len() == 2);
+    assert!(
+        seeded,
+        "{:?}\n{}",
+        etcd.get_prefix("/"),
+        one.balancer.output()
+    );
+    let b_value = etcd
+        .get_prefix(prefix)
+        .into_iter()
+        .find(|(key, _)| key.ends_with(&b.addr().to_string()))
+        .map(|(_, value)| value);
+    assert_eq!(b_value.as_deref(), Some("{\"state\":\"up\",\"weight\":2}"));
+    one.wait_connected(true);
+    assert_eq!(
+        one.addresses(),
+        sorted(&[a.addr().to_string(), b.addr().to_string()])
+    );
+    assert!(
+        one.balancer
+            .wait_for_log(DEADLINE, |l| l.contains("its data was replaced")),
+        "{}",
+        one.balancer.output()
+    );
+}
+
 // === Malformed values ===
 
 #[test]

@@ -218,49 +218,103 @@ impl Follower {
                         return e;
                     }
                 }
+                Watched::Behind(now) => {
+                    tracing::warn!(
+                        revision = self.revision,
+                        etcd_revision = now,
+                        "fleet: etcd is at an earlier revision than the last one applied (its data was replaced); seeding it with the backends served, then reading every backend again"
+                    );
+                    self.seeded.clear();
+                    if let Err(e) = self.seed(&mut client).await {
+                        return e;
+                    }
+                    if let Err(e) = self.read_all(&mut client).await {
+                        return e;
+                    }
+                }
                 Watched::Lost(e) => return e,
             }
         }
     }
 
-    /// Seeds every member not seeded yet, each in one transaction.
+    /// Seeds every member not seeded yet, each in one transaction (see
+    /// [`Follower::seed_of`] for what with).
     async fn seed(&mut self, client: &mut etcd_client::Client) -> Result<(), String> {
-        for member in &self.members {
-            if self.seeded.contains(&member.name) {
+        let names: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|name| !self.seeded.contains(name))
+            .collect();
+        for name in names {
+            let backends = self.seed_of(&name);
+            if backends.len() > MAX_SEED {
+                tracing::error!(listener = %name, backends = backends.len(), max = MAX_SEED, "fleet: too many backends to seed in one etcd transaction; seed the listener with etcdctl (its keys and its seeded key), its backends come from etcd meanwhile");
+                self.seeded.insert(name);
                 continue;
             }
-            if member.seed.len() > MAX_SEED {
-                tracing::error!(listener = %member.name, backends = member.seed.len(), max = MAX_SEED, "fleet: too many backends to seed in one etcd transaction; seed the listener with etcdctl (its keys and its seeded key), its backends come from etcd meanwhile");
-                self.seeded.insert(member.name.clone());
-                continue;
-            }
-            let marker = self.layout.seeded(&member.name);
+            let marker = self.layout.seeded(&name);
             let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
             let mut puts = vec![TxnOp::put(
                 marker.clone(),
                 serde_json::json!({ "seeded_at": at.to_string() }).to_string(),
                 None,
             )];
-            for spec in &member.seed {
-                let value = Value {
-                    weight: spec.weight,
-                    state: BackendState::Up,
-                };
-                let key = self.layout.backend(&member.name, &spec.address);
+            for (address, value) in &backends {
+                let key = self.layout.backend(&name, address);
                 puts.push(TxnOp::put(key, value.encode(), None));
             }
             let txn = Txn::new()
                 .when([Compare::create_revision(marker, CompareOp::Equal, 0)])
                 .and_then(puts);
             let done = client.txn(txn).await.map_err(|e| reason(&e))?;
-            if done.succeeded() {
-                tracing::info!(listener = %member.name, backends = member.seed.len(), "fleet: listener seeded in etcd with the config's backends");
+            let from = if self.revision > 0 {
+                "the backends it served"
             } else {
-                tracing::info!(listener = %member.name, "fleet: listener already seeded; etcd's backends are used");
+                "the config's backends"
+            };
+            if done.succeeded() {
+                tracing::info!(listener = %name, backends = backends.len(), "fleet: listener seeded in etcd with {from}");
+            } else {
+                tracing::info!(listener = %name, "fleet: listener already seeded; etcd's backends are used");
             }
-            self.seeded.insert(member.name.clone());
+            self.seeded.insert(name);
         }
         Ok(())
+    }
+
+    /// What seeds member `name`: the config's backends, up; or, once this
+    /// task has read etcd (so etcd's data was replaced since: a new
+    /// cluster, a restored backup), the set it last applied, so that
+    /// operators' changes outlive the loss.
+    fn seed_of(&self, name: &str) -> Vec<(String, Value)> {
+        if self.revision > 0 {
+            return self
+                .entries
+                .get(name)
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|(address, entry)| (address.clone(), entry.value))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        let member = self.members.iter().find(|m| m.name == name);
+        member
+            .map(|m| {
+                m.seed
+                    .iter()
+                    .map(|spec| {
+                        let value = Value {
+                            weight: spec.weight,
+                            state: BackendState::Up,
+                        };
+                        (spec.address.clone(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Reads every listener's keys and applies them; the watch then
@@ -311,6 +365,10 @@ impl Follower {
                 return Watched::Lost(format!("etcd cancelled the watch: {why}"));
             }
             if response.created() {
+                let now = response.header().map_or(0, |h| h.revision());
+                if now < self.revision {
+                    return Watched::Behind(now);
+                }
                 if *failures > 0 || !self.link.is_connected() {
                     tracing::info!(
                         revision = self.revision,
@@ -451,6 +509,9 @@ impl Follower {
 enum Watched {
     /// Its start revision was compacted away (to this one): read again.
     Compacted(i64),
+    /// etcd is at this revision, before the last one applied: its data
+    /// was replaced (a new cluster, a restored backup): read again.
+    Behind(i64),
     /// etcd was lost, for this reason.
     Lost(String),
 }

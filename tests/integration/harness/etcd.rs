@@ -72,6 +72,15 @@ impl Etcd {
         self.run();
     }
 
+    /// Starts it again on the same ports with its data gone: a new,
+    /// empty etcd at revision 1 (as a cluster rebuilt from nothing).
+    pub fn wipe(&mut self) {
+        self.stop();
+        let data = self.dir.path().join("data");
+        std::fs::remove_dir_all(&data).expect("the etcd data can be removed");
+        self.run();
+    }
+
     /// Puts `value` under `key`.
     pub fn put(&self, key: &str, value: &str) {
         self.with_client(
