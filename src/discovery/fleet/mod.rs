@@ -145,15 +145,21 @@ fn backoff(failures: u32) -> Duration {
 /// A backend as etcd lists it, checked and resolved.
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {
+    /// Its weight and state.
     value: Value,
+    /// The address connected to.
     resolved: SocketAddr,
 }
 
 /// What the fleet task knows and has applied, across reconnections.
 struct Follower {
+    /// The client, and where the state of the link is shown.
     link: Arc<FleetLink>,
+    /// The listeners the sets are applied to.
     listeners: Arc<Listeners>,
+    /// The fleet's keys.
     layout: Layout,
+    /// The listeners in the fleet, with the config's backends.
     members: Vec<Member>,
     /// Listeners seeded (or found seeded) by this task.
     seeded: HashSet<String>,
