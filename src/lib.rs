@@ -42,7 +42,10 @@
 //!   hickory-resolver): one task per discovered listener resolves SRV or
 //!   A/AAAA records, applies each new set through `state::change`, and
 //!   resolves again when the TTL runs out; DNS trouble keeps the last
-//!   good set.
+//!   good set. `discovery::fleet`: backends shared through etcd
+//!   (`[fleet]`, on etcd-client): one task seeds, reads and watches the
+//!   fleet's keys and applies them through `state::change`; the admin
+//!   API's changes to fleet listeners are written there.
 //! - `proxy`: the data plane of one client connection: pick, connect
 //!   with retries, relay bytes both ways (copy or splice) with half-close
 //!   and idle timeout; TLS on it; http mode (`proxy::http`: each request
@@ -56,7 +59,8 @@
 //!   bounded queue to one writer thread (never blocking a worker), reopened
 //!   on SIGUSR1.
 //! - `runtime`: owns lifecycles: binding, accept loops and admission
-//!   (allow list, caps), health and discovery tasks, the admin server, signals, drain.
+//!   (allow list, caps), health, discovery and fleet tasks, the admin
+//!   server, signals, drain.
 //! - `demo`: `balancer backend` (a small HTTP server) and `balancer demo`
 //!   (five backends plus the balancer, from an embedded config that goes
 //!   through the same validation as any file).

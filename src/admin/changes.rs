@@ -5,6 +5,14 @@
 //! nothing); the change itself is one of the named changes of
 //! [`state::change`](crate::state::change), the one writer path. Changes
 //! last until the next reload or restart.
+//!
+//! With `[fleet]`, a change is written to etcd instead
+//! ([`discovery::fleet::write`](crate::discovery::fleet::write)): every
+//! instance applies it from its watch, and it survives restarts. The
+//! answer waits (at most [`APPLY_PATIENCE`]) until this instance's own
+//! watch has applied the write, so a `GET /api/status` right after shows
+//! it; one that waited in vain answers 202 with `"applied": false`.
+//! While etcd cannot be reached, changes answer 503.
 
 use std::time::Duration;
 
@@ -12,17 +20,23 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 
-use super::body::{Body, encode_segment};
+use super::body::{Body, encode_segment, json_response};
 use super::status::backend_answer;
 use super::{Admin, AdminError};
 use crate::backend::BackendState;
 use crate::config::limits::MAX_WEIGHT;
 use crate::config::{BackendSpec, defaults};
+use crate::discovery::fleet;
 use crate::net::addr;
 use crate::state::change::{self, BackendChange};
+use crate::state::fleet::FleetLink;
 
 /// How long resolving a POSTed backend's host name may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// With `[fleet]`, how long an answer waits for this instance to apply
+/// its write to etcd (it takes milliseconds while the watch is up).
+pub const APPLY_PATIENCE: Duration = Duration::from_secs(2);
 
 /// `POST /api/listeners/{name}/backends`: adds a backend, up, with zeroed
 /// counters. Answers 201 with the backend and its `Location`.
@@ -49,18 +63,73 @@ pub async fn add_backend(
         address,
         weight,
     };
+    if let Some(link) = admin.process.fleet.load_full() {
+        let revision = fleet::write::add(&link, listener, &spec.address, weight).await?;
+        tracing::info!(listener, backend = %spec.address, weight, revision, "backend added to the fleet through the admin API");
+        let mut answer = fleet_answer(
+            admin,
+            &link,
+            revision,
+            StatusCode::CREATED,
+            listener,
+            &spec.address,
+        )
+        .await;
+        set_location(&mut answer, listener, &spec.address);
+        return Ok(answer);
+    }
     let backend = change::add_backend(&admin.listeners, listener, &spec).await?;
     tracing::info!(listener, backend = %spec.address, weight, "backend added through the admin API");
     let mut answer = backend_answer(admin, StatusCode::CREATED, listener, &backend);
+    set_location(&mut answer, listener, &spec.address);
+    Ok(answer)
+}
+
+/// The `Location` of an added backend.
+fn set_location(answer: &mut Response<Body>, listener: &str, address: &str) {
     let location = format!(
         "/api/listeners/{}/backends/{}",
         encode_segment(listener),
-        encode_segment(&spec.address)
+        encode_segment(address)
     );
     if let Ok(value) = HeaderValue::from_str(&location) {
         answer.headers_mut().insert(header::LOCATION, value);
     }
-    Ok(answer)
+}
+
+/// The answer to a change written to etcd at `revision`: once this
+/// instance has applied it, `status` with the backend as it is here (202
+/// with `"removing": true` or `"removed": true` for a DELETE); if it was
+/// not applied within [`APPLY_PATIENCE`], 202 with `"applied": false`.
+async fn fleet_answer(
+    admin: &Admin,
+    link: &FleetLink,
+    revision: i64,
+    status: StatusCode,
+    listener: &str,
+    address: &str,
+) -> Response<Body> {
+    if !link.wait_applied(revision, APPLY_PATIENCE).await {
+        let note = serde_json::json!({
+            "address": address,
+            "revision": revision,
+            "applied": false,
+            "note": "written to etcd; this instance applies it once its watch catches up",
+        });
+        return json_response(StatusCode::ACCEPTED, &note);
+    }
+    let backend = admin
+        .listeners
+        .find(listener)
+        .and_then(|slot| slot.snapshot.load().backend(address).cloned());
+    match backend {
+        Some(backend) => backend_answer(admin, status, listener, &backend),
+        // A deleted backend that was idle is gone already.
+        None => json_response(
+            status,
+            &serde_json::json!({ "address": address, "revision": revision, "removed": true }),
+        ),
+    }
 }
 
 /// `PATCH /api/listeners/{name}/backends/{address}`: sets its weight and/or
@@ -79,6 +148,17 @@ pub async fn change_backend(
     };
     if wanted == BackendChange::default() {
         return Err(AdminError::NothingToChange);
+    }
+    if let Some(link) = admin.process.fleet.load_full() {
+        let revision =
+            fleet::write::change(&link, listener, address, wanted.weight, wanted.state).await?;
+        tracing::info!(
+            listener,
+            backend = address,
+            revision,
+            "backend changed in the fleet through the admin API"
+        );
+        return Ok(fleet_answer(admin, &link, revision, StatusCode::OK, listener, address).await);
     }
     let backend = change::change_backend(&admin.listeners, listener, address, wanted).await?;
     tracing::info!(
@@ -101,6 +181,24 @@ pub async fn remove_backend(
     address: &str,
 ) -> Result<Response<Body>, AdminError> {
     found_and_not_discovered(admin, listener)?;
+    if let Some(link) = admin.process.fleet.load_full() {
+        let revision = fleet::write::remove(&link, listener, address).await?;
+        tracing::info!(
+            listener,
+            backend = address,
+            revision,
+            "backend deleted from the fleet through the admin API; every instance drains it"
+        );
+        return Ok(fleet_answer(
+            admin,
+            &link,
+            revision,
+            StatusCode::ACCEPTED,
+            listener,
+            address,
+        )
+        .await);
+    }
     let backend = change::remove_backend(&admin.listeners, listener, address).await?;
     Ok(backend_answer(
         admin,

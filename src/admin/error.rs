@@ -5,6 +5,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::{Body, json_response};
+use crate::discovery::fleet::write::WriteError;
 use crate::state::change::ChangeError;
 
 /// Why an admin request failed; each maps to one HTTP status, and renders
@@ -105,6 +106,9 @@ pub enum AdminError {
     /// duplicate, the last backend), in its words.
     #[error(transparent)]
     Change(#[from] ChangeError),
+    /// A change to a fleet listener that etcd refused or could not take.
+    #[error(transparent)]
+    Fleet(#[from] WriteError),
     /// A reload that changed nothing: every problem, one per line.
     #[error("{0}")]
     ReloadFailed(String),
@@ -118,6 +122,7 @@ impl AdminError {
     pub fn status(&self) -> StatusCode {
         match self {
             AdminError::NoSuchPath(_)
+            | AdminError::Fleet(WriteError::Missing { .. })
             | AdminError::Change(
                 ChangeError::UnknownListener(_) | ChangeError::UnknownBackend { .. },
             ) => StatusCode::NOT_FOUND,
@@ -128,7 +133,11 @@ impl AdminError {
             AdminError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AdminError::Metrics => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Change(ChangeError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::Change(ChangeError::Discovered { .. }) => StatusCode::CONFLICT,
+            AdminError::Change(ChangeError::Discovered { .. })
+            | AdminError::Fleet(WriteError::Exists { .. } | WriteError::Busy { .. }) => {
+                StatusCode::CONFLICT
+            }
+            AdminError::Fleet(WriteError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::BodyUnreadable(_)
             | AdminError::BadPathSegment(_)
             | AdminError::InvalidJson(_)

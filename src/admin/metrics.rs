@@ -72,6 +72,10 @@ pub mod names {
     /// usable records), `timeout`, `error`; all but `ok` keep the last
     /// good backend set.
     pub const DISCOVERY_RESOLUTIONS_TOTAL: &str = "balancer_discovery_resolutions_total";
+    /// Gauge: with `[fleet]`, 1 while the fleet task has etcd (its read
+    /// and watch are up), 0 while it does not (the listeners keep their
+    /// last backends, admin changes answer 503); absent without `[fleet]`.
+    pub const FLEET_CONNECTED: &str = "balancer_fleet_connected";
     /// Gauge: the config generation in force (1 at start, one more per
     /// reload).
     pub const CONFIG_GENERATION: &str = "balancer_config_generation";
@@ -99,7 +103,7 @@ pub mod names {
     pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 
     /// Every name above, in the order `/metrics` lists them.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         CONNECTIONS_TOTAL,
         ACTIVE_CONNECTIONS,
         BYTES_TOTAL,
@@ -115,6 +119,7 @@ pub mod names {
         TLS_HANDSHAKES_TOTAL,
         TLS_CERTIFICATE_EXPIRY,
         DISCOVERY_RESOLUTIONS_TOTAL,
+        FLEET_CONNECTED,
         CONFIG_GENERATION,
         CONFIG_RELOADS_TOTAL,
         ACCESS_LOG_DROPPED_TOTAL,
@@ -439,6 +444,16 @@ impl Collector for BalancerCollector {
         )?;
         tls_families(e, &listeners)?;
         discovery_family(e, &listeners)?;
+        family(
+            e,
+            names::FLEET_CONNECTED,
+            "With [fleet]: 1 while etcd is reached and watched, 0 while it is not (the last backends stay).",
+            MetricType::Gauge,
+            |m| match self.process.fleet.load().as_ref() {
+                Some(link) => m.encode_gauge(&i64::from(link.is_connected())),
+                None => Ok(()),
+            },
+        )?;
         family(
             e,
             names::CONFIG_GENERATION,

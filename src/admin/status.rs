@@ -33,8 +33,44 @@ pub struct Status {
     pub generation: u64,
     /// The last reload, `null` before the first.
     pub last_reload: Option<LastReload>,
+    /// With `[fleet]` only: the link to etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
     /// Every listener, in config order.
     pub listeners: Vec<ListenerStatus>,
+}
+
+/// The fleet's etcd in `/api/status` (`docs/fleet.md`).
+#[derive(Debug, Serialize)]
+pub struct FleetStatus {
+    /// The etcd endpoints, as configured.
+    pub endpoints: Vec<String>,
+    /// The key prefix.
+    pub prefix: String,
+    /// Whether etcd is reached and watched now; while it is not, the
+    /// listeners keep their last backends and changes answer 503.
+    pub connected: bool,
+    /// The last etcd revision applied here; 0 before the first read.
+    pub revision: i64,
+    /// Why etcd was last lost or could not be reached; `null` if it never
+    /// was.
+    pub last_error: Option<String>,
+    /// Since when `connected` has its value, RFC 3339 (UTC).
+    pub since: String,
+}
+
+impl FleetStatus {
+    fn of(link: &crate::state::fleet::FleetLink) -> FleetStatus {
+        let status = link.status();
+        FleetStatus {
+            endpoints: link.settings.etcd.clone(),
+            prefix: link.settings.prefix.clone(),
+            connected: status.connected,
+            revision: status.revision,
+            last_error: status.last_error,
+            since: humantime::format_rfc3339_seconds(status.since).to_string(),
+        }
+    }
 }
 
 /// How the last reload went, in `/api/status`.
@@ -332,6 +368,7 @@ pub fn all(admin: &Admin) -> Status {
             result: if record.result.is_ok() { "ok" } else { "error" },
             error: record.result.err(),
         }),
+        fleet: admin.process.fleet.load().as_deref().map(FleetStatus::of),
         listeners,
     }
 }

@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{
-    AccessLogFormat, AccessLogTarget, Admin, BackendSpec, Config, Discovery, Global, HealthCheck,
-    Listener, ModeSettings, TcpSettings, format_duration,
+    AccessLogFormat, AccessLogTarget, Admin, BackendSpec, Config, Discovery, Fleet, Global,
+    HealthCheck, Listener, ModeSettings, TcpSettings, format_duration,
 };
 
 /// TOML text that loads back into an equal `Config`.
@@ -30,7 +30,19 @@ pub fn to_toml(config: &Config) -> String {
         out.push('\n');
         self::listener(&mut out, listener);
     }
+    if let Some(f) = &config.fleet {
+        out.push('\n');
+        fleet(&mut out, f);
+    }
     out
+}
+
+/// `[fleet]`, every key written.
+fn fleet(out: &mut String, f: &Fleet) {
+    let _ = writeln!(out, "[fleet]");
+    let endpoints: Vec<String> = f.etcd.iter().map(|e| string(e)).collect();
+    let _ = writeln!(out, "etcd = [{}]", endpoints.join(", "));
+    let _ = writeln!(out, "prefix = {}", string(&f.prefix));
 }
 
 fn global(out: &mut String, g: &Global) {
@@ -510,6 +522,13 @@ mod tests {
                             token,
                         }),
                         listeners,
+                        fleet: (workers % 2 == 1).then(|| Fleet {
+                            etcd: vec![
+                                "http://127.0.0.1:2379".to_string(),
+                                "http://[::1]:2379".to_string(),
+                            ],
+                            prefix: "/balancer/prod".to_string(),
+                        }),
                     }
                 },
             )

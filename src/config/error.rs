@@ -293,6 +293,26 @@ pub enum Problem {
         Quoted(.0)
     )]
     SrvWithPort(String),
+    /// `[fleet] etcd = []`.
+    #[error("the etcd endpoint list is empty (name at least one, as in \"http://127.0.0.1:2379\")")]
+    EmptyEtcdEndpoints,
+    /// An etcd endpoint that is not `http://host:port`.
+    #[error(
+        "etcd endpoint {} is not \"http://host:port\" (as in \"http://127.0.0.1:2379\"): {reason}",
+        Quoted(.value)
+    )]
+    BadEtcdEndpoint {
+        /// The endpoint as typed.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A `[fleet] prefix` that does not start with `/` or ends with one.
+    #[error(
+        "prefix {} must start with \"/\" and not end with \"/\" (as in \"/balancer\")",
+        Quoted(.0)
+    )]
+    BadFleetPrefix(String),
     /// `resolvers = []`.
     #[error("the resolver list is empty (leave the key out to use the system's resolvers)")]
     EmptyResolvers,

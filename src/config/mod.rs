@@ -84,6 +84,29 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// Every listener, in the order the file gives them.
     pub listeners: Vec<Listener>,
+    /// `[fleet]`: the etcd cluster several instances share their backends
+    /// through (`docs/fleet.md`); `None`: this instance alone.
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: where the backend sets of the listeners without
+/// `[listeners.discovery]` live, shared by every instance that names the
+/// same etcd and prefix (SPEC 10, `docs/fleet.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// etcd endpoints as written, each `http://host:port`; at least one.
+    pub etcd: Vec<String>,
+    /// The key prefix: starts with `/`, does not end with one. A backend
+    /// is the key `{prefix}/listeners/{listener}/backends/{address}`.
+    pub prefix: String,
+}
+
+impl Config {
+    /// Whether `listener` has its backends in the fleet:
+    /// there is a `[fleet]`, and DNS does not give them.
+    pub fn in_fleet(&self, listener: &Listener) -> bool {
+        self.fleet.is_some() && listener.discovery.is_none()
+    }
 }
 
 /// Process-wide settings.
@@ -499,6 +522,8 @@ pub mod defaults {
     pub const DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(1);
     /// `[listeners.discovery] max_interval`.
     pub const DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(300);
+    /// `[fleet] prefix`.
+    pub const FLEET_PREFIX: &str = "/balancer";
     /// The port of a `[listeners.discovery] resolvers` entry given as a
     /// bare IP address.
     pub const DNS_PORT: u16 = 53;
@@ -611,11 +636,24 @@ pub fn summary_with(config: &Config, extra: impl Fn(&Listener) -> Option<String>
         };
         let _ = writeln!(out, "admin on {} ({token})", admin.listen);
     }
+    if let Some(fleet) = &config.fleet {
+        let _ = writeln!(
+            out,
+            "fleet: backends shared through etcd {} under {}",
+            fleet.etcd.join(", "),
+            fleet.prefix
+        );
+    }
     for l in &config.listeners {
         let backends = match (&l.discovery, l.backends.len()) {
             (Some(_), _) => "backends found by DNS".to_string(),
             (None, 1) => "1 backend".to_string(),
             (None, n) => format!("{n} backends"),
+        };
+        let backends = if config.in_fleet(l) {
+            format!("{backends} (seeds the fleet's set; etcd's set wins)")
+        } else {
+            backends
         };
         let _ = writeln!(
             out,

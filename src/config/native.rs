@@ -37,6 +37,8 @@ pub(crate) struct RawConfig {
     /// `[[listeners]]`, in file order; the span is the table's header.
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
+    /// `[fleet]` (TOML only); the span is the table's.
+    pub fleet: Option<Spanned<RawFleet>>,
     /// INI only: `[options] algorithm`, the algorithm of every listener that
     /// names none. Kept once here so a bad value is reported once, on its line.
     #[serde(skip)]
@@ -178,6 +180,16 @@ pub(crate) struct RawDiscovery {
     pub min_interval: Option<Spanned<String>>,
     /// A duration string.
     pub max_interval: Option<Spanned<String>>,
+}
+
+/// `[fleet]` as typed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawFleet {
+    /// etcd endpoints, each `http://host:port`.
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The key prefix: starts with `/`, no trailing `/`.
+    pub prefix: Option<Spanned<String>>,
 }
 
 /// `[listeners.tls]` as typed.
@@ -484,7 +496,7 @@ mod tests {
         ),
         (
             "[bogus]\n",
-            "b.toml:1: key \"bogus\": unknown key (expected one of global, admin or listeners)",
+            "b.toml:1: key \"bogus\": unknown key (expected one of global, admin, listeners or fleet)",
         ),
         (
             "[[listeners]]\nlisten = \"127.0.0.1:1\"\nbackend = [\"127.0.0.1:2\"]\n",

@@ -1,4 +1,8 @@
-//! Backends found by DNS (`[listeners.discovery]`, SPEC 10;
+//! Where backends come from besides the config: DNS and etcd (SPEC 10).
+//! [`fleet`] holds the etcd fleet (`[fleet]`, `docs/fleet.md`); the rest
+//! of this file is DNS discovery.
+//!
+//! Backends found by DNS (`[listeners.discovery]`,
 //! `docs/discovery.md`): one task per discovered listener resolves its name
 //! (`dns.rs`), makes the answer the listener's backend set through
 //! [`state::change::set_backends`](crate::state::change::set_backends), and
@@ -24,6 +28,7 @@
 //! when the drain starts.
 
 mod dns;
+pub mod fleet;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -25,9 +25,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
 use crate::admin;
-use crate::config::{Config, Listener};
+use crate::config::{Config, Fleet, Listener};
+use crate::discovery::fleet;
 use crate::error::Error;
 use crate::health;
+use crate::state::fleet::FleetLink;
 use crate::state::{ListenerSlot, Listeners, Process, Snapshot};
 use drain::Drain;
 use listener::AcceptContext;
@@ -174,6 +176,7 @@ pub async fn run(
         let snapshot = Snapshot::new(listener_config);
         serving.serve_listener(snapshot, socket);
     }
+    serving.follow_fleet().await;
     let admin_stop = CancellationToken::new();
     let admin_task = TaskTracker::new();
     if let Some((settings, socket)) = bound.admin {
@@ -210,6 +213,7 @@ pub async fn run(
     }
     serving.health.stop().await;
     serving.discovery.stop().await;
+    serving.fleet.stop().await;
     let drain_timeout = serving.config.global.drain_timeout;
     serving.drain.run(drain_timeout, forced).await;
     admin_stop.cancel();
@@ -234,6 +238,8 @@ struct Serving {
     health: HealthTasks,
     /// DNS discovery, per discovered listener.
     discovery: DiscoveryTasks,
+    /// The etcd fleet, with `[fleet]`.
+    fleet: FleetTask,
     /// The process-wide connection cap, swapped when a reload changes it.
     global_slots: Arc<ArcSwap<Semaphore>>,
 }
@@ -248,6 +254,7 @@ impl Serving {
             drain: Drain::default(),
             health: HealthTasks::default(),
             discovery: DiscoveryTasks::default(),
+            fleet: FleetTask::default(),
             global_slots: Arc::new(ArcSwap::from_pointee(Semaphore::new(cap))),
         }
     }
@@ -299,6 +306,15 @@ impl Serving {
         self.health.start(&slot);
         self.discovery.start(&self.listeners, &slot);
         Some(slot)
+    }
+
+    /// Starts, restarts or stops the fleet task so that it follows the
+    /// config in force: restarted when `[fleet]` or the set of listeners
+    /// in the fleet changed, stopped when `[fleet]` went.
+    async fn follow_fleet(&mut self) {
+        self.fleet
+            .follow(&self.config, &self.listeners, &self.process)
+            .await;
     }
 
     /// SIGUSR1: the access log file is closed and opened again (log
@@ -443,6 +459,91 @@ impl DiscoveryTasks {
     /// Stops every discovery task and waits until they have ended.
     async fn stop(&self) {
         self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// The fleet task, with `[fleet]`: one for every listener in the fleet,
+/// owned here, restarted by a reload that changes `[fleet]` or the
+/// listeners in it, stopped when the drain starts.
+#[derive(Debug, Default)]
+struct FleetTask {
+    /// The fleet task (one at a time: a restart waits for the old one to
+    /// end).
+    tasks: TaskTracker,
+    /// The running task's settings and listeners, and its token.
+    running: Option<(Fleet, Vec<String>, CancellationToken)>,
+}
+
+impl FleetTask {
+    /// Makes the fleet task follow `config`: started, restarted (new
+    /// settings or listeners: it seeds, reads and watches again) or
+    /// stopped; a running task that still fits runs on. The link the
+    /// admin API writes through is `process`'s.
+    async fn follow(&mut self, config: &Config, listeners: &Arc<Listeners>, process: &Process) {
+        let members: Vec<fleet::Member> = config
+            .listeners
+            .iter()
+            .filter(|l| config.in_fleet(l))
+            .map(|l| fleet::Member {
+                name: l.name.clone(),
+                seed: l.backends.clone(),
+            })
+            .collect();
+        let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+        let fits = match (&self.running, &config.fleet) {
+            (Some((running, running_names, _)), Some(wanted)) => {
+                running == wanted && *running_names == names
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if fits {
+            return;
+        }
+        if let Some((_, _, cancel)) = self.running.take() {
+            // Admin changes answer 503 until the next link is in place
+            // (none goes to this instance alone meanwhile), and the old
+            // task ends before the new one starts: it never applies a set
+            // after its successor did.
+            if let Some(link) = process.fleet.load_full() {
+                link.disconnected("the fleet restarts after a reload".to_string());
+            }
+            cancel.cancel();
+            self.tasks.close();
+            self.tasks.wait().await;
+            self.tasks.reopen();
+            tracing::info!("fleet task restarted: [fleet] or its listeners changed");
+        }
+        let Some(settings) = config.fleet.clone() else {
+            process.fleet.store(None);
+            return;
+        };
+        let client = match fleet::client(&settings).await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make the etcd client; the fleet is off until a reload");
+                return;
+            }
+        };
+        let link = Arc::new(FleetLink::new(settings.clone(), client));
+        process.fleet.store(Some(Arc::clone(&link)));
+        let cancel = CancellationToken::new();
+        self.tasks.spawn(fleet::run(
+            link,
+            Arc::clone(listeners),
+            members,
+            cancel.clone(),
+        ));
+        self.running = Some((settings, names, cancel));
+    }
+
+    /// Stops the fleet task and waits until it has ended.
+    async fn stop(&mut self) {
+        if let Some((_, _, cancel)) = self.running.take() {
+            cancel.cancel();
+        }
         self.tasks.close();
         self.tasks.wait().await;
     }

@@ -18,6 +18,9 @@
 //!    are logged) and keep their socket when their address did not change;
 //!    new ones start; health checkers restart with the new settings; the
 //!    global connection cap is swapped. The generation goes up by one.
+//!    A listener in a `[fleet]` keeps the backends etcd gave it (the
+//!    file's list only seeds a listener never seeded), and the fleet task
+//!    restarts when `[fleet]` or the set of listeners in it changed.
 //!
 //! What a reload cannot change (the number of worker threads, the admin
 //! server's address and token) is logged as needing a restart.
@@ -196,7 +199,8 @@ impl super::Serving {
         }
         for config in &next.listeners {
             let socket = sockets.remove(&config.name);
-            self.apply_listener(config.clone(), socket).await;
+            let in_fleet = next.in_fleet(config);
+            self.apply_listener(config.clone(), socket, in_fleet).await;
         }
         if let Some(log) = access_log {
             tracing::info!("the access log follows the reloaded config");
@@ -207,6 +211,7 @@ impl super::Serving {
             self.global_slots.store(Arc::new(cap));
         }
         self.config = next;
+        self.follow_fleet().await;
         Ok(())
     }
 
@@ -248,13 +253,19 @@ impl super::Serving {
 
     /// Applies one listener's new config: a new snapshot on the slot it
     /// has (same address), or a new slot on `socket` (new listener, or a
-    /// new address) carrying the backends it had.
-    async fn apply_listener(&mut self, config: Listener, socket: Option<std::net::TcpListener>) {
+    /// new address) carrying the backends it had. A listener `in_fleet`
+    /// keeps the backends etcd gave it.
+    async fn apply_listener(
+        &mut self,
+        config: Listener,
+        socket: Option<std::net::TcpListener>,
+        in_fleet: bool,
+    ) {
         let name = config.name.clone();
         let old = self.listeners.find(&name);
         let Some(socket) = socket else {
             let Some(slot) = old else { return };
-            return self.reconfigure(&slot, config).await;
+            return self.reconfigure(&slot, config, in_fleet).await;
         };
         // New, or moved: the old slot (if any) stops; its backends carry
         // over to the new one, then the config's list is applied to them.
@@ -276,7 +287,7 @@ impl super::Serving {
         let moved = old.is_some();
         if let Some(slot) = self.serve_listener(snapshot, socket) {
             if moved {
-                self.reconfigure(&slot, config).await;
+                self.reconfigure(&slot, config, in_fleet).await;
             } else {
                 tracing::info!(listener = %name, "listener added by reload");
             }
@@ -284,22 +295,24 @@ impl super::Serving {
     }
 
     /// Gives the listener in `slot` its new config: backends matched by
-    /// address (admin API changes give way to the file, logged), a new
-    /// connection cap if it changed, and a health checker with the new
-    /// settings.
-    async fn reconfigure(&mut self, slot: &Arc<ListenerSlot>, config: Listener) {
+    /// address (admin API changes give way to the file, logged; a listener
+    /// `in_fleet` keeps etcd's), a new connection cap if it changed, and a
+    /// health checker with the new settings.
+    async fn reconfigure(&mut self, slot: &Arc<ListenerSlot>, config: Listener, in_fleet: bool) {
         let name = config.name.clone();
         let before = slot.snapshot.load_full();
         let file_before = self.config.listeners.iter().find(|l| l.name == name);
         let removing = |address: &str| self.listeners.is_removing(&name, address);
-        for dropped in admin_changes_dropped(file_before, &before, &config, removing) {
-            tracing::info!(listener = %name, "reload replaces a change made through the admin API: {dropped}");
+        if !in_fleet {
+            for dropped in admin_changes_dropped(file_before, &before, &config, removing) {
+                tracing::info!(listener = %name, "reload replaces a change made through the admin API: {dropped}");
+            }
         }
         let cap = config.max_connections;
         if cap != before.config.max_connections {
             slot.connection_slots.store(Arc::new(Semaphore::new(cap)));
         }
-        match change::reconfigure(&self.listeners, config).await {
+        match change::reconfigure(&self.listeners, config, in_fleet).await {
             Ok(done) => {
                 for added in &done.added {
                     tracing::info!(listener = %name, backend = %added, "backend added by reload");

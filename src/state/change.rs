@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Draft, Listeners};
-use crate::backend::{Backend, BackendState};
+use crate::backend::{Backend, BackendState, HealthPolicy};
 use crate::config::BackendSpec;
 use crate::net::Quoted;
 
@@ -241,32 +241,51 @@ pub async fn set_backends(
 ) -> Result<BackendsSet, ChangeError> {
     let (listeners, listener, specs) =
         (Arc::clone(listeners), listener.to_string(), specs.to_vec());
-    off_the_workers(move || replace_backends(&listeners, &listener, None, &specs)).await
+    let draining = HashSet::new();
+    off_the_workers(move || replace_backends(&listeners, &listener, None, &specs, &draining)).await
+}
+
+/// Makes `specs` the backends of `listener` as [`set_backends`] does, with
+/// those whose address is in `draining` set draining: they stay, take no
+/// new connections, and let open ones finish (as an operator's drain);
+/// the others are up. The fleet calls it with etcd's set, whose values
+/// say each backend's state.
+pub async fn set_fleet_backends(
+    listeners: &Arc<Listeners>,
+    listener: &str,
+    specs: &[BackendSpec],
+    draining: HashSet<String>,
+) -> Result<BackendsSet, ChangeError> {
+    let (listeners, listener, specs) =
+        (Arc::clone(listeners), listener.to_string(), specs.to_vec());
+    off_the_workers(move || replace_backends(&listeners, &listener, None, &specs, &draining)).await
 }
 
 /// Gives `listener` a new config (a reload): its backends become the
 /// config's, matched by address as [`set_backends`] does (so those that
 /// stay keep their health and counters, and admin API changes give way to
 /// the file), except on a listener with discovery, whose backends stay
-/// as DNS gave them; the next connection gets the new algorithm, caps,
-/// timeouts and allow list.
+/// as DNS gave them, and on one in a fleet (`in_fleet`), whose backends
+/// stay as etcd gave them; the next connection gets the new algorithm,
+/// caps, timeouts and allow list.
 pub async fn reconfigure(
     listeners: &Arc<Listeners>,
     config: crate::config::Listener,
+    in_fleet: bool,
 ) -> Result<BackendsSet, ChangeError> {
     let listeners = Arc::clone(listeners);
     off_the_workers(move || {
         let name = config.name.clone();
-        if config.discovery.is_some() {
-            // DNS owns the set: it stays as discovery left it until the
-            // (restarted) discovery task resolves again.
+        if config.discovery.is_some() || in_fleet {
+            // DNS or etcd owns the set: it stays as the discovery or fleet
+            // task left it until that task applies its next set.
             return in_listener(&listeners, &name, |draft| {
                 draft.config = config;
                 Ok(BackendsSet::default())
             });
         }
         let specs = config.backends.clone();
-        replace_backends(&listeners, &name, Some(config), &specs)
+        replace_backends(&listeners, &name, Some(config), &specs, &HashSet::new())
     })
     .await
 }
@@ -283,13 +302,16 @@ fn not_discovered(draft: &Draft, listener: &str) -> Result<(), ChangeError> {
     }
 }
 
-/// The body of [`set_backends`] and [`reconfigure`]: `specs` become the
-/// backends of `listener`, under `config` when given (else its current one).
+/// The body of [`set_backends`], [`set_fleet_backends`] and
+/// [`reconfigure`]: `specs` become the backends of `listener`, those in
+/// `draining` draining and the others up, under `config` when given (else
+/// its current one).
 fn replace_backends(
     listeners: &Arc<Listeners>,
     listener: &str,
     config: Option<crate::config::Listener>,
     specs: &[BackendSpec],
+    draining: &HashSet<String>,
 ) -> Result<BackendsSet, ChangeError> {
     in_listener(listeners, listener, |draft| {
         let by_address: HashMap<&str, &Arc<Backend>> = draft
@@ -301,23 +323,43 @@ fn replace_backends(
         let mut done = BackendsSet::default();
         let mut backends = Vec::with_capacity(specs.len());
         let now = Instant::now();
+        let listener_config = config.as_ref().unwrap_or(&draft.config);
+        let policy = HealthPolicy::of(listener_config);
+        let ewma_decay = listener_config.ewma_decay;
         for spec in specs {
             let staying = by_address
                 .get(spec.address.as_str())
                 .filter(|b| b.resolved == spec.resolved);
+            let drain = draining.contains(&spec.address);
             let backend = match staying {
                 Some(&backend) => {
                     backend.set_weight(spec.weight);
-                    if backend.state() == BackendState::Draining {
-                        backend.set_state(BackendState::Up);
-                        cancel_removal(listeners, listener, &backend.address);
+                    // Listed again: a removal under way stops, and the
+                    // backend takes the state the list gives it.
+                    cancel_removal(listeners, listener, &backend.address);
+                    match (backend.state() == BackendState::Draining, drain) {
+                        (true, false) => {
+                            backend.set_state(BackendState::Up);
+                        }
+                        (false, true) => {
+                            backend.set_state(BackendState::Draining);
+                        }
+                        _ => {}
                     }
                     done.kept.push(spec.address.clone());
                     Arc::clone(backend)
                 }
                 None => {
                     let backend = Arc::new(Backend::new(spec));
-                    backend.health.start_ramp(now);
+                    // The listener's policy before the ramp starts: it
+                    // says how long the ramp is (the snapshot applies it
+                    // again, to every backend).
+                    backend.configure(policy, ewma_decay);
+                    if drain {
+                        backend.set_state(BackendState::Draining);
+                    } else {
+                        backend.health.start_ramp(now);
+                    }
                     done.added.push(spec.address.clone());
                     backend
                 }
@@ -770,7 +812,7 @@ mod tests {
         // A reload of the discovered listener keeps what DNS gave it.
         let before = slot.snapshot.load().backends.clone();
         let next = discovered.set("algorithm", "random").build();
-        let done = reconfigure(&listeners, next).await.unwrap();
+        let done = reconfigure(&listeners, next, false).await.unwrap();
         assert_eq!(done, BackendsSet::default());
         let after = slot.snapshot.load();
         assert_eq!(after.config.algorithm, crate::config::Algorithm::Random);
@@ -817,6 +859,66 @@ mod tests {
             addresses(&slot) == ["127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]
         })
         .await;
+        listeners.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_new_backend_ramps_up_over_its_listeners_slow_start_not_the_default() {
+        let (listeners, slot) = testing::listener("web")
+            .backend("127.0.0.1:1")
+            .set("slow_start", "0s")
+            .registered();
+        let wanted = [spec("127.0.0.1:1", 1), spec("127.0.0.1:2", 2)];
+        set_backends(&listeners, "web", &wanted).await.unwrap();
+        let added = Arc::clone(&slot.snapshot.load().backends[1]);
+        assert_eq!(added.effective_weight(), 2000);
+        listeners.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_fleet_set_drains_the_backends_it_marks_draining_and_keeps_them() {
+        let (listeners, slot) = web(2);
+        let wanted = [
+            spec("127.0.0.1:1", 1),
+            spec("127.0.0.1:2", 1),
+            spec("127.0.0.1:3", 1),
+        ];
+        let draining: HashSet<String> = ["127.0.0.1:2", "127.0.0.1:3"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        let done = set_fleet_backends(&listeners, "web", &wanted, draining)
+            .await
+            .unwrap();
+        assert_eq!(done.added, ["127.0.0.1:3"]);
+        assert!(done.removed.is_empty());
+        let states: Vec<BackendState> = slot
+            .snapshot
+            .load()
+            .backends
+            .iter()
+            .map(|b| b.state())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                BackendState::Up,
+                BackendState::Draining,
+                BackendState::Draining
+            ]
+        );
+        assert!(!listeners.is_removing("web", "127.0.0.1:2"));
+        // Up again when the next set says so.
+        set_fleet_backends(&listeners, "web", &wanted, HashSet::new())
+            .await
+            .unwrap();
+        assert!(
+            slot.snapshot
+                .load()
+                .backends
+                .iter()
+                .all(|b| b.state() == BackendState::Up)
+        );
         listeners.close().await;
     }
 

@@ -22,6 +22,7 @@
 
 pub mod change;
 pub mod discovery;
+pub mod fleet;
 mod process;
 mod publish;
 mod snapshot;

@@ -27,6 +27,9 @@ pub struct Process {
     /// The access log every listener writes to (each slot holds this
     /// handle too); empty when it is off.
     pub access_log: super::SharedAccessLog,
+    /// The link to the fleet's etcd, with `[fleet]`: swapped by a reload
+    /// that changes `[fleet]`, read by the admin API.
+    pub fleet: arc_swap::ArcSwapOption<super::fleet::FleetLink>,
 }
 
 /// How one reload went.
@@ -47,6 +50,7 @@ impl Default for Process {
             reloads_failed: AtomicU64::new(0),
             last_reload: Mutex::new(None),
             access_log: super::SharedAccessLog::default(),
+            fleet: arc_swap::ArcSwapOption::empty(),
         }
     }
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Backend, Balancer, DEADLINE, Dnsmasq, Format, HttpResponse, backend_name_via, backends_reached,
-    check, count, echoes, eventually, http_request, read_line, sample,
+    Backend, Balancer, DEADLINE, Dnsmasq, Format, HttpResponse, admin_call, backend_name_via,
+    backends_reached, check, count, echoes, eventually, read_line, sample,
 };
 
 // === Helpers ===
@@ -83,16 +83,7 @@ impl Running {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
-        let headers = [("Content-Type", "application/json")];
-        http_request(
-            self.admin,
-            method,
-            path,
-            &headers,
-            body.map(str::as_bytes),
-            DEADLINE,
-        )
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        admin_call(self.admin, method, path, body)
     }
 
     /// Listener `web` in `/api/status`.

@@ -15,6 +15,10 @@
 //! - `discovery`: DNS discovery against a real dnsmasq: A and SRV
 //!   records, records added and removed, the DNS server gone, 409s.
 //! - `drain`: SIGTERM/SIGINT drain and exit, SIGHUP.
+//! - `fleet`: the etcd fleet against a real etcd: changes through one
+//!   instance's admin API reach the others, seeding, Maglev agreement,
+//!   etcd stopped and restarted, compaction, malformed values, config
+//!   errors.
 //! - `seed`: the seed's `setup.cfg` unchanged, `check` and `convert`.
 //! - `demo`: `balancer backend` and `balancer demo`.
 //! - `admin`: the admin API, metrics (read by a real Prometheus parser),
@@ -56,6 +60,7 @@ mod config;
 mod demo;
 mod discovery;
 mod drain;
+mod fleet;
 mod hardening;
 mod health;
 mod http;

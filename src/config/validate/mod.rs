@@ -27,6 +27,7 @@
 //!   resolution.
 //! - `discovery.rs`: a listener's `[listeners.discovery]`: the DNS name
 //!   (SRV or `host:port`), its resolvers and intervals.
+//! - `fleet.rs`: `[fleet]`: the etcd endpoints and the key prefix.
 //! - `tls.rs`: a listener's `[listeners.tls]`: its certificate and key
 //!   files are read here (relative paths from the config file's folder),
 //!   and the rustls config is built from them.
@@ -36,6 +37,7 @@
 
 mod backend;
 mod discovery;
+mod fleet;
 mod global;
 mod listen;
 mod listener;
@@ -87,6 +89,7 @@ pub(crate) fn validate(
     let global = v.global(&raw.global);
     let admin = raw.admin.as_ref().and_then(|a| v.admin(a));
     let algorithm = v.default_algorithm(&raw.algorithm);
+    let fleet = raw.fleet.as_ref().and_then(|f| v.fleet(f));
     if raw.listeners.is_empty() && !refused_lines {
         let problem = match format {
             FileFormat::Toml => Problem::NoListeners,
@@ -106,6 +109,7 @@ pub(crate) fn validate(
             global,
             admin,
             listeners,
+            fleet,
         }),
     }
 }

@@ -57,6 +57,16 @@ fn parse_http_response(raw: &str) -> Result<HttpResponse, String> {
     })
 }
 
+/// One admin API call on `admin`: `method` on `path` with a JSON `body`
+/// (or none), answered within the deadline; panics naming the call when
+/// it gets no answer.
+pub fn admin_call(admin: SocketAddr, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+    let headers = [("Content-Type", "application/json")];
+    let body = body.map(str::as_bytes);
+    http_request(admin, method, path, &headers, body, super::DEADLINE)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
 /// Sends one HTTP/1.1 request with any method, headers and body to `addr`
 /// (`Connection: close`) and reads the answer: its `Content-Length` bytes
 /// of body, or to EOF without one; everything within `within`. For the

@@ -10,6 +10,9 @@
 //! - `backends`: in-process backends on `127.0.0.1:0` ([`Backend`]).
 //! - `dnsmasq`: a real DNS server on loopback for discovery ([`Dnsmasq`]):
 //!   A records from a hosts file re-read on SIGHUP, SRV records.
+//! - `etcd`: a real etcd member on loopback for the fleet ([`Etcd`]),
+//!   stopped and started again on the same ports and data; keys read and
+//!   written with the Rust client.
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
 //! - `http_backend`: an HTTP/1.1 backend that records each request as it
 //!   arrived and answers as the request asks ([`HttpBackend`]).
@@ -28,6 +31,7 @@
 mod backends;
 mod clients;
 mod dnsmasq;
+mod etcd;
 mod http;
 mod http_backend;
 mod logs;
@@ -45,7 +49,8 @@ pub use clients::{
     connect_refused, count, echoes, half_close, read_line, read_until_closed, refused_address,
 };
 pub use dnsmasq::Dnsmasq;
-pub use http::{HttpResponse, http_get, http_request};
+pub use etcd::{Etcd, Relay};
+pub use http::{HttpResponse, admin_call, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
 pub use process::{Balancer, Output, check, run, run_with_config};
