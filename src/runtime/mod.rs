@@ -520,7 +520,7 @@ impl FleetTask {
             process.fleet.store(None);
             return;
         };
-        let client = match fleet::client(&settings).await {
+        let client = match fleet::client(&settings) {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "cannot make the etcd client; the fleet is off until a reload");

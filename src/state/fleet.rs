@@ -22,7 +22,7 @@ pub struct FleetLink {
     pub settings: Fleet,
     /// The etcd client (cheap to clone: one shared HTTP/2 channel over the
     /// endpoints). It connects lazily: making it never waits for etcd.
-    pub client: etcd_client::Client,
+    pub client: crate::discovery::fleet::etcd::Client,
     /// Whether the fleet task has etcd now: its read and its watch are up.
     connected: AtomicBool,
     /// Why etcd was last lost, and since when the link is as it is (a std
@@ -57,7 +57,7 @@ pub struct LinkStatus {
 }
 
 impl std::fmt::Debug for FleetLink {
-    // etcd_client::Client has no Debug of its own.
+    // The client has no Debug of its own.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FleetLink")
             .field("settings", &self.settings)
@@ -68,7 +68,7 @@ impl std::fmt::Debug for FleetLink {
 
 impl FleetLink {
     /// A link for `settings` over `client`, not connected yet.
-    pub fn new(settings: Fleet, client: etcd_client::Client) -> FleetLink {
+    pub fn new(settings: Fleet, client: crate::discovery::fleet::etcd::Client) -> FleetLink {
         FleetLink {
             settings,
             client,

@@ -28,6 +28,7 @@
 //! from etcd is trusted to be well-formed, and nothing waits for etcd on a
 //! worker thread but this task and the admin requests that write.
 
+pub mod etcd;
 mod keys;
 pub mod write;
 
@@ -36,9 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd::{Compare, EVENT_DELETE, EVENT_PUT, RequestOp, ResponseHeader, TxnRequest};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::BackendState;
@@ -89,16 +88,13 @@ pub struct Member {
 /// endpoints, connected lazily (this never waits for etcd), with request,
 /// connect and keep-alive timeouts, and requests refused by a member that
 /// has no leader (a partitioned member's data may be stale).
-pub async fn client(settings: &Fleet) -> Result<etcd_client::Client, String> {
-    let options = ConnectOptions::new()
-        .with_timeout(REQUEST_TIMEOUT)
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
-        .with_keep_alive_while_idle(true)
-        .with_require_leader(true);
-    etcd_client::Client::connect(&settings.etcd, Some(options))
-        .await
-        .map_err(|e| reason(&e))
+pub fn client(settings: &Fleet) -> Result<etcd::Client, String> {
+    let options = etcd::Options {
+        timeout: REQUEST_TIMEOUT,
+        connect_timeout: CONNECT_TIMEOUT,
+        keep_alive: (KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT),
+    };
+    etcd::Client::new(&settings.etcd, options).map_err(|e| reason(&e))
 }
 
 /// Follows etcd for `members` until `stop` is cancelled: seeds, reads,
@@ -245,7 +241,7 @@ impl Follower {
 
     /// Seeds every member not seeded yet, each in one transaction (see
     /// [`Follower::seed_of`] for what with).
-    async fn seed(&mut self, client: &mut etcd_client::Client) -> Result<(), String> {
+    async fn seed(&mut self, client: &mut etcd::Client) -> Result<(), String> {
         let names: Vec<String> = self
             .members
             .iter()
@@ -261,25 +257,26 @@ impl Follower {
             }
             let marker = self.layout.seeded(&name);
             let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-            let mut puts = vec![TxnOp::put(
+            let mut puts = vec![RequestOp::put(
                 marker.clone(),
                 serde_json::json!({ "seeded_at": at.to_string() }).to_string(),
-                None,
             )];
             for (address, value) in &backends {
                 let key = self.layout.backend(&name, address);
-                puts.push(TxnOp::put(key, value.encode(), None));
+                puts.push(RequestOp::put(key, value.encode()));
             }
-            let txn = Txn::new()
-                .when([Compare::create_revision(marker, CompareOp::Equal, 0)])
-                .and_then(puts);
+            let txn = TxnRequest {
+                compare: vec![Compare::create_revision_is(marker, 0)],
+                success: puts,
+                failure: Vec::new(),
+            };
             let done = client.txn(txn).await.map_err(|e| reason(&e))?;
             let from = if self.revision > 0 {
                 "the backends it served"
             } else {
                 "the config's backends"
             };
-            if done.succeeded() {
+            if done.succeeded {
                 tracing::info!(listener = %name, backends = backends.len(), "fleet: listener seeded in etcd with {from}");
             } else {
                 tracing::info!(listener = %name, "fleet: listener already seeded; etcd's backends are used");
@@ -325,16 +322,16 @@ impl Follower {
 
     /// Reads every listener's keys and applies them; the watch then
     /// resumes after the read's revision.
-    async fn read_all(&mut self, client: &mut etcd_client::Client) -> Result<(), String> {
+    async fn read_all(&mut self, client: &mut etcd::Client) -> Result<(), String> {
         let prefix = self.layout.listeners();
         let read = client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .range(prefix.into(), true)
             .await
             .map_err(|e| reason(&e))?;
-        let revision = read.header().map_or(0, |h| h.revision());
+        let revision = ResponseHeader::revision_of(read.header.as_ref());
         self.entries.clear();
-        for kv in read.kvs() {
-            self.put(kv.key(), kv.value()).await;
+        for kv in &read.kvs {
+            self.put(&kv.key, &kv.value).await;
         }
         let names: Vec<String> = self.members.iter().map(|m| m.name.clone()).collect();
         for name in &names {
@@ -348,12 +345,9 @@ impl Follower {
     /// Watches every listener's keys from the revision after the last one
     /// applied, applying each change, until etcd is lost or the revision
     /// was compacted.
-    async fn watch(&mut self, client: &mut etcd_client::Client, failures: &mut u32) -> Watched {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(self.revision.saturating_add(1))
-            .with_progress_notify();
-        let mut stream = match client.watch(self.layout.listeners(), Some(options)).await {
+    async fn watch(&mut self, client: &mut etcd::Client, failures: &mut u32) -> Watched {
+        let start = self.revision.saturating_add(1);
+        let mut stream = match client.watch(self.layout.listeners().into(), start).await {
             Ok(stream) => stream,
             Err(e) => return Watched::Lost(reason(&e)),
         };
@@ -361,17 +355,17 @@ impl Follower {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,
                 Ok(None) => return Watched::Lost("etcd closed the watch".to_string()),
-                Err(e) => return Watched::Lost(reason(&e)),
+                Err(status) => return Watched::Lost(reason(&etcd::Error::Status(status))),
             };
-            if response.compact_revision() > 0 {
-                return Watched::Compacted(response.compact_revision());
+            if response.compact_revision > 0 {
+                return Watched::Compacted(response.compact_revision);
             }
-            if response.canceled() {
-                let why = response.cancel_reason();
+            if response.canceled {
+                let why = &response.cancel_reason;
                 return Watched::Lost(format!("etcd cancelled the watch: {why}"));
             }
-            if response.created() {
-                let now = response.header().map_or(0, |h| h.revision());
+            if response.created {
+                let now = ResponseHeader::revision_of(response.header.as_ref());
                 if now < self.revision {
                     return Watched::Behind(now);
                 }
@@ -387,11 +381,11 @@ impl Follower {
                 // revision applied moves with them, not with this answer.
                 continue;
             }
-            let revision = self.apply_events(response.events()).await;
+            let revision = self.apply_events(&response.events).await;
             // Events carry their own revisions; an answer without any (a
             // progress notification) says everything up to its header's
             // revision was sent.
-            let revision = revision.or_else(|| response.header().map(|h| h.revision()));
+            let revision = revision.or_else(|| response.header.as_ref().map(|h| h.revision));
             if let Some(revision) = revision.filter(|&r| r > self.revision) {
                 self.revision = revision;
                 self.link.applied(revision);
@@ -401,15 +395,16 @@ impl Follower {
 
     /// Applies a watch answer's events: each changed listener's set once.
     /// The highest revision among them, if any.
-    async fn apply_events(&mut self, events: &[etcd_client::Event]) -> Option<i64> {
+    async fn apply_events(&mut self, events: &[etcd::Event]) -> Option<i64> {
         let mut changed = HashSet::new();
         let mut revision = None;
         for event in events {
-            let Some(kv) = event.kv() else { continue };
-            revision = revision.max(Some(kv.mod_revision()));
-            let listener = match event.event_type() {
-                EventType::Put => self.put(kv.key(), kv.value()).await,
-                EventType::Delete => self.delete(kv.key()),
+            let Some(kv) = &event.kv else { continue };
+            revision = revision.max(Some(kv.mod_revision));
+            let listener = match event.r#type {
+                EVENT_PUT => self.put(&kv.key, &kv.value).await,
+                EVENT_DELETE => self.delete(&kv.key),
+                _ => None,
             };
             changed.extend(listener);
         }
@@ -524,22 +519,8 @@ enum Watched {
 
 /// An etcd client error in words: the gRPC status's message, or the
 /// transport error, each with its causes (never their debug form).
-pub fn reason(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(status) => {
-            let message = status.message();
-            let text = if message.is_empty() {
-                status.code().to_string().to_lowercase()
-            } else {
-                message.to_string()
-            };
-            with_causes(text, std::error::Error::source(status))
-        }
-        etcd_client::Error::TransportError(e) => {
-            with_causes(e.to_string(), std::error::Error::source(e))
-        }
-        other => other.to_string(),
-    }
+pub fn reason(e: &etcd::Error) -> String {
+    with_causes(e.to_string(), std::error::Error::source(e))
 }
 
 /// `text`, then each cause in turn after a colon, leaving out a cause

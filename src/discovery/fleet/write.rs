@@ -4,7 +4,7 @@
 //! not have etcd, nothing is written: a change that reached one instance
 //! only would split the fleet.
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
+use super::etcd::{self, Compare, RequestOp, ResponseHeader, TxnRequest};
 
 use super::{Layout, Value, reason};
 use crate::backend::BackendState;
@@ -68,17 +68,19 @@ pub async fn add(
         weight,
         state: BackendState::Up,
     };
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(key, value.encode(), None)]);
+    let txn = TxnRequest {
+        compare: vec![Compare::create_revision_is(key.clone(), 0)],
+        success: vec![RequestOp::put(key, value.encode())],
+        failure: Vec::new(),
+    };
     let done = link.client.clone().txn(txn).await.map_err(unavailable)?;
-    if !done.succeeded() {
+    if !done.succeeded {
         return Err(WriteError::Exists {
             listener: listener.to_string(),
             address: address.to_string(),
         });
     }
-    Ok(done.header().map_or(0, |h| h.revision()))
+    Ok(ResponseHeader::revision_of(done.header.as_ref()))
 }
 
 /// Sets the weight and/or state of backend `address` of `listener` (what
@@ -95,14 +97,17 @@ pub async fn change(
     let key = Layout::new(&link.settings.prefix).backend(listener, address);
     let mut client = link.client.clone();
     for _ in 0..PATCH_ATTEMPTS {
-        let read = client.get(key.clone(), None).await.map_err(unavailable)?;
-        let Some(kv) = read.kvs().first() else {
+        let read = client
+            .range(key.clone().into(), false)
+            .await
+            .map_err(unavailable)?;
+        let Some(kv) = read.kvs.first() else {
             return Err(WriteError::Missing {
                 listener: listener.to_string(),
                 address: address.to_string(),
             });
         };
-        let before = Value::parse(kv.value()).unwrap_or(Value {
+        let before = Value::parse(&kv.value).unwrap_or(Value {
             weight: 1,
             state: BackendState::Up,
         });
@@ -110,16 +115,14 @@ pub async fn change(
             weight: weight.unwrap_or(before.weight),
             state: state.unwrap_or(before.state),
         };
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then([TxnOp::put(key.clone(), after.encode(), None)]);
+        let txn = TxnRequest {
+            compare: vec![Compare::mod_revision_is(key.clone(), kv.mod_revision)],
+            success: vec![RequestOp::put(key.clone(), after.encode())],
+            failure: Vec::new(),
+        };
         let done = client.txn(txn).await.map_err(unavailable)?;
-        if done.succeeded() {
-            return Ok(done.header().map_or(0, |h| h.revision()));
+        if done.succeeded {
+            return Ok(ResponseHeader::revision_of(done.header.as_ref()));
         }
     }
     Err(WriteError::Busy {
@@ -136,16 +139,16 @@ pub async fn remove(link: &FleetLink, listener: &str, address: &str) -> Result<i
     let done = link
         .client
         .clone()
-        .delete(key, None::<DeleteOptions>)
+        .delete(key.into())
         .await
         .map_err(unavailable)?;
-    if done.deleted() == 0 {
+    if done.deleted == 0 {
         return Err(WriteError::Missing {
             listener: listener.to_string(),
             address: address.to_string(),
         });
     }
-    Ok(done.header().map_or(0, |h| h.revision()))
+    Ok(ResponseHeader::revision_of(done.header.as_ref()))
 }
 
 /// Refuses a change while the fleet task does not have etcd: this
@@ -161,6 +164,6 @@ fn connected(link: &FleetLink) -> Result<(), WriteError> {
     Err(WriteError::Unavailable(why))
 }
 
-fn unavailable(e: etcd_client::Error) -> WriteError {
+fn unavailable(e: etcd::Error) -> WriteError {
     WriteError::Unavailable(reason(&e))
 }

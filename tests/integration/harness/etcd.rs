@@ -3,9 +3,10 @@
 //! ports and a temporary data directory, in a guard ([`Etcd`]) that kills
 //! it on drop. It can be stopped and started again on the same ports and
 //! data, as an outage would leave it; a [`Relay`] in front of it cuts one
-//! instance off while the others keep it. Keys are read and written with the
-//! same Rust client the balancer uses. `.ci/run` installs it; without it a
-//! test skips, except under CI, where it fails.
+//! instance off while the others keep it. Keys are read and written with
+//! etcd's own client, `etcdctl` (package `etcd-client`): a client that is
+//! not the one under test. `.ci/run` installs both; without them a test
+//! skips, except under CI, where it fails.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
 use tempfile::TempDir;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -38,8 +38,12 @@ impl Etcd {
     /// Starts etcd and waits until it answers; `None` (after a skip
     /// message) when etcd is not installed and this is not CI.
     pub fn start() -> Option<Etcd> {
-        let present = binary().is_some();
-        if !crate::browser::tool_or_skip("etcd", present, "apt-get install etcd-server") {
+        let present = binary().is_some() && which("etcdctl").is_some();
+        if !crate::browser::tool_or_skip(
+            "etcd and etcdctl",
+            present,
+            "apt-get install etcd-server etcd-client",
+        ) {
             return None;
         }
         let mut etcd = Etcd {
@@ -83,64 +87,55 @@ impl Etcd {
 
     /// Puts `value` under `key`.
     pub fn put(&self, key: &str, value: &str) {
-        self.with_client(
-            |mut client| async move { client.put(key, value, None).await.map(|_| ()) },
-        )
-        .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
+        self.etcdctl(&["put", "--", key, value])
+            .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
     }
 
     /// Every key under `prefix` with its value, in key order.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        self.with_client(|mut client| async move {
-            let read = client
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await?;
-            Ok(read
-                .kvs()
-                .iter()
-                .map(|kv| {
-                    (
-                        String::from_utf8_lossy(kv.key()).into_owned(),
-                        String::from_utf8_lossy(kv.value()).into_owned(),
-                    )
-                })
-                .collect())
-        })
-        .unwrap_or_else(|e| panic!("etcd get {prefix}: {e}"))
+        let listed = self
+            .etcdctl(&["get", "--prefix", "--", prefix])
+            .unwrap_or_else(|e| panic!("etcd get {prefix}: {e}"));
+        // A key's line, then its value's (the fleet's values are one line).
+        let lines: Vec<&str> = listed.lines().collect();
+        lines
+            .chunks(2)
+            .map(|pair| (pair[0].to_string(), pair.get(1).unwrap_or(&"").to_string()))
+            .collect()
     }
 
     /// Compacts its history up to its current revision: a watch that
     /// resumes from an older one is told its revision is gone.
     pub fn compact(&self) {
-        self.with_client(|mut client| async move {
-            let revision = client
-                .get("/", None)
-                .await?
-                .header()
-                .map_or(0, |h| h.revision());
-            client.compact(revision, None).await.map(|_| ())
-        })
-        .unwrap_or_else(|e| panic!("etcd compact: {e}"));
+        let read = self
+            .etcdctl(&["get", "/", "--write-out=json"])
+            .unwrap_or_else(|e| panic!("etcd get /: {e}"));
+        let read: serde_json::Value = serde_json::from_str(&read).expect("etcdctl's JSON");
+        let revision = read["header"]["revision"]
+            .as_i64()
+            .expect("a revision in the header");
+        self.etcdctl(&["compact", &revision.to_string()])
+            .unwrap_or_else(|e| panic!("etcd compact {revision}: {e}"));
     }
 
-    /// Runs `call` with a client of this etcd, within the deadline.
-    fn with_client<T, F>(&self, call: impl FnOnce(Client) -> F) -> Result<T, String>
-    where
-        F: Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let endpoint = self.endpoint();
-        runtime().block_on(async move {
-            let options = ConnectOptions::new()
-                .with_timeout(REQUEST_TIMEOUT)
-                .with_connect_timeout(REQUEST_TIMEOUT);
-            let client = Client::connect([endpoint], Some(options))
-                .await
-                .map_err(|e| e.to_string())?;
-            match tokio::time::timeout(DEADLINE, call(client)).await {
-                Ok(done) => done.map_err(|e| e.to_string()),
-                Err(_) => Err("etcd did not answer within the deadline".to_string()),
-            }
-        })
+    /// Runs `etcdctl` (API v3) with `args` against this etcd, each request
+    /// bounded in time: its output, or what it said on failure.
+    fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let timeout = format!("{}s", REQUEST_TIMEOUT.as_secs());
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .arg(format!("--dial-timeout={timeout}"))
+            .arg(format!("--command-timeout={timeout}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("etcdctl cannot run: {e}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        }
     }
 
     /// Starts the process on this guard's ports and data, and waits until
@@ -167,10 +162,7 @@ impl Etcd {
             .spawn()
             .expect("etcd starts");
         self.child = Some(child);
-        let answers = eventually(DEADLINE, || {
-            self.with_client(|mut client| async move { client.get("/", None).await.map(|_| ()) })
-                .is_ok()
-        });
+        let answers = eventually(DEADLINE, || self.etcdctl(&["get", "/"]).is_ok());
         let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
         assert!(
             answers,
@@ -266,9 +258,14 @@ impl Drop for Etcd {
 
 /// The etcd binary on `PATH` (Debian puts it in `/usr/bin`).
 fn binary() -> Option<PathBuf> {
+    which("etcd")
+}
+
+/// Program `name` on `PATH`.
+fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|dir| dir.join("etcd"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 
