@@ -94,6 +94,14 @@ fn sighup_applies_the_new_file_as_a_diff_by_listener_name() {
     balancer.wait_listening(&["api".to_string()]);
 
     assert_eq!(balancer.addr("web"), web, "web kept its socket");
+    // a, gone from the file, is drained and then removed; its removal
+    // builds web's balancer afresh (round robin from the first backend
+    // again): counted after it, the turns are exact.
+    assert!(
+        eventually(DEADLINE, || backend_status(admin, "web", a.addr())
+            .is_none()),
+        "a was never removed"
+    );
     let reached = backends_reached(web, 4);
     assert_eq!(
         (count(&reached, "b"), count(&reached, "d")),
