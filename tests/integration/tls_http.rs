@@ -598,3 +598,68 @@ fn a_client_that_stops_reading_its_answer_is_closed_after_idle_timeout() {
     assert!(received < LEN, "the whole answer came: it was not cut");
     balancer.stop();
 }
+
+#[test]
+fn an_h2_stream_given_no_flow_control_credit_frees_its_backend_connection_after_idle_timeout() {
+    const LEN: usize = 8 * 1024 * 1024;
+    let backend = HttpBackend::start("b1");
+    let (_certs, balancer) = serving(&backend, "idle_timeout = \"1s\"", "");
+    let addr = balancer.addr("web");
+    let admin = balancer.wait_admin();
+    let backend_active = move || {
+        let status = http_get(admin, "/api/status").expect("the admin port answers");
+        let status: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+        status["listeners"][0]["backends"][0]["active_connections"].as_u64()
+    };
+    block_on(async {
+        let client = TlsClient {
+            alpn: vec!["h2"],
+            ..TlsClient::default()
+        };
+        let stream = client.connect(addr).await.expect("a handshake");
+        // A 16 KiB window per stream, and the stalled answer's body never
+        // read: the stream gets no more credit after its first 16 KiB.
+        let (sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(16 * 1024)
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("an HTTP/2 handshake");
+        let driven = tokio::spawn(connection);
+        let len = LEN.to_string();
+        let big = request(
+            "GET",
+            "https://localhost/big",
+            &[("x-reply-bytes", &len)],
+            b"",
+        );
+        let stalled = sender
+            .clone()
+            .send_request(big)
+            .await
+            .expect("an answer's head");
+        assert_eq!(stalled.status(), 200);
+        // The backend connection is freed once the answer made no progress
+        // for idle_timeout, while the client still holds the stream.
+        let freed = tokio::task::spawn_blocking(move || {
+            eventually(DEADLINE, || backend_active() == Some(0))
+        });
+        assert!(
+            freed.await.expect("the wait ends"),
+            "the stalled stream still holds its backend connection"
+        );
+        // The stream is reset: its body ends short, with an error.
+        let body = http_body_util::BodyExt::collect(stalled.into_body());
+        let ended = tokio::time::timeout(Duration::from_secs(10), body)
+            .await
+            .expect("the stalled body ends");
+        assert!(ended.is_err(), "the stalled answer ended as if whole");
+        // The connection goes on serving.
+        let small = request("GET", "https://localhost/after", &[], b"");
+        let after = answered(sender.clone().send_request(small).await.expect("an answer")).await;
+        assert_eq!(after.status, 200);
+        drop(sender);
+        let _ = driven.await;
+    });
+    balancer.stop();
+}

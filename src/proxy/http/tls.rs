@@ -22,8 +22,10 @@
 //!   server closes an idle keep-alive connection.
 //! - A client that takes nothing of what is written to it for the
 //!   listener's `idle_timeout` is closed ([`WriteTimeout`]), as our own
-//!   server cuts such an answer. An HTTP/2 client that keeps reading but
-//!   gives no flow-control credit is not (its streams wait).
+//!   server cuts such an answer. A stream given no flow-control credit
+//!   for `idle_timeout` (or whose backend sends nothing for
+//!   `response_timeout`) is given up alone, its backend connection closed
+//!   ([`Sending`]).
 //!
 //! [`h1`]: super::h1
 //! [`TlsSocket`]: crate::tls::TlsSocket
@@ -32,7 +34,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -167,6 +170,14 @@ async fn serve_h2(conn: Arc<Conn>, tls: Tls) {
         .max_header_list_size(header_list)
         .serve_connection(TokioIo::new(WriteTimeout::new(tls, &conn)), service);
     let idle = in_flight.idle_for(conn.settings.request_header_timeout);
+    let idle_timeout = conn.slot.snapshot.load().config.idle_timeout;
+    let stalls = in_flight.watch_stalls(idle_timeout, conn.settings.response_timeout);
+    let idle = async move {
+        tokio::select! {
+            () = idle => {}
+            () = stalls => {}
+        }
+    };
     run(
         connection,
         http2::Connection::graceful_shutdown,
@@ -252,8 +263,10 @@ async fn respond(
     // No connection-specific field in HTTP/2 (RFC 9113 8.2.2): our own
     // answers' `connection: close` does not apply to a stream.
     parts.headers.remove(header::CONNECTION);
+    let in_flight = Arc::clone(&active.0);
     let body = Counted {
-        body,
+        sending: in_flight.sending(body),
+        in_flight,
         _active: active,
     };
     Ok(Response::from_parts(parts, body))
@@ -271,11 +284,28 @@ fn unsupported(req: &Request<Incoming>) -> Option<&'static str> {
 // === requests in flight ===
 
 /// The requests of one HTTP/2 connection in flight, and a wake-up when
-/// their number changes: what tells an idle connection from a busy one.
-#[derive(Debug, Default)]
+/// their number changes: what tells an idle connection from a busy one;
+/// and the answers being sent, which [`InFlight::watch_stalls`] watches.
+#[derive(Debug)]
 struct InFlight {
     count: AtomicUsize,
     changed: Notify,
+    /// The answers being sent (dropped ones are swept out as they are
+    /// found).
+    answers: Mutex<Vec<Weak<Sending>>>,
+    /// What [`Sending::progress`] counts from.
+    epoch: Instant,
+}
+
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight {
+            count: AtomicUsize::new(0),
+            changed: Notify::new(),
+            answers: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl InFlight {
@@ -300,7 +330,63 @@ impl InFlight {
             }
         }
     }
+
+    /// Milliseconds since the connection's start.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `body`, sent through the [`Sending`] this watch knows of.
+    fn sending(&self, body: ResponseBody) -> Arc<Sending> {
+        let sending = Arc::new(Sending {
+            body: Mutex::new(Some(body)),
+            progress: AtomicU64::new(self.now()),
+            waits_on_backend: AtomicBool::new(false),
+        });
+        lock(&self.answers).push(Arc::downgrade(&sending));
+        sending
+    }
+
+    /// Never resolves: every second while answers are being sent, drops
+    /// the backend side of each one that stalled (see [`Sending`]), so
+    /// that a stalled stream holds no backend connection; hyper then
+    /// resets the stream at its next poll.
+    async fn watch_stalls(&self, idle: Duration, response: Duration) {
+        let mut ticks = tokio::time::interval(STALL_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.count.load(Ordering::Acquire) == 0 {
+                // Nothing in flight: wait for a request instead of ticking.
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if self.count.load(Ordering::Acquire) == 0 {
+                    changed.await;
+                }
+                continue;
+            }
+            ticks.tick().await;
+            let now = self.now();
+            let stalled: Vec<Arc<Sending>> = {
+                let mut answers = lock(&self.answers);
+                answers.retain(|weak| weak.strong_count() > 0);
+                answers
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .filter(|sending| sending.stalled(now, idle, response))
+                    .collect()
+            };
+            for sending in stalled {
+                // Dropped outside the list's lock: closing a backend
+                // connection is not done under it.
+                drop(lock(&sending.body).take());
+            }
+        }
+    }
 }
+
+/// How often [`InFlight::watch_stalls`] looks at the answers being sent.
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// One request counted in flight until dropped (with its answer's body).
 #[derive(Debug)]
@@ -313,11 +399,44 @@ impl Drop for Active {
     }
 }
 
+/// An answer's body being sent on a stream, shared with the connection's
+/// stall watch. An answer stalls when no frame of it went out for the
+/// listener's `idle_timeout` while hyper did not ask for more (the client
+/// gives the stream no flow-control credit: as HAProxy's `timeout client`
+/// and nginx's `send_timeout`), or for `response_timeout` while its
+/// backend sent nothing (as over HTTP/1.1): the watch then drops the body,
+/// and with it the backend connection, which a stalled stream would
+/// otherwise hold.
+#[derive(Debug)]
+struct Sending {
+    /// `None` once the watch dropped it.
+    body: Mutex<Option<ResponseBody>>,
+    /// When a frame last went out, or the answer began (milliseconds of
+    /// [`InFlight::now`]).
+    progress: AtomicU64,
+    /// Whether the last poll waited for the backend.
+    waits_on_backend: AtomicBool,
+}
+
+impl Sending {
+    /// Whether the answer made no progress for its bound, at `now`.
+    fn stalled(&self, now: u64, idle: Duration, response: Duration) -> bool {
+        let bound = if self.waits_on_backend.load(Ordering::Relaxed) {
+            response
+        } else {
+            idle
+        };
+        let since = now.saturating_sub(self.progress.load(Ordering::Relaxed));
+        u128::from(since) >= bound.as_millis()
+    }
+}
+
 /// An answer's body, its request counted in flight until it is dropped
 /// (sent, or its stream reset).
 #[derive(Debug)]
 struct Counted {
-    body: ResponseBody,
+    sending: Arc<Sending>,
+    in_flight: Arc<InFlight>,
     _active: Active,
 }
 
@@ -326,18 +445,41 @@ impl Body for Counted {
     type Error = <ResponseBody as Body>::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = self.get_mut();
+        let mut body = lock(&this.sending.body);
+        let Some(inner) = body.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the answer stalled: the stream was given no flow-control credit for the \
+                 listener's idle_timeout, or its backend sent nothing for response_timeout",
+            )))));
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        let waiting = polled.is_pending();
+        this.sending
+            .waits_on_backend
+            .store(waiting, Ordering::Relaxed);
+        if !waiting {
+            this.sending
+                .progress
+                .store(this.in_flight.now(), Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        lock(&self.sending.body)
+            .as_ref()
+            .is_some_and(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        lock(&self.sending.body)
+            .as_ref()
+            .map_or_else(SizeHint::default, Body::size_hint)
     }
 }
 

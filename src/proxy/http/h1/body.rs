@@ -52,9 +52,10 @@ impl Reader {
     }
 }
 
-/// Locks `reader`, whatever a panic elsewhere left.
-pub fn lock(reader: &Mutex<Reader>) -> MutexGuard<'_, Reader> {
-    reader.lock().unwrap_or_else(PoisonError::into_inner)
+/// Locks `mutex` (a connection's reader, say), whatever a panic elsewhere
+/// left.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Why a request body could not be read.
