@@ -225,6 +225,8 @@ fn patch_and_delete_on_one_instance_reach_the_other_and_an_open_connection_finis
         c.addr().to_string(),
     );
     two.wait_addresses(&[a_addr.clone(), b_addr.clone(), c_addr.clone()]);
+    // Both have etcd (a change on one that has not yet is refused, 503).
+    one.wait_connected(true);
     two.wait_connected(true);
 
     // PATCH a weight on one: the other balances by it.
@@ -346,6 +348,7 @@ fn instances_with_one_etcd_set_show_one_digest_and_send_every_client_to_one_back
         c.addr().to_string(),
     ];
     two.wait_addresses(&set);
+    two.wait_connected(true);
     let digest = |i: &Instance| i.status()["listeners"][0]["maglev_digest"].clone();
     let agree = eventually(APPLIED_WITHIN, || {
         digest(&one).is_string() && digest(&one) == digest(&two)
