@@ -8,6 +8,10 @@
 //! - `clients`: loopback clients with deadlines: connect, read a greeting,
 //!   echo, read until closed, half-close, refused connects.
 //! - `backends`: in-process backends on `127.0.0.1:0` ([`Backend`]).
+//! - `faults`: fault injection (issue 14): [`FaultBackend`], whose
+//!   connections follow a [`Script`] and can be killed or reset at any
+//!   moment; bytes checked by [`Digest`]; a process's descriptors, memory
+//!   and CPU time ([`Usage`]).
 //! - `dnsmasq`: a real DNS server on loopback for discovery ([`Dnsmasq`]):
 //!   A records from a hosts file re-read on SIGHUP, SRV records.
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
@@ -28,6 +32,7 @@
 mod backends;
 mod clients;
 mod dnsmasq;
+mod faults;
 mod http;
 mod http_backend;
 mod logs;
@@ -45,6 +50,9 @@ pub use clients::{
     connect_refused, count, echoes, half_close, read_line, read_until_closed, refused_address,
 };
 pub use dnsmasq::Dnsmasq;
+pub use faults::{
+    Digest, FaultBackend, Script, Usage, pattern, raise_own_file_limit, read_digest, reset,
+};
 pub use http::{HttpResponse, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
