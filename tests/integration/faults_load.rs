@@ -305,15 +305,12 @@ fn out_of_descriptors(mode: &str, script: Script, traffic: &Traffic, fds_each: u
         saturated.fds
     );
     assert!(served >= 1, "nobody was served");
+    let fit = usize::try_from(LIMIT).expect("fits") / fds_each;
     assert!(
-        served <= usize::try_from(LIMIT).expect("fits") / 2,
-        "{served} served: more than the descriptors allow"
+        served <= fit,
+        "{served} served: more than {LIMIT} descriptors allow"
     );
     assert_eq!(served + away + waiting, 300);
-    assert!(
-        away + waiting >= 300 - 64,
-        "the extra clients were not held off"
-    );
 
     // Saturated for two seconds: CPU time grows little.
     let window = Duration::from_secs(2);
