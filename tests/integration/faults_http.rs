@@ -109,6 +109,22 @@ fn assert_next_request_served(balancer: &Balancer, backend: &mut FaultBackend) -
     echo
 }
 
+/// One case: an http listener `web` (with `extra` lines) over a backend
+/// following `script`; `fault` runs the case against the listener's
+/// address. Then a new client's request must be served, and the
+/// balancer's descriptors must come back to their idle count.
+fn case(script: Script, extra: &str, fault: impl FnOnce(SocketAddr, &mut FaultBackend)) {
+    let mut backend = FaultBackend::start(script);
+    let balancer = Balancer::start(&http_listener(backend.addr(), extra), Format::Toml);
+    let baseline = idle_fds(&balancer);
+    fault(balancer.addr("web"), &mut backend);
+    let echo = assert_next_request_served(&balancer, &mut backend);
+    // Its pooled connection closes with it.
+    drop(echo);
+    assert_fds_back(&balancer, baseline);
+    balancer.stop();
+}
+
 /// Asserts `answer` is the balancer's own `status`.
 #[track_caller]
 fn assert_own(answer: &crate::http::Answer, status: u16) {
@@ -122,232 +138,207 @@ fn assert_own(answer: &crate::http::Answer, status: u16) {
 
 #[test]
 fn a_backend_killed_mid_answer_cuts_it_closes_the_client_and_the_next_request_is_served() {
-    let mut backend = FaultBackend::start(Script::HttpSend {
-        len: LONG,
-        seed: 11,
-    });
-    let balancer = Balancer::start(&http_listener(backend.addr(), ""), Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut stream = get_first_bytes(balancer.addr("web"), 11);
-    backend.kill();
-    assert_cut_and_closed(&mut stream, 11);
-    drop(stream);
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop(echo);
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
+    case(
+        Script::HttpSend {
+            len: LONG,
+            seed: 11,
+        },
+        "",
+        |web, backend| {
+            let mut stream = get_first_bytes(web, 11);
+            backend.kill();
+            assert_cut_and_closed(&mut stream, 11);
+            drop(stream);
+        },
+    );
 }
 
 #[test]
 fn a_backend_that_resets_mid_answer_cuts_it_and_closes_the_client() {
-    let mut backend = FaultBackend::start(Script::HttpSend {
-        len: LONG,
-        seed: 12,
-    });
-    let balancer = Balancer::start(&http_listener(backend.addr(), ""), Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut stream = get_first_bytes(balancer.addr("web"), 12);
-    backend.reset();
-    assert_cut_and_closed(&mut stream, 12);
-    drop(stream);
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop(echo);
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
+    case(
+        Script::HttpSend {
+            len: LONG,
+            seed: 12,
+        },
+        "",
+        |web, backend| {
+            let mut stream = get_first_bytes(web, 12);
+            backend.reset();
+            assert_cut_and_closed(&mut stream, 12);
+            drop(stream);
+        },
+    );
 }
 
 #[test]
 fn a_backend_killed_mid_upload_gets_the_client_a_502_and_got_intact_bytes() {
-    let mut backend = FaultBackend::start(Script::HttpSink);
-    let balancer = Balancer::start(&http_listener(backend.addr(), ""), Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut client = Client::connect(balancer.addr("web"));
-    client.send(&post_head(LONG));
-    let mut writer = client.try_clone_stream();
-    writer
-        .set_write_timeout(Some(PROMPTLY))
-        .expect("a write timeout");
-    writer
-        .write_all(&pattern(13, 0, usize::try_from(FIRST).expect("fits")))
-        .expect("the first MiB is taken");
-    assert!(
-        eventually(DEADLINE, || backend.read_bytes() >= FIRST),
-        "the upload did not reach the backend"
-    );
-    backend.kill();
-    // A POST that reached its backend is not sent again: 502, and the
-    // connection closes (the rest of its body was never read).
-    assert_own(&client.answer(), 502);
-    assert!(
-        client.closed_within(DEADLINE),
-        "the client connection stayed open"
-    );
-    let received = backend.received();
-    assert_eq!(received.len(), 1);
-    assert!(
-        received[0].len >= FIRST.min(1),
-        "nothing reached the backend"
-    );
-    assert_eq!(
-        received[0],
-        Digest::of_pattern(13, received[0].len),
-        "the body that reached the backend changed"
-    );
-    drop(client);
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop(echo);
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
+    case(Script::HttpSink, "", |web, backend| {
+        let mut client = Client::connect(web);
+        client.send(&post_head(LONG));
+        let mut writer = client.try_clone_stream();
+        writer
+            .set_write_timeout(Some(PROMPTLY))
+            .expect("a write timeout");
+        writer
+            .write_all(&pattern(13, 0, usize::try_from(FIRST).expect("fits")))
+            .expect("the first MiB is taken");
+        assert!(
+            eventually(DEADLINE, || backend.read_bytes() >= FIRST),
+            "the upload did not reach the backend"
+        );
+        backend.kill();
+        // A POST that reached its backend is not sent again: 502, and the
+        // connection closes (the rest of its body was never read).
+        assert_own(&client.answer(), 502);
+        assert!(
+            client.closed_within(DEADLINE),
+            "the client connection stayed open"
+        );
+        let received = backend.received();
+        assert_eq!(received.len(), 1);
+        assert!(
+            received[0].len >= FIRST.min(1),
+            "nothing reached the backend"
+        );
+        assert_eq!(
+            received[0],
+            Digest::of_pattern(13, received[0].len),
+            "the body that reached the backend changed"
+        );
+        drop(client);
+    });
 }
 
 #[test]
 fn a_backend_that_resets_at_accept_gets_a_502_not_retried_on_a_new_connection() {
-    let mut backend = FaultBackend::start(Script::ResetAtOnce);
-    let balancer = Balancer::start(&http_listener(backend.addr(), ""), Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut client = Client::connect(balancer.addr("web"));
-    client.send(&get("/"));
-    assert_own(&client.answer(), 502);
-    // docs/http.md: only a request on a reused pooled connection is sent
-    // again; this one failed on a new connection.
-    assert_eq!(backend.accepts(), 1, "the request was sent again");
-    drop(client);
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop(echo);
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
+    case(Script::ResetAtOnce, "", |web, backend| {
+        let mut client = Client::connect(web);
+        client.send(&get("/"));
+        assert_own(&client.answer(), 502);
+        // docs/http.md: only a request on a reused pooled connection is sent
+        // again; this one failed on a new connection.
+        assert_eq!(backend.accepts(), 1, "the request was sent again");
+        drop(client);
+    });
 }
 
 #[test]
 fn a_backend_that_closes_at_accept_gets_a_502_and_the_connection_serves_on() {
-    let mut backend = FaultBackend::start(Script::CloseAtOnce);
-    let balancer = Balancer::start(&http_listener(backend.addr(), ""), Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut client = Client::connect(balancer.addr("web"));
-    client.send(&get("/"));
-    let answer = client.answer();
-    assert_own(&answer, 502);
-    assert_eq!(
-        answer.text(),
-        "bad gateway: the backend closed the connection without an answer\n"
-    );
-    assert_eq!(backend.accepts(), 1, "the request was sent again");
-    // The same client connection serves on once the backend behaves.
-    let addr = backend.addr();
-    backend.kill();
-    let echo = FaultBackend::start_on(addr, Script::HttpEcho).expect("restart");
-    client.send(&get("/after"));
-    assert_eq!(client.answer().status, 200);
-    drop((client, echo));
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
+    case(Script::CloseAtOnce, "", |web, backend| {
+        let mut client = Client::connect(web);
+        client.send(&get("/"));
+        let answer = client.answer();
+        assert_own(&answer, 502);
+        assert_eq!(
+            answer.text(),
+            "bad gateway: the backend closed the connection without an answer\n"
+        );
+        assert_eq!(backend.accepts(), 1, "the request was sent again");
+        // The same client connection serves on once the backend behaves.
+        let addr = backend.addr();
+        backend.kill();
+        *backend = FaultBackend::start_on(addr, Script::HttpEcho).expect("restart");
+        client.send(&get("/after"));
+        assert_eq!(client.answer().status, 200);
+    });
 }
 
 #[test]
 fn a_backend_that_never_answers_gets_a_504_at_response_timeout_and_its_connection_closed() {
-    let mut backend = FaultBackend::start(Script::Silent);
-    let config = http_listener(backend.addr(), "response_timeout = \"1s\"");
-    let balancer = Balancer::start(&config, Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut client = Client::connect(balancer.addr("web"));
-    let started = Instant::now();
-    client.send(&get("/"));
-    assert_own(&client.answer(), 504);
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "504 after {:?}, before response_timeout",
-        started.elapsed()
+    case(
+        Script::Silent,
+        "response_timeout = \"1s\"",
+        |web, backend| {
+            let mut client = Client::connect(web);
+            let started = Instant::now();
+            client.send(&get("/"));
+            assert_own(&client.answer(), 504);
+            assert!(
+                started.elapsed() >= Duration::from_millis(900),
+                "504 after {:?}, before response_timeout",
+                started.elapsed()
+            );
+            assert!(
+                eventually(PROMPTLY, || backend.open() == 0),
+                "the timed-out backend connection was kept"
+            );
+        },
     );
-    assert!(
-        eventually(PROMPTLY, || backend.open() == 0),
-        "the timed-out backend connection was kept"
-    );
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop((client, echo));
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
 }
 
 #[test]
 fn a_backend_that_answers_half_then_stalls_is_cut_at_response_timeout_after_intact_bytes() {
-    let mut backend = FaultBackend::start(Script::HttpHalfThenStall {
-        len: 2 * FIRST,
-        seed: 14,
-    });
-    let config = http_listener(backend.addr(), "response_timeout = \"1s\"");
-    let balancer = Balancer::start(&config, Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut client = Client::connect(balancer.addr("web"));
-    client.send(&get("/"));
-    let (status, _) = client.head();
-    assert_eq!(status, 200);
-    let early = client.take_buffer();
-    let mut stream = client.try_clone_stream();
-    let (rest, closed) = read_digest(&mut stream, u64::MAX, DEADLINE).expect("closed in time");
-    assert!(closed.is_some());
-    let mut got = Digest::default();
-    got.update(&early);
-    assert_eq!(got, Digest::of_pattern(14, got.len));
-    assert_eq!(rest, Digest::of_pattern_from(14, got.len, rest.len));
-    assert_eq!(
-        got.len + rest.len,
-        FIRST,
-        "not exactly the half that was sent"
+    case(
+        Script::HttpHalfThenStall {
+            len: 2 * FIRST,
+            seed: 14,
+        },
+        "response_timeout = \"1s\"",
+        |web, backend| {
+            let mut client = Client::connect(web);
+            client.send(&get("/"));
+            let (status, _) = client.head();
+            assert_eq!(status, 200);
+            let early = client.take_buffer();
+            let mut stream = client.try_clone_stream();
+            let (rest, closed) =
+                read_digest(&mut stream, u64::MAX, DEADLINE).expect("closed in time");
+            assert!(closed.is_some());
+            let mut got = Digest::default();
+            got.update(&early);
+            assert_eq!(got, Digest::of_pattern(14, got.len));
+            assert_eq!(rest, Digest::of_pattern_from(14, got.len, rest.len));
+            assert_eq!(
+                got.len + rest.len,
+                FIRST,
+                "not exactly the half that was sent"
+            );
+            assert!(
+                eventually(PROMPTLY, || backend.open() == 0),
+                "the stalled backend connection was kept"
+            );
+            drop((client, stream));
+        },
     );
-    assert!(
-        eventually(PROMPTLY, || backend.open() == 0),
-        "the stalled backend connection was kept"
-    );
-    drop((client, stream));
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop(echo);
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
 }
 
 #[test]
 fn a_client_that_resets_mid_answer_closes_its_backend_connection() {
-    let mut backend = FaultBackend::start(Script::HttpSend {
-        len: LONG,
-        seed: 15,
-    });
-    let balancer = Balancer::start(&http_listener(backend.addr(), ""), Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let stream = get_first_bytes(balancer.addr("web"), 15);
-    reset(stream);
-    assert!(
-        eventually(DEADLINE, || backend.open() == 0),
-        "the backend connection of a reset client was kept"
+    case(
+        Script::HttpSend {
+            len: LONG,
+            seed: 15,
+        },
+        "",
+        |web, backend| {
+            let stream = get_first_bytes(web, 15);
+            reset(stream);
+            assert!(
+                eventually(DEADLINE, || backend.open() == 0),
+                "the backend connection of a reset client was kept"
+            );
+            assert!(backend.written_bytes() < LONG, "the backend sent it all");
+        },
     );
-    assert!(backend.written_bytes() < LONG, "the backend sent it all");
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop(echo);
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
 }
 
 #[test]
 fn a_client_that_resets_mid_upload_closes_its_backend_connection_after_intact_bytes() {
-    let mut backend = FaultBackend::start(Script::HttpSink);
-    let balancer = Balancer::start(&http_listener(backend.addr(), ""), Format::Toml);
-    let baseline = idle_fds(&balancer);
-    let mut client = Client::connect(balancer.addr("web"));
-    client.send(&post_head(LONG));
-    client.send(&pattern(16, 0, usize::try_from(FIRST).expect("fits")));
-    assert!(
-        eventually(DEADLINE, || backend.read_bytes() >= FIRST),
-        "the upload did not reach the backend"
-    );
-    reset(client.try_clone_stream());
-    drop(client);
-    assert!(
-        eventually(DEADLINE, || backend.open() == 0),
-        "the backend connection of a reset client was kept"
-    );
-    let received = backend.received();
-    assert_eq!(received, [Digest::of_pattern(16, FIRST)]);
-    let echo = assert_next_request_served(&balancer, &mut backend);
-    drop(echo);
-    assert_fds_back(&balancer, baseline);
-    balancer.stop();
+    case(Script::HttpSink, "", |web, backend| {
+        let mut client = Client::connect(web);
+        client.send(&post_head(LONG));
+        client.send(&pattern(16, 0, usize::try_from(FIRST).expect("fits")));
+        assert!(
+            eventually(DEADLINE, || backend.read_bytes() >= FIRST),
+            "the upload did not reach the backend"
+        );
+        reset(client.try_clone_stream());
+        drop(client);
+        assert!(
+            eventually(DEADLINE, || backend.open() == 0),
+            "the backend connection of a reset client was kept"
+        );
+        let received = backend.received();
+        assert_eq!(received, [Digest::of_pattern(16, FIRST)]);
+    });
 }

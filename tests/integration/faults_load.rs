@@ -406,9 +406,21 @@ fn concurrent(mode: &str, script: Script, exchange: Exchange, fds_each: usize) {
         return;
     }
     let backend = FaultBackend::start(script);
+    // An idle keep-alive client is closed after request_header_timeout,
+    // 10 s by default: the first ones must stay open until the last ones
+    // are done, on a busy machine too.
+    let keep = if mode == "http" {
+        "request_header_timeout = \"120s\""
+    } else {
+        ""
+    };
     let config = format!(
         "[global]\nworkers = 2\n\n{}",
-        listener(mode, backend.addr(), "max_connections = 20000")
+        listener(
+            mode,
+            backend.addr(),
+            &format!("max_connections = 20000\n{keep}")
+        )
     );
     let balancer = Balancer::start(&config, Format::Toml);
     let web = balancer.addr("web");

@@ -7,7 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,13 +16,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::backends::runtime;
-use super::clients::Closed;
+use super::clients::{Closed, read_chunks};
 use super::loopback;
 
 // === Bytes checked by digest ===
 
-/// The 64-bit word number `index` of the stream `seed` (splitmix64), so
-/// any stretch of a stream can be made or checked without the rest.
+/// The 64-bit word number `index` of the stream `seed` (splitmix64).
 fn word(seed: u64, index: u64) -> u64 {
     let mut z = seed
         .wrapping_add(index.wrapping_add(1))
@@ -32,18 +31,39 @@ fn word(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Bytes `from..from + len` of the deterministic stream `seed`: no
-/// stretch repeats, and two seeds give two different streams, so bytes
-/// delivered to the wrong connection or in the wrong order are caught.
+/// The length of the block every stream is cut from: a prime number of
+/// bytes (about 1 MiB), so it lines up with no buffer, chunk or pipe size,
+/// and a chunk lost, repeated or moved changes the digest.
+const PERIOD: usize = 1_048_583;
+
+/// The pseudo-random block every stream is cut from, made once: copying
+/// from it keeps backends that send gigabytes cheap in a debug build.
+fn block() -> &'static [u8] {
+    static BLOCK: OnceLock<Vec<u8>> = OnceLock::new();
+    BLOCK.get_or_init(|| {
+        let words = u64::try_from(PERIOD.div_ceil(8)).expect("fits");
+        let mut block: Vec<u8> = (0..words)
+            .flat_map(|i| word(0x5EED, i).to_le_bytes())
+            .collect();
+        block.truncate(PERIOD);
+        block
+    })
+}
+
+/// Bytes `from..from + len` of the deterministic stream `seed`: the block
+/// repeated from an offset of the seed's own, so two seeds give two
+/// different streams and bytes delivered to the wrong connection are
+/// caught.
 pub fn pattern(seed: u64, from: u64, len: usize) -> Vec<u8> {
+    let block = block();
+    let period = PERIOD as u64;
+    let start = (from % period + seed.wrapping_mul(104_729) % period) % period;
+    let mut at = usize::try_from(start).expect("an offset in the block fits");
     let mut out = Vec::with_capacity(len);
-    let mut at = from;
     while out.len() < len {
-        let bytes = word(seed, at / 8).to_le_bytes();
-        let skip = usize::try_from(at % 8).expect("a remainder of 8 fits");
-        let take = (8 - skip).min(len - out.len());
-        out.extend_from_slice(&bytes[skip..skip + take]);
-        at += take as u64;
+        let take = (PERIOD - at).min(len - out.len());
+        out.extend_from_slice(&block[at..at + take]);
+        at = 0;
     }
     out
 }
@@ -595,44 +615,12 @@ pub fn read_digest(
     until: u64,
     within: Duration,
 ) -> Result<(Digest, Option<Closed>), String> {
-    use std::io::Read;
-    let deadline = std::time::Instant::now() + within;
     let mut digest = Digest::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    while digest.len < until {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "neither {until} bytes nor a close within {within:?} ({} bytes came)",
-                digest.len
-            ));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .expect("set a read timeout");
-        let want = usize::try_from(until - digest.len)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        match stream.read(&mut buf[..want]) {
-            Ok(0) => return Ok((digest, Some(Closed::Eof))),
-            Ok(n) => digest.update(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return Ok((digest, Some(Closed::Reset)));
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(format!("read failed: {e}")),
-        }
-    }
-    Ok((digest, None))
+    let closed = read_chunks(stream, within, |chunk| {
+        digest.update(chunk);
+        usize::try_from(until - digest.len).unwrap_or(usize::MAX)
+    })?;
+    Ok((digest, closed))
 }
 
 /// Resets `stream` (SO_LINGER 0, then closed): the peer gets an RST.
