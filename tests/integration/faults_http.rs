@@ -342,3 +342,35 @@ fn a_client_that_resets_mid_upload_closes_its_backend_connection_after_intact_by
         assert_eq!(received, [Digest::of_pattern(16, FIRST)]);
     });
 }
+
+#[test]
+fn a_backend_killed_while_its_connection_is_pooled_costs_no_request() {
+    // docs/http.md: a request never written to a pooled connection the
+    // backend had closed goes to another backend, whatever its method.
+    let mut a = FaultBackend::start(Script::HttpEcho);
+    let b = FaultBackend::start(Script::HttpEcho);
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"http\"\n\
+         backends = [\"{}\", \"{}\"]\n[listeners.passive_check]\nenabled = false\n",
+        a.addr(),
+        b.addr()
+    );
+    let balancer = Balancer::start(&config, Format::Toml);
+    let mut client = Client::connect(balancer.addr("web"));
+    // Both backends answer once, and keep their connection in the pool.
+    for _ in 0..2 {
+        client.send(&get("/warm"));
+        assert_eq!(client.answer().status, 200);
+    }
+    assert_eq!((a.accepts(), b.accepts()), (1, 1));
+    a.kill();
+    for i in 0..6u64 {
+        let body = pattern(20 + i, 0, 5000);
+        client.send(&post_head(body.len() as u64));
+        client.send(&body);
+        let answer = client.answer();
+        assert_eq!(answer.status, 200, "request {i}: {answer:?}");
+        assert!(answer.body == body, "request {i}: the echoed body changed");
+    }
+    balancer.stop();
+}
