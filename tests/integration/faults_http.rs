@@ -54,23 +54,21 @@ fn get_first_bytes(web: SocketAddr, seed: u64) -> TcpStream {
     assert_eq!(status, 200);
     let length = headers.iter().find(|(n, _)| n == "content-length");
     assert_eq!(length.map(|(_, v)| v.as_str()), Some(&*LONG.to_string()));
-    let mut digest = Digest::default();
-    let early = client.take_buffer();
-    digest.update(&early);
+    // What came with the head, then the rest of the first MiB.
+    let mut first = Digest::default();
+    first.update(&client.take_buffer());
     let mut stream = client.try_clone_stream();
     let (rest, closed) =
-        read_digest(&mut stream, FIRST - digest.len, DEADLINE).expect("the first bytes came");
+        read_digest(&mut stream, FIRST - first.len, DEADLINE).expect("the first bytes came");
     assert_eq!(closed, None, "closed early");
-    let mut whole = Digest::default();
-    whole.update(&early);
     assert_eq!(
-        whole,
-        Digest::of_pattern(seed, whole.len),
+        first,
+        Digest::of_pattern(seed, first.len),
         "the first bytes changed"
     );
     assert_eq!(
         rest,
-        Digest::of_pattern_from(seed, whole.len, rest.len),
+        Digest::of_pattern_from(seed, first.len, rest.len),
         "the first MiB changed"
     );
     stream
@@ -83,7 +81,7 @@ fn get_first_bytes(web: SocketAddr, seed: u64) -> TcpStream {
 fn assert_cut_and_closed(stream: &mut TcpStream, seed: u64) {
     let (rest, closed) = read_digest(stream, u64::MAX, DEADLINE)
         .unwrap_or_else(|e| panic!("the client was not closed: {e}"));
-    assert!(closed.is_some());
+    assert!(closed.is_some(), "read {} bytes, but no close", rest.len);
     assert!(FIRST + rest.len < LONG, "the whole answer came");
     assert_eq!(
         rest,
@@ -196,10 +194,7 @@ fn a_backend_killed_mid_upload_gets_the_client_a_502_and_got_intact_bytes() {
         );
         let received = backend.received();
         assert_eq!(received.len(), 1);
-        assert!(
-            received[0].len >= FIRST.min(1),
-            "nothing reached the backend"
-        );
+        assert!(received[0].len > 0, "no body byte reached the backend");
         assert_eq!(
             received[0],
             Digest::of_pattern(13, received[0].len),

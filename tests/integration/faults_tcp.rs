@@ -91,11 +91,11 @@ fn assert_first_bytes_intact(client: &mut TcpStream, seed: u64) {
 /// transfer never arrives, and what did is the stream's prefix.
 #[track_caller]
 fn assert_cut_short_and_closed(client: &mut TcpStream, seed: u64, total: u64) {
-    // Everything from the first byte again: read the rest into a digest
-    // that continues the first MiB's.
+    // The rest, in a digest of its own, checked against the stream from
+    // byte FIRST on.
     let (rest, closed) = read_digest(client, u64::MAX, DEADLINE)
         .unwrap_or_else(|e| panic!("the client was not closed: {e}"));
-    assert!(closed.is_some(), "closed");
+    assert!(closed.is_some(), "read {} bytes, but no close", rest.len);
     let got = FIRST + rest.len;
     assert!(
         got < total,
