@@ -134,7 +134,14 @@ fn clients_that_never_read(mode: &str, request: &[u8]) {
     if mode == "http" {
         head_len(&mut reader);
     }
-    let (got, _) = read_digest(&mut reader, owed, DEADLINE).expect("the held answer");
+    let before = backend.written_bytes();
+    let (got, _) = read_digest(&mut reader, owed, DEADLINE).unwrap_or_else(|e| {
+        panic!(
+            "the held answer: {e}; meanwhile the backends wrote {} more bytes, {} connections open",
+            backend.written_bytes() - before,
+            backend.open()
+        )
+    });
     assert_eq!(got, Digest::of_pattern(21, owed), "a held answer changed");
     drop((reader, clients));
     assert!(
@@ -274,14 +281,24 @@ fn fates(probes: &[Probe]) -> (usize, usize, usize) {
 }
 
 /// Under `ulimit -n 128`, 300 clients: some are served (each holds
-/// `fds_each` descriptors at least), the rest are turned away or wait unaccepted, nobody gets
-/// a wrong byte, the balancer does not spin while saturated, and once the
-/// clients leave, a new client is served.
-fn out_of_descriptors(mode: &str, script: Script, traffic: &Traffic, fds_each: usize) {
+/// `fds_each` descriptors at least), the rest are turned away or wait
+/// unaccepted, nobody gets a wrong byte, the balancer does not spin while
+/// saturated, and once the clients leave, a new client is served. With
+/// `[global] max_connections` set to `cap` (operations.md's advice when
+/// the limit cannot be raised), none is left waiting: the extra ones are
+/// closed at accept.
+fn out_of_descriptors(
+    mode: &str,
+    script: Script,
+    traffic: &Traffic,
+    fds_each: usize,
+    cap: Option<usize>,
+) {
     const LIMIT: u32 = 128;
     let backend = FaultBackend::start(script);
+    let max = cap.map_or(String::new(), |n| format!("max_connections = {n}\n"));
     let config = format!(
-        "[global]\nworkers = 1\n\n{}",
+        "[global]\nworkers = 1\n{max}\n{}",
         listener(mode, backend.addr(), "")
     );
     let mut balancer = Balancer::spawn_under_ulimit(LIMIT, &config, Format::Toml);
@@ -311,6 +328,10 @@ fn out_of_descriptors(mode: &str, script: Script, traffic: &Traffic, fds_each: u
         "{served} served: more than {LIMIT} descriptors allow"
     );
     assert_eq!(served + away + waiting, 300);
+    if let Some(cap) = cap {
+        assert!(served <= cap, "{served} served over max_connections {cap}");
+        assert_eq!(waiting, 0, "clients left waiting despite max_connections");
+    }
 
     // Saturated for two seconds: CPU time grows little.
     let window = Duration::from_secs(2);
@@ -342,29 +363,44 @@ fn out_of_descriptors(mode: &str, script: Script, traffic: &Traffic, fds_each: u
     balancer.stop();
 }
 
+/// An echo over a tcp listener.
+const TCP_PING: Traffic = Traffic {
+    request: b"ping\n",
+    answer: b"ping\n",
+    end: b"\n",
+    told: b"",
+};
+
+/// A GET over an http listener; a 503 is a refusal.
+const HTTP_GET: Traffic = Traffic {
+    request: b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n",
+    answer: b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n",
+    end: b"\r\n\r\n",
+    told: b"HTTP/1.1 503",
+};
+
+// In tcp mode each served client holds its socket and its backend's; in
+// http mode an idle keep-alive client holds its socket, and backend
+// connections go back to the pool between requests.
+
 #[test]
 fn a_tcp_listener_out_of_descriptors_turns_clients_away_idles_and_serves_again() {
-    let traffic = Traffic {
-        request: b"ping\n",
-        answer: b"ping\n",
-        end: b"\n",
-        told: b"",
-    };
-    // Each holds its client and its backend socket.
-    out_of_descriptors("tcp", Script::Echo, &traffic, 2);
+    out_of_descriptors("tcp", Script::Echo, &TCP_PING, 2, None);
 }
 
 #[test]
 fn an_http_listener_out_of_descriptors_turns_clients_away_idles_and_serves_again() {
-    let traffic = Traffic {
-        request: b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n",
-        answer: b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n",
-        end: b"\r\n\r\n",
-        told: b"HTTP/1.1 503",
-    };
-    // Each idle keep-alive client holds its socket; backend connections go
-    // back to the pool between requests.
-    out_of_descriptors("http", Script::HttpEcho, &traffic, 1);
+    out_of_descriptors("http", Script::HttpEcho, &HTTP_GET, 1, None);
+}
+
+#[test]
+fn under_ulimit_a_tcp_listener_with_max_connections_closes_the_extra_clients_at_accept() {
+    out_of_descriptors("tcp", Script::Echo, &TCP_PING, 2, Some(40));
+}
+
+#[test]
+fn under_ulimit_an_http_listener_with_max_connections_closes_the_extra_clients_at_accept() {
+    out_of_descriptors("http", Script::HttpEcho, &HTTP_GET, 1, Some(40));
 }
 
 // === 5,000 concurrent connections ===
