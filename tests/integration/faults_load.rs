@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,17 @@ fn listener(mode: &str, backend: SocketAddr, extra: &str) -> String {
 
 const MIB: u64 = 1 << 20;
 
+/// Serializes the heavy cases of this file (thousands of sockets, or
+/// gigabytes owed): two at once would need twice the descriptors of this
+/// process (both ends of every connection are here) and load a two-core
+/// machine past what the other tests' deadlines allow. Hold the guard for
+/// the whole case.
+fn heavy() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A failed case poisons the lock; its sockets are closed by then.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 // === Clients that never read ===
 
 /// Waits until `reading` stops changing (the same over five readings
@@ -59,6 +70,7 @@ fn until_flat(mut reading: impl FnMut() -> u64) -> bool {
 /// held back, and the balancer's memory grows by far less than the 2 GB
 /// owed. Then one of them reads its 10 MiB, intact, and all close.
 fn clients_that_never_read(mode: &str, request: &[u8]) {
+    let _heavy = heavy();
     let owed = 10 * MIB;
     let script = if mode == "http" {
         Script::HttpSend {
@@ -438,6 +450,7 @@ type Pending = std::pin::Pin<
 /// balancer then holds at least `fds_each` descriptors per connection,
 /// releases them, and checks descriptors and memory come back.
 fn concurrent(mode: &str, script: Script, exchange: Exchange, fds_each: usize) {
+    let _heavy = heavy();
     if !enough_descriptors(CONCURRENT) {
         return;
     }
