@@ -26,6 +26,15 @@
 //!   (`browser`: chromedriver over WebDriver).
 //! - `admin_fuzz`: random and mutated change bodies and path segments
 //!   against one running admin API: never a 5xx, errors as JSON.
+//! - `faults_tcp`: fault injection on a tcp listener (issue 14):
+//!   backends killed, reset, silent or stalled mid-transfer, clients reset
+//!   or half-closed, clients that never read, descriptors run out; bytes
+//!   checked by digest, descriptors counted back.
+//! - `faults_http`: the same faults on an http listener: the status each
+//!   client is told, bytes by digest, descriptors counted back.
+//! - `faults_load`: by numbers, both modes: 200 clients that never read
+//!   (memory bounded), descriptors run out (no spinning), 5,000
+//!   concurrent checksummed connections, slowloris and garbage.
 //! - `hardening`: issue 16's cases: a stuck stderr, log floods, running
 //!   out of file descriptors, admin slowloris and DNS rebinding.
 //! - `proxy_protocol`: PROXY protocol headers sent to backends and
@@ -60,6 +69,9 @@ mod config;
 mod demo;
 mod discovery;
 mod drain;
+mod faults_http;
+mod faults_load;
+mod faults_tcp;
 mod fleet;
 mod hardening;
 mod health;

@@ -61,7 +61,14 @@ fn http_1_1_over_tls_keeps_alive_carries_bodies_both_ways_and_the_backend_hears_
         let get = request("GET", "/one?x=1", &[("host", "a.test")], b"");
         let first = sender.send_request(get).await;
         let first = answered(first.unwrap_or_else(|e| panic!("the GET's answer: {e:?}"))).await;
-        // The same connection again: it was kept alive.
+        // The same connection again: it was kept alive. (hyper's HTTP/1.1
+        // sender takes the next request only once its connection task has
+        // finished the first: without waiting for that, the send races it
+        // and fails "connection was not ready" on a busy machine.)
+        sender
+            .ready()
+            .await
+            .expect("the kept-alive connection takes a next request");
         let post = request("POST", "/two", &[("host", "a.test")], &sent);
         let second = sender.send_request(post).await;
         let second = answered(second.unwrap_or_else(|e| panic!("the POST's answer: {e:?}"))).await;

@@ -299,11 +299,15 @@ pub async fn answer(
             // state would widen every request's future.
             None => match Box::pin(open(&state, backend)).await {
                 Ok(opened) => opened,
+                // Closed after the answer: this machine is short of
+                // descriptors, and a kept client connection would hold one
+                // (under a full accept queue, every one of them, so that
+                // no request could get a backend connection at all).
                 Err(NoBackend::Local(_)) => {
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "service unavailable: out of resources\n",
-                        false,
+                        true,
                         logged,
                     );
                 }

@@ -142,33 +142,53 @@ pub(super) fn read_until(
     within: Duration,
     complete: impl Fn(&[u8]) -> bool,
 ) -> Result<(Vec<u8>, Option<Closed>), String> {
-    let deadline = Instant::now() + within;
     let mut received = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
+    let closed = read_chunks(stream, within, |chunk| {
+        received.extend_from_slice(chunk);
+        if complete(&received) { 0 } else { 16 * 1024 }
+    })?;
+    Ok((received, closed))
+}
+
+/// Reads from `stream` a chunk at a time, at most `within`, handing each
+/// chunk to `take` (first an empty one), which says how many bytes the
+/// next read may take: 0 when it has had enough (then `None`), else until
+/// the stream is closed (EOF or reset: how). `Err` if neither came in time.
+pub(super) fn read_chunks(
+    stream: &mut TcpStream,
+    within: Duration,
+    mut take: impl FnMut(&[u8]) -> usize,
+) -> Result<Option<Closed>, String> {
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    let mut want = take(&[]);
     loop {
-        if complete(&received) {
-            return Ok((received, None));
+        if want == 0 {
+            return Ok(None);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(format!(
-                "still open after {within:?} ({} bytes received)",
-                received.len()
+                "still open after {within:?} ({total} bytes received)"
             ));
         }
         stream
             .set_read_timeout(Some(left))
             .expect("set a read timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok((received, Some(Closed::Eof))),
-            Ok(n) => received.extend_from_slice(&buf[..n]),
+        match stream.read(&mut buf[..want.min(64 * 1024)]) {
+            Ok(0) => return Ok(Some(Closed::Eof)),
+            Ok(n) => {
+                total += n;
+                want = take(&buf[..n]);
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
                 ) =>
             {
-                return Ok((received, Some(Closed::Reset)));
+                return Ok(Some(Closed::Reset));
             }
             Err(e)
                 if matches!(

@@ -8,11 +8,15 @@
 //! - `clients`: loopback clients with deadlines: connect, read a greeting,
 //!   echo, read until closed, half-close, refused connects.
 //! - `backends`: in-process backends on `127.0.0.1:0` ([`Backend`]).
+//! - `faults`: fault injection (issue 14): [`FaultBackend`], whose
+//!   connections follow a [`Script`] and can be killed or reset at any
+//!   moment; bytes checked by [`Digest`]; a process's descriptors, memory
+//!   and CPU time ([`Usage`]).
 //! - `dnsmasq`: a real DNS server on loopback for discovery ([`Dnsmasq`]):
 //!   A records from a hosts file re-read on SIGHUP, SRV records.
 //! - `etcd`: a real etcd member on loopback for the fleet ([`Etcd`]),
 //!   stopped and started again on the same ports and data; keys read and
-//!   written with the Rust client.
+//!   written with etcdctl.
 //! - `http`: one HTTP/1.1 request and its answer ([`HttpResponse`]).
 //! - `http_backend`: an HTTP/1.1 backend that records each request as it
 //!   arrived and answers as the request asks ([`HttpBackend`]).
@@ -32,6 +36,7 @@ mod backends;
 mod clients;
 mod dnsmasq;
 mod etcd;
+mod faults;
 mod http;
 mod http_backend;
 mod logs;
@@ -50,6 +55,9 @@ pub use clients::{
 };
 pub use dnsmasq::Dnsmasq;
 pub use etcd::{Etcd, Relay};
+pub use faults::{
+    Digest, FaultBackend, Script, Usage, pattern, raise_own_file_limit, read_digest, reset,
+};
 pub use http::{HttpResponse, admin_call, http_get, http_request};
 pub use http_backend::{HttpBackend, Seen};
 pub use metrics_text::sample;
