@@ -19,10 +19,10 @@ use tokio::sync::Notify;
 
 use super::super::Conn;
 use super::codec::{Chunk, ChunkedDecoder};
-use super::socket::Socket;
+use super::socket::{Read, Socket};
 
 /// How much is read from the socket at a time, at most.
-pub(super) const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The client connection's read side: its socket (shared with the writer,
 /// which only writes) and the bytes read and not used yet.
@@ -239,20 +239,21 @@ fn fill(reader: &mut Reader, cx: &mut Context<'_>) -> Poll<Result<usize, BodyErr
     let Some(socket) = socket.as_deref() else {
         return Poll::Ready(Err(BodyError::Gone));
     };
-    socket.poll_fill(buf, cx).map_err(BodyError::Io)
+    poll_fill(socket, buf, cx).map_err(BodyError::Io)
 }
 
-/// Reads more from `socket` into `buf` (with room for a body's read):
-/// `Ready(Ok(n))` with the bytes read, 0 at end of stream.
+/// Reads more from `socket` (a client's, or a backend's) into `buf` (with
+/// room for a body's read): `Ready(Ok(n))` with the bytes read, 0 at end
+/// of stream.
 pub fn poll_fill(
-    socket: &TcpStream,
+    socket: &impl Read,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
     buf.reserve(READ_CHUNK);
     loop {
         std::task::ready!(socket.poll_read_ready(cx))?;
-        match read_some(socket, buf) {
+        match socket.read_some(buf) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             read => return Poll::Ready(read),
         }

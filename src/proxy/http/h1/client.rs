@@ -303,7 +303,7 @@ impl Body for BackendBody {
                 Piece::Bad(text) => return this.left.fail(BodyError::Framing(text)),
                 Piece::More => {}
             }
-            match std::task::ready!(poll_fill(&conn.socket, &mut conn.buf, cx)) {
+            match std::task::ready!(poll_fill(&*conn.socket, &mut conn.buf, cx)) {
                 Ok(0) if matches!(this.left, Left::Close) => {
                     this.left = Left::Done;
                     this.reusable = false;

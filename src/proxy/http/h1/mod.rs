@@ -45,7 +45,7 @@ use super::upgrade::{PendingUpgrade, UpgradeTo};
 use super::{Conn, answer};
 use body::{ClientBody, lock};
 use codec::{BodyFraming, ChunkedDecoder, Connection, HeadLimits, ResponseFraming};
-use socket::{Socket, Write};
+use socket::{Read, Socket, Write};
 
 /// How many header fields a request head may have (HAProxy's default is
 /// 101, hyper's 100).

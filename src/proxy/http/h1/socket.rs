@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::body::{READ_CHUNK, poll_fill, read_some};
+use super::body::read_some;
 use crate::tls::TlsSocket;
 
 /// A client connection of an http listener.
@@ -24,52 +24,6 @@ pub enum Socket {
 }
 
 impl Socket {
-    /// Ready when a read may find bytes or the end.
-    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Socket::Plain(tcp) => tcp.poll_read_ready(cx),
-            Socket::Tls(tls) => tls.poll_read_ready(cx),
-        }
-    }
-
-    /// Reads once what the connection has into `buf`'s spare room (at
-    /// least one byte's room is the caller's to make), without waiting:
-    /// `Ok(0)` at its end, `WouldBlock` when nothing was there.
-    pub fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Socket::Plain(tcp) => read_some(tcp, buf),
-            Socket::Tls(tls) => {
-                // At most the spare room, as a plain read (and at least a
-                // byte, so that 0 means the end).
-                let mut room = (buf.capacity() - buf.len()).max(1);
-                tls.read_with(|chunk| {
-                    let n = chunk.len().min(room);
-                    buf.extend_from_slice(&chunk[..n]);
-                    room -= n;
-                    n
-                })
-            }
-        }
-    }
-
-    /// Reads more into `buf` (with room for a body's read), waiting for
-    /// it: `Ready(Ok(n))` with the bytes read, 0 at the end.
-    pub fn poll_fill(&self, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        match self {
-            Socket::Plain(tcp) => poll_fill(tcp, buf, cx),
-            Socket::Tls(_) => {
-                buf.reserve(READ_CHUNK);
-                loop {
-                    std::task::ready!(self.poll_read_ready(cx))?;
-                    match self.read_some(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        read => return Poll::Ready(read),
-                    }
-                }
-            }
-        }
-    }
-
     /// Ends the connection cleanly before it is dropped: over TLS, its
     /// `close_notify`, sent as far as the socket takes it at once (a
     /// plain socket's FIN comes with the drop).
@@ -87,6 +41,54 @@ impl Socket {
                 let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
             }
             Socket::Tls(tls) => tls.shutdown_write(),
+        }
+    }
+}
+
+/// What a reader needs of a connection, whose reads never wait: a
+/// client's [`Socket`], or a backend's plain socket.
+pub trait Read {
+    /// Ready when a read may find bytes or the end.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Reads once what the connection has into `buf`'s spare room (at
+    /// least one byte's room is the caller's to make), without waiting:
+    /// `Ok(0)` at its end, `WouldBlock` when nothing was there.
+    fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize>;
+}
+
+impl Read for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        read_some(self, buf)
+    }
+}
+
+impl Read for Socket {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Socket::Plain(tcp) => tcp.poll_read_ready(cx),
+            Socket::Tls(tls) => tls.poll_read_ready(cx),
+        }
+    }
+
+    fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Socket::Plain(tcp) => read_some(tcp, buf),
+            Socket::Tls(tls) => {
+                // At most the spare room, as a plain read (and at least a
+                // byte, so that 0 means the end).
+                let mut room = (buf.capacity() - buf.len()).max(1);
+                tls.read_with(|chunk| {
+                    let n = chunk.len().min(room);
+                    buf.extend_from_slice(&chunk[..n]);
+                    room -= n;
+                    n
+                })
+            }
         }
     }
 }
