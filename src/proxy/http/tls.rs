@@ -290,8 +290,8 @@ fn unsupported(req: &Request<Incoming>) -> Option<&'static str> {
 struct InFlight {
     count: AtomicUsize,
     changed: Notify,
-    /// The answers being sent (dropped ones are swept out as they are
-    /// found).
+    /// The answers being sent (those sent are swept out by the watch, and
+    /// before the list grows).
     answers: Mutex<Vec<Weak<Sending>>>,
     /// What [`Sending::progress`] counts from.
     epoch: Instant,
@@ -343,7 +343,15 @@ impl InFlight {
             progress: AtomicU64::new(self.now()),
             waits_on_backend: AtomicBool::new(false),
         });
-        lock(&self.answers).push(Arc::downgrade(&sending));
+        let mut answers = lock(&self.answers);
+        if answers.len() == answers.capacity() {
+            // Before the list grows, the answers already sent go (the
+            // watch sweeps only while it ticks): the list stays within
+            // about twice the most answers ever in flight at once.
+            answers.retain(|weak| weak.strong_count() > 0);
+        }
+        answers.push(Arc::downgrade(&sending));
+        drop(answers);
         sending
     }
 
