@@ -366,17 +366,65 @@ fn start_admin(tasks: &TaskTracker, socket: std::net::TcpListener, admin: Arc<ad
     tasks.spawn(admin::serve(admin, socket));
 }
 
-/// The health check tasks, one per listener with a `health_check`: owned
-/// here, stopped one by one (a reload) or together (the drain).
-#[derive(Debug, Default)]
-struct HealthTasks {
-    /// Every listener's checker task.
+/// Tasks that run one per listener (health checks, DNS discovery): owned
+/// here, stopped one by one (a reload) or together (the drain). Each
+/// running task is listed by listener name with `K`, what it was started
+/// with (compared by a reload), and its own token.
+#[derive(Debug)]
+struct PerListener<K> {
+    /// Every task.
     tasks: TaskTracker,
-    /// Cancelled to stop them all; each checker has a child of it.
+    /// Cancelled to stop them all; each task has a child of it.
     cancel: CancellationToken,
-    /// Each running checker's own token, by listener name.
-    by_listener: HashMap<String, CancellationToken>,
+    /// Each running task's settings and own token, by listener name.
+    by_listener: HashMap<String, (K, CancellationToken)>,
 }
+
+impl<K> Default for PerListener<K> {
+    fn default() -> PerListener<K> {
+        PerListener {
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            by_listener: HashMap::new(),
+        }
+    }
+}
+
+impl<K> PerListener<K> {
+    /// Spawns listener `name`'s task, made by `task` from its own token,
+    /// started with `settings`.
+    fn spawn<F>(&mut self, name: &str, settings: K, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.child_token();
+        self.by_listener
+            .insert(name.to_string(), (settings, cancel.clone()));
+        self.tasks.spawn(task(cancel));
+    }
+
+    /// What listener `name`'s running task was started with, if it has one.
+    fn running(&self, name: &str) -> Option<&K> {
+        self.by_listener.get(name).map(|(settings, _)| settings)
+    }
+
+    /// Stops the task of listener `name`, if it has one.
+    fn stop_listener(&mut self, name: &str) {
+        if let Some((_, cancel)) = self.by_listener.remove(name) {
+            cancel.cancel();
+        }
+    }
+
+    /// Stops every task and waits until they have ended.
+    async fn stop(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// The health check tasks, one per listener with a `health_check`.
+type HealthTasks = PerListener<()>;
 
 impl HealthTasks {
     /// Starts the checker of the listener in `slot`, when its config has a
@@ -385,38 +433,14 @@ impl HealthTasks {
         if slot.snapshot.load().config.health_check.is_none() {
             return;
         }
-        let cancel = self.cancel.child_token();
-        self.by_listener.insert(slot.name.clone(), cancel.clone());
-        self.tasks.spawn(health::run(Arc::clone(slot), cancel));
-    }
-
-    /// Stops the checker of listener `name`, if it has one.
-    fn stop_listener(&mut self, name: &str) {
-        if let Some(cancel) = self.by_listener.remove(name) {
-            cancel.cancel();
-        }
-    }
-
-    /// Stops every checker and waits until they have ended.
-    async fn stop(&self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        let slot = Arc::clone(slot);
+        self.spawn(&slot.name.clone(), (), |cancel| health::run(slot, cancel));
     }
 }
 
-/// The DNS discovery tasks, one per listener with `[listeners.discovery]`:
-/// owned here, stopped one by one (a reload that removes the listener or
-/// changes its discovery) or together (the drain).
-#[derive(Debug, Default)]
-struct DiscoveryTasks {
-    /// Every discovery task.
-    tasks: TaskTracker,
-    /// Cancelled to stop them all; each task has a child of it.
-    cancel: CancellationToken,
-    /// Each running task's settings and own token, by listener name.
-    by_listener: HashMap<String, (crate::config::Discovery, CancellationToken)>,
-}
+/// The DNS discovery tasks, one per listener with `[listeners.discovery]`,
+/// each listed with its settings.
+type DiscoveryTasks = PerListener<crate::config::Discovery>;
 
 impl DiscoveryTasks {
     /// Starts the discovery of the listener in `slot`, when its config has
@@ -425,15 +449,11 @@ impl DiscoveryTasks {
         let Some(settings) = slot.snapshot.load().config.discovery.clone() else {
             return;
         };
-        let cancel = self.cancel.child_token();
-        self.by_listener
-            .insert(slot.name.clone(), (settings.clone(), cancel.clone()));
-        self.tasks.spawn(crate::discovery::run(
-            Arc::clone(listeners),
-            Arc::clone(slot),
-            settings,
-            cancel,
-        ));
+        let (listeners, slot) = (Arc::clone(listeners), Arc::clone(slot));
+        let running = settings.clone();
+        self.spawn(&slot.name.clone(), running, |cancel| {
+            crate::discovery::run(listeners, slot, settings, cancel)
+        });
     }
 
     /// After a reload gave the listener in `slot` its config: a discovery
@@ -441,26 +461,11 @@ impl DiscoveryTasks {
     /// stayed the same runs on.
     fn follow(&mut self, listeners: &Arc<Listeners>, slot: &Arc<ListenerSlot>) {
         let wanted = slot.snapshot.load().config.discovery.clone();
-        let running = self.by_listener.get(&slot.name).map(|(d, _)| d);
-        if running == wanted.as_ref() {
+        if self.running(&slot.name) == wanted.as_ref() {
             return;
         }
         self.stop_listener(&slot.name);
         self.start(listeners, slot);
-    }
-
-    /// Stops the discovery of listener `name`, if it has one.
-    fn stop_listener(&mut self, name: &str) {
-        if let Some((_, cancel)) = self.by_listener.remove(name) {
-            cancel.cancel();
-        }
-    }
-
-    /// Stops every discovery task and waits until they have ended.
-    async fn stop(&self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
     }
 }
 
